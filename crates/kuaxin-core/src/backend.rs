@@ -1,0 +1,41 @@
+//! The back-end contract: what a chip implements so that every model runs on it.
+//!
+//! Allocation and freeing are the life of a [`DeviceTensor`] (created by `upload` and `execute`,
+//! freed when its last handle drops). A back end implements primitives, never ONNX ops.
+use crate::error::Result;
+use crate::prim::{Prim, TensorType};
+use crate::tensor::Tensor;
+use std::any::Any;
+use std::sync::Arc;
+
+/// A tensor living on a device. `storage` is the back end's own buffer type.
+#[derive(Clone)]
+pub struct DeviceTensor {
+    pub ty: TensorType,
+    pub storage: Arc<dyn Any + Send + Sync>,
+}
+
+impl std::fmt::Debug for DeviceTensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DeviceTensor({})", self.ty)
+    }
+}
+
+pub trait Backend: Send + Sync {
+    /// Device name as users type it: `cpu`, `wgpu:0`, `cuda:1`.
+    fn name(&self) -> String;
+    /// Allocates device memory and copies a host tensor in.
+    fn upload(&self, t: &Tensor) -> Result<DeviceTensor>;
+    /// Copies a device tensor out to the host.
+    fn download(&self, t: &DeviceTensor) -> Result<Tensor>;
+    /// Allocates the outputs and runs one primitive on them. `outputs` are the types
+    /// `Prim::infer` computed, already validated.
+    fn execute(&self, prim: &Prim, inputs: &[&DeviceTensor], outputs: &[TensorType]) -> Result<Vec<DeviceTensor>>;
+    /// Waits until all queued work is done.
+    fn synchronize(&self) -> Result<()>;
+    /// Whether this back end can run `prim` on these input types; the executor places what it
+    /// cannot on the host and says so.
+    fn supports(&self, _prim: &Prim, _inputs: &[TensorType]) -> bool {
+        true
+    }
+}
