@@ -1,1 +1,16 @@
+//! kuaxin-compile: from the portable graph to primitive programs.
+//!
+//! [`lower::Cx`] walks a graph and calls each op's lowering ([`ops`]); lowerings speak the
+//! numpy-like vocabulary of [`builder`]; primitives go to a [`trace::Trace`], which folds
+//! constants and records the rest into a [`program::Program`] that runs on any back end.
+pub mod builder;
+pub mod compile;
+pub mod lower;
+pub mod ops;
+pub mod program;
+pub mod trace;
+pub mod value;
 
+pub use compile::{compile_and_run, Compiled};
+pub use program::Program;
+pub use value::{Src, TVal, Value};

@@ -1,1 +1,2 @@
 //! ONNX front end (being written).
+pub mod proto;

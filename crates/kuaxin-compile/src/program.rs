@@ -1,0 +1,180 @@
+//! A traced program: primitive instructions over numbered slots, runnable again on the same
+//! device for inputs of the same types.
+use crate::value::Src;
+use kuaxin_core::prim::{Prim, TensorType};
+use kuaxin_core::{Backend, DeviceTensor, Error, HostValue, Result, Tensor};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+#[derive(Debug, Clone)]
+pub struct Instr {
+    pub prim: Prim,
+    pub inputs: Vec<Src>,
+    pub outputs: Vec<usize>,
+    /// Output types (for host ops, known only after a run).
+    pub out_types: Vec<TensorType>,
+    /// Which graph node this came from, for reports and errors.
+    pub origin: Arc<str>,
+}
+
+/// The shape of a program output: tensors and the sequences/optionals that hold them.
+#[derive(Debug, Clone)]
+pub enum OutputSpec {
+    Tensor(Src),
+    Sequence(Vec<OutputSpec>),
+    Optional(Option<Box<OutputSpec>>),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Program {
+    pub instrs: Vec<Instr>,
+    pub slot_types: Vec<TensorType>,
+    /// Slots bound to the program inputs, in order.
+    pub inputs: Vec<usize>,
+    pub outputs: Vec<(String, OutputSpec)>,
+    /// False when tracing read data-dependent values, so a new run must trace again.
+    pub reusable: bool,
+    /// Nodes that ran on the host, for reports.
+    pub host_ops: Vec<String>,
+}
+
+/// Runs instructions on a device, keeping slots alive only until their last use.
+pub struct Executor<'a> {
+    pub device: &'a dyn Backend,
+    pub host: &'a dyn Backend,
+    pub slots: Vec<Option<DeviceTensor>>,
+    consts: HashMap<usize, DeviceTensor>,
+}
+
+impl<'a> Executor<'a> {
+    pub fn new(device: &'a dyn Backend, host: &'a dyn Backend, n_slots: usize) -> Self {
+        Executor { device, host, slots: vec![None; n_slots], consts: HashMap::new() }
+    }
+
+    pub fn ensure_slots(&mut self, n: usize) {
+        if self.slots.len() < n {
+            self.slots.resize(n, None);
+        }
+    }
+
+    fn operand(&mut self, src: &Src) -> Result<DeviceTensor> {
+        match src {
+            Src::Slot(id) => self.slots.get(*id).cloned().flatten().ok_or_else(|| Error::backend(format!("slot {id} used before it was computed"))),
+            Src::Const(t) => {
+                let key = Arc::as_ptr(t) as usize;
+                if let Some(d) = self.consts.get(&key) {
+                    return Ok(d.clone());
+                }
+                let d = self.device.upload(t)?;
+                self.consts.insert(key, d.clone());
+                Ok(d)
+            }
+        }
+    }
+
+    /// Runs one instruction. Host ops download their inputs, run on the host back end and
+    /// upload the results.
+    pub fn run_instr(&mut self, ins: &Instr) -> Result<Vec<TensorType>> {
+        let args: Vec<DeviceTensor> = ins.inputs.iter().map(|s| self.operand(s)).collect::<Result<_>>()?;
+        let outs = if let Prim::Host(_) = ins.prim {
+            let host_args: Vec<DeviceTensor> = args
+                .iter()
+                .map(|a| self.device.download(a).and_then(|t| self.host.upload(&t)))
+                .collect::<Result<_>>()?;
+            let refs: Vec<&DeviceTensor> = host_args.iter().collect();
+            let outs = self.host.execute(&ins.prim, &refs, &[])?;
+            outs.iter()
+                .map(|o| self.host.download(o).and_then(|t| self.device.upload(&t)))
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            let refs: Vec<&DeviceTensor> = args.iter().collect();
+            self.device.execute(&ins.prim, &refs, &ins.out_types)?
+        };
+        if outs.len() != ins.outputs.len() {
+            return Err(Error::backend(format!("{} returned {} outputs, expected {}", ins.prim.name(), outs.len(), ins.outputs.len())));
+        }
+        let types = outs.iter().map(|o| o.ty.clone()).collect();
+        for (slot, t) in ins.outputs.iter().zip(outs) {
+            self.slots[*slot] = Some(t);
+        }
+        Ok(types)
+    }
+
+    /// Runs `instrs`, freeing each slot after its last use unless it is in `keep`.
+    pub fn run_all(&mut self, instrs: &[Instr], keep: &[usize]) -> Result<()> {
+        let mut last_use: HashMap<usize, usize> = HashMap::new();
+        for (i, ins) in instrs.iter().enumerate() {
+            for s in &ins.inputs {
+                if let Src::Slot(id) = s {
+                    last_use.insert(*id, i);
+                }
+            }
+        }
+        for k in keep {
+            last_use.remove(k);
+        }
+        let mut frees: Vec<Vec<usize>> = vec![Vec::new(); instrs.len()];
+        for (slot, i) in last_use {
+            frees[i].push(slot);
+        }
+        for (i, ins) in instrs.iter().enumerate() {
+            self.run_instr(ins).map_err(|e| e.context(&*ins.origin))?;
+            for &s in &frees[i] {
+                self.slots[s] = None;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn fetch(&mut self, spec: &OutputSpec) -> Result<HostValue> {
+        Ok(match spec {
+            OutputSpec::Tensor(src) => {
+                let d = self.operand(src)?;
+                HostValue::Tensor(self.device.download(&d)?)
+            }
+            OutputSpec::Sequence(items) => HostValue::Sequence(items.iter().map(|s| self.fetch(s)).collect::<Result<_>>()?),
+            OutputSpec::Optional(o) => HostValue::Optional(match o {
+                None => None,
+                Some(s) => Some(Box::new(self.fetch(s)?)),
+            }),
+        })
+    }
+}
+
+fn output_slots(spec: &OutputSpec, into: &mut Vec<usize>) {
+    match spec {
+        OutputSpec::Tensor(Src::Slot(s)) => into.push(*s),
+        OutputSpec::Tensor(_) => {}
+        OutputSpec::Sequence(v) => v.iter().for_each(|s| output_slots(s, into)),
+        OutputSpec::Optional(Some(s)) => output_slots(s, into),
+        OutputSpec::Optional(None) => {}
+    }
+}
+
+impl Program {
+    pub fn output_slots(&self) -> Vec<usize> {
+        let mut v = Vec::new();
+        for (_, s) in &self.outputs {
+            output_slots(s, &mut v);
+        }
+        v
+    }
+
+    /// Runs the program on `device` with inputs of the types it was traced for.
+    pub fn run(&self, device: &dyn Backend, host: &dyn Backend, inputs: &[Tensor]) -> Result<Vec<(String, HostValue)>> {
+        if inputs.len() != self.inputs.len() {
+            return Err(Error::invalid(format!("program takes {} inputs, got {}", self.inputs.len(), inputs.len())));
+        }
+        let mut ex = Executor::new(device, host, self.slot_types.len());
+        for (slot, t) in self.inputs.iter().zip(inputs) {
+            let want = &self.slot_types[*slot];
+            if t.dtype() != want.dtype || t.shape != want.shape {
+                return Err(Error::invalid(format!("input {} does not match the compiled type {want}", t.type_string())));
+            }
+            ex.slots[*slot] = Some(device.upload(t)?);
+        }
+        ex.run_all(&self.instrs, &self.output_slots())?;
+        device.synchronize()?;
+        self.outputs.iter().map(|(n, s)| Ok((n.clone(), ex.fetch(s)?))).collect()
+    }
+}
