@@ -1,1 +1,44 @@
-fn main() {}
+//! The `kuaxin` command: inspect, run, benchmark and check models on any device.
+use clap::{Parser, Subcommand};
+
+mod cmd;
+mod progress;
+
+#[derive(Parser)]
+#[command(name = "kuaxin", version, about = "kuaxin (跨芯): one model code, every chip, proven")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a model's inputs, outputs, opsets, op histogram and parameter count.
+    Info(cmd::info::Args),
+    /// Run a model on given or seeded random inputs and write its outputs as .npy files.
+    Run(cmd::run::Args),
+    /// List the devices this build can use.
+    Devices,
+    /// Run ONNX backend node tests and compare with their expected outputs.
+    Conformance(cmd::conformance::Args),
+    /// Build a small transformer block in memory and run it (no files needed).
+    Demo(cmd::demo::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Info(a) => cmd::info::main(a),
+        Command::Run(a) => cmd::run::main(a),
+        Command::Devices => cmd::devices::main(),
+        Command::Conformance(a) => cmd::conformance::main(a),
+        Command::Demo(a) => cmd::demo::main(a),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,1 +1,42 @@
+//! kuaxin-cpu: the CPU back end and the reference semantics of every primitive.
+//!
+//! - [`eval`] / [`eval_infer`]: run one [`Prim`](kuaxin_core::prim::Prim) on host tensors. This
+//!   is the definition of what each primitive computes (numpy / ONNX-reference semantics); the
+//!   compiler uses it for constant folding and other back ends are tested against it.
+//! - [`CpuBackend`]: implements [`Backend`](kuaxin_core::Backend) on its own rayon pool.
+//!
+//! Kernels take contiguous row-major inputs; only `View` reads strided windows. Outputs are
+//! checked against the `KUAXIN_MAX_TENSOR_BYTES` limit (see [`limits`]) before allocation, and
+//! every user-provided index is bounds-checked: bad data gives an `Err`, never a panic.
+#[macro_use]
+mod dispatch;
 
+mod argreduce;
+mod backend;
+mod binary;
+mod cast;
+mod concat;
+mod conv;
+mod cumulative;
+mod erf;
+mod eval;
+mod gather;
+mod gemm;
+mod host;
+mod im2col;
+pub mod limits;
+mod matmul;
+mod pad;
+mod par;
+mod reduce;
+mod scalar;
+mod scatter;
+mod select;
+mod shape;
+mod typed;
+mod unary;
+mod view;
+
+pub use backend::{host_tensor, wrap, CpuBackend};
+pub use erf::{erf, erf_f32};
+pub use eval::{eval, eval_infer};

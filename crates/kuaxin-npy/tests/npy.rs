@@ -144,9 +144,8 @@ fn unsupported_numpy_dtypes() {
 /// A well-formed v1.0 file with `header` (padded) followed by `data`.
 fn with_header(header: &str, data: &[u8]) -> Vec<u8> {
     let mut h = header.as_bytes().to_vec();
-    while !(10 + h.len() + 1).is_multiple_of(64) {
-        h.push(b' ');
-    }
+    let pad = (64 - (10 + h.len() + 1) % 64) % 64;
+    h.resize(h.len() + pad, b' ');
     h.push(b'\n');
     let mut out = b"\x93NUMPY\x01\x00".to_vec();
     out.extend_from_slice(&(h.len() as u16).to_le_bytes());

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 mod activation;
+mod attention;
 mod control;
 mod elementwise;
 mod index;
@@ -16,8 +17,13 @@ mod misc;
 mod movement;
 mod nn;
 mod norm;
+mod pool;
+mod quant;
 mod reduce;
+mod resize;
+mod rnn;
 mod sequence;
+mod signal;
 
 /// A lowering: node plus input values (None for omitted optional inputs) to output values.
 pub type LowerFn = fn(&mut Cx, &Node, &[Option<Value>]) -> Result<Vec<Value>>;
@@ -29,6 +35,7 @@ pub fn registry() -> &'static Registry {
     REG.get_or_init(|| {
         let mut r = Registry::new();
         activation::register(&mut r);
+        attention::register(&mut r);
         control::register(&mut r);
         elementwise::register(&mut r);
         index::register(&mut r);
@@ -37,8 +44,13 @@ pub fn registry() -> &'static Registry {
         movement::register(&mut r);
         nn::register(&mut r);
         norm::register(&mut r);
+        pool::register(&mut r);
+        quant::register(&mut r);
         reduce::register(&mut r);
+        resize::register(&mut r);
+        rnn::register(&mut r);
         sequence::register(&mut r);
+        signal::register(&mut r);
         r
     })
 }

@@ -1,0 +1,81 @@
+//! [`CpuBackend`]: the [`Backend`] contract on host memory. A device tensor's storage is an
+//! `Arc<Tensor>`; primitives run through [`eval`](crate::eval) inside the back end's own rayon
+//! pool (so gemm and the parallel kernels use exactly its threads).
+use crate::eval::eval;
+use kuaxin_core::prim::{Prim, TensorType};
+use kuaxin_core::{Backend, DeviceTensor, Error, Result, Tensor};
+use std::sync::Arc;
+
+pub struct CpuBackend {
+    pool: rayon::ThreadPool,
+}
+
+impl CpuBackend {
+    /// A back end with its own pool of `threads` threads (`None` or 0: one per core).
+    pub fn new(threads: Option<usize>) -> Result<CpuBackend> {
+        let n = match threads {
+            Some(n) if n > 0 => n,
+            _ => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .thread_name(|i| format!("kuaxin-cpu-{i}"))
+            .build()
+            .map_err(|e| Error::backend(format!("cpu: cannot start {n} threads: {e}")))?;
+        Ok(CpuBackend { pool })
+    }
+
+    /// Number of worker threads.
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// Runs `f` inside this back end's thread pool.
+    pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(f)
+    }
+}
+
+impl std::fmt::Debug for CpuBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CpuBackend({} threads)", self.threads())
+    }
+}
+
+/// A host tensor as a CPU device tensor (no copy).
+pub fn wrap(t: Tensor) -> DeviceTensor {
+    DeviceTensor { ty: TensorType::new(t.dtype(), t.shape.clone()), storage: Arc::new(t) }
+}
+
+/// The host tensor inside a CPU device tensor; an error for another back end's tensor.
+pub fn host_tensor(t: &DeviceTensor) -> Result<Arc<Tensor>> {
+    t.storage
+        .clone()
+        .downcast::<Tensor>()
+        .map_err(|_| Error::backend(format!("cpu: tensor {} belongs to another back end", t.ty)))
+}
+
+impl Backend for CpuBackend {
+    fn name(&self) -> String {
+        "cpu".into()
+    }
+
+    fn upload(&self, t: &Tensor) -> Result<DeviceTensor> {
+        Ok(wrap(t.clone()))
+    }
+
+    fn download(&self, t: &DeviceTensor) -> Result<Tensor> {
+        Ok(host_tensor(t)?.as_ref().clone())
+    }
+
+    fn execute(&self, prim: &Prim, inputs: &[&DeviceTensor], outputs: &[TensorType]) -> Result<Vec<DeviceTensor>> {
+        let held = inputs.iter().map(|t| host_tensor(t)).collect::<Result<Vec<_>>>()?;
+        let refs: Vec<&Tensor> = held.iter().map(|t| t.as_ref()).collect();
+        let out = self.pool.install(|| eval(prim, &refs, outputs))?;
+        Ok(out.into_iter().map(wrap).collect())
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+}

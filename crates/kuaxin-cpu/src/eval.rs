@@ -1,0 +1,145 @@
+//! [`eval`]: one primitive on host tensors — the reference semantics of the op set.
+use crate::im2col::Geom;
+use crate::matmul::Dims;
+use crate::{argreduce, binary, cast, concat, conv, cumulative, gather, host, limits, matmul, pad, reduce, scatter, select, unary, view};
+use kuaxin_core::prim::{Prim, TensorType};
+use kuaxin_core::tensor::checked_numel;
+use kuaxin_core::{Data, Error, Result, Tensor};
+
+fn type_of(t: &Tensor) -> TensorType {
+    TensorType::new(t.dtype(), t.shape.clone())
+}
+
+/// Runs `prim` on `inputs`. `outputs` are the output types from [`Prim::infer`]; they are
+/// re-derived and checked here (an empty list means "infer them"), so malformed calls give an
+/// error rather than a panic. For `Prim::Host` ops `outputs` is ignored (pass `&[]`): their
+/// output shapes depend on the data.
+pub fn eval(prim: &Prim, inputs: &[&Tensor], outputs: &[TensorType]) -> Result<Vec<Tensor>> {
+    for (i, t) in inputs.iter().enumerate() {
+        if checked_numel(&t.shape) != Some(t.data.len()) {
+            return Err(Error::invalid(format!(
+                "{}: input {i} has shape {:?} but {} elements",
+                prim.name(),
+                t.shape,
+                t.data.len()
+            )));
+        }
+    }
+    if let Prim::Host(op) = prim {
+        return host::eval(op, inputs);
+    }
+    let types: Vec<TensorType> = inputs.iter().map(|t| type_of(t)).collect();
+    precheck(prim, &types)?;
+    let want = prim.infer(&types)?;
+    if !outputs.is_empty() && outputs != want.as_slice() {
+        let show = |v: &[TensorType]| v.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ");
+        return Err(Error::invalid(format!(
+            "{}: output types [{}] do not match the inferred [{}]",
+            prim.name(),
+            show(outputs),
+            show(&want)
+        )));
+    }
+    for t in &want {
+        limits::check_alloc(t.dtype, t.numel())?;
+    }
+    let data = run(prim, inputs, &want)?;
+    data.into_iter()
+        .zip(want)
+        .map(|(d, t)| {
+            if d.dtype() != t.dtype {
+                return Err(Error::backend(format!("{}: produced {} instead of {}", prim.name(), d.dtype(), t.dtype)));
+            }
+            Tensor::new(t.shape, d)
+        })
+        .collect()
+}
+
+/// [`Prim::infer`] (validation) followed by [`eval`].
+pub fn eval_infer(prim: &Prim, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
+    if matches!(prim, Prim::Host(_)) {
+        return eval(prim, inputs, &[]);
+    }
+    let types: Vec<TensorType> = inputs.iter().map(|t| type_of(t)).collect();
+    precheck(prim, &types)?;
+    let outputs = prim.infer(&types)?;
+    eval(prim, inputs, &outputs)
+}
+
+/// Checks `Prim::infer` relies on without checking itself (it would overflow or panic).
+fn precheck(prim: &Prim, ins: &[TensorType]) -> Result<()> {
+    let overflow = || Error::invalid(format!("{}: sizes overflow", prim.name()));
+    match prim {
+        Prim::Conv { dilations, .. } if ins.len() == 2 => {
+            let w = &ins[1].shape;
+            for (i, &k) in w.iter().skip(2).enumerate() {
+                if k == 0 {
+                    return Err(Error::invalid(format!("Conv: weight {} has an empty kernel dim", ins[1])));
+                }
+                let d = dilations.get(i).copied().unwrap_or(1);
+                (k - 1).checked_mul(d).and_then(|e| e.checked_add(1)).ok_or_else(overflow)?;
+            }
+            if let Prim::Conv { groups, .. } = prim {
+                w.get(1).copied().unwrap_or(0).checked_mul(*groups).ok_or_else(overflow)?;
+            }
+        }
+        Prim::GatherNd { .. } if ins.len() == 2 => {
+            if let Some(&last) = ins[1].shape.last() {
+                if last > ins[0].shape.len() {
+                    return Err(Error::invalid(format!("GatherND: indices {} too deep for {}", ins[1], ins[0])));
+                }
+            }
+        }
+        Prim::PadConstant { pads } if !ins.is_empty() => {
+            for (&d, &(b, a)) in ins[0].shape.iter().zip(pads) {
+                d.checked_add(b).and_then(|x| x.checked_add(a)).ok_or_else(overflow)?;
+            }
+        }
+        Prim::Concat { axis } => {
+            ins.iter()
+                .try_fold(0usize, |acc, t| acc.checked_add(t.shape.get(*axis).copied().unwrap_or(0)))
+                .ok_or_else(overflow)?;
+        }
+        Prim::View { shape, strides, offset } => {
+            let mut reach = *offset as i128;
+            for (&d, &s) in shape.iter().zip(strides) {
+                reach += (d as i128).saturating_sub(1).max(0) * (s as i128).abs();
+            }
+            if reach > isize::MAX as i128 {
+                return Err(overflow());
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn run(prim: &Prim, inputs: &[&Tensor], want: &[TensorType]) -> Result<Vec<Data>> {
+    let x = inputs[0];
+    let d = |i: usize| &inputs[i].data;
+    let one = match prim {
+        Prim::Unary(op) => unary::unary(*op, d(0))?,
+        Prim::Binary(op) => binary::binary(*op, d(0), d(1))?,
+        Prim::Where => select::select(d(0), d(1), d(2))?,
+        Prim::Cast(to) => cast::cast(d(0), *to),
+        Prim::Reduce { op, axes } => reduce::reduce(*op, d(0), &x.shape, axes)?,
+        Prim::ArgReduce { max, axis, select_last } => argreduce::argreduce(d(0), &x.shape, *axis, *max, *select_last)?,
+        Prim::Cumulative { prod, axis, exclusive, reverse } => {
+            cumulative::cumulative(d(0), &x.shape, *axis, *prod, *exclusive, *reverse)?
+        }
+        Prim::View { shape, strides, offset } => view::view(d(0), shape, strides, *offset)?,
+        Prim::PadConstant { pads } => pad::pad(d(0), d(1), &x.shape, pads, &want[0].shape)?,
+        Prim::Concat { axis } => concat::concat(inputs, *axis, want[0].numel())?,
+        Prim::Gather { axis } => gather::gather(x, inputs[1], *axis)?,
+        Prim::GatherElements { axis } => gather::gather_elements(x, inputs[1], *axis)?,
+        Prim::GatherNd { batch_dims } => gather::gather_nd(x, inputs[1], *batch_dims)?,
+        Prim::ScatterElements { axis, reduction } => scatter::scatter_elements(x, inputs[1], inputs[2], *axis, *reduction)?,
+        Prim::ScatterNd { reduction } => scatter::scatter_nd(x, inputs[1], inputs[2], *reduction)?,
+        Prim::MatMul => matmul::matmul(d(0), d(1), Dims::new(&x.shape, &inputs[1].shape))?,
+        Prim::Conv { strides, dilations, groups } => {
+            conv::conv(d(0), d(1), &Geom::new(&x.shape, &inputs[1].shape, &want[0].shape, strides, dilations, *groups))?
+        }
+        Prim::Host(_) => return Err(Error::backend("host ops are evaluated by host::eval")),
+    };
+    Ok(vec![one])
+}

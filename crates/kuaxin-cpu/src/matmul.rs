@@ -1,0 +1,87 @@
+//! `Prim::MatMul`: `[.., M, K] x [.., K, N]` with identical batch dims.
+//!
+//! f32 / f64 / f16 go through gemm (bf16 via f32); integers use a plain loop that wraps in
+//! their own type. Small matrices run one per thread across the batch; large ones run one at
+//! a time with gemm's own threading.
+use crate::gemm::{gemm_rm, GemmEl, PAR_FLOPS};
+use crate::par;
+use crate::scalar::Int;
+use kuaxin_core::tensor::Element;
+use kuaxin_core::{Data, Error, Result};
+use rayon::prelude::*;
+
+#[derive(Clone, Copy)]
+pub struct Dims {
+    pub batch: usize,
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+}
+
+impl Dims {
+    pub fn new(a: &[usize], b: &[usize]) -> Dims {
+        let r = a.len();
+        Dims { batch: a[..r - 2].iter().product(), m: a[r - 2], k: a[r - 1], n: b[r - 1] }
+    }
+}
+
+pub fn matmul(a: &Data, b: &Data, d: Dims) -> Result<Data> {
+    Ok(match (a, b) {
+        (Data::F32(x), Data::F32(y)) => Data::F32(gemm_batched(x, y, d)),
+        (Data::F64(x), Data::F64(y)) => Data::F64(gemm_batched(x, y, d)),
+        (Data::F16(x), Data::F16(y)) => Data::F16(gemm_batched(x, y, d)),
+        (Data::BF16(x), Data::BF16(y)) => {
+            let (x, y): (Vec<f32>, Vec<f32>) = (par::map(x, f32::from), par::map(y, f32::from));
+            Data::BF16(par::map(&gemm_batched(&x, &y, d), half::bf16::from_f32))
+        }
+        _ => dispatch2!(a, b, x, y,
+            float => {
+                let _ = (x, y);
+                return Err(Error::backend("MatMul: float operands reach the integer kernel"));
+            },
+            int => Element::wrap(int_batched(x, y, d)),
+            bool => {
+                let _ = (x, y);
+                return Err(Error::unsupported("MatMul is not defined on bool"));
+            },
+            else => return Err(Error::invalid(format!("MatMul: operand types differ: {} vs {}", a.dtype(), b.dtype())))),
+    })
+}
+
+pub fn gemm_batched<T: GemmEl>(a: &[T], b: &[T], d: Dims) -> Vec<T> {
+    let Dims { batch, m, k, n } = d;
+    let mut c = vec![T::ZERO; batch * m * n];
+    if m * n == 0 {
+        return c;
+    }
+    let big = m.saturating_mul(n).saturating_mul(k) >= PAR_FLOPS;
+    let run = |i: usize, ci: &mut [T], parallel: bool| {
+        gemm_rm(m, n, k, &a[i * m * k..(i + 1) * m * k], &b[i * k * n..(i + 1) * k * n], ci, parallel)
+    };
+    if batch > 1 && !big && rayon::current_num_threads() > 1 {
+        c.par_chunks_mut(m * n).enumerate().for_each(|(i, ci)| run(i, ci, false));
+    } else {
+        c.chunks_mut(m * n).enumerate().for_each(|(i, ci)| run(i, ci, true));
+    }
+    c
+}
+
+fn int_batched<T: Int>(a: &[T], b: &[T], d: Dims) -> Vec<T> {
+    let Dims { batch, m, k, n } = d;
+    let mut c = vec![T::ZERO; batch * m * n];
+    if n == 0 {
+        return c;
+    }
+    // One output row per chunk: row i of matrix bi.
+    par::for_chunks(&mut c, n, n * k, |row, ci| {
+        let (bi, i) = (row / m, row % m);
+        let arow = &a[(bi * m + i) * k..(bi * m + i + 1) * k];
+        let bm = &b[bi * k * n..(bi + 1) * k * n];
+        for (p, &x) in arow.iter().enumerate() {
+            for (o, &y) in ci.iter_mut().zip(&bm[p * n..(p + 1) * n]) {
+                *o = o.add(x.mul(y));
+            }
+        }
+    });
+    c
+}

@@ -1,0 +1,151 @@
+//! The conformance harness: runs ONNX backend node tests (model.onnx + test_data_set_N with
+//! input_K.pb / output_K.pb) on a device and compares with the expected outputs.
+use crate::compare::{compare_values, op_class, OpClass};
+use crate::session::Session;
+use kuaxin_core::graph::{Attr, Graph, Model};
+use kuaxin_core::{Backend, Error, HostValue, Result};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Pass,
+    Fail,
+    /// Unsupported op or dtype: not a pass.
+    Skip,
+}
+
+#[derive(Debug, Clone)]
+pub struct CaseResult {
+    pub name: String,
+    pub status: Status,
+    pub reason: String,
+    pub millis: f64,
+}
+
+/// Test folders under `suite` (those holding a model.onnx), sorted by name.
+pub fn list_cases(suite: &Path) -> Result<Vec<PathBuf>> {
+    let rd = std::fs::read_dir(suite).map_err(|e| Error::io(format!("{}: {e}", suite.display())))?;
+    let mut v: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.join("model.onnx").is_file()).collect();
+    v.sort();
+    Ok(v)
+}
+
+fn graph_class(g: &Graph, class: &mut OpClass) {
+    for n in &g.nodes {
+        *class = (*class).max(op_class(&n.op_type));
+        for a in n.attrs.values() {
+            match a {
+                Attr::Graph(sg) => graph_class(sg, class),
+                Attr::Graphs(gs) => gs.iter().for_each(|sg| graph_class(sg, class)),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The loosest op class in the model decides the tolerance of its outputs.
+pub fn model_class(m: &Model) -> OpClass {
+    let mut c = OpClass::Exact;
+    graph_class(&m.graph, &mut c);
+    c
+}
+
+fn data_sets(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("test_data_set_"))).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn largest_input(inputs: &[(String, HostValue)]) -> usize {
+    inputs.iter().filter_map(|(_, v)| v.as_tensor().map(|t| t.numel())).max().unwrap_or(1)
+}
+
+fn run_case_inner(dir: &Path, device: Arc<dyn Backend>) -> Result<()> {
+    let model = kuaxin_onnx::load_model(&dir.join("model.onnx"))?;
+    let class = model_class(&model);
+    let input_infos: Vec<_> = model.graph.real_inputs().into_iter().cloned().collect();
+    let output_infos = model.graph.outputs.clone();
+    let session = Session::new(model, device)?;
+    let sets = data_sets(dir);
+    if sets.is_empty() {
+        return Err(Error::invalid("no test_data_set_* folder"));
+    }
+    for set in sets {
+        let mut inputs = Vec::new();
+        for (i, vi) in input_infos.iter().enumerate() {
+            let f = set.join(format!("input_{i}.pb"));
+            if !f.exists() {
+                // Optional trailing inputs may be left out by the test.
+                continue;
+            }
+            inputs.push((vi.name.clone(), kuaxin_onnx::load_value_file_as(&f, &vi.ty)?));
+        }
+        let acc_len = largest_input(&inputs);
+        let outputs = session.run(&inputs)?;
+        for (i, vi) in output_infos.iter().enumerate() {
+            let f = set.join(format!("output_{i}.pb"));
+            let want = kuaxin_onnx::load_value_file_as(&f, &vi.ty)?;
+            let got = outputs.iter().find(|(n, _)| *n == vi.name).map(|(_, v)| v).ok_or_else(|| Error::invalid(format!("output '{}' missing", vi.name)))?;
+            compare_values(&vi.name, got, &want, class, acc_len).map_err(Error::invalid)?;
+        }
+    }
+    Ok(())
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic".into()
+    }
+}
+
+/// Runs one test folder; a panic fails that test only.
+pub fn run_case(dir: &Path, device: Arc<dyn Backend>) -> CaseResult {
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let t0 = Instant::now();
+    let r = catch_unwind(AssertUnwindSafe(|| run_case_inner(dir, device)));
+    let millis = t0.elapsed().as_secs_f64() * 1e3;
+    let (status, reason) = match r {
+        Ok(Ok(())) => (Status::Pass, String::new()),
+        Ok(Err(e)) if e.is_unsupported() => (Status::Skip, e.to_string()),
+        Ok(Err(e)) => (Status::Fail, e.to_string()),
+        Err(p) => (Status::Fail, format!("panic: {}", panic_message(p))),
+    };
+    CaseResult { name, status, reason, millis }
+}
+
+/// Runs `cases` on `jobs` worker threads sharing `device`, calling `progress` after each.
+pub fn run_cases(cases: &[PathBuf], device: Arc<dyn Backend>, jobs: usize, progress: &(dyn Fn(&CaseResult) + Sync)) -> Vec<CaseResult> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<CaseResult>>> = Mutex::new(vec![None; cases.len()]);
+    std::thread::scope(|s| {
+        for _ in 0..jobs.max(1) {
+            let device = device.clone();
+            let (next, results) = (&next, &results);
+            std::thread::Builder::new()
+                .stack_size(256 << 20)
+                .spawn_scoped(s, move || loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= cases.len() {
+                        break;
+                    }
+                    let r = run_case(&cases[i], device.clone());
+                    progress(&r);
+                    if let Ok(mut v) = results.lock() {
+                        v[i] = Some(r);
+                    }
+                })
+                .expect("spawning a conformance worker thread");
+        }
+    });
+    results.into_inner().unwrap_or_default().into_iter().flatten().collect()
+}

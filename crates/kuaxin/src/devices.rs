@@ -1,0 +1,44 @@
+//! Device names (`cpu`, `cuda:0`, `wgpu:1`) to back ends.
+use kuaxin_core::{Backend, Error, Result};
+use std::sync::Arc;
+
+#[derive(Debug, Clone)]
+pub struct DeviceInfo {
+    pub name: String,
+    pub kind: String,
+    pub description: String,
+}
+
+/// Opens a device by name. Back ends not compiled into this build give a clear error.
+pub fn open_device(name: &str, threads: Option<usize>) -> Result<Arc<dyn Backend>> {
+    let (kind, index) = match name.split_once(':') {
+        Some((k, i)) => (k, Some(i)),
+        None => (name, None),
+    };
+    match kind {
+        "cpu" => {
+            if index.is_some_and(|i| i != "0") {
+                return Err(Error::invalid(format!("device '{name}': there is one cpu device, cpu:0")));
+            }
+            Ok(Arc::new(kuaxin_cpu::CpuBackend::new(threads)?))
+        }
+        "cuda" | "wgpu" => Err(Error::unsupported(format!(
+            "device '{name}': the {kind} back end is not built into this kuaxin (available: cpu)"
+        ))),
+        _ => Err(Error::invalid(format!("unknown device '{name}' (available: cpu)"))),
+    }
+}
+
+pub fn list_devices() -> Vec<DeviceInfo> {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    vec![DeviceInfo {
+        name: "cpu".into(),
+        kind: "cpu".into(),
+        description: format!("{} ({} threads)", cpu_model_name().unwrap_or_else(|| std::env::consts::ARCH.into()), cores),
+    }]
+}
+
+fn cpu_model_name() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    info.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string())
+}

@@ -1,0 +1,102 @@
+//! A loaded model bound to a device, with compiled programs cached per input types.
+use kuaxin_compile::{compile_and_run, Program};
+use kuaxin_core::graph::Model;
+use kuaxin_core::prim::TensorType;
+use kuaxin_core::{Backend, HostValue, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Clone, Default)]
+pub struct SessionOptions {
+    /// Host threads for the CPU parts (host ops, constant folding).
+    pub host_threads: Option<usize>,
+}
+
+/// What the last run did.
+#[derive(Debug, Clone, Default)]
+pub struct RunStats {
+    /// Whether this run traced (compiled) the model rather than replaying a cached program.
+    pub compiled: bool,
+    /// Primitive instructions in the program.
+    pub instructions: usize,
+    /// Nodes that ran on the host.
+    pub host_ops: Vec<String>,
+    /// Whether the program can be replayed for the same input types.
+    pub reusable: bool,
+}
+
+pub struct Session {
+    model: Model,
+    device: Arc<dyn Backend>,
+    host: Arc<dyn Backend>,
+    cache: Mutex<HashMap<Vec<TensorType>, Arc<Program>>>,
+    last: Mutex<RunStats>,
+}
+
+fn input_key(inputs: &[(String, HostValue)]) -> Option<Vec<TensorType>> {
+    inputs
+        .iter()
+        .map(|(_, v)| v.as_tensor().map(|t| TensorType::new(t.dtype(), t.shape.clone())))
+        .collect()
+}
+
+impl Session {
+    pub fn new(model: Model, device: Arc<dyn Backend>) -> Result<Session> {
+        Session::with_options(model, device, SessionOptions::default())
+    }
+
+    pub fn with_options(model: Model, device: Arc<dyn Backend>, opts: SessionOptions) -> Result<Session> {
+        let host: Arc<dyn Backend> = Arc::new(kuaxin_cpu::CpuBackend::new(opts.host_threads)?);
+        Ok(Session { model, device, host, cache: Mutex::new(HashMap::new()), last: Mutex::new(RunStats::default()) })
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    pub fn device(&self) -> &Arc<dyn Backend> {
+        &self.device
+    }
+
+    pub fn last_stats(&self) -> RunStats {
+        self.last.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Orders the given inputs like the model's graph inputs, so cached programs bind right.
+    fn ordered<'v>(&self, inputs: &'v [(String, HostValue)]) -> Vec<&'v (String, HostValue)> {
+        let mut v: Vec<&(String, HostValue)> = inputs.iter().collect();
+        let pos = |n: &str| self.model.graph.inputs.iter().position(|vi| vi.name == n).unwrap_or(usize::MAX);
+        v.sort_by_key(|(n, _)| pos(n));
+        v
+    }
+
+    /// Runs the model. The first run for given input types traces and compiles; later runs
+    /// replay the program when it does not depend on input data.
+    pub fn run(&self, inputs: &[(String, HostValue)]) -> Result<Vec<(String, HostValue)>> {
+        let ordered: Vec<(String, HostValue)> = self.ordered(inputs).into_iter().cloned().collect();
+        let key = input_key(&ordered);
+        if let Some(k) = &key {
+            let cached = self.cache.lock().ok().and_then(|c| c.get(k).cloned());
+            if let Some(p) = cached {
+                let tensors: Vec<kuaxin_core::Tensor> = ordered.iter().filter_map(|(_, v)| v.as_tensor().cloned()).collect();
+                let out = p.run(&*self.device, &*self.host, &tensors)?;
+                if let Ok(mut s) = self.last.lock() {
+                    *s = RunStats { compiled: false, instructions: p.instrs.len(), host_ops: p.host_ops.clone(), reusable: true };
+                }
+                return Ok(out);
+            }
+        }
+        let (compiled, out) = compile_and_run(&self.model, &*self.device, &*self.host, &ordered)?;
+        let p = compiled.program;
+        if let Ok(mut s) = self.last.lock() {
+            *s = RunStats { compiled: true, instructions: p.instrs.len(), host_ops: p.host_ops.clone(), reusable: p.reusable };
+        }
+        // Only programs whose inputs are all plain tensors bound in graph order are replayable.
+        if let (true, Some(k)) = (p.reusable && p.inputs.len() == ordered.len(), key) {
+            if let Ok(mut c) = self.cache.lock() {
+                c.insert(k, Arc::new(p));
+            }
+        }
+        Ok(out)
+    }
+}
