@@ -59,10 +59,7 @@ fn pow(cx: &mut Cx, _n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
 
 fn modulo(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
     let fmod = n.int_or("fmod", 0)? != 0;
-    let a = tensor_arg(ins, 0, "A")?;
-    if a.dtype().is_float() && !fmod {
-        bail_invalid!("Mod on floats requires fmod=1");
-    }
+    // Float Mod with fmod=0 takes the sign of the divisor, like Python's % (onnx >= 1.23).
     binary(cx, ins, if fmod { BinaryOp::FMod } else { BinaryOp::Mod })
 }
 

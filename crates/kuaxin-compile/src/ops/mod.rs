@@ -13,6 +13,7 @@ mod control;
 mod elementwise;
 mod index;
 mod linalg;
+mod loss;
 mod misc;
 mod movement;
 mod nn;
@@ -40,6 +41,7 @@ pub fn registry() -> &'static Registry {
         elementwise::register(&mut r);
         index::register(&mut r);
         linalg::register(&mut r);
+        loss::register(&mut r);
         misc::register(&mut r);
         movement::register(&mut r);
         nn::register(&mut r);
