@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Feeds every malformed model in tests/bad-models to `kuaxin info`: each must be refused
+# Feeds every malformed model in tests/bad-models to `kuaxin run` (load, then run on seeded random inputs): each must be refused
 # with a clean error (exit code 1), never accepted (0), a panic (101), a signal or a hang.
 # Usage: scripts/check-bad-models.sh [KUAXIN_BINARY]   (default target/release/kuaxin)
 # Prints one line per file and ends with `N passed, M failed`; exits 1 if any failed.
@@ -30,7 +30,7 @@ for f in "${files[@]}"; do
   # (No exec: the subshell reports a crash's signal itself, to /dev/null, not to our stderr.)
   (
     ulimit -v 8388608 2>/dev/null
-    timeout -k 5 "$timeout_s" "$bin" info "$f" >/dev/null 2>"$err"
+    timeout -k 5 "$timeout_s" "$bin" run "$f" >/dev/null 2>"$err"
     status=$?
     exit "$status"
   ) 2>/dev/null

@@ -114,11 +114,8 @@ impl Node {
         }
     }
     fn attr_err(&self, name: &str, want: &str, got: &Attr) -> Error {
-        Error::invalid(format!(
-            "{}: attribute '{name}' should be {want}, found {}",
-            self.describe(),
-            got.kind()
-        ))
+        // The graph walker prefixes errors with the node, so only the attribute is named here.
+        Error::invalid(format!("attribute '{name}' should be {want}, found {}", got.kind()))
     }
     pub fn attr(&self, name: &str) -> Option<&Attr> {
         self.attrs.get(name)

@@ -82,7 +82,7 @@ pub fn main(a: Args) -> Result<i32> {
     let device = kuaxin::open_device(&a.device, a.threads)?;
     let session = kuaxin::Session::new(model, device)?;
     let t1 = Instant::now();
-    let outputs = session.run(&inputs)?;
+    let outputs = session.run(&inputs).map_err(|e| anyhow!("{}: {e}", a.model.display()))?;
     let run_ms = t1.elapsed().as_secs_f64() * 1e3;
     sp.finish_and_clear();
     if let Some(dir) = &a.output_dir {

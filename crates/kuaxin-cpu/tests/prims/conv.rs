@@ -1,0 +1,148 @@
+use crate::common::*;
+use half::{bf16, f16};
+use kuaxin_core::prim::Prim;
+use kuaxin_core::{DType, Data, Tensor};
+
+struct Case {
+    x: Vec<usize>,
+    w: Vec<usize>,
+    strides: Vec<usize>,
+    dilations: Vec<usize>,
+    groups: usize,
+}
+
+fn unravel(mut i: usize, shape: &[usize]) -> Vec<usize> {
+    let mut out = vec![0; shape.len()];
+    for d in (0..shape.len()).rev() {
+        out[d] = i % shape[d];
+        i /= shape[d];
+    }
+    out
+}
+
+fn flat(idx: &[usize], shape: &[usize]) -> usize {
+    idx.iter().zip(shape).fold(0, |acc, (&i, &n)| acc * n + i)
+}
+
+/// Direct N-d convolution in f64, straight from the definition.
+fn reference(c: &Case, x: &[f64], w: &[f64]) -> (Vec<usize>, Vec<f64>) {
+    let sp = c.x.len() - 2;
+    let (n, m, cg) = (c.x[0], c.w[0], c.w[1]);
+    let mg = m / c.groups;
+    let out_sp: Vec<usize> =
+        (0..sp).map(|d| (c.x[2 + d] - ((c.w[2 + d] - 1) * c.dilations[d] + 1)) / c.strides[d] + 1).collect();
+    let mut oshape = vec![n, m];
+    oshape.extend(&out_sp);
+    let total: usize = oshape.iter().product();
+    let kn: usize = c.w[2..].iter().product();
+    let mut y = vec![0.0; total];
+    for (oi, yv) in y.iter_mut().enumerate() {
+        let o = unravel(oi, &oshape);
+        let (b, oc) = (o[0], o[1]);
+        let g = oc / mg;
+        let mut s = 0.0;
+        for ci in 0..cg {
+            for ki in 0..kn {
+                let k = unravel(ki, &c.w[2..]);
+                let mut xi = vec![b, g * cg + ci];
+                xi.extend((0..sp).map(|d| o[2 + d] * c.strides[d] + k[d] * c.dilations[d]));
+                let mut wi = vec![oc, ci];
+                wi.extend(&k);
+                s += x[flat(&xi, &c.x)] * w[flat(&wi, &c.w)];
+            }
+        }
+        *yv = s;
+    }
+    (oshape, y)
+}
+
+fn prim(c: &Case) -> Prim {
+    Prim::Conv { strides: c.strides.clone(), dilations: c.dilations.clone(), groups: c.groups }
+}
+
+fn check(c: Case, rng: &mut Rng, dtype: DType) {
+    let nx: usize = c.x.iter().product();
+    let nw: usize = c.w.iter().product();
+    let (x, w) = (rng.vec(nx), rng.vec(nw));
+    let (x, w): (Vec<f64>, Vec<f64>) = match dtype {
+        DType::F32 => (x.iter().map(|&v| v as f32 as f64).collect(), w.iter().map(|&v| v as f32 as f64).collect()),
+        DType::F16 => (x.iter().map(|&v| f16::from_f64(v).to_f64()).collect(), w.iter().map(|&v| f16::from_f64(v).to_f64()).collect()),
+        DType::BF16 => (x.iter().map(|&v| bf16::from_f64(v).to_f64()).collect(), w.iter().map(|&v| bf16::from_f64(v).to_f64()).collect()),
+        _ => (x, w),
+    };
+    let (oshape, want) = reference(&c, &x, &w);
+    let xt = Tensor::new(c.x.clone(), Data::from_f64_iter(dtype, x.iter().copied())).unwrap();
+    let wt = Tensor::new(c.w.clone(), Data::from_f64_iter(dtype, w.iter().copied())).unwrap();
+    let y = run1(prim(&c), &[&xt, &wt]);
+    assert_eq!(y.shape, oshape);
+    assert_eq!(y.dtype(), dtype);
+    let k = (c.w[1] * c.w[2..].iter().product::<usize>()) as f64;
+    let (rtol, atol) = match dtype {
+        DType::F64 => (1e-12, 1e-12),
+        DType::F32 => (1e-4, 1e-5 * k.sqrt()),
+        _ => (2e-2, 2e-2 * k.sqrt()),
+    };
+    assert_close(&y.to_f64_vec(), &want, rtol, atol);
+}
+
+fn case(x: &[usize], w: &[usize], strides: &[usize], dilations: &[usize], groups: usize) -> Case {
+    Case { x: x.to_vec(), w: w.to_vec(), strides: strides.to_vec(), dilations: dilations.to_vec(), groups }
+}
+
+#[test]
+fn conv_small_hand_example() {
+    // x = [[1, 2, 3], [4, 5, 6], [7, 8, 9]], w = [[1, 0], [0, -1]]: y[i, j] = x[i, j] - x[i+1, j+1].
+    let x = t(&[1, 1, 3, 3], (1..=9).map(|v| v as f32).collect());
+    let w = t(&[1, 1, 2, 2], vec![1.0f32, 0.0, 0.0, -1.0]);
+    let y = run1(Prim::Conv { strides: vec![1, 1], dilations: vec![1, 1], groups: 1 }, &[&x, &w]);
+    assert_eq!((y.shape.clone(), f32s(&y)), (vec![1, 1, 2, 2], vec![-4.0; 4]));
+    // Stride 2 picks y[0, 0] only; dilation 2 with a 2x2 kernel: x[0,0] - x[2,2] = -8.
+    let y = run1(Prim::Conv { strides: vec![1, 1], dilations: vec![2, 2], groups: 1 }, &[&x, &w]);
+    assert_eq!((y.shape.clone(), f32s(&y)), (vec![1, 1, 1, 1], vec![-8.0]));
+}
+
+#[test]
+fn conv_2d_f32_against_naive() {
+    let mut rng = Rng(7);
+    let cpu = kuaxin_cpu::CpuBackend::new(Some(2)).unwrap();
+    cpu.install(|| {
+        check(case(&[1, 3, 8, 8], &[4, 3, 3, 3], &[1, 1], &[1, 1], 1), &mut rng, DType::F32);
+        check(case(&[2, 4, 9, 7], &[6, 2, 3, 2], &[2, 1], &[1, 2], 2), &mut rng, DType::F32);
+        check(case(&[3, 6, 10, 10], &[6, 1, 3, 3], &[1, 2], &[2, 1], 6), &mut rng, DType::F32);
+        check(case(&[2, 8, 5, 5], &[16, 8, 1, 1], &[1, 1], &[1, 1], 1), &mut rng, DType::F32);
+        check(case(&[2, 8, 5, 5], &[4, 8, 1, 1], &[2, 2], &[1, 1], 1), &mut rng, DType::F32);
+        // Big enough for the threaded gemm path.
+        check(case(&[1, 32, 30, 30], &[64, 32, 3, 3], &[1, 1], &[1, 1], 1), &mut rng, DType::F32);
+        check(case(&[4, 16, 12, 12], &[32, 4, 3, 3], &[1, 1], &[1, 1], 4), &mut rng, DType::F32);
+        check(case(&[2, 3, 23, 23], &[8, 3, 7, 7], &[2, 2], &[1, 1], 1), &mut rng, DType::F32);
+    });
+}
+
+#[test]
+fn conv_1d_and_3d() {
+    let mut rng = Rng(8);
+    check(case(&[2, 4, 17], &[6, 2, 3], &[2], &[2], 2), &mut rng, DType::F32);
+    check(case(&[1, 1, 5], &[1, 1, 5], &[1], &[1], 1), &mut rng, DType::F32);
+    check(case(&[2, 2, 5, 6, 7], &[4, 2, 2, 3, 2], &[1, 2, 1], &[2, 1, 1], 1), &mut rng, DType::F32);
+    check(case(&[1, 4, 4, 4, 4], &[2, 2, 1, 1, 1], &[1, 1, 1], &[1, 1, 1], 2), &mut rng, DType::F64);
+}
+
+#[test]
+fn conv_other_float_types() {
+    let mut rng = Rng(9);
+    check(case(&[2, 4, 7, 6], &[4, 2, 3, 3], &[1, 2], &[1, 1], 2), &mut rng, DType::F64);
+    check(case(&[2, 4, 7, 6], &[4, 2, 3, 3], &[1, 2], &[1, 1], 2), &mut rng, DType::F16);
+    check(case(&[2, 4, 7, 6], &[4, 2, 3, 3], &[1, 2], &[1, 1], 2), &mut rng, DType::BF16);
+}
+
+#[test]
+fn conv_errors() {
+    let x = t(&[1, 1, 3], vec![0f32; 3]);
+    // Empty kernel dim: an error, not a panic.
+    err(Prim::Conv { strides: vec![1], dilations: vec![1], groups: 1 }, &[&x, &t(&[1, 1, 0], Vec::<f32>::new())]);
+    // Kernel larger than the input.
+    err(Prim::Conv { strides: vec![1], dilations: vec![1], groups: 1 }, &[&x, &t(&[1, 1, 4], vec![0f32; 4])]);
+    // Integer convolution is not supported.
+    let e = err(Prim::Conv { strides: vec![1], dilations: vec![1], groups: 1 }, &[&t(&[1, 1, 3], vec![0i32; 3]), &t(&[1, 1, 1], vec![0i32])]);
+    assert!(e.is_unsupported());
+}
