@@ -239,14 +239,14 @@ impl Cx<'_, '_> {
         sb.extend(&b2.shape()[rb - 2..]);
         let a3 = self.expand(&a2, &sa)?;
         let b3 = self.expand(&b2, &sb)?;
-        let mut out = self.emit1(Prim::MatMul, &[&a3, &b3])?;
-        if b.rank() == 1 {
-            out = self.squeeze(&out, Some(&[-1]))?;
+        let out = self.emit1(Prim::MatMul, &[&a3, &b3])?;
+        // Drop the axes the 1-d promotion added, both in one squeeze.
+        let added: Vec<i64> = [(a.rank() == 1, -2), (b.rank() == 1, -1)].iter().filter(|(p, _)| *p).map(|(_, ax)| *ax).collect();
+        if added.is_empty() {
+            Ok(out)
+        } else {
+            self.squeeze(&out, Some(&added))
         }
-        if a.rank() == 1 {
-            out = self.squeeze(&out, Some(&[-2]))?;
-        }
-        Ok(out)
     }
 }
 

@@ -72,7 +72,8 @@ impl<'t, 'a> Cx<'t, 'a> {
     }
 
     fn run_node(&mut self, node: &Node, reg: &HashMap<&'static str, LowerFn>) -> Result<()> {
-        if !(node.domain.is_empty() || node.domain == "ai.onnx") {
+        // ai.onnx.preview holds ops on their way into the default domain (FlexAttention).
+        if !(node.domain.is_empty() || node.domain == "ai.onnx" || node.domain == "ai.onnx.preview") {
             return Err(Error::unsupported(format!("op domain '{}' is not supported", node.domain)));
         }
         let lower = reg

@@ -67,7 +67,7 @@ cast_native_float!(f32);
 cast_native_float!(f64);
 
 macro_rules! cast_half {
-    ($t:ty) => {
+    ($t:ty, $from_f64:path) => {
         impl CastEl for $t {
             #[inline] fn to_num(self) -> Num { Num::F(self.to_f64()) }
             #[inline]
@@ -75,17 +75,17 @@ macro_rules! cast_half {
                 // Integers below 2^53 are exact in f64, so this rounds once; larger ones are
                 // infinite in f16 and differ from exact rounding in bf16 only at ties.
                 match n {
-                    Num::F(f) => <$t>::from_f64(f),
-                    Num::I(i) => <$t>::from_f64(i as f64),
-                    Num::U(u) => <$t>::from_f64(u as f64),
+                    Num::F(f) => $from_f64(f),
+                    Num::I(i) => $from_f64(i as f64),
+                    Num::U(u) => $from_f64(u as f64),
                     Num::B(b) => if b { <$t>::ONE } else { <$t>::ZERO },
                 }
             }
         }
     };
 }
-cast_half!(f16);
-cast_half!(bf16);
+cast_half!(f16, crate::round::f16_from_f64);
+cast_half!(bf16, crate::round::bf16_from_f64);
 
 impl CastEl for bool {
     #[inline] fn to_num(self) -> Num { Num::B(self) }

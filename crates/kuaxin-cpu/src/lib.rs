@@ -29,6 +29,7 @@ mod matmul;
 mod pad;
 mod par;
 mod reduce;
+mod round;
 mod scalar;
 mod scatter;
 mod select;

@@ -123,7 +123,7 @@ pub trait Float: Scalar {
 }
 
 macro_rules! float_scalar {
-    ($t:ty, $c:ty, $up:expr, $down:expr, $zero:expr, $one:expr, $ninf:expr, $inf:expr) => {
+    ($t:ty, $c:ty, $up:expr, $down:expr, $from_f64:expr, $zero:expr, $one:expr, $ninf:expr, $inf:expr) => {
         impl Float for $t {
             type C = $c;
             #[inline] fn up(self) -> $c { $up(self) }
@@ -136,7 +136,7 @@ macro_rules! float_scalar {
             const HIGHEST: Self = $inf;
             type Acc = f64;
             #[inline] fn to_acc(self) -> f64 { Element::to_f64(self) }
-            #[inline] fn from_acc(a: f64) -> Self { <$t as Element>::from_f64(a) }
+            #[inline] fn from_acc(a: f64) -> Self { $from_f64(a) }
             #[inline] fn add(self, o: Self) -> Self { Self::down(self.up() + o.up()) }
             #[inline] fn mul(self, o: Self) -> Self { Self::down(self.up() * o.up()) }
             #[inline]
@@ -150,10 +150,10 @@ macro_rules! float_scalar {
         }
     };
 }
-float_scalar!(f32, f32, |x| x, |c| c, 0.0, 1.0, f32::NEG_INFINITY, f32::INFINITY);
-float_scalar!(f64, f64, |x| x, |c| c, 0.0, 1.0, f64::NEG_INFINITY, f64::INFINITY);
-float_scalar!(f16, f32, f16::to_f32, f16::from_f32, f16::ZERO, f16::ONE, f16::NEG_INFINITY, f16::INFINITY);
-float_scalar!(bf16, f32, bf16::to_f32, bf16::from_f32, bf16::ZERO, bf16::ONE, bf16::NEG_INFINITY, bf16::INFINITY);
+float_scalar!(f32, f32, |x| x, |c| c, |a| a as f32, 0.0, 1.0, f32::NEG_INFINITY, f32::INFINITY);
+float_scalar!(f64, f64, |x| x, |c| c, |a| a, 0.0, 1.0, f64::NEG_INFINITY, f64::INFINITY);
+float_scalar!(f16, f32, f16::to_f32, f16::from_f32, crate::round::f16_from_f64, f16::ZERO, f16::ONE, f16::NEG_INFINITY, f16::INFINITY);
+float_scalar!(bf16, f32, bf16::to_f32, bf16::from_f32, crate::round::bf16_from_f64, bf16::ZERO, bf16::ONE, bf16::NEG_INFINITY, bf16::INFINITY);
 
 impl Scalar for bool {
     const ZERO: Self = false;

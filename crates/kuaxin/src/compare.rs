@@ -144,7 +144,8 @@ pub fn metrics(got: &Tensor, want: &Tensor, tol: Tolerance) -> Metrics {
 }
 
 /// Compares two values; `Err` describes the first difference.
-pub fn compare_values(name: &str, got: &HostValue, want: &HostValue, class: OpClass, acc_len: usize) -> Result<(), String> {
+/// `min_atol` raises the absolute tolerance for references known to be rounded.
+pub fn compare_values(name: &str, got: &HostValue, want: &HostValue, class: OpClass, acc_len: usize, min_atol: f64) -> Result<(), String> {
     match (got, want) {
         (HostValue::Tensor(g), HostValue::Tensor(w)) => {
             if g.dtype() != w.dtype() {
@@ -154,7 +155,8 @@ pub fn compare_values(name: &str, got: &HostValue, want: &HostValue, class: OpCl
                 return Err(format!("output '{name}': shape {:?} but expected {:?}", g.shape, w.shape));
             }
             let scale = w.to_f64_vec().iter().filter(|x| x.is_finite()).fold(0.0f64, |a, &b| a.max(b.abs()));
-            let tol = Tolerance::for_class(class, w.dtype(), acc_len, scale);
+            let mut tol = Tolerance::for_class(class, w.dtype(), acc_len, scale);
+            tol.atol = tol.atol.max(min_atol);
             let m = metrics(g, w, tol);
             if m.mismatches > 0 {
                 let (i, a, b) = m.first_mismatch.unwrap_or_default();
@@ -170,17 +172,17 @@ pub fn compare_values(name: &str, got: &HostValue, want: &HostValue, class: OpCl
                 return Err(format!("output '{name}': sequence of {} but expected {}", g.len(), w.len()));
             }
             for (i, (a, b)) in g.iter().zip(w).enumerate() {
-                compare_values(&format!("{name}[{i}]"), a, b, class, acc_len)?;
+                compare_values(&format!("{name}[{i}]"), a, b, class, acc_len, min_atol)?;
             }
             Ok(())
         }
         (HostValue::Optional(g), HostValue::Optional(w)) => match (g, w) {
             (None, None) => Ok(()),
-            (Some(a), Some(b)) => compare_values(name, a, b, class, acc_len),
+            (Some(a), Some(b)) => compare_values(name, a, b, class, acc_len, min_atol),
             _ => Err(format!("output '{name}': optional presence differs")),
         },
-        (HostValue::Optional(Some(a)), b) => compare_values(name, a, b, class, acc_len),
-        (a, HostValue::Optional(Some(b))) => compare_values(name, a, b, class, acc_len),
+        (HostValue::Optional(Some(a)), b) => compare_values(name, a, b, class, acc_len, min_atol),
+        (a, HostValue::Optional(Some(b))) => compare_values(name, a, b, class, acc_len, min_atol),
         (g, w) => Err(format!("output '{name}': got {} but expected {}", g.describe(), w.describe())),
     }
 }

@@ -66,7 +66,21 @@ fn largest_input(inputs: &[(String, HostValue)]) -> usize {
     inputs.iter().filter_map(|(_, v)| v.as_tensor().map(|t| t.numel())).max().unwrap_or(1)
 }
 
+/// Tests whose expected outputs are written by hand to 4 decimals in the ONNX test generators:
+/// compared within one unit of the last digit (they are not always correctly rounded). Printed by the harness when they run.
+pub const ROUNDED_REFERENCES: &[(&str, f64)] = &[
+    ("test_averagepool_2d_ceil_last_window_starts_on_pad", 1e-4),
+    ("test_roialign_aligned_false", 1e-4),
+    ("test_roialign_aligned_true", 1e-4),
+];
+
+fn rounding_allowance(dir: &Path) -> f64 {
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    ROUNDED_REFERENCES.iter().find(|(n, _)| *n == name).map(|(_, a)| *a).unwrap_or(0.0)
+}
+
 fn run_case_inner(dir: &Path, device: Arc<dyn Backend>) -> Result<()> {
+    let min_atol = rounding_allowance(dir);
     let model = kuaxin_onnx::load_model(&dir.join("model.onnx"))?;
     let class = model_class(&model);
     let input_infos: Vec<_> = model.graph.real_inputs().into_iter().cloned().collect();
@@ -92,7 +106,7 @@ fn run_case_inner(dir: &Path, device: Arc<dyn Backend>) -> Result<()> {
             let f = set.join(format!("output_{i}.pb"));
             let want = kuaxin_onnx::load_value_file_as(&f, &vi.ty)?;
             let got = outputs.iter().find(|(n, _)| *n == vi.name).map(|(_, v)| v).ok_or_else(|| Error::invalid(format!("output '{}' missing", vi.name)))?;
-            compare_values(&vi.name, got, &want, class, acc_len).map_err(Error::invalid)?;
+            compare_values(&vi.name, got, &want, class, acc_len, min_atol).map_err(Error::invalid)?;
         }
     }
     Ok(())

@@ -5,9 +5,9 @@ use crate::builder::{opt_tensor, tensor_arg, tv};
 use crate::lower::Cx;
 use crate::value::{TVal, Value};
 use kuaxin_core::graph::Node;
-use kuaxin_core::prim::Prim;
+use kuaxin_core::prim::{BinaryOp, Prim, UnaryOp};
 use kuaxin_core::tensor::contiguous_strides;
-use kuaxin_core::{bail_invalid, DType, Result};
+use kuaxin_core::{bail_invalid, bail_unsupported, DType, Result, Tensor};
 
 /// A sliding window over the spatial dims of an `[N, C, spatial..]` tensor.
 pub(crate) struct Window {
@@ -277,8 +277,134 @@ fn requested_size(os: Option<&[i64]>, input: &[usize], strides: &[usize]) -> Opt
     }
 }
 
+/// DeformConv (2-d): bilinearly sample X at the kernel taps moved by the offsets (zeros
+/// outside), scale by the mask, then contract with W per group as a matmul.
+fn deform_conv(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
+    let x = tensor_arg(ins, 0, "X")?;
+    let w = tensor_arg(ins, 1, "W")?;
+    let off = tensor_arg(ins, 2, "offset")?;
+    check_conv_operands(x, w)?;
+    if x.rank() != 4 || off.rank() != 4 || !x.dtype().is_float() {
+        bail_unsupported!("DeformConv is supported for 2-d float inputs only");
+    }
+    let g = group(n)?;
+    let og = n.int_or("offset_group", 1)?;
+    let win = Window::from_node(n, w.shape()[2..].to_vec())?;
+    let (nb, c, hh, ww) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+    let (oc, (kh, kw)) = (w.shape()[0], (win.kernel[0], win.kernel[1]));
+    let (oh, ow) = (off.shape()[2], off.shape()[3]);
+    let k = kh * kw;
+    if og < 1 || c % og as usize != 0 || off.shape()[1] != og as usize * 2 * k || c != w.shape()[1] * g || oc % g != 0 {
+        bail_invalid!("DeformConv: X {}, W {}, offset {} do not fit", x.ty, w.ty, off.ty);
+    }
+    let og = og as usize;
+    let p = oh * ow;
+    let dt = x.dtype();
+    // Base tap positions [K, P] per axis, then moved by the offsets: [N, og, K, P].
+    let base = |axis: usize| -> Result<TVal> {
+        let vals = (0..k * p).map(|i| {
+            let (t, q) = (i / p, i % p);
+            let (tap, o) = if axis == 0 { (t / kw, q / ow) } else { (t % kw, q % ow) };
+            (o * win.strides[axis] + tap * win.dilations[axis]) as f64 - win.pads[axis].0 as f64
+        });
+        Ok(TVal::constant(Tensor::new(vec![k, p], kuaxin_core::Data::from_f64_iter(dt, vals))?))
+    };
+    let off5 = cx.reshape(off, &[nb, og, k, 2, p])?;
+    let mut coords = vec![];
+    for axis in 0..2 {
+        let d = cx.slice_axis(&off5, 3, axis, 1, 1)?;
+        let d = cx.reshape(&d, &[nb, og, k, p])?;
+        let b = base(axis)?;
+        coords.push(cx.add(&d, &b)?);
+    }
+    // Bilinear corners per axis: (index, weight, in-range).
+    let mut corners = vec![];
+    for (axis, size) in [(0, hh), (1, ww)] {
+        let c0 = cx.unary(UnaryOp::Floor, &coords[axis])?;
+        let f = cx.sub(&coords[axis], &c0)?;
+        let one = cx.scalar(1.0, dt);
+        let mut v = vec![];
+        for (step, wgt) in [(0.0, cx.sub(&one, &f)?), (1.0, f.clone())] {
+            let pos = cx.binary_scalar(BinaryOp::Add, &c0, step)?;
+            let ge = cx.binary_scalar(BinaryOp::Ge, &pos, 0.0)?;
+            let le = cx.binary_scalar(BinaryOp::Le, &pos, size as f64 - 1.0)?;
+            let ok = cx.binary(BinaryOp::And, &ge, &le)?;
+            let zero = cx.scalar(0.0, dt);
+            let wgt = cx.where_(&ok, &wgt, &zero)?;
+            let pos = cx.binary_scalar(BinaryOp::Max, &pos, 0.0)?;
+            let pos = cx.binary_scalar(BinaryOp::Min, &pos, size as f64 - 1.0)?;
+            v.push((cx.cast(&pos, DType::I64)?, wgt));
+        }
+        corners.push(v);
+    }
+    let cg = c / og;
+    let xg = cx.reshape(x, &[nb, og, cg, hh * ww])?;
+    let mut cols: Option<TVal> = None;
+    for (iy, wy) in &corners[0] {
+        for (ix, wx) in &corners[1] {
+            let row = cx.binary_scalar(BinaryOp::Mul, iy, ww as f64)?;
+            let idx = cx.add(&row, ix)?;
+            let idx = cx.reshape(&idx, &[nb, og, 1, k * p])?;
+            let idx = cx.expand(&idx, &[nb, og, cg, k * p])?;
+            let v = cx.emit1(Prim::GatherElements { axis: 3 }, &[&xg, &idx])?;
+            let wgt = cx.mul(wy, wx)?;
+            let wgt = cx.reshape(&wgt, &[nb, og, 1, k * p])?;
+            let v = cx.mul(&v, &wgt)?;
+            cols = Some(match cols { Some(a) => cx.add(&a, &v)?, None => v });
+        }
+    }
+    let mut cols = cols.ok_or_else(|| kuaxin_core::Error::invalid("DeformConv without taps"))?;
+    if let Some(m) = opt_tensor(ins, 4)? {
+        if m.numel() != nb * og * k * p {
+            bail_invalid!("DeformConv mask {} does not fit", m.ty);
+        }
+        let m = cx.cast(m, dt)?;
+        let m = cx.reshape(&m, &[nb, og, 1, k * p])?;
+        cols = cx.mul(&cols, &m)?;
+    }
+    // cols [N, C, K, P] -> [N, g, C/g * K, P]; W [oc, C/g, kh, kw] -> [g, oc/g, C/g * K].
+    let cols = cx.reshape(&cols, &[nb, g, (c / g) * k, p])?;
+    let wm = cx.reshape(w, &[g, oc / g, (c / g) * k])?;
+    let y = cx.matmul(&wm, &cols)?;
+    let y = cx.reshape(&y, &[nb, oc, oh, ow])?;
+    Ok(vec![tv(add_channel_bias(cx, y, opt_tensor(ins, 3)?)?)])
+}
+
+/// CausalConvWithState: depthwise 1-d conv over `[past_state | input]` (zeros when no state),
+/// optional SiLU, and the last `k - 1` padded steps as the new state.
+fn causal_conv_with_state(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
+    let x = tensor_arg(ins, 0, "input")?;
+    let w = tensor_arg(ins, 1, "weight")?;
+    if x.rank() != 3 || w.rank() != 3 || w.shape()[0] != x.shape()[1] || w.shape()[1] != 1 || w.shape()[2] == 0 {
+        bail_invalid!("CausalConvWithState: input {} / weight {} must be [B, C, L] / [C, 1, k]", x.ty, w.ty);
+    }
+    let (b, c, k) = (x.shape()[0], x.shape()[1], w.shape()[2]);
+    let padded = match opt_tensor(ins, 3)? {
+        Some(p) if p.shape() != [b, c, k - 1] => bail_invalid!("past_state {} must be [{b}, {c}, {}]", p.ty, k - 1),
+        Some(p) if k > 1 => cx.concat(&[p.clone(), x.clone()], 2)?,
+        _ => pad_spatial(cx, x, &[(k - 1, 0)], 0.0)?,
+    };
+    let y = cx.emit1(Prim::Conv { strides: vec![1], dilations: vec![1], groups: c }, &[&padded, w])?;
+    let y = add_channel_bias(cx, y, opt_tensor(ins, 2)?)?;
+    let y = match n.string_or("activation", "none")?.as_str() {
+        "none" => y,
+        "silu" | "swish" => {
+            let f = cx.cast(&y, DType::F32)?;
+            let s = cx.unary(UnaryOp::Sigmoid, &f)?;
+            let f = cx.mul(&f, &s)?;
+            cx.cast(&f, y.dtype())?
+        }
+        other => bail_invalid!("unknown CausalConvWithState activation '{other}'"),
+    };
+    let l = padded.shape()[2];
+    let state = cx.slice_axis(&padded, 2, l - (k - 1), k - 1, 1)?;
+    Ok(vec![tv(y), tv(state)])
+}
+
 pub fn register(r: &mut Registry) {
     r.insert("Conv", conv);
     r.insert("ConvInteger", conv_integer);
     r.insert("ConvTranspose", conv_transpose);
+    r.insert("DeformConv", deform_conv);
+    r.insert("CausalConvWithState", causal_conv_with_state);
 }

@@ -611,9 +611,112 @@ fn grid_sample(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value
     Ok(vec![tv(cx.reshape(&y, &shape)?)])
 }
 
+/// RoiAlign's bilinear taps along one axis for sample coordinates `c`: (index, weight) for the
+/// low and high neighbour; samples beyond one pixel outside the image get weight 0.
+fn roi_taps(cx: &mut Cx, c: &TVal, d: usize) -> Result<[(TVal, TVal); 2]> {
+    let df = d as f64;
+    let below = cx.binary_scalar(BinaryOp::Lt, c, -1.0)?;
+    let above = cx.binary_scalar(BinaryOp::Gt, c, df)?;
+    let outside = cx.binary(BinaryOp::Or, &below, &above)?;
+    let cc = cx.binary_scalar(BinaryOp::Max, c, 0.0)?;
+    let low0 = cx.unary(UnaryOp::Floor, &cc)?;
+    let at_end = cx.binary_scalar(BinaryOp::Ge, &low0, df - 1.0)?;
+    let last = cx.scalar(df - 1.0, c.dtype());
+    let low = cx.where_(&at_end, &last, &low0)?;
+    let next = cx.binary_scalar(BinaryOp::Add, &low0, 1.0)?;
+    let high = cx.where_(&at_end, &last, &next)?;
+    let cc = cx.where_(&at_end, &low, &cc)?;
+    let l = cx.sub(&cc, &low)?;
+    let one = cx.scalar(1.0, c.dtype());
+    let h = cx.sub(&one, &l)?;
+    let zero = cx.scalar(0.0, c.dtype());
+    let (wl, wh) = (cx.where_(&outside, &zero, &h)?, cx.where_(&outside, &zero, &l)?);
+    Ok([(cx.cast(&low, DType::I64)?, wl), (cx.cast(&high, DType::I64)?, wh)])
+}
+
+fn roi_align(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
+    let x = tensor_arg(ins, 0, "X")?;
+    let rois = tensor_arg(ins, 1, "rois")?;
+    let bi = tensor_arg(ins, 2, "batch_indices")?;
+    if x.rank() != 4 || rois.rank() != 2 || rois.shape()[1] != 4 || bi.shape() != [rois.shape()[0]] || !x.dtype().is_float() {
+        bail_invalid!("RoiAlign: X {}, rois {}, batch_indices {} do not fit", x.ty, rois.ty, bi.ty);
+    }
+    let (oh, ow) = (n.int_or("output_height", 1)?, n.int_or("output_width", 1)?);
+    let ratio = n.int_or("sampling_ratio", 0)?;
+    if oh < 1 || ow < 1 || ratio < 0 {
+        bail_invalid!("RoiAlign: output {oh}x{ow} / sampling_ratio {ratio} invalid");
+    }
+    if ratio == 0 {
+        bail_unsupported!("RoiAlign with adaptive sampling (sampling_ratio 0) is not supported");
+    }
+    let (oh, ow, g) = (oh as usize, ow as usize, ratio as usize);
+    let scale = n.float_or("spatial_scale", 1.0)? as f64;
+    let legacy = n.string_or("coordinate_transformation_mode", "half_pixel")? == "output_half_pixel";
+    let max = n.string_or("mode", "avg")? == "max";
+    let (r, c, hh, ww) = (rois.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+    let dt = x.dtype();
+    let rois = cx.cast(rois, dt)?;
+    // Sample coordinates per roi along one axis: start + bin * (p + (i + 0.5) / g).
+    let coords = |cx: &mut Cx, lo_col: usize, out: usize| -> Result<TVal> {
+        let lo = cx.slice_axis(&rois, 1, lo_col, 1, 1)?;
+        let hi = cx.slice_axis(&rois, 1, lo_col + 2, 1, 1)?;
+        let off = if legacy { 0.0 } else { 0.5 };
+        let lo = cx.binary_scalar(BinaryOp::Mul, &lo, scale)?;
+        let lo = cx.binary_scalar(BinaryOp::Sub, &lo, off)?;
+        let hi = cx.binary_scalar(BinaryOp::Mul, &hi, scale)?;
+        let hi = cx.binary_scalar(BinaryOp::Sub, &hi, off)?;
+        let len = cx.sub(&hi, &lo)?;
+        let len = if legacy { cx.binary_scalar(BinaryOp::Max, &len, 1.0)? } else { len };
+        let bin = cx.binary_scalar(BinaryOp::Div, &len, out as f64)?;
+        let t: Vec<f64> = (0..out * g).map(|k| (k / g) as f64 + ((k % g) as f64 + 0.5) / g as f64).collect();
+        let t = TVal::constant(Tensor::new(vec![1, out * g], Data::from_f64_iter(dt, t.into_iter()))?);
+        let step = cx.mul(&bin, &t)?;
+        cx.add(&lo, &step)
+    };
+    let ys = coords(cx, 1, oh)?;
+    let xs = coords(cx, 0, ow)?;
+    let (a, b) = (oh * g, ow * g);
+    let ty = roi_taps(cx, &ys, hh)?;
+    let tx = roi_taps(cx, &xs, ww)?;
+    let bi = cx.cast(bi, DType::I64)?;
+    let xr = cx.emit1(Prim::Gather { axis: 0 }, &[x, &bi])?;
+    let xr = cx.reshape(&xr, &[r, c, hh * ww])?;
+    let mut acc: Option<TVal> = None;
+    for (iy, wy) in &ty {
+        for (ix, wx) in &tx {
+            let iy3 = cx.reshape(iy, &[r, a, 1])?;
+            let ix3 = cx.reshape(ix, &[r, 1, b])?;
+            let row = cx.binary_scalar(BinaryOp::Mul, &iy3, ww as f64)?;
+            let idx = cx.add(&row, &ix3)?;
+            let idx = cx.reshape(&idx, &[r, 1, a * b])?;
+            let idx = cx.expand(&idx, &[r, c, a * b])?;
+            let v = cx.emit1(Prim::GatherElements { axis: 2 }, &[&xr, &idx])?;
+            let wy3 = cx.reshape(wy, &[r, a, 1])?;
+            let wx3 = cx.reshape(wx, &[r, 1, b])?;
+            let w = cx.mul(&wy3, &wx3)?;
+            let w = cx.reshape(&w, &[r, 1, a * b])?;
+            let v = cx.mul(&v, &w)?;
+            acc = Some(match acc {
+                Some(s) => cx.binary(if max { BinaryOp::Max } else { BinaryOp::Add }, &s, &v)?,
+                None => v,
+            });
+        }
+    }
+    let y = acc.ok_or_else(|| Error::invalid("RoiAlign without taps"))?;
+    let y = cx.reshape(&y, &[r, c, oh, g, ow, g])?;
+    let y = if max {
+        cx.reduce(ReduceOp::Max, &y, &[3, 5], false)?
+    } else {
+        let s = cx.reduce(ReduceOp::Sum, &y, &[3, 5], false)?;
+        cx.binary_scalar(BinaryOp::Div, &s, (g * g) as f64)?
+    };
+    Ok(vec![tv(y)])
+}
+
 pub fn register(r: &mut Registry) {
     r.insert("Resize", resize);
     r.insert("Upsample", upsample);
     r.insert("AffineGrid", affine_grid);
     r.insert("GridSample", grid_sample);
+    r.insert("RoiAlign", roi_align);
 }

@@ -259,6 +259,14 @@ fn cast_to_half_rounds_to_nearest_even() {
     assert_eq!(cast(&x, DType::BF16), Data::BF16(vec![bf16::ONE, bf16::from_f32(1.0 + 2f32.powi(-6))]));
     let x = v1(vec![1.0 + 2f64.powi(-11) + 2f64.powi(-40)]);
     assert_eq!(cast(&x, DType::F16), Data::F16(vec![f16::from_f32(1.0 + 2f32.powi(-10))]));
+    // The same just above a bf16 tie, and exact ties still going to even.
+    let x = v1(vec![1.0 + 2f64.powi(-8) + 2f64.powi(-40), 1.0 + 2f64.powi(-8), -(1.0 + 2f64.powi(-8) + 2f64.powi(-40)), 1e300, 1e-300]);
+    let want = vec![bf16::from_f32(1.0 + 2f32.powi(-7)), bf16::ONE, bf16::from_f32(-(1.0 + 2f32.powi(-7))), bf16::INFINITY, bf16::ZERO];
+    assert_eq!(cast(&x, DType::BF16), Data::BF16(want));
+    let x = v1(vec![65519.99f64, 65520.0, 2f64.powi(-25) + 2f64.powi(-60), 2f64.powi(-25), f64::NAN]);
+    let Data::F16(h) = cast(&x, DType::F16) else { panic!() };
+    assert_eq!(&h[..4], &[f16::MAX, f16::INFINITY, f16::from_bits(1), f16::ZERO]);
+    assert!(h[4].is_nan());
     assert_eq!(cast(&v1(vec![f16::from_f32(1.5)]), DType::F64), Data::F64(vec![1.5]));
 }
 
