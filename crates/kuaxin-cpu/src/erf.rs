@@ -11,6 +11,8 @@
 //! |erf(x)| rounds to 1 beyond 6. Error below 1 ulp in f64; the f32 version evaluates the f64
 //! one and rounds once, so it is correctly rounded in practice.
 
+#![allow(clippy::excessive_precision)] // fdlibm's constants, kept digit for digit.
+
 const ERX: f64 = 8.45062911510467529297e-01;
 const EFX8: f64 = 1.02703333676410069053e+00;
 const PP: [f64; 5] = [

@@ -53,7 +53,7 @@ pub fn scatter_nd(data: &Tensor, idx: &Tensor, upd: &Tensor, r: ScatterReduction
     let slice: usize = data.shape[last..].iter().product();
     let dstr = strides(&data.shape);
     let ii = indices(&idx.data)?;
-    let tuples = if last == 0 { idx.shape[..idx.shape.len() - 1].iter().product() } else { ii.len() / last };
+    let tuples: usize = idx.shape[..idx.shape.len().saturating_sub(1)].iter().product();
     let mut targets = Vec::with_capacity(tuples);
     for k in 0..tuples {
         let mut off = 0;

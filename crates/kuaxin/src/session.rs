@@ -45,7 +45,10 @@ impl Session {
         Session::with_options(model, device, SessionOptions::default())
     }
 
-    pub fn with_options(model: Model, device: Arc<dyn Backend>, opts: SessionOptions) -> Result<Session> {
+    pub fn with_options(mut model: Model, device: Arc<dyn Backend>, opts: SessionOptions) -> Result<Session> {
+        // Nodes that no output depends on are never traced.
+        let dead = model.graph.dead_code();
+        model.graph.apply(dead);
         let host: Arc<dyn Backend> = Arc::new(kuaxin_cpu::CpuBackend::new(opts.host_threads)?);
         Ok(Session { model, device, host, cache: Mutex::new(HashMap::new()), last: Mutex::new(RunStats::default()) })
     }

@@ -146,3 +146,33 @@ fn conv_errors() {
     let e = err(Prim::Conv { strides: vec![1], dilations: vec![1], groups: 1 }, &[&t(&[1, 1, 3], vec![0i32; 3]), &t(&[1, 1, 1], vec![0i32])]);
     assert!(e.is_unsupported());
 }
+
+/// Timing of ResNet-50-like layers: `cargo test --release -p kuaxin-cpu -- --ignored --nocapture bench`.
+#[test]
+#[ignore]
+fn bench_resnet_convs() {
+    let cpu = kuaxin_cpu::CpuBackend::new(None).unwrap();
+    let layers: [(&[usize], &[usize], usize); 6] = [
+        (&[1, 3, 230, 230], &[64, 3, 7, 7], 2),
+        (&[1, 64, 58, 58], &[64, 64, 3, 3], 1),
+        (&[1, 64, 56, 56], &[256, 64, 1, 1], 1),
+        (&[1, 128, 58, 58], &[128, 128, 3, 3], 2),
+        (&[1, 256, 16, 16], &[256, 256, 3, 3], 1),
+        (&[8, 64, 58, 58], &[64, 64, 3, 3], 1),
+    ];
+    for (xs, ws, s) in layers {
+        let mut rng = Rng(3);
+        let x = t(xs, rng.vec(xs.iter().product()).into_iter().map(|v| v as f32).collect());
+        let w = t(ws, rng.vec(ws.iter().product()).into_iter().map(|v| v as f32).collect());
+        let p = Prim::Conv { strides: vec![s, s], dilations: vec![1, 1], groups: 1 };
+        let y = cpu.install(|| run1(p.clone(), &[&x, &w]));
+        let flops = 2.0 * (y.numel() * ws[1..].iter().product::<usize>()) as f64;
+        let start = std::time::Instant::now();
+        let reps = 5;
+        for _ in 0..reps {
+            cpu.install(|| run1(p.clone(), &[&x, &w]));
+        }
+        let secs = start.elapsed().as_secs_f64() / reps as f64;
+        println!("conv x{xs:?} w{ws:?} s{s}: {:.2} ms, {:.1} GFLOP/s", secs * 1e3, flops / secs / 1e9);
+    }
+}

@@ -5,6 +5,7 @@ mod common;
 
 mod backend;
 mod conv;
+mod dtypes;
 mod elementwise;
 mod host;
 mod index;
