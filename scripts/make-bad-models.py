@@ -46,11 +46,11 @@ save("add_mixed_dtypes", [helper.make_node("Add", ["a", "b"], ["y"])], [f32("a",
 save("range_huge", [helper.make_node("Range", ["s", "l", "d"], ["y"])], [], [f32("y", None)],
      [numpy_helper.from_array(np.array(0, np.float32), "s"), numpy_helper.from_array(np.array(1e12, np.float32), "l"),
       numpy_helper.from_array(np.array(1, np.float32), "d")])
-# A Loop that never stops (no trip count, condition stays true).
-body = helper.make_graph([helper.make_node("Identity", ["c_in"], ["c_out"])], "body",
-                         [i64("i", []), helper.make_tensor_value_info("c_in", TensorProto.BOOL, [])],
-                         [helper.make_tensor_value_info("c_out", TensorProto.BOOL, [])])
-save("loop_forever", [helper.make_node("Loop", ["", "c"], [], body=body), helper.make_node("Identity", ["x"], ["y"])],
+# A Loop that never stops (no trip count, condition stays true); its carried value is used.
+body = helper.make_graph([helper.make_node("Identity", ["c_in"], ["c_out"]), helper.make_node("Neg", ["v_in"], ["v_out"])], "body",
+                         [i64("i", []), helper.make_tensor_value_info("c_in", TensorProto.BOOL, []), f32("v_in", [1])],
+                         [helper.make_tensor_value_info("c_out", TensorProto.BOOL, []), f32("v_out", [1])])
+save("loop_forever", [helper.make_node("Loop", ["", "c", "x"], ["y"], body=body)],
      [f32("x", [1])], [f32("y", None)], [numpy_helper.from_array(np.array(True), "c")])
 # An op from an unknown domain.
 save("unknown_domain", [helper.make_node("Frobnicate", ["x"], ["y"], domain="com.example")], [f32("x", [1])], [f32("y", None)])

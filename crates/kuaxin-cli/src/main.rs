@@ -17,10 +17,14 @@ enum Command {
     Info(cmd::info::Args),
     /// Run a model on given or seeded random inputs and write its outputs as .npy files.
     Run(cmd::run::Args),
+    /// Measure load, compile and run time, latency percentiles and memory.
+    Bench(cmd::bench::Args),
     /// List the devices this build can use.
     Devices,
     /// Run ONNX backend node tests and compare with their expected outputs.
     Conformance(cmd::conformance::Args),
+    /// Compare a model across devices against a reference; name the first diverging node.
+    Check(cmd::check::Args),
     /// Build a small transformer block in memory and run it (no files needed).
     Demo(cmd::demo::Args),
 }
@@ -30,8 +34,10 @@ fn main() {
     let result = match cli.command {
         Command::Info(a) => cmd::info::main(a),
         Command::Run(a) => cmd::run::main(a),
+        Command::Bench(a) => cmd::bench::main(a),
         Command::Devices => cmd::devices::main(),
         Command::Conformance(a) => cmd::conformance::main(a),
+        Command::Check(a) => cmd::check::main(a),
         Command::Demo(a) => cmd::demo::main(a),
     };
     match result {

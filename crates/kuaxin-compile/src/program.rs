@@ -43,8 +43,12 @@ pub struct Executor<'a> {
     pub device: &'a dyn Backend,
     pub host: &'a dyn Backend,
     pub slots: Vec<Option<DeviceTensor>>,
-    consts: HashMap<usize, DeviceTensor>,
+    /// Device copies of constants, by the address of their shared host tensor.
+    pub consts: ConstCache,
 }
+
+/// Device copies of a program's constants, kept across runs so weights upload once.
+pub type ConstCache = HashMap<usize, DeviceTensor>;
 
 impl<'a> Executor<'a> {
     pub fn new(device: &'a dyn Backend, host: &'a dyn Backend, n_slots: usize) -> Self {
@@ -65,7 +69,7 @@ impl<'a> Executor<'a> {
                 if let Some(d) = self.consts.get(&key) {
                     return Ok(d.clone());
                 }
-                let d = self.device.upload(t)?;
+                let d = self.device.upload_shared(t)?;
                 self.consts.insert(key, d.clone());
                 Ok(d)
             }
@@ -152,6 +156,46 @@ fn output_slots(spec: &OutputSpec, into: &mut Vec<usize>) {
 }
 
 impl Program {
+    /// Peak bytes of intermediate tensors alive at once when each is freed after its last use
+    /// (program inputs and constants not counted): the memory plan's prediction.
+    pub fn planned_peak_bytes(&self) -> u64 {
+        let mut last_use: HashMap<usize, usize> = HashMap::new();
+        for (i, ins) in self.instrs.iter().enumerate() {
+            for s in &ins.inputs {
+                if let Src::Slot(id) = s {
+                    last_use.insert(*id, i);
+                }
+            }
+        }
+        for s in self.output_slots() {
+            last_use.insert(s, usize::MAX);
+        }
+        let bytes = |slot: usize| self.slot_types.get(slot).map(|t| (t.numel() * t.dtype.size()) as u64).unwrap_or(0);
+        let (mut live, mut peak) = (0u64, 0u64);
+        let mut frees: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (slot, i) in &last_use {
+            frees.entry(*i).or_default().push(*slot);
+        }
+        for (i, ins) in self.instrs.iter().enumerate() {
+            for &o in &ins.outputs {
+                live += bytes(o);
+            }
+            peak = peak.max(live);
+            for &s in frees.get(&i).map(|v| v.as_slice()).unwrap_or(&[]) {
+                if !self.inputs.contains(&s) {
+                    live = live.saturating_sub(bytes(s));
+                }
+            }
+            // Outputs nobody reads die at once.
+            for &o in &ins.outputs {
+                if !last_use.contains_key(&o) {
+                    live = live.saturating_sub(bytes(o));
+                }
+            }
+        }
+        peak
+    }
+
     pub fn output_slots(&self) -> Vec<usize> {
         let mut v = Vec::new();
         for (_, s) in &self.outputs {
@@ -161,11 +205,14 @@ impl Program {
     }
 
     /// Runs the program on `device` with inputs of the types it was traced for.
-    pub fn run(&self, device: &dyn Backend, host: &dyn Backend, inputs: &[Tensor]) -> Result<Vec<(String, HostValue)>> {
+    /// `consts` caches device copies of the program's constants between runs: pass the same
+    /// map to every run of this program on this device.
+    pub fn run(&self, device: &dyn Backend, host: &dyn Backend, inputs: &[Tensor], consts: &mut ConstCache) -> Result<Vec<(String, HostValue)>> {
         if inputs.len() != self.inputs.len() {
             return Err(Error::invalid(format!("program takes {} inputs, got {}", self.inputs.len(), inputs.len())));
         }
         let mut ex = Executor::new(device, host, self.slot_types.len());
+        ex.consts = std::mem::take(consts);
         for (slot, t) in self.inputs.iter().zip(inputs) {
             let want = &self.slot_types[*slot];
             if t.dtype() != want.dtype || t.shape != want.shape {
@@ -173,8 +220,9 @@ impl Program {
             }
             ex.slots[*slot] = Some(device.upload(t)?);
         }
-        ex.run_all(&self.instrs, &self.output_slots())?;
-        device.synchronize()?;
-        self.outputs.iter().map(|(n, s)| Ok((n.clone(), ex.fetch(s)?))).collect()
+        let ran = ex.run_all(&self.instrs, &self.output_slots()).and_then(|_| device.synchronize());
+        let out = ran.and_then(|_| self.outputs.iter().map(|(n, s)| Ok((n.clone(), ex.fetch(s)?))).collect());
+        *consts = std::mem::take(&mut ex.consts);
+        out
     }
 }

@@ -26,6 +26,11 @@ pub trait Backend: Send + Sync {
     fn name(&self) -> String;
     /// Allocates device memory and copies a host tensor in.
     fn upload(&self, t: &Tensor) -> Result<DeviceTensor>;
+    /// Uploads a tensor that stays alive elsewhere (weights): back ends that share host memory
+    /// can skip the copy.
+    fn upload_shared(&self, t: &Arc<Tensor>) -> Result<DeviceTensor> {
+        self.upload(t)
+    }
     /// Copies a device tensor out to the host.
     fn download(&self, t: &DeviceTensor) -> Result<Tensor>;
     /// Allocates the outputs and runs one primitive on them. `outputs` are the types

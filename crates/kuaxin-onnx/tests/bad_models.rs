@@ -462,6 +462,8 @@ fn every_corpus_file_fails_cleanly_naming_the_file() {
         .expect("read tests/bad-models")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+        // run_*.onnx load fine and fail only when run (scripts/check-bad-models.sh runs them).
+        .filter(|p| !p.file_name().and_then(|n| n.to_str()).unwrap_or_default().starts_with("run_"))
         .collect();
     files.sort();
     assert!(files.len() >= cases().len(), "corpus has only {} models", files.len());

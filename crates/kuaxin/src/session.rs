@@ -1,4 +1,5 @@
 //! A loaded model bound to a device, with compiled programs cached per input types.
+use kuaxin_compile::program::ConstCache;
 use kuaxin_compile::{compile_and_run, Program};
 use kuaxin_core::graph::Model;
 use kuaxin_core::prim::TensorType;
@@ -23,6 +24,8 @@ pub struct RunStats {
     pub host_ops: Vec<String>,
     /// Whether the program can be replayed for the same input types.
     pub reusable: bool,
+    /// The memory plan's peak of intermediates.
+    pub planned_peak_bytes: Option<u64>,
 }
 
 pub struct Session {
@@ -30,6 +33,8 @@ pub struct Session {
     device: Arc<dyn Backend>,
     host: Arc<dyn Backend>,
     cache: Mutex<HashMap<Vec<TensorType>, Arc<Program>>>,
+    /// Device copies of each cached program's constants (weights upload once).
+    consts: Mutex<HashMap<Vec<TensorType>, ConstCache>>,
     last: Mutex<RunStats>,
 }
 
@@ -50,7 +55,7 @@ impl Session {
         let dead = model.graph.dead_code();
         model.graph.apply(dead);
         let host: Arc<dyn Backend> = Arc::new(kuaxin_cpu::CpuBackend::new(opts.host_threads)?);
-        Ok(Session { model, device, host, cache: Mutex::new(HashMap::new()), last: Mutex::new(RunStats::default()) })
+        Ok(Session { model, device, host, cache: Mutex::new(HashMap::new()), consts: Mutex::new(HashMap::new()), last: Mutex::new(RunStats::default()) })
     }
 
     pub fn model(&self) -> &Model {
@@ -82,9 +87,14 @@ impl Session {
             let cached = self.cache.lock().ok().and_then(|c| c.get(k).cloned());
             if let Some(p) = cached {
                 let tensors: Vec<kuaxin_core::Tensor> = ordered.iter().filter_map(|(_, v)| v.as_tensor().cloned()).collect();
-                let out = p.run(&*self.device, &*self.host, &tensors)?;
+                let mut consts = self.consts.lock().ok().and_then(|mut c| c.remove(k)).unwrap_or_default();
+                let out = p.run(&*self.device, &*self.host, &tensors, &mut consts);
+                if let Ok(mut c) = self.consts.lock() {
+                    c.insert(k.clone(), consts);
+                }
+                let out = out?;
                 if let Ok(mut s) = self.last.lock() {
-                    *s = RunStats { compiled: false, instructions: p.instrs.len(), host_ops: p.host_ops.clone(), reusable: true };
+                    *s = RunStats { compiled: false, instructions: p.instrs.len(), host_ops: p.host_ops.clone(), reusable: true, planned_peak_bytes: Some(p.planned_peak_bytes()) };
                 }
                 return Ok(out);
             }
@@ -92,7 +102,7 @@ impl Session {
         let (compiled, out) = compile_and_run(&self.model, &*self.device, &*self.host, &ordered)?;
         let p = compiled.program;
         if let Ok(mut s) = self.last.lock() {
-            *s = RunStats { compiled: true, instructions: p.instrs.len(), host_ops: p.host_ops.clone(), reusable: p.reusable };
+            *s = RunStats { compiled: true, instructions: p.instrs.len(), host_ops: p.host_ops.clone(), reusable: p.reusable, planned_peak_bytes: Some(p.planned_peak_bytes()) };
         }
         // Only programs whose inputs are all plain tensors bound in graph order are replayable.
         if let (true, Some(k)) = (p.reusable && p.inputs.len() == ordered.len(), key) {

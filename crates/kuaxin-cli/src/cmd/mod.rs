@@ -1,7 +1,10 @@
+pub mod bench;
+pub mod check;
 pub mod conformance;
 pub mod demo;
 pub mod devices;
 pub mod info;
+pub mod inputs;
 pub mod run;
 
 use anyhow::{anyhow, Result};

@@ -1,4 +1,3 @@
-use super::{parse_dims, split_pair};
 use crate::progress::spinner;
 use anyhow::{anyhow, Context, Result};
 use kuaxin::{HostValue, Tensor};
@@ -47,36 +46,7 @@ pub fn main(a: Args) -> Result<i32> {
     let t0 = Instant::now();
     let sp = spinner("loading");
     let model = kuaxin::load_model(&a.model)?;
-    let dims = parse_dims(&a.dims)?;
-    let mut given = Vec::new();
-    for s in &a.inputs {
-        let (name, file) = split_pair(s, "--input")?;
-        let t = kuaxin_npy::read_npy(std::path::Path::new(&file))?;
-        given.push((name, HostValue::Tensor(t)));
-    }
-    // Random values for inputs not given; symbolic dims may also come from given inputs.
-    let mut dims = dims;
-    for (name, v) in &given {
-        if let (Some(vi), Some(t)) = (model.graph.inputs.iter().find(|vi| vi.name == *name), v.as_tensor()) {
-            if let kuaxin_core::graph::ValueType::Tensor { shape: Some(s), .. } = &vi.ty {
-                for (d, &n) in s.iter().zip(&t.shape) {
-                    if let kuaxin_core::graph::Dim::Sym(sym) = d {
-                        dims.entry(sym.clone()).or_insert(n);
-                    }
-                }
-            } else {
-                // unknown declared shape: nothing to learn
-            }
-        } else if !model.graph.inputs.iter().any(|vi| vi.name == *name) {
-            return Err(anyhow!("--input {name}: the model has no input named '{name}'"));
-        }
-    }
-    let mut inputs = given.clone();
-    let missing: Vec<_> = model.graph.real_inputs().iter().filter(|vi| !given.iter().any(|(n, _)| *n == vi.name)).map(|vi| vi.name.clone()).collect();
-    if !missing.is_empty() {
-        let random = kuaxin::random_inputs(&model, &dims, a.seed)?;
-        inputs.extend(random.into_iter().filter(|(n, _)| missing.contains(n)));
-    }
+    let inputs = super::inputs::prepare(&model, &a.inputs, &a.dims, a.seed)?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     sp.set_message("compiling and running");
     let device = kuaxin::open_device(&a.device, a.threads)?;
