@@ -215,11 +215,16 @@ impl Prim {
                 let n = ins[0].numel() as isize;
                 if shape.iter().all(|&d| d > 0) {
                     let (mut lo, mut hi) = (*offset as isize, *offset as isize);
+                    let mut overflow = *offset > isize::MAX as usize;
                     for (&d, &s) in shape.iter().zip(strides) {
-                        let span = (d as isize - 1) * s;
-                        if span < 0 { lo += span } else { hi += span }
+                        let span = (d as isize - 1).checked_mul(s);
+                        match span {
+                            Some(sp) if sp < 0 => lo = lo.saturating_add(sp),
+                            Some(sp) => hi = hi.saturating_add(sp),
+                            None => overflow = true,
+                        }
                     }
-                    if lo < 0 || hi >= n {
+                    if overflow || lo < 0 || hi >= n {
                         return Err(Error::invalid(format!("View {shape:?} strides {strides:?} offset {offset} reads outside {}", ins[0])));
                     }
                 }
@@ -229,7 +234,9 @@ impl Prim {
                 if pads.len() != ins[0].shape.len() || !ins[1].shape.is_empty() || ins[1].dtype != ins[0].dtype {
                     return Err(Error::invalid(format!("PadConstant: pads {pads:?} / value {} do not fit {}", ins[1], ins[0])));
                 }
-                let shape: Vec<usize> = ins[0].shape.iter().zip(pads).map(|(&d, &(b, a))| d + b + a).collect();
+                let shape: Vec<usize> = ins[0].shape.iter().zip(pads)
+                    .map(|(&d, &(b, a))| d.checked_add(b).and_then(|v| v.checked_add(a)).ok_or_else(|| Error::invalid(format!("PadConstant: pads {pads:?} overflow"))))
+                    .collect::<Result<_>>()?;
                 check_size(&shape)?;
                 vec![TensorType::new(ins[0].dtype, shape)]
             }
@@ -246,7 +253,7 @@ impl Prim {
                     if !ok {
                         return Err(Error::invalid(format!("Concat: {t} does not fit {first} on axis {axis}")));
                     }
-                    shape[*axis] += t.shape[*axis];
+                    shape[*axis] = shape[*axis].checked_add(t.shape[*axis]).ok_or_else(|| Error::invalid("Concat: size overflows"))?;
                 }
                 vec![TensorType::new(first.dtype, shape)]
             }
@@ -272,7 +279,7 @@ impl Prim {
                 let (d, i) = (&ins[0], &ins[1]);
                 let b = *batch_dims;
                 let last = *i.shape.last().ok_or_else(|| Error::invalid("GatherND indices must have rank >= 1"))?;
-                if b >= i.shape.len() || b + last > d.shape.len() || d.shape[..b] != i.shape[..b] || !i.dtype.is_int() {
+                if b >= i.shape.len() || b.saturating_add(last) > d.shape.len() || d.shape[..b] != i.shape[..b] || !i.dtype.is_int() {
                     return Err(Error::invalid(format!("GatherND: indices {i} invalid for {d} with batch_dims {b}")));
                 }
                 let mut shape = i.shape[..i.shape.len() - 1].to_vec();
@@ -313,17 +320,17 @@ impl Prim {
                 let (x, w) = (&ins[0], &ins[1]);
                 let sp = x.shape.len().saturating_sub(2);
                 if x.shape.len() < 3 || w.shape.len() != x.shape.len() || strides.len() != sp || dilations.len() != sp || *groups == 0
-                    || x.shape[1] != w.shape[1] * groups || w.shape[0] % groups != 0 || x.dtype != w.dtype
+                    || Some(x.shape[1]) != w.shape[1].checked_mul(*groups) || w.shape[0] % groups != 0 || x.dtype != w.dtype
                     || strides.contains(&0) || dilations.contains(&0)
                 {
                     return Err(Error::invalid(format!("Conv: input {x} and weight {w} do not fit (groups {groups})")));
                 }
                 let mut shape = vec![x.shape[0], w.shape[0]];
                 for i in 0..sp {
-                    let k = (w.shape[2 + i] - 1) * dilations[i] + 1;
-                    if x.shape[2 + i] < k {
-                        return Err(Error::invalid(format!("Conv: kernel {w} larger than input {x}")));
-                    }
+                    let k = w.shape[2 + i].checked_sub(1).and_then(|v| v.checked_mul(dilations[i])).map(|v| v + 1);
+                    let Some(k) = k.filter(|&k| x.shape[2 + i] >= k) else {
+                        return Err(Error::invalid(format!("Conv: kernel {w} is empty or larger than input {x}")));
+                    };
                     shape.push((x.shape[2 + i] - k) / strides[i] + 1);
                 }
                 vec![TensorType::new(x.dtype, shape)]

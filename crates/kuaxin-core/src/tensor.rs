@@ -309,6 +309,9 @@ impl Tensor {
     pub fn cast(&self, to: DType) -> Tensor {
         let data = if self.dtype() == to {
             self.data.clone()
+        } else if let (Data::U64(v), true) = (&self.data, to.is_float() || to == DType::Bool) {
+            // u64 above 2^63 must not pass through i64.
+            Data::from_f64_iter(to, v.iter().map(|&x| x as f64))
         } else if to.is_float() || self.dtype().is_float() || to == DType::Bool || self.dtype() == DType::Bool {
             if self.dtype() == DType::U64 || self.dtype() == DType::I64 {
                 Data::from_i64_iter(to, self.data.to_i64_vec().into_iter())
