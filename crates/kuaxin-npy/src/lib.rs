@@ -32,6 +32,9 @@ use half::{bf16, f16};
 use kuaxin_core::{DType, Data, Error, Result, Tensor};
 
 mod header;
+pub mod npz;
+
+pub use npz::{read_npz, write_npz};
 
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
 /// numpy aligns the start of the data to this many bytes.

@@ -24,6 +24,17 @@ pub struct CaseResult {
     pub status: Status,
     pub reason: String,
     pub millis: f64,
+    /// Op types of the test's model (subgraphs included), when it loaded.
+    pub ops: Vec<String>,
+    /// Nodes that ran on the host.
+    pub host_ops: Vec<String>,
+}
+
+/// What a run learnt about a test besides its outcome.
+#[derive(Default)]
+struct CaseInfo {
+    ops: Vec<String>,
+    host_ops: Vec<String>,
 }
 
 /// Test folders under `suite` (those holding a model.onnx), sorted by name.
@@ -79,9 +90,14 @@ fn rounding_allowance(dir: &Path) -> f64 {
     ROUNDED_REFERENCES.iter().find(|(n, _)| *n == name).map(|(_, a)| *a).unwrap_or(0.0)
 }
 
-fn run_case_inner(dir: &Path, device: Arc<dyn Backend>) -> Result<()> {
+fn run_case_inner(dir: &Path, device: Arc<dyn Backend>, info: &Mutex<CaseInfo>) -> Result<()> {
     let min_atol = rounding_allowance(dir);
     let model = kuaxin_onnx::load_model(&dir.join("model.onnx"))?;
+    let mut hist = std::collections::BTreeMap::new();
+    model.graph.op_histogram(&mut hist);
+    if let Ok(mut i) = info.lock() {
+        i.ops = hist.into_keys().collect();
+    }
     let class = model_class(&model);
     let input_infos: Vec<_> = model.graph.real_inputs().into_iter().cloned().collect();
     let output_infos = model.graph.outputs.clone();
@@ -102,6 +118,9 @@ fn run_case_inner(dir: &Path, device: Arc<dyn Backend>) -> Result<()> {
         }
         let acc_len = largest_input(&inputs);
         let outputs = session.run(&inputs)?;
+        if let Ok(mut i) = info.lock() {
+            i.host_ops.extend(session.last_stats().host_ops);
+        }
         for (i, vi) in output_infos.iter().enumerate() {
             let f = set.join(format!("output_{i}.pb"));
             let want = kuaxin_onnx::load_value_file_as(&f, &vi.ty)?;
@@ -126,7 +145,8 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
 pub fn run_case(dir: &Path, device: Arc<dyn Backend>) -> CaseResult {
     let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let t0 = Instant::now();
-    let r = catch_unwind(AssertUnwindSafe(|| run_case_inner(dir, device)));
+    let info = Mutex::new(CaseInfo::default());
+    let r = catch_unwind(AssertUnwindSafe(|| run_case_inner(dir, device, &info)));
     let millis = t0.elapsed().as_secs_f64() * 1e3;
     let (status, reason) = match r {
         Ok(Ok(())) => (Status::Pass, String::new()),
@@ -134,7 +154,41 @@ pub fn run_case(dir: &Path, device: Arc<dyn Backend>) -> CaseResult {
         Ok(Err(e)) => (Status::Fail, e.to_string()),
         Err(p) => (Status::Fail, format!("panic: {}", panic_message(p))),
     };
-    CaseResult { name, status, reason, millis }
+    let info = info.into_inner().unwrap_or_default();
+    CaseResult { name, status, reason, millis, ops: info.ops, host_ops: info.host_ops }
+}
+
+/// The op a skip reason names ("op X is not supported"), if any.
+fn unsupported_op(reason: &str) -> Option<&str> {
+    let rest = reason.split("op ").nth(1)?;
+    rest.strip_suffix(" is not supported").or_else(|| rest.split(" is not supported").next()).filter(|op| !op.contains(' '))
+}
+
+/// The op x device coverage matrix of conformance results: a test counts for every op type of
+/// its model (passes that ran an op on the host count as `host` for that op); a skip that names
+/// its unsupported op counts for that op only.
+pub fn coverage(results: &[(String, Vec<CaseResult>)]) -> crate::coverage::Coverage {
+    use crate::coverage::{Coverage, Outcome};
+    let mut cov = Coverage::new(results.iter().map(|(d, _)| d.clone()).collect());
+    for (d, cases) in results.iter().enumerate() {
+        for c in &cases.1 {
+            for op in &c.ops {
+                cov.add_op(op);
+            }
+            let named = if c.status == Status::Skip { unsupported_op(&c.reason).filter(|op| c.ops.iter().any(|o| o == op)) } else { None };
+            for op in &c.ops {
+                let outcome = match c.status {
+                    Status::Pass if c.host_ops.iter().any(|h| h.contains(&format!("({op})"))) => Outcome::Host,
+                    Status::Pass => Outcome::Pass,
+                    Status::Fail => Outcome::Fail,
+                    Status::Skip if named.is_some_and(|n| n != op) => continue,
+                    Status::Skip => Outcome::Unsupported,
+                };
+                cov.record(op, d, outcome);
+            }
+        }
+    }
+    cov
 }
 
 /// Runs `cases` on `jobs` worker threads sharing `device`, calling `progress` after each.

@@ -8,8 +8,10 @@
 //! let outputs = session.run(&inputs)?;
 //! # Ok::<(), kuaxin_core::Error>(())
 //! ```
+pub mod check;
 pub mod compare;
 pub mod conformance;
+pub mod coverage;
 pub mod demo;
 pub mod devices;
 pub mod random;
