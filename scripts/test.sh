@@ -6,6 +6,8 @@
 #   3. node       the official ONNX backend node tests, against tests/conformance/cpu.pass
 #   4. models     real models against onnxruntime (scripts/real-models.py)
 #   5. bad-models malformed models must be refused cleanly (scripts/check-bad-models.sh)
+#   6. check      kuaxin check on MiniLM-L3: f64 reference, planted fault, exit codes, HTML report
+#                 in headless Chromium, conformance coverage matrix (scripts/check-report.sh)
 #
 # Every stage runs even when an earlier one failed (stages 3-5 need the binary of stage 1),
 # so one run shows everything that is broken. Ends with a summary line; exits 1 on any failure.
@@ -19,7 +21,7 @@ passed=()
 failed=()
 skipped=()
 stage_no=0
-stage_total=5
+stage_total=6
 start_all=$SECONDS
 
 header() {
@@ -97,6 +99,22 @@ if [ -x "$bin" ] && [[ " ${passed[*]} " == *" build "* ]]; then
   run_stage bad-models bash scripts/check-bad-models.sh "$bin"
 else
   skip_stage bad-models "no kuaxin binary (the build failed)"
+fi
+
+header "check: kuaxin check on MiniLM-L3, planted fault, HTML report in Chromium (scripts/check-report.sh)"
+if [ -x "$bin" ] && [[ " ${passed[*]} " == *" build "* ]]; then
+  set +e
+  py="$(python_venv)"
+  venv_rc=$?
+  set -e
+  if [ "$venv_rc" -ne 0 ] || [ ! -x "$py" ]; then
+    failed+=("check")
+    echo "-- check: FAILED: scripts/py-env.sh could not make the Python venv"
+  else
+    run_stage check bash scripts/check-report.sh "$bin" "$py"
+  fi
+else
+  skip_stage check "no kuaxin binary (the build failed)"
 fi
 
 echo
