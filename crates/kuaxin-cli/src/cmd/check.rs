@@ -87,7 +87,10 @@ fn write(path: &Path, body: &str) -> Result<()> {
     std::fs::write(path, body).with_context(|| format!("writing {}", path.display()))
 }
 
-fn prepare(a: &Args) -> Result<(kuaxin_core::graph::Model, Vec<(String, HostValue)>, CheckOptions)> {
+/// The model, its complete inputs and the check's options.
+type Prepared = (kuaxin_core::graph::Model, Vec<(String, HostValue)>, CheckOptions);
+
+fn prepare(a: &Args) -> Result<Prepared> {
     if a.fusion_check {
         // SessionOptions has no fusion switch yet: there is nothing fused to compare.
         return Err(anyhow!("--fusion-check: kernel fusion is not built into kuaxin yet, so there are no fused kernels to compare"));

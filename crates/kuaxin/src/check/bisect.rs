@@ -233,7 +233,7 @@ fn device_values(cx: &NodeContext, device: &Arc<dyn Backend>) -> Result<HashMap<
 }
 
 /// The node an error message names ("node 'x' (Op): ...").
-fn node_in_error<'m>(nodes: &[&'m Node], e: &Error) -> Option<usize> {
+fn node_in_error(nodes: &[&Node], e: &Error) -> Option<usize> {
     nodes.iter().position(|n| e.message.starts_with(&n.describe()))
 }
 
