@@ -10,6 +10,10 @@ use std::collections::HashMap;
 /// A traced program plus what tracing learned.
 pub struct Compiled {
     pub program: Program,
+    /// Instructions before fusion, kernels made, instructions they replaced.
+    pub unfused_instrs: usize,
+    pub fused_kernels: usize,
+    pub fused_instrs: usize,
     /// How many times tracing had to wait for device results (data-dependent values).
     pub flushes: usize,
 }
@@ -67,8 +71,10 @@ pub fn compile_and_run(
     device: &dyn Backend,
     host: &dyn Backend,
     inputs: &[(String, HostValue)],
+    fuse: bool,
 ) -> Result<(Compiled, Vec<(String, HostValue)>)> {
     let mut trace = Trace::new(device, host);
+    trace.fuse = fuse;
     let graph = &model.graph;
     let mut bound = Vec::new();
     let mut syms = HashMap::new();
@@ -101,7 +107,8 @@ pub fn compile_and_run(
         cx.run_graph(graph)?
     };
     let flushes = trace.flushes;
+    let unfused_instrs = trace.program.instrs.len();
     let named = graph.outputs.iter().map(|o| o.name.clone()).zip(outputs).collect();
-    let (program, results) = trace.finish(named)?;
-    Ok((Compiled { program, flushes }, results))
+    let (program, results, fused_kernels, fused_instrs) = trace.finish(named)?;
+    Ok((Compiled { program, flushes, unfused_instrs, fused_kernels, fused_instrs }, results))
 }

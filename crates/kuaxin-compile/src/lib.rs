@@ -5,6 +5,7 @@
 //! constants and records the rest into a [`program::Program`] that runs on any back end.
 pub mod builder;
 pub mod compile;
+pub mod fuse;
 pub mod lower;
 pub mod ops;
 pub mod program;

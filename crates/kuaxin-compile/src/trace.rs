@@ -16,6 +16,11 @@ pub struct Trace<'a> {
     pub origin: Arc<str>,
     /// Count of host round trips forced by data-dependent values.
     pub flushes: usize,
+    /// Fuse the instructions that have not run yet when the trace finishes.
+    pub fuse: bool,
+    /// Kernels made by fusion, and how many instructions they replaced.
+    pub fused_kernels: usize,
+    pub fused_instrs: usize,
 }
 
 impl<'a> Trace<'a> {
@@ -26,6 +31,9 @@ impl<'a> Trace<'a> {
             executed: 0,
             origin: Arc::from(""),
             flushes: 0,
+            fuse: true,
+            fused_kernels: 0,
+            fused_instrs: 0,
         }
     }
 
@@ -160,17 +168,27 @@ impl<'a> Trace<'a> {
     }
 
     /// Runs what remains and returns the program together with this run's outputs.
-    pub fn finish(mut self, outputs: Vec<(String, Value)>) -> Result<(Program, Vec<(String, HostValue)>)> {
+    /// Also returns the fusion counts (kernels made, instructions they replaced).
+    pub fn finish(mut self, outputs: Vec<(String, Value)>) -> Result<(Program, Vec<(String, HostValue)>, usize, usize)> {
         self.program.outputs = outputs.iter().map(|(n, v)| (n.clone(), Self::spec(v))).collect();
         let start = self.executed;
-        let instrs: Vec<Instr> = self.program.instrs[start..].to_vec();
         let keep = self.program.output_slots();
+        if self.fuse {
+            let device = self.exec.device;
+            let live: std::collections::HashSet<usize> = keep.iter().copied().collect();
+            let (fused, report) = crate::fuse::fuse(&self.program.instrs[start..], &self.program.slot_types, &live, &|p| device.supports(p, &[]));
+            self.program.instrs.truncate(start);
+            self.program.instrs.extend(fused);
+            self.fused_kernels = report.kernels;
+            self.fused_instrs = report.fused_instrs;
+        }
+        let instrs: Vec<Instr> = self.program.instrs[start..].to_vec();
         self.exec.run_all(&instrs, &keep)?;
         self.exec.device.synchronize()?;
         let mut results = Vec::new();
         for (n, s) in &self.program.outputs {
             results.push((n.clone(), self.exec.fetch(s)?));
         }
-        Ok((self.program, results))
+        Ok((self.program, results, self.fused_kernels, self.fused_instrs))
     }
 }

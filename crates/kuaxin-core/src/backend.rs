@@ -40,7 +40,8 @@ pub trait Backend: Send + Sync {
     fn synchronize(&self) -> Result<()>;
     /// Whether this back end can run `prim` on these input types; the executor places what it
     /// cannot on the host and says so.
-    fn supports(&self, _prim: &Prim, _inputs: &[TensorType]) -> bool {
-        true
+    /// Fused kernels need explicit support; plain primitives are the contract.
+    fn supports(&self, prim: &Prim, _inputs: &[TensorType]) -> bool {
+        !matches!(prim, Prim::Fused(_))
     }
 }

@@ -8,6 +8,7 @@ pub mod backend;
 pub mod dtype;
 pub mod error;
 pub mod graph;
+pub mod kernel;
 pub mod patch;
 pub mod prim;
 pub mod tensor;

@@ -99,6 +99,8 @@ pub enum Prim {
     /// PadConstant first), no bias.
     Conv { strides: Vec<usize>, dilations: Vec<usize>, groups: usize },
     Host(HostOp),
+    /// A fused kernel (see [`crate::kernel`]): made by the fusion pass, never by lowering.
+    Fused(std::sync::Arc<crate::kernel::Kernel>),
 }
 
 /// A concrete value type: dtype and dims.
@@ -140,11 +142,34 @@ fn same(a: &TensorType, b: &TensorType, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whether every element `offset + sum(i_k * strides_k)` for `i` in `shape` lies in `0..numel`.
+pub fn strided_in_bounds(shape: &[usize], strides: &[isize], offset: usize, numel: usize) -> bool {
+    if shape.len() != strides.len() {
+        return false;
+    }
+    if shape.contains(&0) {
+        return true;
+    }
+    if offset > isize::MAX as usize {
+        return false;
+    }
+    let (mut lo, mut hi) = (offset as isize, offset as isize);
+    for (&d, &s) in shape.iter().zip(strides) {
+        match (d as isize - 1).checked_mul(s) {
+            Some(sp) if sp < 0 => lo = lo.saturating_add(sp),
+            Some(sp) => hi = hi.saturating_add(sp),
+            None => return false,
+        }
+    }
+    lo >= 0 && (hi as usize) < numel
+}
+
 impl Prim {
     pub fn name(&self) -> String {
         match self {
             Prim::Unary(op) => format!("{op:?}"),
             Prim::Binary(op) => format!("{op:?}"),
+            Prim::Fused(k) => k.name.clone(),
             Prim::Host(h) => format!("Host{:?}", h).split(['{', ' ']).next().unwrap_or("Host").to_string(),
             other => format!("{other:?}").split(['{', '(', ' ']).next().unwrap_or("?").to_string(),
         }
@@ -157,7 +182,7 @@ impl Prim {
             Prim::Unary(_) | Prim::Cast(_) | Prim::Reduce { .. } | Prim::ArgReduce { .. } | Prim::Cumulative { .. } | Prim::View { .. } => Some(1),
             Prim::Binary(_) | Prim::PadConstant { .. } | Prim::Gather { .. } | Prim::GatherElements { .. } | Prim::GatherNd { .. } | Prim::MatMul | Prim::Conv { .. } => Some(2),
             Prim::Where | Prim::ScatterElements { .. } | Prim::ScatterNd { .. } => Some(3),
-            Prim::Concat { .. } | Prim::Host(_) => None,
+            Prim::Concat { .. } | Prim::Host(_) | Prim::Fused(_) => None,
         };
         if let Some(n) = arity {
             if ins.len() != n {
@@ -212,21 +237,8 @@ impl Prim {
                     return Err(Error::invalid("View: shape and strides differ in rank"));
                 }
                 check_size(shape)?;
-                let n = ins[0].numel() as isize;
-                if shape.iter().all(|&d| d > 0) {
-                    let (mut lo, mut hi) = (*offset as isize, *offset as isize);
-                    let mut overflow = *offset > isize::MAX as usize;
-                    for (&d, &s) in shape.iter().zip(strides) {
-                        let span = (d as isize - 1).checked_mul(s);
-                        match span {
-                            Some(sp) if sp < 0 => lo = lo.saturating_add(sp),
-                            Some(sp) => hi = hi.saturating_add(sp),
-                            None => overflow = true,
-                        }
-                    }
-                    if overflow || lo < 0 || hi >= n {
-                        return Err(Error::invalid(format!("View {shape:?} strides {strides:?} offset {offset} reads outside {}", ins[0])));
-                    }
+                if !strided_in_bounds(shape, strides, *offset, ins[0].numel()) {
+                    return Err(Error::invalid(format!("View {shape:?} strides {strides:?} offset {offset} reads outside {}", ins[0])));
                 }
                 vec![TensorType::new(ins[0].dtype, shape.clone())]
             }
@@ -336,6 +348,18 @@ impl Prim {
                 vec![TensorType::new(x.dtype, shape)]
             }
             Prim::Host(_) => vec![],
+            Prim::Fused(k) => {
+                for l in &k.loads {
+                    let arg = ins.get(l.arg).ok_or_else(|| Error::invalid(format!("kernel {}: load of missing argument {}", k.name, l.arg)))?;
+                    if arg.dtype != l.dtype || l.strides.len() != k.domain.len() || !strided_in_bounds(&k.domain, &l.strides, l.offset, arg.numel()) {
+                        return Err(Error::invalid(format!("kernel {}: load {:?} does not fit argument {arg}", k.name, l)));
+                    }
+                }
+                if k.out.numel() != k.kept().iter().product::<usize>() {
+                    return Err(Error::invalid(format!("kernel {}: output {} does not match its domain", k.name, k.out)));
+                }
+                vec![k.out.clone()]
+            }
         };
         for t in &out {
             check_size(&t.shape)?;

@@ -79,6 +79,10 @@ impl Backend for CpuBackend {
         Ok(out.into_iter().map(wrap).collect())
     }
 
+    fn supports(&self, _prim: &Prim, _inputs: &[TensorType]) -> bool {
+        true
+    }
+
     fn synchronize(&self) -> Result<()> {
         Ok(())
     }

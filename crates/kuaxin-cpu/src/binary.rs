@@ -1,6 +1,6 @@
 //! `Prim::Binary`: elementwise functions of two same-typed, same-shaped tensors.
 use crate::par;
-use crate::scalar::{FMath, Float, Int, Scalar};
+use crate::scalar::{Float, Int, Scalar};
 use kuaxin_core::prim::BinaryOp;
 use kuaxin_core::{Data, Error, Result};
 
@@ -30,34 +30,13 @@ fn cmp<T: Copy + Sync>(x: &[T], y: &[T], f: impl Fn(T, T) -> bool + Sync + Send)
 }
 
 fn float_binary<T: Float>(op: BinaryOp, x: &[T], y: &[T]) -> Result<Data> {
-    use BinaryOp::*;
-    let zero = <T::C as FMath>::ZERO;
-    Ok(match op {
-        Add => fzip(x, y, |a, b| a + b),
-        Sub => fzip(x, y, |a, b| a - b),
-        Mul => fzip(x, y, |a, b| a * b),
-        Div => fzip(x, y, |a, b| a / b),
-        Pow => fzip(x, y, FMath::powf),
-        Max => tzip(x, y, T::max_nan),
-        Min => tzip(x, y, T::min_nan),
-        FMod => fzip(x, y, |a, b| a % b),
-        Mod => fzip(x, y, move |a, b| {
-            let r = a % b;
-            if r == zero {
-                zero.copysign(b)
-            } else if (r < zero) != (b < zero) {
-                r + b
-            } else {
-                r
-            }
-        }),
-        Eq => cmp(x, y, |a, b| a == b),
-        Lt => cmp(x, y, |a, b| a < b),
-        Le => cmp(x, y, |a, b| a <= b),
-        Gt => cmp(x, y, |a, b| a > b),
-        Ge => cmp(x, y, |a, b| a >= b),
-        And | Or | Xor | BitAnd | BitOr | BitXor | Shl | Shr => return Err(unsupported::<T>(op)),
-    })
+    float_binary_op!(op, T::C, f => return Ok(fzip(x, y, f)), else {});
+    float_cmp_op!(op, T::C, f => return Ok(cmp(x, y, move |a: T, b: T| f(a.up(), b.up()))), else {});
+    match op {
+        BinaryOp::Max => Ok(tzip(x, y, T::max_nan)),
+        BinaryOp::Min => Ok(tzip(x, y, T::min_nan)),
+        _ => Err(unsupported::<T>(op)),
+    }
 }
 
 fn int_binary<T: Int>(op: BinaryOp, x: &[T], y: &[T]) -> Result<Data> {

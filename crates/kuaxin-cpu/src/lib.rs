@@ -10,6 +10,8 @@
 //! every user-provided index is bounds-checked: bad data gives an `Err`, never a panic.
 #[macro_use]
 mod dispatch;
+#[macro_use]
+mod float_ops;
 
 mod argreduce;
 mod backend;
@@ -19,6 +21,7 @@ mod concat;
 mod conv;
 mod cumulative;
 mod erf;
+mod fused;
 mod eval;
 mod gather;
 mod gemm;

@@ -99,6 +99,27 @@ fn for_each_offset(dims: &[(usize, usize)], mut f: impl FnMut(usize)) {
     }
 }
 
+/// Folds a contiguous run into 8 independent accumulators (so the adds pipeline and
+/// vectorize), then combines them.
+#[inline]
+fn fold_run<T, F>(v: &[T], init: T::Acc, comb: &F) -> T::Acc
+where
+    T: Scalar,
+    F: Fn(T::Acc, T::Acc) -> T::Acc,
+{
+    const LANES: usize = 8;
+    let mut lanes = [init; LANES];
+    let chunks = v.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (l, &x) in lanes.iter_mut().zip(c) {
+            *l = comb(*l, x.to_acc());
+        }
+    }
+    let acc = rest.iter().fold(init, |a, &x| comb(a, x.to_acc()));
+    lanes.iter().fold(acc, |a, &l| comb(a, l))
+}
+
 fn reduce_with<T, F>(v: &[T], p: &Plan, init: T::Acc, comb: F) -> Vec<T>
 where
     T: Scalar,
@@ -118,11 +139,9 @@ where
         if p.kept.is_empty() && p.red.is_empty() {
             // Everything reduces over one contiguous run: split it across threads.
             let acc = if v.len() >= par::MIN_PAR && rayon::current_num_threads() > 1 {
-                v.par_chunks(par::MIN_PAR)
-                    .map(|c| c.iter().fold(init, |a, &x| comb(a, x.to_acc())))
-                    .reduce(|| init, &comb)
+                v.par_chunks(par::MIN_PAR).map(|c| fold_run(c, init, &comb)).reduce(|| init, &comb)
             } else {
-                v.iter().fold(init, |a, &x| comb(a, x.to_acc()))
+                fold_run(v, init, &comb)
             };
             out[0] = T::from_acc(acc);
             return out;
@@ -132,7 +151,7 @@ where
             let mut acc = init;
             for_each_offset(&p.red, |off| {
                 let s = base + off;
-                acc = v[s..s + r].iter().fold(acc, |a, &x| comb(a, x.to_acc()));
+                acc = comb(acc, fold_run(&v[s..s + r], init, &comb));
             });
             chunk[0] = T::from_acc(acc);
         });

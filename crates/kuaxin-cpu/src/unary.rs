@@ -1,6 +1,6 @@
 //! `Prim::Unary`: elementwise functions of one tensor.
 use crate::par;
-use crate::scalar::{FMath, Float, Int};
+use crate::scalar::{Float, Int};
 use kuaxin_core::prim::UnaryOp;
 use kuaxin_core::{DType, Data, Error, Result};
 
@@ -22,47 +22,9 @@ fn ftest<T: Float>(v: &[T], f: impl Fn(T::C) -> bool + Sync + Send) -> Data {
 }
 
 fn float_unary<T: Float>(op: UnaryOp, v: &[T]) -> Result<Data> {
-    use UnaryOp::*;
-    let one = <T::C as FMath>::ONE;
-    let zero = <T::C as FMath>::ZERO;
-    Ok(match op {
-        Neg => fmap(v, |x| -x),
-        Abs => fmap(v, FMath::abs),
-        Sqrt => fmap(v, FMath::sqrt),
-        Exp => fmap(v, FMath::exp),
-        Log => fmap(v, FMath::ln),
-        Sin => fmap(v, FMath::sin),
-        Cos => fmap(v, FMath::cos),
-        Tan => fmap(v, FMath::tan),
-        Asin => fmap(v, FMath::asin),
-        Acos => fmap(v, FMath::acos),
-        Atan => fmap(v, FMath::atan),
-        Sinh => fmap(v, FMath::sinh),
-        Cosh => fmap(v, FMath::cosh),
-        Tanh => fmap(v, FMath::tanh),
-        Asinh => fmap(v, FMath::asinh),
-        Acosh => fmap(v, FMath::acosh),
-        Atanh => fmap(v, FMath::atanh),
-        Erf => fmap(v, FMath::erf),
-        Floor => fmap(v, FMath::floor),
-        Ceil => fmap(v, FMath::ceil),
-        Round => fmap(v, FMath::round_even),
-        // numpy: sign(+-0) = +-0, sign(NaN) = NaN.
-        Sign => fmap(v, move |x| if x > zero { one } else if x < zero { -one } else { x }),
-        Reciprocal => fmap(v, move |x| one / x),
-        Sigmoid => fmap(v, move |x| {
-            if x >= zero {
-                one / (one + (-x).exp())
-            } else {
-                let e = x.exp();
-                e / (one + e)
-            }
-        }),
-        IsNan => ftest(v, FMath::is_nan),
-        IsPosInf => ftest(v, FMath::is_pos_inf),
-        IsNegInf => ftest(v, FMath::is_neg_inf),
-        Not | BitNot => return Err(unsupported(op, T::DTYPE)),
-    })
+    float_unary_op!(op, T::C, f => return Ok(fmap(v, f)), else {});
+    float_test_op!(op, T::C, f => return Ok(ftest(v, f)), else {});
+    Err(unsupported(op, T::DTYPE))
 }
 
 fn int_unary<T: Int>(op: UnaryOp, v: &[T]) -> Result<Data> {

@@ -7,10 +7,18 @@ use kuaxin_core::{Backend, HostValue, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SessionOptions {
     /// Host threads for the CPU parts (host ops, constant folding).
     pub host_threads: Option<usize>,
+    /// Fuse primitives into kernels where the device runs them (on by default).
+    pub fuse: bool,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions { host_threads: None, fuse: true }
+    }
 }
 
 /// What the last run did.
@@ -26,12 +34,15 @@ pub struct RunStats {
     pub reusable: bool,
     /// The memory plan's peak of intermediates.
     pub planned_peak_bytes: Option<u64>,
+    /// Fused kernels in the program.
+    pub kernels: usize,
 }
 
 pub struct Session {
     model: Model,
     device: Arc<dyn Backend>,
     host: Arc<dyn Backend>,
+    opts: SessionOptions,
     cache: Mutex<HashMap<Vec<TensorType>, Arc<Program>>>,
     /// Device copies of each cached program's constants (weights upload once).
     consts: Mutex<HashMap<Vec<TensorType>, ConstCache>>,
@@ -45,6 +56,10 @@ fn input_key(inputs: &[(String, HostValue)]) -> Option<Vec<TensorType>> {
         .collect()
 }
 
+fn count_kernels(p: &Program) -> usize {
+    p.instrs.iter().filter(|i| matches!(i.prim, kuaxin_core::prim::Prim::Fused(_))).count()
+}
+
 impl Session {
     pub fn new(model: Model, device: Arc<dyn Backend>) -> Result<Session> {
         Session::with_options(model, device, SessionOptions::default())
@@ -55,7 +70,7 @@ impl Session {
         let dead = model.graph.dead_code();
         model.graph.apply(dead);
         let host: Arc<dyn Backend> = Arc::new(kuaxin_cpu::CpuBackend::new(opts.host_threads)?);
-        Ok(Session { model, device, host, cache: Mutex::new(HashMap::new()), consts: Mutex::new(HashMap::new()), last: Mutex::new(RunStats::default()) })
+        Ok(Session { model, device, host, opts, cache: Mutex::new(HashMap::new()), consts: Mutex::new(HashMap::new()), last: Mutex::new(RunStats::default()) })
     }
 
     pub fn model(&self) -> &Model {
@@ -64,6 +79,17 @@ impl Session {
 
     pub fn device(&self) -> &Arc<dyn Backend> {
         &self.device
+    }
+
+    pub fn options(&self) -> &SessionOptions {
+        &self.opts
+    }
+
+    /// The cached program for these inputs' types, if one was compiled (for reports).
+    pub fn program_for(&self, inputs: &[(String, HostValue)]) -> Option<Arc<Program>> {
+        let ordered: Vec<(String, HostValue)> = self.ordered(inputs).into_iter().cloned().collect();
+        let key = input_key(&ordered)?;
+        self.cache.lock().ok()?.get(&key).cloned()
     }
 
     pub fn last_stats(&self) -> RunStats {
@@ -94,15 +120,15 @@ impl Session {
                 }
                 let out = out?;
                 if let Ok(mut s) = self.last.lock() {
-                    *s = RunStats { compiled: false, instructions: p.instrs.len(), host_ops: p.host_ops.clone(), reusable: true, planned_peak_bytes: Some(p.planned_peak_bytes()) };
+                    *s = RunStats { compiled: false, instructions: p.instrs.len(), host_ops: p.host_ops.clone(), reusable: true, planned_peak_bytes: Some(p.planned_peak_bytes()), kernels: count_kernels(&p) };
                 }
                 return Ok(out);
             }
         }
-        let (compiled, out) = compile_and_run(&self.model, &*self.device, &*self.host, &ordered)?;
+        let (compiled, out) = compile_and_run(&self.model, &*self.device, &*self.host, &ordered, self.opts.fuse)?;
         let p = compiled.program;
         if let Ok(mut s) = self.last.lock() {
-            *s = RunStats { compiled: true, instructions: p.instrs.len(), host_ops: p.host_ops.clone(), reusable: p.reusable, planned_peak_bytes: Some(p.planned_peak_bytes()) };
+            *s = RunStats { compiled: true, instructions: p.instrs.len(), host_ops: p.host_ops.clone(), reusable: p.reusable, planned_peak_bytes: Some(p.planned_peak_bytes()), kernels: count_kernels(&p) };
         }
         // Only programs whose inputs are all plain tensors bound in graph order are replayable.
         if let (true, Some(k)) = (p.reusable && p.inputs.len() == ordered.len(), key) {

@@ -1,0 +1,254 @@
+//! Fused kernels (`Prim::Fused`) on the CPU: a blocked evaluator of the kernel IR.
+//!
+//! The domain is walked row by row (the innermost, coalesced axis), in blocks of `BLOCK`
+//! elements; each op of the expression DAG runs over a whole block before the next, so the
+//! loops vectorise and every intermediate stays in L1. Rows are spread over threads. Values
+//! are f32 (bools as 0/1), with the same scalar functions as the unfused primitives.
+use crate::scalar::Scalar;
+use kuaxin_core::kernel::{Expr, Kernel, Load, Op};
+use kuaxin_core::prim::{BinaryOp, ReduceOp, UnaryOp};
+use kuaxin_core::{DType, Data, Error, Result, Tensor};
+use rayon::prelude::*;
+use std::borrow::Cow;
+
+const BLOCK: usize = 256;
+
+/// Arguments as f32 slices (bool arguments converted once).
+fn f32_args<'a>(args: &[&'a Tensor]) -> Result<Vec<Cow<'a, [f32]>>> {
+    args.iter()
+        .map(|t| match &t.data {
+            Data::F32(v) => Ok(Cow::Borrowed(v.as_slice())),
+            Data::Bool(v) => Ok(Cow::Owned(v.iter().map(|&b| b as u8 as f32).collect())),
+            other => Err(Error::unsupported(format!("fused kernels take f32 and bool, not {}", other.dtype()))),
+        })
+        .collect()
+}
+
+/// Merges neighbouring axes that every load walks as one, and drops size-1 axes.
+/// Returns the new sizes and, per load, the new strides.
+fn coalesce(dims: &[usize], strides: &[Vec<isize>]) -> (Vec<usize>, Vec<Vec<isize>>) {
+    let mut out_dims: Vec<usize> = Vec::new();
+    let mut out_strides: Vec<Vec<isize>> = vec![Vec::new(); strides.len()];
+    for (ax, &n) in dims.iter().enumerate() {
+        if n == 1 {
+            continue;
+        }
+        let mergeable = !out_dims.is_empty()
+            && strides.iter().zip(&out_strides).all(|(s, o)| *o.last().unwrap_or(&0) == s[ax] * n as isize);
+        if mergeable {
+            let last = out_dims.len() - 1;
+            out_dims[last] *= n;
+            for (o, s) in out_strides.iter_mut().zip(strides) {
+                let l = o.len() - 1;
+                o[l] = s[ax];
+            }
+        } else {
+            out_dims.push(n);
+            for (o, s) in out_strides.iter_mut().zip(strides) {
+                o.push(s[ax]);
+            }
+        }
+    }
+    (out_dims, out_strides)
+}
+
+/// Offsets of row `row` (over `outer` axes) for every load.
+fn row_bases(row: usize, outer: &[usize], strides: &[Vec<isize>], offsets: &[isize], out: &mut [isize]) {
+    out.copy_from_slice(offsets);
+    let mut r = row;
+    for ax in (0..outer.len()).rev() {
+        let i = (r % outer[ax]) as isize;
+        r /= outer[ax];
+        for (o, s) in out.iter_mut().zip(strides) {
+            *o += i * s[ax];
+        }
+    }
+}
+
+fn fetch(src: &[f32], base: isize, stride: isize, dst: &mut [f32]) {
+    match stride {
+        1 => dst.copy_from_slice(&src[base as usize..base as usize + dst.len()]),
+        0 => dst.fill(src[base as usize]),
+        s => dst.iter_mut().enumerate().for_each(|(j, d)| *d = src[(base + j as isize * s) as usize]),
+    }
+}
+
+fn bool_f32(b: bool) -> f32 {
+    b as u8 as f32
+}
+
+/// Evaluates `ops` over a block of `n` elements; `load(i, dst)` fills load `i`'s values.
+fn eval_block(ops: &[Op], n: usize, vals: &mut [Vec<f32>], reduced: Option<&[f32]>, load: &mut dyn FnMut(usize, &mut [f32])) -> Result<()> {
+    for (i, op) in ops.iter().enumerate() {
+        let (before, rest) = vals.split_at_mut(i);
+        let out = &mut rest[0][..n];
+        let arg = |k: usize| &before[k][..n];
+        match &op.expr {
+            Expr::Load(l) => load(*l, out),
+            Expr::Const(c) => out.fill(*c as f32),
+            Expr::Reduced => out.copy_from_slice(&reduced.ok_or_else(|| Error::backend("reduced value outside the epilogue"))?[..n]),
+            Expr::Unary(u, a) => {
+                let x = arg(*a);
+                float_unary_op!(*u, f32, f => out.iter_mut().zip(x).for_each(|(o, &v)| *o = f(v)), else
+                float_test_op!(*u, f32, f => out.iter_mut().zip(x).for_each(|(o, &v)| *o = bool_f32(f(v))), else
+                if *u == UnaryOp::Not {
+                    out.iter_mut().zip(x).for_each(|(o, &v)| *o = bool_f32(v == 0.0));
+                } else {
+                    return Err(Error::unsupported(format!("fused {u:?}")));
+                }));
+            }
+            Expr::Binary(b, x, y) => {
+                let (x, y) = (arg(*x), arg(*y));
+                let logical = |f: fn(bool, bool) -> bool, out: &mut [f32]| {
+                    out.iter_mut().zip(x.iter().zip(y)).for_each(|(o, (&a, &b))| *o = bool_f32(f(a != 0.0, b != 0.0)))
+                };
+                float_binary_op!(*b, f32, f => out.iter_mut().zip(x.iter().zip(y)).for_each(|(o, (&a, &c))| *o = f(a, c)), else
+                float_cmp_op!(*b, f32, f => out.iter_mut().zip(x.iter().zip(y)).for_each(|(o, (&a, &c))| *o = bool_f32(f(a, c))), else
+                match b {
+                    BinaryOp::Max => out.iter_mut().zip(x.iter().zip(y)).for_each(|(o, (&a, &c))| *o = a.max_nan(c)),
+                    BinaryOp::Min => out.iter_mut().zip(x.iter().zip(y)).for_each(|(o, (&a, &c))| *o = a.min_nan(c)),
+                    BinaryOp::And => logical(|a, b| a & b, out),
+                    BinaryOp::Or => logical(|a, b| a | b, out),
+                    BinaryOp::Xor => logical(|a, b| a ^ b, out),
+                    _ => return Err(Error::unsupported(format!("fused {b:?}"))),
+                }));
+            }
+            Expr::Where(c, x, y) => {
+                let (c, x, y) = (arg(*c), arg(*x), arg(*y));
+                for j in 0..n {
+                    out[j] = if c[j] != 0.0 { x[j] } else { y[j] };
+                }
+            }
+            Expr::Cast(a) => {
+                let x = arg(*a);
+                if op.dtype == DType::Bool {
+                    out.iter_mut().zip(x).for_each(|(o, &v)| *o = bool_f32(v != 0.0));
+                } else {
+                    out.copy_from_slice(x);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn store(data: Vec<f32>, dtype: DType) -> Data {
+    match dtype {
+        DType::Bool => Data::Bool(data.into_iter().map(|v| v != 0.0).collect()),
+        _ => Data::F32(data),
+    }
+}
+
+pub fn run(k: &Kernel, args: &[&Tensor]) -> Result<Data> {
+    let srcs = f32_args(args)?;
+    match &k.reduce {
+        None => elementwise(k, &srcs),
+        Some(r) => reduction(k, &srcs, r.op, r.value, r.dims),
+    }
+}
+
+fn load_fetcher<'a>(loads: &'a [Load], srcs: &'a [Cow<'a, [f32]>], bases: &'a [isize], inner: &'a [isize], j0: usize) -> impl FnMut(usize, &mut [f32]) + 'a {
+    move |l, dst| {
+        let ld = &loads[l];
+        fetch(&srcs[ld.arg], bases[l] + j0 as isize * inner[l], inner[l], dst)
+    }
+}
+
+fn elementwise(k: &Kernel, srcs: &[Cow<[f32]>]) -> Result<Data> {
+    let strides: Vec<Vec<isize>> = k.loads.iter().map(|l| l.strides.clone()).collect();
+    let (dims, strides) = coalesce(&k.domain, &strides);
+    let total: usize = k.domain.iter().product();
+    let mut out = vec![0f32; total];
+    if total == 0 {
+        return Ok(store(out, k.out.dtype));
+    }
+    let n = dims.last().copied().unwrap_or(1);
+    let outer = &dims[..dims.len().saturating_sub(1)];
+    let inner: Vec<isize> = strides.iter().map(|s| s.last().copied().unwrap_or(0)).collect();
+    let offsets: Vec<isize> = k.loads.iter().map(|l| l.offset as isize).collect();
+    let rows_per_task = (crate::par::MIN_PAR / n).max(1);
+    let stored = k.stored();
+    out.par_chunks_mut(rows_per_task * n).enumerate().try_for_each(|(t, chunk)| -> Result<()> {
+        let mut vals = vec![vec![0f32; BLOCK]; k.body.len()];
+        let mut bases = vec![0isize; k.loads.len()];
+        for (ri, row) in chunk.chunks_mut(n).enumerate() {
+            row_bases(t * rows_per_task + ri, outer, &strides, &offsets, &mut bases);
+            for j0 in (0..n).step_by(BLOCK) {
+                let len = BLOCK.min(n - j0);
+                let mut f = load_fetcher(&k.loads, srcs, &bases, &inner, j0);
+                eval_block(&k.body, len, &mut vals, None, &mut f)?;
+                row[j0..j0 + len].copy_from_slice(&vals[stored][..len]);
+            }
+        }
+        Ok(())
+    })?;
+    Ok(store(out, k.out.dtype))
+}
+
+fn reduction(k: &Kernel, srcs: &[Cow<[f32]>], op: ReduceOp, value: usize, rdims: usize) -> Result<Data> {
+    let kept = k.domain.len() - rdims;
+    let (kdims, rdom) = (&k.domain[..kept], &k.domain[kept..]);
+    let rows: usize = kdims.iter().product();
+    let red_strides: Vec<Vec<isize>> = k.loads.iter().map(|l| l.strides[kept..].to_vec()).collect();
+    let (rdims_c, rstrides) = coalesce(rdom, &red_strides);
+    let rn = rdims_c.last().copied().unwrap_or(1);
+    let router = rdims_c[..rdims_c.len().saturating_sub(1)].to_vec();
+    let router_rows: usize = router.iter().product();
+    let rinner: Vec<isize> = rstrides.iter().map(|s| s.last().copied().unwrap_or(0)).collect();
+    let kstrides: Vec<Vec<isize>> = k.loads.iter().map(|l| l.strides[..kept].to_vec()).collect();
+    let offsets: Vec<isize> = k.loads.iter().map(|l| l.offset as isize).collect();
+    let red_total: usize = rdom.iter().product();
+    let mut out = vec![0f32; rows];
+    let work_per_row = red_total.max(1);
+    let rows_per_task = (crate::par::MIN_PAR / work_per_row).clamp(1, BLOCK);
+    let stored = k.stored();
+    out.par_chunks_mut(rows_per_task).enumerate().try_for_each(|(t, chunk)| -> Result<()> {
+        let mut vals = vec![vec![0f32; BLOCK]; k.body.len()];
+        let mut evals = vec![vec![0f32; BLOCK]; k.epilogue.len()];
+        let mut kbases = vec![0isize; k.loads.len()];
+        let mut bases = vec![0isize; k.loads.len()];
+        let mut reduced = vec![0f32; chunk.len()];
+        let mut row_offsets: Vec<Vec<isize>> = Vec::with_capacity(chunk.len());
+        for (ri, r) in reduced.iter_mut().enumerate() {
+            row_bases(t * rows_per_task + ri, kdims, &kstrides, &offsets, &mut kbases);
+            row_offsets.push(kbases.clone());
+            let mut acc: f64 = match op {
+                ReduceOp::Sum => 0.0,
+                ReduceOp::Prod => 1.0,
+                ReduceOp::Max => f64::NEG_INFINITY,
+                ReduceOp::Min => f64::INFINITY,
+            };
+            let mut nan = false;
+            for orow in 0..router_rows.max(1) {
+                row_bases(orow, &router, &rstrides, &kbases, &mut bases);
+                for j0 in (0..rn).step_by(BLOCK) {
+                    let len = BLOCK.min(rn - j0);
+                    let mut f = load_fetcher(&k.loads, srcs, &bases, &rinner, j0);
+                    eval_block(&k.body, len, &mut vals, None, &mut f)?;
+                    let v = &vals[value][..len];
+                    match op {
+                        ReduceOp::Sum => acc += v.iter().sum::<f32>() as f64,
+                        ReduceOp::Prod => v.iter().for_each(|&x| acc *= x as f64),
+                        ReduceOp::Max => v.iter().for_each(|&x| if x.is_nan() { nan = true } else { acc = acc.max(x as f64) }),
+                        ReduceOp::Min => v.iter().for_each(|&x| if x.is_nan() { nan = true } else { acc = acc.min(x as f64) }),
+                    }
+                }
+            }
+            *r = if nan { f32::NAN } else { acc as f32 };
+        }
+        // The epilogue, one block of rows at a time; its loads ignore the reduced axes.
+        for b0 in (0..chunk.len()).step_by(BLOCK) {
+            let len = BLOCK.min(chunk.len() - b0);
+            let mut f = |l: usize, dst: &mut [f32]| {
+                let ld = &k.loads[l];
+                for (j, d) in dst.iter_mut().enumerate() {
+                    *d = srcs[ld.arg][row_offsets[b0 + j][l] as usize];
+                }
+            };
+            eval_block(&k.epilogue, len, &mut evals, Some(&reduced[b0..b0 + len]), &mut f)?;
+            chunk[b0..b0 + len].copy_from_slice(&evals[stored][..len]);
+        }
+        Ok(())
+    })?;
+    Ok(store(out, k.out.dtype))
+}
