@@ -90,7 +90,7 @@ fn rounding_allowance(dir: &Path) -> f64 {
     ROUNDED_REFERENCES.iter().find(|(n, _)| *n == name).map(|(_, a)| *a).unwrap_or(0.0)
 }
 
-fn run_case_inner(dir: &Path, device: Arc<dyn Backend>, info: &Mutex<CaseInfo>) -> Result<()> {
+fn run_case_inner(dir: &Path, device: Arc<dyn Backend>, fuse: bool, info: &Mutex<CaseInfo>) -> Result<()> {
     let min_atol = rounding_allowance(dir);
     let model = kuaxin_onnx::load_model(&dir.join("model.onnx"))?;
     let mut hist = std::collections::BTreeMap::new();
@@ -101,7 +101,8 @@ fn run_case_inner(dir: &Path, device: Arc<dyn Backend>, info: &Mutex<CaseInfo>) 
     let class = model_class(&model);
     let input_infos: Vec<_> = model.graph.real_inputs().into_iter().cloned().collect();
     let output_infos = model.graph.outputs.clone();
-    let session = Session::new(model, device)?;
+    let opts = crate::SessionOptions { fuse, ..Default::default() };
+    let session = Session::with_options(model, device, opts)?;
     let sets = data_sets(dir);
     if sets.is_empty() {
         return Err(Error::invalid("no test_data_set_* folder"));
@@ -141,12 +142,12 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-/// Runs one test folder; a panic fails that test only.
-pub fn run_case(dir: &Path, device: Arc<dyn Backend>) -> CaseResult {
+/// Runs one test folder (with or without kernel fusion); a panic fails that test only.
+pub fn run_case(dir: &Path, device: Arc<dyn Backend>, fuse: bool) -> CaseResult {
     let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let t0 = Instant::now();
     let info = Mutex::new(CaseInfo::default());
-    let r = catch_unwind(AssertUnwindSafe(|| run_case_inner(dir, device, &info)));
+    let r = catch_unwind(AssertUnwindSafe(|| run_case_inner(dir, device, fuse, &info)));
     let millis = t0.elapsed().as_secs_f64() * 1e3;
     let (status, reason) = match r {
         Ok(Ok(())) => (Status::Pass, String::new()),
@@ -192,7 +193,7 @@ pub fn coverage(results: &[(String, Vec<CaseResult>)]) -> crate::coverage::Cover
 }
 
 /// Runs `cases` on `jobs` worker threads sharing `device`, calling `progress` after each.
-pub fn run_cases(cases: &[PathBuf], device: Arc<dyn Backend>, jobs: usize, progress: &(dyn Fn(&CaseResult) + Sync)) -> Vec<CaseResult> {
+pub fn run_cases(cases: &[PathBuf], device: Arc<dyn Backend>, fuse: bool, jobs: usize, progress: &(dyn Fn(&CaseResult) + Sync)) -> Vec<CaseResult> {
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<CaseResult>>> = Mutex::new(vec![None; cases.len()]);
     std::thread::scope(|s| {
@@ -206,7 +207,7 @@ pub fn run_cases(cases: &[PathBuf], device: Arc<dyn Backend>, jobs: usize, progr
                     if i >= cases.len() {
                         break;
                     }
-                    let r = run_case(&cases[i], device.clone());
+                    let r = run_case(&cases[i], device.clone(), fuse);
                     progress(&r);
                     if let Ok(mut v) = results.lock() {
                         v[i] = Some(r);

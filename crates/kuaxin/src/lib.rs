@@ -14,6 +14,7 @@ pub mod conformance;
 pub mod coverage;
 pub mod demo;
 pub mod devices;
+pub mod plan;
 pub mod random;
 pub mod session;
 

@@ -15,6 +15,9 @@ pub struct Args {
     /// Threads for the CPU back end (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Run primitives one by one, without kernel fusion (to compare against the fused path).
+    #[arg(long)]
+    pub no_fuse: bool,
     #[arg(long = "input", value_name = "NAME=FILE.npy")]
     pub inputs: Vec<String>,
     #[arg(long = "dim", value_name = "NAME=V")]
@@ -58,7 +61,8 @@ pub fn main(a: Args) -> Result<i32> {
     let inputs = super::inputs::prepare(&model, &a.inputs, &a.dims, a.seed)?;
     let rss_before = peak_rss();
     let device = kuaxin::open_device(&a.device, a.threads)?;
-    let session = kuaxin::Session::new(model, device)?;
+    let opts = kuaxin::SessionOptions { fuse: !a.no_fuse, ..Default::default() };
+    let session = kuaxin::Session::with_options(model, device, opts)?;
     let t1 = Instant::now();
     session.run(&inputs).map_err(|e| anyhow!("{}: {e}", a.model.display()))?;
     let compile_ms = t1.elapsed().as_secs_f64() * 1e3;
@@ -86,7 +90,7 @@ pub fn main(a: Args) -> Result<i32> {
     println!("compile    {compile_ms:.1} ms (first run: trace, fold, run)");
     println!("latency    min {min:.3} ms, median {median:.3} ms, p90 {p90:.3} ms ({} runs)", a.iters);
     println!("throughput {:.1} runs/s", 1e3 / median);
-    println!("program    {} instructions{}", stats.instructions, if stats.reusable { "" } else { " (re-traced every run: data-dependent shapes)" });
+    println!("program    {} instructions, {} fused kernels{}", stats.instructions, stats.kernels, if stats.reusable { "" } else { " (re-traced every run: data-dependent shapes)" });
     if let Some(p) = stats.planned_peak_bytes {
         println!("memory     planned peak of intermediates {:.1} MiB", mib(p));
     }
@@ -97,7 +101,7 @@ pub fn main(a: Args) -> Result<i32> {
         let j = serde_json::json!({
             "model": a.model.display().to_string(), "device": session.device().name(), "threads": a.threads,
             "load_ms": load_ms, "compile_ms": compile_ms, "min_ms": min, "median_ms": median, "p90_ms": p90,
-            "runs_per_s": 1e3 / median, "instructions": stats.instructions, "times_ms": times,
+            "runs_per_s": 1e3 / median, "instructions": stats.instructions, "kernels": stats.kernels, "fused": !a.no_fuse, "times_ms": times,
             "planned_peak_bytes": stats.planned_peak_bytes, "peak_rss_bytes": rss,
         });
         std::fs::write(path, serde_json::to_string_pretty(&j)?).with_context(|| format!("writing {}", path.display()))?;

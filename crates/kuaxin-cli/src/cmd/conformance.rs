@@ -36,6 +36,9 @@ pub struct Args {
     /// Print passing tests too.
     #[arg(long)]
     pub verbose: bool,
+    /// Run primitives one by one, without kernel fusion (to compare against the fused path).
+    #[arg(long)]
+    pub no_fuse: bool,
 }
 
 fn read_list(p: &PathBuf) -> Result<BTreeSet<String>> {
@@ -77,7 +80,7 @@ pub fn main(a: Args) -> Result<i32> {
         // A panicking test is reported as a failure; keep the default hook from printing it.
         std::panic::set_hook(Box::new(|_| {}));
         let pb = bar(cases.len() as u64, &format!("conformance {name}"));
-        let results = run_cases(&cases, device, jobs, &|_r: &CaseResult| pb.inc(1));
+        let results = run_cases(&cases, device, !a.no_fuse, jobs, &|_r: &CaseResult| pb.inc(1));
         pb.finish_and_clear();
         let _ = std::panic::take_hook();
         per_device.push((name.clone(), results));

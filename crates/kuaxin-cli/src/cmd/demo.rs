@@ -22,6 +22,9 @@ pub struct Args {
     pub iters: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Run primitives one by one, without kernel fusion (to compare against the fused path).
+    #[arg(long)]
+    pub no_fuse: bool,
 }
 
 pub fn main(a: Args) -> Result<i32> {
@@ -34,7 +37,8 @@ pub fn main(a: Args) -> Result<i32> {
     println!("kuaxin demo: transformer block (hidden {}, {} heads, ffn {}), input x f32[{}, {}, {}], {} nodes",
         cfg.hidden, cfg.heads, cfg.ffn, a.batch, a.seq, cfg.hidden, model.graph.nodes.len());
     let device = kuaxin::open_device(&a.device, None)?;
-    let session = Session::new(model, device)?;
+    let opts = kuaxin::SessionOptions { fuse: !a.no_fuse, ..Default::default() };
+    let session = Session::with_options(model, device, opts)?;
     let t0 = Instant::now();
     let out = session.run(&[("x".into(), HostValue::Tensor(x32.clone()))])?;
     let first_ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -54,8 +58,8 @@ pub fn main(a: Args) -> Result<i32> {
     let tol = Tolerance::for_class(kuaxin::compare::OpClass::Accumulating, DType::F32, cfg.ffn, scale);
     let m = metrics(got, &want, tol);
     let stats = session.last_stats();
-    println!("device {}: first run (trace + compile + run) {first_ms:.2} ms, median of {} runs {median:.3} ms, {} primitive instructions",
-        session.device().name(), a.iters, stats.instructions);
+    println!("device {}: first run (trace + compile + run) {first_ms:.2} ms, median of {} runs {median:.3} ms, {} instructions ({} fused kernels)",
+        session.device().name(), a.iters, stats.instructions, stats.kernels);
     println!("vs f64 reference: max abs {:.2e}, max rel {:.2e}, cosine {:.9}, nmse {:.2e} -> {}",
         m.max_abs, m.max_rel, m.cosine, m.nmse, if m.mismatches == 0 { "PASS" } else { "FAIL" });
     Ok(if m.mismatches == 0 { 0 } else { 1 })

@@ -6,6 +6,25 @@ use std::path::PathBuf;
 pub struct Args {
     /// Model file (.onnx).
     pub model: PathBuf,
+    /// Also compile for the given inputs and list the program: fused kernels with the ops each
+    /// holds, counts before and after fusion, and the planned peak memory.
+    #[arg(long)]
+    pub plan: bool,
+    /// With --plan: value for a symbolic input dim, NAME=V (repeatable).
+    #[arg(long = "dim", value_name = "NAME=V")]
+    pub dims: Vec<String>,
+    /// With --plan: an input from a .npy file, NAME=FILE.npy (repeatable).
+    #[arg(long = "input", value_name = "NAME=FILE.npy")]
+    pub inputs: Vec<String>,
+    /// With --plan: the device to plan for.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// With --plan: show the program without fusion.
+    #[arg(long)]
+    pub no_fuse: bool,
+    /// With --plan: print each kernel's code.
+    #[arg(long)]
+    pub kernels: bool,
 }
 
 pub fn main(a: Args) -> Result<i32> {
@@ -35,5 +54,34 @@ pub fn main(a: Args) -> Result<i32> {
     for (op, n) in ops {
         println!("  {op:<24} {n}");
     }
+    if a.plan {
+        print_plan(&a, &m)?;
+    }
     Ok(0)
+}
+
+fn print_plan(a: &Args, m: &kuaxin_core::graph::Model) -> Result<()> {
+    let inputs = super::inputs::prepare(m, &a.inputs, &a.dims, 0)?;
+    let device = kuaxin::open_device(&a.device, None)?;
+    let p = kuaxin::plan::plan(m, &*device, &inputs, !a.no_fuse)?;
+    println!("plan on {} ({})", device.name(), if a.no_fuse { "fusion off" } else { "fused" });
+    for line in p.describe() {
+        println!("  {line}");
+    }
+    if a.kernels {
+        for i in &p.program.instrs {
+            if let kuaxin_core::prim::Prim::Fused(k) = &i.prim {
+                print!("{k}");
+            }
+        }
+    }
+    println!(
+        "instructions: {} before fusion, {} after ({} kernels replacing {} primitives)",
+        p.unfused_instrs, p.program.instrs.len(), p.kernels, p.fused_instrs
+    );
+    println!("planned peak of intermediates: {:.2} MiB", p.peak_bytes as f64 / (1024.0 * 1024.0));
+    if !p.program.host_ops.is_empty() {
+        println!("ran on the host: {}", p.program.host_ops.join("; "));
+    }
+    Ok(())
 }

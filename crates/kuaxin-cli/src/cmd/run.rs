@@ -26,6 +26,9 @@ pub struct Args {
     /// Threads for the CPU back end (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Run primitives one by one, without kernel fusion (to compare against the fused path).
+    #[arg(long)]
+    pub no_fuse: bool,
 }
 
 /// File name for an output: characters outside [A-Za-z0-9._-] become `_`.
@@ -50,7 +53,8 @@ pub fn main(a: Args) -> Result<i32> {
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     sp.set_message("compiling and running");
     let device = kuaxin::open_device(&a.device, a.threads)?;
-    let session = kuaxin::Session::new(model, device)?;
+    let opts = kuaxin::SessionOptions { fuse: !a.no_fuse, ..Default::default() };
+    let session = kuaxin::Session::with_options(model, device, opts)?;
     let t1 = Instant::now();
     let outputs = session.run(&inputs).map_err(|e| anyhow!("{}: {e}", a.model.display()))?;
     let run_ms = t1.elapsed().as_secs_f64() * 1e3;

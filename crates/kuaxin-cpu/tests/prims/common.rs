@@ -61,8 +61,7 @@ pub fn bools(t: &Tensor) -> Vec<bool> {
     }
 }
 
-/// Element-wise equality that treats NaN as equal to NaN and tells -0 from +0 apart only when
-/// `signed_zero`.
+/// Element-wise equality that treats NaN as equal to NaN (and -0 as equal to +0).
 pub fn same_f64(a: &[f64], b: &[f64]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x.is_nan() && y.is_nan()) || x == y)
 }
