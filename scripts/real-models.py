@@ -30,6 +30,9 @@ finite, non-constant outputs (a self-test of this script).
 Prints one line per model and ends with `N passed, M failed`; exits 1 if anything failed.
 """
 import argparse
+
+# Extra arguments for every `kuaxin run` (set from --kuaxin-arg).
+KUAXIN_ARGS = []
 import os
 import re
 import subprocess
@@ -446,7 +449,7 @@ def run_case(case, kuaxin, ort_only):
     cmd = [kuaxin, "run", model]
     for n in inputs:
         cmd += ["--input", f"{n}={os.path.join(cdir, 'inputs', sanitize(n) + '.npy')}"]
-    cmd += ["--output-dir", out_dir]
+    cmd += ["--output-dir", out_dir] + list(KUAXIN_ARGS)
     t1 = time.time()
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=KUAXIN_TIMEOUT_S)
@@ -511,7 +514,10 @@ def main():
     ap.add_argument("--all", action="store_true", help="also run models skipped by default (vgg19)")
     ap.add_argument("--ort-only", action="store_true", help="only check the onnxruntime side")
     ap.add_argument("--list", action="store_true", help="list the model names and exit")
+    ap.add_argument("--kuaxin-arg", action="append", default=[], metavar="ARG",
+                    help="extra argument for `kuaxin run` (repeatable), e.g. --kuaxin-arg=--no-fuse")
     args = ap.parse_args()
+    KUAXIN_ARGS.extend(args.kuaxin_arg)
     cases = all_cases()
     known = {c["name"] for c in cases} | {c["family"] for c in cases}
     if args.list:

@@ -3,8 +3,8 @@
 #
 #   1. build      cargo build --release -p kuaxin-cli
 #   2. unit       cargo test --release --workspace
-#   3. node       the official ONNX backend node tests, against tests/conformance/cpu.pass
-#   4. models     real models against onnxruntime (scripts/real-models.py)
+#   3. node       the official ONNX backend node tests against tests/conformance/cpu.pass, fused and unfused
+#   4. models     real models against onnxruntime (scripts/real-models.py), fused and unfused
 #   5. bad-models malformed models must be refused cleanly (scripts/check-bad-models.sh)
 #   6. check      kuaxin check on MiniLM-L3: f64 reference, planted fault, exit codes, HTML report
 #                 in headless Chromium, conformance coverage matrix (scripts/check-report.sh)
@@ -58,7 +58,19 @@ skip_stage() {
 node_tests() {
   local suite
   suite="$(bash scripts/onnx-node-tests.sh | tail -n 1)" || return 1
-  "$bin" conformance --suite "$suite" --device cpu --pass-list tests/conformance/cpu.pass
+  echo "-- fused (the default):"
+  "$bin" conformance --suite "$suite" --device cpu --pass-list tests/conformance/cpu.pass || return 1
+  # Fusion bugs are the commonest wrong-answer bugs: the same list must pass unfused too.
+  echo "-- unfused (--no-fuse):"
+  "$bin" conformance --suite "$suite" --device cpu --pass-list tests/conformance/cpu.pass --no-fuse
+}
+
+real_models() {
+  local py="$1"
+  echo "-- fused (the default):"
+  "$py" scripts/real-models.py "$bin" || return 1
+  echo "-- unfused (--no-fuse):"
+  "$py" scripts/real-models.py "$bin" --kuaxin-arg=--no-fuse
 }
 
 python_venv() {
@@ -88,7 +100,7 @@ if [ -x "$bin" ] && [[ " ${passed[*]} " == *" build "* ]]; then
     failed+=("models")
     echo "-- models: FAILED: scripts/py-env.sh could not make the Python venv"
   else
-    run_stage models "$py" scripts/real-models.py "$bin"
+    run_stage models real_models "$py"
   fi
 else
   skip_stage models "no kuaxin binary (the build failed)"
