@@ -133,7 +133,8 @@ pub fn fuse(instrs: &[Instr], slot_types: &[TensorType], live_out: &HashSet<usiz
         group_of_slot.insert(ins.outputs[0], groups.len() - 1);
     }
 
-    // Build kernels where fusion pays: two or more instructions, or a view turned into a load.
+    // Build kernels where fusion pays: two or more instructions, a view turned into a load, or
+    // a reduction.
     let mut replaced: HashMap<usize, Instr> = HashMap::new();
     let mut removed: HashSet<usize> = HashSet::new();
     let mut report = FusionReport { kernels: 0, fused_instrs: 0 };
@@ -141,7 +142,8 @@ pub fn fuse(instrs: &[Instr], slot_types: &[TensorType], live_out: &HashSet<usiz
         let reads_view = g.members.iter().any(|&m| {
             instrs[m].inputs.iter().any(|s| matches!(s, Src::Slot(id) if producer.get(id).is_some_and(|&p| is_view(&instrs[p], slot_types))))
         });
-        if g.members.len() < 2 && !reads_view {
+        // A lone reduction is a kernel too: the blocked evaluator beats the generic Reduce.
+        if g.members.len() < 2 && !reads_view && g.reduce.is_none() {
             continue;
         }
         let Some(instr) = build_kernel(&g, instrs, slot_types, &producer, report.kernels) else { continue };
@@ -193,6 +195,8 @@ struct KernelBuilder<'a> {
     /// Domain axis order: `perm[j]` is the value axis at domain position j.
     perm: Vec<usize>,
     reduced_axes: Vec<usize>,
+    /// Value id of each load already emitted, per list (body: false, epilogue: true).
+    loaded: HashMap<(bool, usize), usize>,
 }
 
 impl KernelBuilder<'_> {
@@ -268,7 +272,7 @@ fn build_kernel(g: &Group, instrs: &[Instr], slot_types: &[TensorType], producer
             (s, (0..r).collect(), vec![])
         }
     };
-    let mut kb = KernelBuilder { instrs, slot_types, producer, args: vec![], loads: vec![], perm, reduced_axes };
+    let mut kb = KernelBuilder { instrs, slot_types, producer, args: vec![], loads: vec![], perm, reduced_axes, loaded: HashMap::new() };
     let mut body: Vec<Op> = Vec::new();
     let mut epilogue: Vec<Op> = Vec::new();
     // Value id of each member's output slot, and which list it lives in.
@@ -331,6 +335,12 @@ fn operand(kb: &mut KernelBuilder, list: &mut Vec<Op>, value_of: &HashMap<usize,
         Src::Const(t) => (t.shape.clone(), t.dtype()),
     };
     let expr = kb.load(src, &shape, epilogue);
+    if let Expr::Load(l) = expr {
+        if let Some(&v) = kb.loaded.get(&(epilogue, l)) {
+            return Some(v);
+        }
+        kb.loaded.insert((epilogue, l), list.len());
+    }
     list.push(Op { expr, dtype });
     Some(list.len() - 1)
 }

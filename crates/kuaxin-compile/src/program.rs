@@ -121,13 +121,37 @@ impl<'a> Executor<'a> {
         for (slot, i) in last_use {
             frees[i].push(slot);
         }
-        for (i, ins) in instrs.iter().enumerate() {
-            self.run_instr(ins).map_err(|e| e.context(&*ins.origin))?;
-            for &s in &frees[i] {
-                self.slots[s] = None;
+        let device = self.device;
+        // KUAXIN_PROFILE=1 prints time per primitive kind after each run (to standard error).
+        let profile = std::env::var_os("KUAXIN_PROFILE").is_some();
+        let mut spent: HashMap<String, (usize, f64)> = HashMap::new();
+        let r = device.scope(&mut || {
+            for (i, ins) in instrs.iter().enumerate() {
+                let t0 = profile.then(std::time::Instant::now);
+                self.run_instr(ins).map_err(|e| e.context(&*ins.origin))?;
+                if let Some(t0) = t0 {
+                    let key = match &ins.prim {
+                        Prim::Fused(k) => format!("Fused({})", if k.reduce.is_some() { "reduce" } else { "elementwise" }),
+                        p => p.name(),
+                    };
+                    let e = spent.entry(key).or_default();
+                    e.0 += 1;
+                    e.1 += t0.elapsed().as_secs_f64() * 1e3;
+                }
+                for &s in &frees[i] {
+                    self.slots[s] = None;
+                }
+            }
+            Ok(())
+        });
+        if profile {
+            let mut v: Vec<_> = spent.into_iter().collect();
+            v.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+            for (k, (n, ms)) in v {
+                eprintln!("profile {k:<24} {n:>5} x {ms:>9.3} ms");
             }
         }
-        Ok(())
+        r
     }
 
     pub fn fetch(&mut self, spec: &OutputSpec) -> Result<HostValue> {

@@ -79,6 +79,10 @@ impl Backend for CpuBackend {
         Ok(out.into_iter().map(wrap).collect())
     }
 
+    fn scope(&self, f: &mut (dyn FnMut() -> Result<()> + Send)) -> Result<()> {
+        self.pool.install(f)
+    }
+
     fn supports(&self, _prim: &Prim, _inputs: &[TensorType]) -> bool {
         true
     }
