@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # `kuaxin check` end to end on the real MiniLM-L3 model:
 #   1. every device against the f64 reference: exit 0, the table, JSON and HTML reports written;
-#   2. a planted fault (KUAXIN_PERTURB=NODE): exit 1 and the first diverging node is exactly NODE;
+#   2. a planted fault (KUAXIN_PERTURB=NODE): exit 1, the first diverging node is exactly NODE,
+#      and the fused kernel it ran in is named and printed (--show-kernel);
 #   3. usage and load errors exit 2;
+#   3b. --fusion-check: fused against unfused on every device, exit 0, kernels counted;
 #   4. the HTML report renders in headless Chromium with no console errors and its plots drawn;
 #   5. `kuaxin conformance --devices all --matrix` lists every op of (part of) the node suite.
 # Usage: scripts/check-report.sh KUAXIN_BINARY PYTHON   (PYTHON: the venv of scripts/py-env.sh)
@@ -52,15 +54,17 @@ set +e
 KUAXIN_PERTURB="$node" "$bin" check "$model" --reference cpu "${inputs[@]}" --iters 1 --show-kernel >"$work/fault.txt" 2>&1
 rc=$?
 set -e
-if [ "$rc" -eq 1 ] && grep -qF "first diverging node: '$node' (Erf)" "$work/fault.txt"; then
-  ok "planted fault at $node: exit 1, named exactly"
+kernel="$(sed -n 's/^    kernel: \(k[0-9][^ ,]*\).*/\1/p' "$work/fault.txt" | head -n 1)"
+if [ "$rc" -eq 1 ] && grep -qF "first diverging node: '$node' (Erf)" "$work/fault.txt" && [ -n "$kernel" ] \
+  && grep -qF "kernel $kernel domain" "$work/fault.txt"; then
+  ok "planted fault at $node: exit 1, named exactly, ran in fused kernel $kernel (printed)"
 else
   cat "$work/fault.txt"
   bad "planted fault: exit $rc (want 1) or the node was not named"
 fi
 
 # 3. Usage and load errors.
-for args in "--devices nosuchdevice" "--reference $work/missing.npz" "--input nosuch=$work/ids.npy" "--fusion-check"; do
+for args in "--devices nosuchdevice" "--reference $work/missing.npz" "--input nosuch=$work/ids.npy" "--bisect-mode sideways"; do
   set +e
   # shellcheck disable=SC2086
   "$bin" check "$model" $args >/dev/null 2>&1
@@ -73,6 +77,19 @@ set +e
 rc=$?
 set -e
 if [ "$rc" -eq 2 ]; then ok "missing model: exit 2"; else bad "missing model: exit $rc (want 2)"; fi
+
+# 3b. Fused against unfused.
+set +e
+"$bin" check "$model" --devices all "${inputs[@]}" --iters 3 --fusion-check >"$work/fusion.txt" 2>&1
+rc=$?
+set -e
+cat "$work/fusion.txt"
+rows="$(sed -n '/^fusion check:/,/^$/p' "$work/fusion.txt" | awk 'NR > 3 && $2 == "PASS" && $3 > 0' | wc -l)"
+if [ "$rc" -eq 0 ] && [ "$rows" -ge 1 ]; then
+  ok "check --fusion-check: exit 0, $rows device(s) fused and agree with unfused"
+else
+  bad "check --fusion-check: exit $rc (want 0) with $rows passing rows that have kernels"
+fi
 
 # 4. The HTML report in a real browser.
 browser="$(command -v chromium || command -v chromium-browser || true)"

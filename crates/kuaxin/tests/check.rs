@@ -1,5 +1,6 @@
 //! `kuaxin::check` on the in-memory transformer block: agreement, the f64 reference, a planted
-//! fault named exactly by both bisection modes, bundles, and the reports.
+//! fault named exactly by both bisection modes (with the fused kernel it ran in), bundles, the
+//! reports, and fused against unfused.
 use kuaxin::check::bisect::{BisectMode, NodeStatus};
 use kuaxin::check::promote::promote_to_f64;
 use kuaxin::check::reference::Reference;
@@ -105,8 +106,10 @@ fn planted_fault_is_named_exactly_in_both_modes() {
             assert_eq!(t.nodes.iter().filter(|n| n.status.diverges()).count(), 1, "{}", table::failures(&r, false));
         }
         let text = table::failures(&r, true);
-        assert!(text.contains(&format!("first diverging node: '{target}' (Softmax)")) && text.contains("kernel: (unfused)"), "{text}");
-        assert!(text.contains("Unary(Exp)"), "--show-kernel lists the primitives: {text}");
+        assert!(text.contains(&format!("first diverging node: '{target}' (Softmax)")), "{text}");
+        // Softmax runs in fused kernels: named, and printed with --show-kernel.
+        assert!(text.contains(&format!("kernel: {}", first.kernel_names())) && !first.fused.is_empty(), "{text}");
+        assert!(text.contains("Exp(v"), "--show-kernel prints the kernel: {text}");
     }
 }
 
@@ -165,4 +168,67 @@ fn reports_carry_plots_data_and_coverage() {
     // The embedded data cannot close its script element.
     let data = html.split("id=\"report-data\">").nth(1).unwrap().split("</script>").next().unwrap();
     assert!(serde_json::from_str::<serde_json::Value>(data).is_ok());
+}
+
+#[test]
+fn fusion_check_passes_on_the_demo_block_and_counts_kernels() {
+    let mut o = opts(Reference::Device("cpu".into()));
+    o.fusion_check = true;
+    let r = run_check(&model(), &inputs(), &o).unwrap();
+    assert_eq!(r.exit_code(), 0, "{}", table::fusion_table(&r));
+    let d = &r.devices[0];
+    let f = d.fusion.as_ref().expect("the fusion check ran");
+    assert_eq!(f.verdict, Verdict::Pass, "{}", table::fusion_table(&r));
+    assert!(f.kernels >= 1, "the demo block fuses: {}", table::fusion_table(&r));
+    assert_eq!(f.kernels, d.kernels.len());
+    assert!(f.unfused_instructions > f.fused_instructions, "{}", table::fusion_table(&r));
+    assert!(f.outputs.iter().all(|o| o.passed()) && !f.outputs.is_empty());
+    let text = table::fusion_table(&r);
+    for col in ["fusion check", "device", "verdict", "kernels", "max abs", "max rel", "unfused ms"] {
+        assert!(text.contains(col), "{col} missing from\n{text}");
+    }
+    assert!(text.lines().any(|l| l.starts_with("cpu ") && l.contains("PASS")), "{text}");
+    assert_eq!(json::to_json(&r)["devices"][0]["fusion"]["verdict"], "PASS");
+    // Without the option there is no fusion table.
+    let r = run_check(&model(), &inputs(), &opts(Reference::Device("cpu".into()))).unwrap();
+    assert!(r.devices[0].fusion.is_none() && table::fusion_table(&r).is_empty());
+}
+
+#[test]
+fn bisection_names_the_fused_kernel_a_node_ran_in() {
+    let m = model();
+    let mut o = opts(Reference::Device("cpu".into()));
+    o.node_trace_always = true;
+    let r = run_check(&m, &inputs(), &o).unwrap();
+    let d = &r.devices[0];
+    let t = d.nodes.as_ref().unwrap();
+    for op in ["LayerNormalization", "Softmax"] {
+        let name = node_named(&m, op);
+        let n = t.nodes.iter().find(|n| n.name == name).unwrap();
+        assert!(!n.fused.is_empty(), "{op} runs in a fused kernel");
+        for k in &n.fused {
+            assert!(k.origins.contains(&format!("node '{name}' ({op})")), "{:?}", k.origins);
+            assert!(d.kernels.iter().any(|dk| std::sync::Arc::ptr_eq(dk, k)), "a kernel of the device's program");
+        }
+        assert_eq!(n.kernel_names(), n.fused.iter().map(|k| k.name.clone()).collect::<Vec<_>>().join(", "));
+    }
+    // MatMul does not fuse: no kernel holds it, and it is reported unfused.
+    let mm = t.nodes.iter().find(|n| n.name == node_named(&m, "MatMul")).unwrap();
+    assert!(mm.fused.is_empty() && mm.kernel_names() == "(unfused)");
+
+    // A planted fault inside a fused kernel: the report names that kernel and prints its text.
+    let (r, target) = perturbed(BisectMode::Isolated, Reference::Device("cpu".into()));
+    let t = r.devices[0].nodes.as_ref().unwrap();
+    let first = &t.nodes[t.first_divergence.unwrap()];
+    assert_eq!(first.name, target);
+    assert!(!first.fused.is_empty(), "Softmax fuses");
+    let names = first.kernel_names();
+    let text = table::failures(&r, false);
+    assert!(text.contains(&format!("kernel: {names}")) && !text.contains("kernel: (unfused)"), "{text}");
+    let shown = table::failures(&r, true);
+    for k in &first.fused {
+        assert!(shown.contains(&format!("kernel {} domain", k.name)), "--show-kernel prints the kernel's text: {shown}");
+    }
+    assert!(shown.contains("Exp(v"), "{shown}");
+    assert_eq!(json::to_json(&r)["devices"][0]["nodes"]["nodes"][first.index]["kernel"], names.as_str());
 }

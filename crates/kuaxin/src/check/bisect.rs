@@ -5,8 +5,10 @@
 //! - cumulative: the device runs the whole model and each node's own output is compared, so
 //!   errors carried forward from earlier nodes count.
 //!
-//! Each node's outputs are compared with the tolerance of its op class. Kernels are not fused
-//! yet, so every node is its own "kernel": the primitive instructions it lowered to.
+//! Each node's outputs are compared with the tolerance of its op class. The report names the
+//! fused kernels a node ran in: the `Prim::Fused` instructions of the device's whole-model
+//! program whose `Kernel::origins` hold the node (none: the node ran unfused, as its own
+//! primitive instructions).
 use super::graph_views::{expose, node_order, node_reads, node_values, single_node_model};
 use super::measure::{compare_tensor, flatten};
 use super::perturb::perturb_if_present;
@@ -15,6 +17,8 @@ use crate::session::Session;
 use kuaxin_compile::program::{Instr, Program};
 use kuaxin_compile::{compile_and_run, Src};
 use kuaxin_core::graph::{Model, Node};
+use kuaxin_core::kernel::Kernel;
+use kuaxin_core::prim::Prim;
 use kuaxin_core::{Backend, DType, Error, HostValue, Result};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -83,8 +87,40 @@ pub struct NodeCheck {
     pub metrics: Option<Metrics>,
     /// Whether part of it ran on the host.
     pub on_host: bool,
-    /// The primitive instructions it lowered to (isolated mode, and the first divergence).
+    /// The primitive instructions it lowered to (isolated mode, and the first divergence);
+    /// a fused group of them shows as its kernel's name.
     pub kernel: Vec<String>,
+    /// The fused kernels of the device's whole-model program that hold this node, in program
+    /// order (a node may lower to several); empty when it ran unfused.
+    pub fused: Vec<Arc<Kernel>>,
+}
+
+impl NodeCheck {
+    /// The kernels it ran in, by name: `k3_softmax, k4_softmax`, or `(unfused)`.
+    pub fn kernel_names(&self) -> String {
+        if self.fused.is_empty() {
+            "(unfused)".into()
+        } else {
+            self.fused.iter().map(|k| k.name.as_str()).collect::<Vec<_>>().join(", ")
+        }
+    }
+}
+
+/// The fused kernels of a program, in program order.
+pub fn program_kernels(p: &Program) -> Vec<Arc<Kernel>> {
+    p.instrs
+        .iter()
+        .filter_map(|i| match &i.prim {
+            Prim::Fused(k) => Some(k.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The kernels among `kernels` that hold `node` (whose origins name its `describe()`).
+pub fn kernels_of(node: &Node, kernels: &[Arc<Kernel>]) -> Vec<Arc<Kernel>> {
+    let d = node.describe();
+    kernels.iter().filter(|k| k.origins.contains(&d)).cloned().collect()
 }
 
 #[derive(Debug, Clone)]
@@ -122,7 +158,11 @@ pub fn kernel_lines(p: &Program) -> Vec<String> {
         .map(|i: &Instr| {
             let ins: Vec<String> = i.inputs.iter().map(|s| src_type(p, s)).collect();
             let outs: Vec<String> = i.out_types.iter().map(|t| t.to_string()).collect();
-            format!("{:?}({}) -> {}", i.prim, ins.join(", "), outs.join(", "))
+            let prim = match &i.prim {
+                Prim::Fused(k) => format!("Fused kernel {}", k.name),
+                p => format!("{p:?}"),
+            };
+            format!("{prim}({}) -> {}", ins.join(", "), outs.join(", "))
         })
         .collect()
 }
@@ -194,7 +234,7 @@ fn error_status(e: &Error) -> NodeStatus {
 }
 
 fn new_check(index: usize, node: &Node) -> NodeCheck {
-    NodeCheck { index, name: node.name.clone(), op_type: node.op_type.clone(), inputs: vec![], status: NodeStatus::Pass, message: String::new(), metrics: None, on_host: false, kernel: vec![] }
+    NodeCheck { index, name: node.name.clone(), op_type: node.op_type.clone(), inputs: vec![], status: NodeStatus::Pass, message: String::new(), metrics: None, on_host: false, kernel: vec![], fused: vec![] }
 }
 
 /// Runs `node` alone on `device` with the given input values.
@@ -237,8 +277,10 @@ fn node_in_error(nodes: &[&Node], e: &Error) -> Option<usize> {
     nodes.iter().position(|n| e.message.starts_with(&n.describe()))
 }
 
-/// Compares `device` with the reference node by node.
-pub fn trace_nodes(cx: &NodeContext, device: &Arc<dyn Backend>, mode: BisectMode) -> Result<NodeTrace> {
+/// Compares `device` with the reference node by node. `kernels` are the fused kernels of the
+/// device's whole-model program (see [`program_kernels`]): each node is matched to those that
+/// hold it.
+pub fn trace_nodes(cx: &NodeContext, device: &Arc<dyn Backend>, mode: BisectMode, kernels: &[Arc<Kernel>]) -> Result<NodeTrace> {
     let nodes = node_order(cx.model)?;
     let (own, own_err) = match device_values(cx, device) {
         Ok(v) => (v, None),
@@ -307,6 +349,9 @@ pub fn trace_nodes(cx: &NodeContext, device: &Arc<dyn Backend>, mode: BisectMode
                 trace.nodes.push(c);
             }
         }
+    }
+    for c in &mut trace.nodes {
+        c.fused = kernels_of(nodes[c.index], kernels);
     }
     trace.first_divergence = trace.nodes.iter().position(|c| c.status.diverges());
     // The kernel of the first divergence, also in cumulative mode.

@@ -2,7 +2,7 @@
 //! strings ("inf", "nan") so the document stays valid JSON.
 use super::bisect::NodeTrace;
 use super::measure::Latency;
-use super::{CheckReport, DeviceReport};
+use super::{CheckReport, DeviceReport, FusionCheck};
 use crate::compare::Metrics;
 use serde_json::{json, Value};
 
@@ -39,12 +39,22 @@ fn nodes(t: &NodeTrace) -> Value {
         .map(|n| {
             json!({
                 "index": n.index, "name": n.name, "op": n.op_type, "status": n.status.name(), "message": n.message,
-                "inputs": n.inputs, "on_host": n.on_host, "kernel": "(unfused)", "instructions": n.kernel,
+                "inputs": n.inputs, "on_host": n.on_host, "kernel": n.kernel_names(), "instructions": n.kernel,
+                "fused_kernels": n.fused.iter().map(|k| json!({"name": k.name, "origins": k.origins, "source": k.to_string()})).collect::<Vec<_>>(),
                 "metrics": n.metrics.as_ref().map(metrics),
             })
         })
         .collect();
     json!({"mode": t.mode.name(), "note": t.note, "first_divergence": t.first_divergence.map(|i| t.nodes[i].name.clone()), "nodes": list})
+}
+
+fn fusion(f: &FusionCheck) -> Value {
+    let outputs: Vec<Value> = f.outputs.iter().map(|o| json!({"name": o.name, "type": o.ty, "passed": o.passed(), "problem": o.problem, "metrics": o.metrics.as_ref().map(metrics)})).collect();
+    json!({
+        "verdict": f.verdict.name(), "error": f.error, "kernels": f.kernels, "fused_instructions": f.fused_instructions,
+        "unfused_instructions": f.unfused_instructions, "summary": metrics(&f.summary), "unfused_latency": latency(&f.unfused_latency),
+        "outputs": outputs,
+    })
 }
 
 fn device(d: &DeviceReport) -> Value {
@@ -57,7 +67,8 @@ fn device(d: &DeviceReport) -> Value {
     json!({
         "device": d.device, "verdict": d.verdict.name(), "error": d.error, "summary": metrics(&d.summary),
         "latency": latency(&d.latency), "speedup": d.speedup.map(num), "instructions": d.instructions,
-        "host_ops": d.host_ops, "outputs": outputs, "nodes": d.nodes.as_ref().map(nodes),
+        "host_ops": d.host_ops, "kernels": d.kernels.len(), "outputs": outputs, "nodes": d.nodes.as_ref().map(nodes),
+        "fusion": d.fusion.as_ref().map(fusion),
     })
 }
 

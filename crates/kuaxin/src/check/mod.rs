@@ -1,6 +1,8 @@
 //! `kuaxin check`: runs a model on several devices with the same inputs, compares every output
 //! with a reference (a device, f64 on the CPU, or a saved bundle) using op-class tolerances,
-//! and, when a device fails, compares node by node to name the first node that diverges.
+//! and, when a device fails, compares node by node to name the first node that diverges (and
+//! the fused kernel it ran in). With `fusion_check`, each device also runs with kernel fusion
+//! off, and its fused outputs are compared with the unfused ones.
 //!
 //! Everything here is a library call returning a [`CheckReport`]; the command prints it
 //! ([`table`]), and writes it as JSON ([`json`]) and as a self-contained HTML page
@@ -19,8 +21,9 @@ pub mod table;
 use crate::compare::Metrics;
 use crate::conformance::model_class;
 use crate::coverage::{Coverage, Outcome};
-use bisect::{trace_nodes, BisectMode, NodeContext, NodeStatus, NodeTrace};
+use bisect::{program_kernels, trace_nodes, BisectMode, NodeContext, NodeStatus, NodeTrace};
 use kuaxin_core::graph::Model;
+use kuaxin_core::kernel::Kernel;
 use kuaxin_core::{Backend, HostValue, Result};
 use measure::{aggregate, compare_outputs, timed_run, Latency, OutputCheck};
 use reference::{reference_values, run_reference, Reference};
@@ -42,11 +45,13 @@ pub struct CheckOptions {
     /// The planted fault: the name of a node whose output the devices perturb.
     pub perturb: Option<String>,
     pub threads: Option<usize>,
+    /// Also run each device with fusion off and compare fused against unfused outputs.
+    pub fusion_check: bool,
 }
 
 impl CheckOptions {
     pub fn new(devices: Vec<String>, reference: Reference) -> CheckOptions {
-        CheckOptions { devices, reference, iters: 10, bisect_mode: BisectMode::Isolated, node_trace_always: false, perturb: None, threads: None }
+        CheckOptions { devices, reference, iters: 10, bisect_mode: BisectMode::Isolated, node_trace_always: false, perturb: None, threads: None, fusion_check: false }
     }
 }
 
@@ -82,7 +87,29 @@ pub struct DeviceReport {
     pub speedup: Option<f64>,
     pub instructions: usize,
     pub host_ops: Vec<String>,
+    /// The fused kernels of the program the device ran, in program order.
+    pub kernels: Vec<Arc<Kernel>>,
     pub nodes: Option<NodeTrace>,
+    /// Fused against unfused on this device (with `fusion_check`).
+    pub fusion: Option<FusionCheck>,
+}
+
+/// One device's fused outputs compared with its unfused outputs (same inputs, same device).
+#[derive(Debug, Clone)]
+pub struct FusionCheck {
+    /// Pass: every output within the model's op-class tolerance; Error: a run failed.
+    pub verdict: Verdict,
+    pub error: Option<String>,
+    /// Fused kernels in the fused program (0: fusion found nothing to fuse on this device).
+    pub kernels: usize,
+    /// Instructions of the fused and the unfused program.
+    pub fused_instructions: usize,
+    pub unfused_instructions: usize,
+    /// Each output of the fused run against the unfused run.
+    pub outputs: Vec<OutputCheck>,
+    pub summary: Metrics,
+    /// Median latency with fusion off (the fused latency is the device's).
+    pub unfused_latency: Option<Latency>,
 }
 
 #[derive(Debug, Clone)]
@@ -102,9 +129,11 @@ pub struct CheckReport {
 }
 
 impl CheckReport {
-    /// 0 when every device is within tolerance, 1 otherwise.
+    /// 0 when every device is within tolerance (and, with the fusion check, agrees fused with
+    /// unfused), 1 otherwise.
     pub fn exit_code(&self) -> i32 {
-        if self.devices.iter().all(|d| d.verdict == Verdict::Pass) {
+        let fusion_ok = |d: &DeviceReport| d.fusion.as_ref().is_none_or(|f| f.verdict == Verdict::Pass);
+        if self.devices.iter().all(|d| d.verdict == Verdict::Pass && fusion_ok(d)) {
             0
         } else {
             1
@@ -178,7 +207,9 @@ pub fn run_check(model: &Model, inputs: &[(String, HostValue)], opts: &CheckOpti
             speedup: None,
             instructions: 0,
             host_ops: vec![],
+            kernels: vec![],
             nodes: None,
+            fusion: None,
         };
         match timed_run(&session, inputs, opts.iters) {
             Err(e) => {
@@ -192,10 +223,36 @@ pub fn run_check(model: &Model, inputs: &[(String, HostValue)], opts: &CheckOpti
                 let stats = session.last_stats();
                 r.instructions = stats.instructions;
                 r.host_ops = stats.host_ops;
+                r.kernels = match session.program_for(inputs) {
+                    Some(p) => program_kernels(&p),
+                    // Programs that depend on input data are not cached: trace once more.
+                    None => device_program(&runnable, device, inputs, opts.threads).map(|p| program_kernels(&p)).unwrap_or_default(),
+                };
                 if !r.outputs.iter().all(|o| o.passed()) {
                     r.verdict = Verdict::Fail;
                 }
+                if opts.fusion_check {
+                    r.fusion = Some(fusion_check(&runnable, device, inputs, &out, r.instructions, r.kernels.len(), class, acc, opts));
+                }
             }
+        }
+        if opts.fusion_check && r.fusion.is_none() {
+            // The fused run failed: a fusion bug when the unfused run works.
+            let unfused = crate::Session::with_options(runnable.clone(), device.clone(), crate::SessionOptions { host_threads: opts.threads, fuse: false }).and_then(|s| s.run(inputs));
+            let e = r.error.clone().unwrap_or_default();
+            r.fusion = Some(FusionCheck {
+                verdict: Verdict::Error,
+                error: Some(match unfused {
+                    Ok(_) => format!("fails with fusion on but runs with fusion off: {e}"),
+                    Err(_) => format!("fails with and without fusion: {e}"),
+                }),
+                kernels: 0,
+                fused_instructions: 0,
+                unfused_instructions: 0,
+                outputs: vec![],
+                summary: Metrics::default(),
+                unfused_latency: None,
+            });
         }
         reports.push(r);
     }
@@ -211,7 +268,7 @@ pub fn run_check(model: &Model, inputs: &[(String, HostValue)], opts: &CheckOpti
         };
         for (r, (_, device)) in reports.iter_mut().zip(&devices) {
             if opts.node_trace_always || r.verdict != Verdict::Pass {
-                r.nodes = Some(trace_nodes(&cx, device, opts.bisect_mode)?);
+                r.nodes = Some(trace_nodes(&cx, device, opts.bisect_mode, &r.kernels)?);
             }
         }
     }
@@ -241,6 +298,57 @@ pub fn run_check(model: &Model, inputs: &[(String, HostValue)], opts: &CheckOpti
         ops: hist.into_keys().collect(),
         perturbed: opts.perturb.clone(),
     })
+}
+
+/// The fused program `model` runs as on `device` for `inputs` (traced afresh).
+fn device_program(model: &Model, device: &Arc<dyn Backend>, inputs: &[(String, HostValue)], threads: Option<usize>) -> Result<kuaxin_compile::Program> {
+    let host = kuaxin_cpu::CpuBackend::new(threads)?;
+    Ok(kuaxin_compile::compile_and_run(model, &**device, &host, inputs, true)?.0.program)
+}
+
+/// Runs `model` on `device` with fusion off and compares the fused run's outputs (`fused`) with
+/// the unfused ones, by the model's op class.
+#[allow(clippy::too_many_arguments)]
+fn fusion_check(
+    model: &Model,
+    device: &Arc<dyn Backend>,
+    inputs: &[(String, HostValue)],
+    fused: &[(String, HostValue)],
+    fused_instructions: usize,
+    kernels: usize,
+    class: crate::compare::OpClass,
+    acc: usize,
+    opts: &CheckOptions,
+) -> FusionCheck {
+    let mut f = FusionCheck {
+        verdict: Verdict::Pass,
+        error: None,
+        kernels,
+        fused_instructions,
+        unfused_instructions: 0,
+        outputs: vec![],
+        summary: Metrics::default(),
+        unfused_latency: None,
+    };
+    let unfused = crate::Session::with_options(model.clone(), device.clone(), crate::SessionOptions { host_threads: opts.threads, fuse: false })
+        .and_then(|s| timed_run(&s, inputs, opts.iters).map(|(out, l)| (out, l, s.last_stats())));
+    match unfused {
+        Err(e) => {
+            f.verdict = Verdict::Error;
+            f.error = Some(format!("with fusion off: {e}"));
+        }
+        Ok((out, latency, stats)) => {
+            let want: HashMap<String, HostValue> = out.into_iter().collect();
+            f.outputs = compare_outputs(fused, &|n| want.get(n).cloned(), class, acc);
+            f.summary = aggregate(&f.outputs);
+            f.unfused_latency = Some(latency);
+            f.unfused_instructions = stats.instructions;
+            if !f.outputs.iter().all(|o| o.passed()) {
+                f.verdict = Verdict::Fail;
+            }
+        }
+    }
+    f
 }
 
 /// The reference's value of every input and node output, for `--save-reference` bundles

@@ -134,7 +134,7 @@ pub fn to_html(r: &CheckReport, show_kernel: bool) -> String {
 <h2>Op x device coverage</h2>\n<svg id=\"coverage\" width=\"400\" height=\"60\" role=\"img\"></svg>\n\
 <script type=\"application/json\" id=\"report-data\">{data}</script>\n<script>{SCRIPT}</script>\n</body></html>\n",
         title = esc(&r.model),
-        table = esc(&table::device_table(r)),
+        table = esc(&(table::device_table(r) + &table::fusion_table(r))),
         failures = esc(&table::failures(r, show_kernel)),
     )
 }

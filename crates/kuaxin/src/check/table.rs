@@ -1,4 +1,5 @@
-//! The report as text: one row per device, then the first diverging node of each failing device.
+//! The report as text: one row per device, the fusion check (fused against unfused) when it
+//! ran, then the first diverging node of each failing device and the kernel it ran in.
 use super::bisect::NodeTrace;
 use super::{CheckReport, DeviceReport, Verdict};
 
@@ -68,6 +69,58 @@ pub fn device_table(r: &CheckReport) -> String {
     s
 }
 
+/// Fused against unfused, one row per device (empty when the fusion check did not run): kernels
+/// in the fused program, instructions fused/unfused, the largest differences, latencies.
+pub fn fusion_table(r: &CheckReport) -> String {
+    let checked: Vec<(&DeviceReport, &super::FusionCheck)> = r.devices.iter().filter_map(|d| d.fusion.as_ref().map(|f| (d, f))).collect();
+    if checked.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from("\nfusion check: fused against unfused on each device (same inputs)\n");
+    let header = ["device", "verdict", "kernels", "instrs fused/unfused", "max abs", "max rel", "NMSE", "fused ms", "unfused ms", "fusion speed-up"];
+    let ms = |l: Option<&super::measure::Latency>| l.map(|l| format!("{:.3}", l.median_ms)).unwrap_or_else(|| "-".into());
+    let rows: Vec<Vec<String>> = checked
+        .iter()
+        .map(|(d, f)| {
+            let compared = f.verdict != Verdict::Error && f.outputs.iter().any(|o| o.metrics.is_some());
+            let metric = |x: f64| if compared { sci(x) } else { "-".into() };
+            let speedup = match (&d.latency, &f.unfused_latency) {
+                (Some(a), Some(b)) => format!("{:.2}x", b.median_ms / a.median_ms.max(1e-9)),
+                _ => "-".into(),
+            };
+            let instrs = if f.verdict == Verdict::Error { "-".into() } else { format!("{}/{}", f.fused_instructions, f.unfused_instructions) };
+            vec![
+                d.device.clone(),
+                f.verdict.name().into(),
+                if f.verdict == Verdict::Error { "-".into() } else { f.kernels.to_string() },
+                instrs,
+                metric(f.summary.max_abs),
+                metric(f.summary.max_rel),
+                metric(f.summary.nmse),
+                ms(d.latency.as_ref()),
+                ms(f.unfused_latency.as_ref()),
+                speedup,
+            ]
+        })
+        .collect();
+    s += &render(&header, &rows);
+    for (d, f) in &checked {
+        if let Some(e) = &f.error {
+            s += &format!("  {}: {e}\n", d.device);
+        } else if f.kernels == 0 {
+            s += &format!("  {}: fusion made no kernels on this device, so fused and unfused ran the same program\n", d.device);
+        }
+        for o in f.outputs.iter().filter(|o| !o.passed()) {
+            match (&o.problem, &o.metrics) {
+                (Some(p), _) => s += &format!("  {}: output '{}' ({}): {p}\n", d.device, o.name, o.ty),
+                (None, Some(m)) => s += &format!("  {}: output '{}' ({}): fused differs from unfused in {} of {} elements, max abs {}\n", d.device, o.name, o.ty, m.mismatches, o.numel, sci(m.max_abs)),
+                _ => {}
+            }
+        }
+    }
+    s
+}
+
 /// Why each failing device failed (problems with outputs, the run error) and the node-by-node
 /// comparison of every device that has one (the first diverging node).
 pub fn failures(r: &CheckReport, show_kernel: bool) -> String {
@@ -109,10 +162,25 @@ fn node_summary(t: &NodeTrace, show_kernel: bool) -> String {
         s += &format!("    input  {input}\n");
     }
     s += &format!("    {}\n", n.message);
-    s += "    kernel: (unfused)\n";
+    s += &format!("    kernel: {}\n", n.kernel_names());
+    for k in &n.fused {
+        let own = format!("node '{}' ({})", n.name, n.op_type);
+        let others: Vec<&str> = k.origins.iter().map(|o| o.as_str()).filter(|o| *o != own).collect();
+        if !others.is_empty() {
+            s += &format!("      {} also holds: {}\n", k.name, others.join(", "));
+        }
+    }
     if show_kernel {
-        for k in &n.kernel {
-            s += &format!("      {k}\n");
+        if n.fused.is_empty() {
+            // Unfused: the primitive instructions it lowered to.
+            for k in &n.kernel {
+                s += &format!("      {k}\n");
+            }
+        }
+        for k in &n.fused {
+            for line in k.to_string().lines() {
+                s += &format!("      {line}\n");
+            }
         }
     }
     s
