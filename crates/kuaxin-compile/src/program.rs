@@ -76,17 +76,24 @@ impl<'a> Executor<'a> {
         }
     }
 
-    /// Runs one instruction. Host ops download their inputs, run on the host back end and
-    /// upload the results.
+    /// Runs one instruction. Host ops, and primitives the device does not support (see
+    /// `Backend::supports`; the tracer lists them with the host ops), download their inputs,
+    /// run on the host back end and upload the results.
     pub fn run_instr(&mut self, ins: &Instr) -> Result<Vec<TensorType>> {
         let args: Vec<DeviceTensor> = ins.inputs.iter().map(|s| self.operand(s)).collect::<Result<_>>()?;
-        let outs = if let Prim::Host(_) = ins.prim {
+        let on_host = match &ins.prim {
+            Prim::Host(_) => true,
+            Prim::Fused(_) => false,
+            p => !self.device.supports(p, &args.iter().map(|a| a.ty.clone()).collect::<Vec<_>>()),
+        };
+        let outs = if on_host {
             let host_args: Vec<DeviceTensor> = args
                 .iter()
                 .map(|a| self.device.download(a).and_then(|t| self.host.upload(&t)))
                 .collect::<Result<_>>()?;
             let refs: Vec<&DeviceTensor> = host_args.iter().collect();
-            let outs = self.host.execute(&ins.prim, &refs, &[])?;
+            let out_types: &[TensorType] = if matches!(ins.prim, Prim::Host(_)) { &[] } else { &ins.out_types };
+            let outs = self.host.execute(&ins.prim, &refs, out_types)?;
             outs.iter()
                 .map(|o| self.host.download(o).and_then(|t| self.device.upload(&t)))
                 .collect::<Result<Vec<_>>>()?

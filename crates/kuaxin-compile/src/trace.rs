@@ -72,11 +72,23 @@ impl<'a> Trace<'a> {
     pub fn emit(&mut self, prim: Prim, inputs: &[&TVal]) -> Result<Vec<TVal>> {
         let in_types: Vec<TensorType> = inputs.iter().map(|v| v.ty.clone()).collect();
         let out_types = prim.infer(&in_types)?;
-        if inputs.iter().all(|v| v.as_const().is_some()) {
+        // A large broadcast of a constant (a bias expanded to an activation's shape) is not
+        // folded: it would store a big constant, where a kernel reads the small one with
+        // stride 0. Small ones (shape arithmetic) still fold.
+        let expands = matches!(prim, Prim::View { .. })
+            && out_types.first().is_some_and(|t| t.numel() > 4096 && t.numel() > inputs[0].numel());
+        if inputs.iter().all(|v| v.as_const().is_some()) && !expands {
             return self.fold(&prim, inputs, &out_types);
         }
         if let Prim::Host(op) = &prim {
             return self.emit_host(op.clone(), prim, inputs);
+        }
+        if !self.exec.device.supports(&prim, &in_types) {
+            // The executor runs it on the host; report it like a host op (once per node).
+            let note = format!("{} ({} on the host)", self.origin, prim.name());
+            if self.program.host_ops.last() != Some(&note) {
+                self.program.host_ops.push(note);
+            }
         }
         let outputs: Vec<usize> = out_types.iter().map(|t| self.new_slot(t.clone())).collect();
         let vals = outputs

@@ -78,7 +78,25 @@ fn bool_f32(b: bool) -> f32 {
 }
 
 /// Evaluates `ops` over a block of `n` elements; `load(i, dst)` fills load `i`'s values.
+/// Dispatches at run time to a copy compiled for AVX2 where the CPU has it (the same code and
+/// the same results: Rust never contracts `a * b + c` into an FMA on its own).
 fn eval_block(ops: &[Op], n: usize, vals: &mut [Vec<f32>], reduced: Option<&[f32]>, load: &mut dyn FnMut(usize, &mut [f32])) -> Result<()> {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, the only feature `eval_block_avx2` is compiled for.
+        return unsafe { eval_block_avx2(ops, n, vals, reduced, load) };
+    }
+    eval_block_any(ops, n, vals, reduced, load)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn eval_block_avx2(ops: &[Op], n: usize, vals: &mut [Vec<f32>], reduced: Option<&[f32]>, load: &mut dyn FnMut(usize, &mut [f32])) -> Result<()> {
+    eval_block_any(ops, n, vals, reduced, load)
+}
+
+#[inline(always)]
+fn eval_block_any(ops: &[Op], n: usize, vals: &mut [Vec<f32>], reduced: Option<&[f32]>, load: &mut dyn FnMut(usize, &mut [f32])) -> Result<()> {
     for (i, op) in ops.iter().enumerate() {
         let (before, rest) = vals.split_at_mut(i);
         let out = &mut rest[0][..n];
