@@ -203,8 +203,104 @@ fn elementwise(k: &Kernel, srcs: &[Cow<[f32]>]) -> Result<Data> {
     Ok(store(out, k.out.dtype))
 }
 
+/// Reductions shorter than this are vectorised across output rows instead of along the
+/// reduced axes (pooling windows, small groups).
+const SMALL_REDUCTION: usize = 64;
+
+fn reduce_init(op: ReduceOp) -> f64 {
+    match op {
+        ReduceOp::Sum => 0.0,
+        ReduceOp::Prod => 1.0,
+        ReduceOp::Max => f64::NEG_INFINITY,
+        ReduceOp::Min => f64::INFINITY,
+    }
+}
+
+fn reduce_step(op: ReduceOp, acc: f64, x: f32) -> f64 {
+    let x = x as f64;
+    match op {
+        ReduceOp::Sum => acc + x,
+        ReduceOp::Prod => acc * x,
+        ReduceOp::Max if acc.is_nan() || x.is_nan() => f64::NAN,
+        ReduceOp::Min if acc.is_nan() || x.is_nan() => f64::NAN,
+        ReduceOp::Max => acc.max(x),
+        ReduceOp::Min => acc.min(x),
+    }
+}
+
+/// A short reduction: for a block of output rows, loop over the reduced positions and
+/// accumulate lane by lane; the epilogue then runs on the same block.
+fn small_reduction(k: &Kernel, srcs: &[Cow<[f32]>], op: ReduceOp, value: usize, rdims: usize) -> Result<Data> {
+    let kept = k.domain.len() - rdims;
+    let (kdims, rdom) = (&k.domain[..kept], &k.domain[kept..]);
+    let rows: usize = kdims.iter().product();
+    let kstrides: Vec<Vec<isize>> = k.loads.iter().map(|l| l.strides[..kept].to_vec()).collect();
+    let (kd, ks) = coalesce(kdims, &kstrides);
+    let kn = kd.last().copied().unwrap_or(1);
+    let kouter = &kd[..kd.len().saturating_sub(1)];
+    let kinner: Vec<isize> = ks.iter().map(|s| s.last().copied().unwrap_or(0)).collect();
+    // Offset of every reduced position, per load.
+    let red_total: usize = rdom.iter().product();
+    let mut red_offsets: Vec<Vec<isize>> = Vec::with_capacity(red_total);
+    for r in 0..red_total {
+        let mut off = vec![0isize; k.loads.len()];
+        let mut rem = r;
+        for ax in (0..rdom.len()).rev() {
+            let i = (rem % rdom[ax]) as isize;
+            rem /= rdom[ax];
+            for (o, l) in off.iter_mut().zip(&k.loads) {
+                *o += i * l.strides[kept + ax];
+            }
+        }
+        red_offsets.push(off);
+    }
+    let offsets: Vec<isize> = k.loads.iter().map(|l| l.offset as isize).collect();
+    let mut out = vec![0f32; rows];
+    if rows == 0 {
+        return Ok(store(out, k.out.dtype));
+    }
+    let rows_per_task = (crate::par::MIN_PAR / (kn * red_total.max(1))).max(1);
+    let stored = k.stored();
+    out.par_chunks_mut(rows_per_task * kn).enumerate().try_for_each(|(t, chunk)| -> Result<()> {
+        let mut vals = vec![vec![0f32; BLOCK]; k.body.len()];
+        let mut evals = vec![vec![0f32; BLOCK]; k.epilogue.len()];
+        let mut bases = vec![0isize; k.loads.len()];
+        let mut shifted = vec![0isize; k.loads.len()];
+        let mut acc = vec![0f64; BLOCK];
+        let mut reduced = vec![0f32; BLOCK];
+        for (ri, row) in chunk.chunks_mut(kn).enumerate() {
+            row_bases(t * rows_per_task + ri, kouter, &ks, &offsets, &mut bases);
+            for j0 in (0..kn).step_by(BLOCK) {
+                let len = BLOCK.min(kn - j0);
+                acc[..len].fill(reduce_init(op));
+                for roff in &red_offsets {
+                    for (s, (b, o)) in shifted.iter_mut().zip(bases.iter().zip(roff)) {
+                        *s = b + o;
+                    }
+                    let mut f = load_fetcher(&k.loads, srcs, &shifted, &kinner, j0);
+                    eval_block(&k.body, len, &mut vals, None, &mut f)?;
+                    for (a, &x) in acc[..len].iter_mut().zip(&vals[value][..len]) {
+                        *a = reduce_step(op, *a, x);
+                    }
+                }
+                for (r, &a) in reduced[..len].iter_mut().zip(&acc[..len]) {
+                    *r = a as f32;
+                }
+                let mut f = load_fetcher(&k.loads, srcs, &bases, &kinner, j0);
+                eval_block(&k.epilogue, len, &mut evals, Some(&reduced[..len]), &mut f)?;
+                row[j0..j0 + len].copy_from_slice(&evals[stored][..len]);
+            }
+        }
+        Ok(())
+    })?;
+    Ok(store(out, k.out.dtype))
+}
+
 fn reduction(k: &Kernel, srcs: &[Cow<[f32]>], op: ReduceOp, value: usize, rdims: usize) -> Result<Data> {
     let kept = k.domain.len() - rdims;
+    if k.domain[kept..].iter().product::<usize>() <= SMALL_REDUCTION {
+        return small_reduction(k, srcs, op, value, rdims);
+    }
     let (kdims, rdom) = (&k.domain[..kept], &k.domain[kept..]);
     let rows: usize = kdims.iter().product();
     let red_strides: Vec<Vec<isize>> = k.loads.iter().map(|l| l.strides[kept..].to_vec()).collect();
