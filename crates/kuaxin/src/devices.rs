@@ -22,6 +22,15 @@ pub fn open_device(name: &str, threads: Option<usize>) -> Result<Arc<dyn Backend
             }
             Ok(Arc::new(kuaxin_cpu::CpuBackend::new(threads)?))
         }
+        #[cfg(feature = "wgpu")]
+        "wgpu" => {
+            let i = match index {
+                None => 0,
+                Some(i) => i.parse().map_err(|_| Error::invalid(format!("device '{name}': expected wgpu or wgpu:N")))?,
+            };
+            Ok(Arc::new(kuaxin_wgpu::WgpuBackend::new(i)?))
+        }
+        #[allow(unreachable_patterns)]
         "cuda" | "wgpu" => Err(Error::unsupported(format!(
             "device '{name}': the {kind} back end is not built into this kuaxin (available: cpu)"
         ))),
@@ -31,11 +40,15 @@ pub fn open_device(name: &str, threads: Option<usize>) -> Result<Arc<dyn Backend
 
 pub fn list_devices() -> Vec<DeviceInfo> {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    vec![DeviceInfo {
+    #[allow(unused_mut)]
+    let mut v = vec![DeviceInfo {
         name: "cpu".into(),
         kind: "cpu".into(),
         description: format!("{} ({} threads)", cpu_model_name().unwrap_or_else(|| std::env::consts::ARCH.into()), cores),
-    }]
+    }];
+    #[cfg(feature = "wgpu")]
+    v.extend(kuaxin_wgpu::list().into_iter().map(|a| DeviceInfo { name: a.name, kind: "wgpu".into(), description: a.description }));
+    v
 }
 
 fn cpu_model_name() -> Option<String> {
