@@ -9,6 +9,7 @@ pub mod dtype;
 pub mod error;
 pub mod graph;
 pub mod kernel;
+pub mod limits;
 pub mod patch;
 pub mod prim;
 pub mod tensor;

@@ -363,6 +363,7 @@ impl Prim {
         };
         for t in &out {
             check_size(&t.shape)?;
+            crate::limits::check_alloc(t.dtype, t.numel())?;
         }
         Ok(out)
     }

@@ -27,7 +27,7 @@ mod gather;
 mod gemm;
 mod host;
 mod im2col;
-pub mod limits;
+pub use kuaxin_core::limits;
 mod matmul;
 mod pad;
 mod par;

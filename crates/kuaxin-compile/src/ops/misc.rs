@@ -119,6 +119,7 @@ fn range(cx: &mut Cx, _n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
         bail_invalid!("Range of {n} elements is too large");
     }
     let n = n as usize;
+    kuaxin_core::limits::check_alloc(dtype, n)?;
     let data = if dtype.is_float() {
         // Accumulate in the output dtype like the reference (start + i*delta in f64, rounded).
         Data::from_f64_iter(dtype, (0..n).map(|i| s + i as f64 * d))

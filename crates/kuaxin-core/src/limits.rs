@@ -1,7 +1,8 @@
-//! The allocation limit: no kernel allocates a tensor (or scratch buffer) larger than
+//! The allocation limit, shared by every crate: no tensor, scratch buffer or host-built table
+//! larger than
 //! `KUAXIN_MAX_TENSOR_BYTES` bytes (default 8 GiB). Hostile shapes fail cleanly instead of
 //! aborting the process.
-use kuaxin_core::{DType, Error, Result};
+use crate::{DType, Error, Result};
 
 /// Default limit: 8 GiB.
 pub const DEFAULT_MAX_TENSOR_BYTES: u64 = 8 << 30;
