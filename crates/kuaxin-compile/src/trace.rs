@@ -7,6 +7,9 @@ use kuaxin_core::prim::{HostOp, Prim, TensorType};
 use kuaxin_core::{Backend, DeviceTensor, Error, HostValue, Result, Tensor};
 use std::sync::Arc;
 
+/// Programs longer than this are treated as runaway input (loops unroll while tracing).
+pub const MAX_INSTRUCTIONS: usize = 1 << 22;
+
 pub struct Trace<'a> {
     pub program: Program,
     exec: Executor<'a>,
@@ -89,6 +92,9 @@ impl<'a> Trace<'a> {
             if self.program.host_ops.last() != Some(&note) {
                 self.program.host_ops.push(note);
             }
+        }
+        if self.program.instrs.len() >= MAX_INSTRUCTIONS {
+            return Err(Error::invalid(format!("the traced program exceeds {MAX_INSTRUCTIONS} instructions (a runaway loop?)")));
         }
         let outputs: Vec<usize> = out_types.iter().map(|t| self.new_slot(t.clone())).collect();
         let vals = outputs

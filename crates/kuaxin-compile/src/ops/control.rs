@@ -8,8 +8,8 @@ use kuaxin_core::graph::{Graph, Node};
 use kuaxin_core::{bail_invalid, bail_unsupported, Error, Result, Tensor};
 use std::sync::Arc;
 
-/// Loops longer than this are treated as runaway input.
-const MAX_ITERATIONS: i64 = 1 << 20;
+/// Loops longer than this are treated as runaway input (they unroll at trace time).
+const MAX_ITERATIONS: i64 = 1 << 16;
 
 fn graph_attr(n: &Node, name: &str) -> Result<Arc<Graph>> {
     n.attr_graph(name)?.ok_or_else(|| Error::invalid(format!("missing subgraph attribute '{name}'")))
