@@ -8,6 +8,9 @@
 #   5. bad-models malformed models must be refused cleanly (scripts/check-bad-models.sh)
 #   6. check      kuaxin check on MiniLM-L3: f64 reference, planted fault, exit codes, HTML report
 #                 in headless Chromium, conformance coverage matrix (scripts/check-report.sh)
+#   7. wgpu       cargo build --features wgpu, then the node tests on the wgpu back end (Mesa's
+#                 software Vulkan driver in CI) against tests/conformance/wgpu.pass. Runs last:
+#                 it leaves a wgpu-enabled binary in target/release.
 #
 # Every stage runs even when an earlier one failed (stages 3-5 need the binary of stage 1),
 # so one run shows everything that is broken. Ends with a summary line; exits 1 on any failure.
@@ -21,7 +24,7 @@ passed=()
 failed=()
 skipped=()
 stage_no=0
-stage_total=6
+stage_total=7
 start_all=$SECONDS
 
 header() {
@@ -71,6 +74,19 @@ real_models() {
   "$py" scripts/real-models.py "$bin" || return 1
   echo "-- unfused (--no-fuse):"
   "$py" scripts/real-models.py "$bin" --kuaxin-arg=--no-fuse
+}
+
+wgpu_tests() {
+  cargo build --release -p kuaxin-cli --features wgpu || return 1
+  if ! "$bin" devices 2>/dev/null | grep -q '^wgpu:'; then
+    echo "-- no wgpu adapter found (Debian: apt-get install mesa-vulkan-drivers libvulkan1)"
+    return 1
+  fi
+  "$bin" devices 2>/dev/null | grep '^wgpu:'
+  local suite
+  suite="$(bash scripts/onnx-node-tests.sh | tail -n 1)" || return 1
+  "$bin" conformance --suite "$suite" --device wgpu --pass-list tests/conformance/wgpu.pass 2>&1 | grep -v XDG_RUNTIME_DIR
+  return "${PIPESTATUS[0]}"
 }
 
 python_venv() {
@@ -127,6 +143,13 @@ if [ -x "$bin" ] && [[ " ${passed[*]} " == *" build "* ]]; then
   fi
 else
   skip_stage check "no kuaxin binary (the build failed)"
+fi
+
+header "wgpu: build with --features wgpu, node tests on wgpu (tests/conformance/wgpu.pass)"
+if [[ " ${passed[*]} " == *" build "* ]]; then
+  run_stage wgpu wgpu_tests
+else
+  skip_stage wgpu "the default build failed"
 fi
 
 echo

@@ -83,7 +83,6 @@ impl<'a> Executor<'a> {
         let args: Vec<DeviceTensor> = ins.inputs.iter().map(|s| self.operand(s)).collect::<Result<_>>()?;
         let on_host = match &ins.prim {
             Prim::Host(_) => true,
-            Prim::Fused(_) => false,
             p => !self.device.supports(p, &args.iter().map(|a| a.ty.clone()).collect::<Vec<_>>()),
         };
         let outs = if on_host {

@@ -7,7 +7,8 @@
 //! (an error when a value does not fit) and widened back on download, so their arithmetic wraps
 //! at 32 bits. Other dtypes (f64, bf16, 8/16-bit integers) stay in host memory and `supports`
 //! refuses every primitive on them, so the executor runs those on the host and reports it.
-//! Tensors larger than the adapter's storage-binding limit are refused with an error.
+//! Tensors larger than the adapter's storage-binding limit stay in host memory the same way
+//! (their primitives run on the host and are reported); a kernel output beyond it is an error.
 mod wgsl;
 
 use kuaxin_core::prim::{Prim, TensorType};
@@ -114,8 +115,18 @@ impl WgpuBackend {
         wgsl::storage_type(d, self.f16).is_some()
     }
 
+    fn bytes(ty: &TensorType) -> u64 {
+        (ty.numel() as u64).saturating_mul(if ty.dtype == DType::F16 { 2 } else { 4 })
+    }
+
+    /// Whether tensors of `ty` live in device buffers: a dtype computed here, within the
+    /// binding limit (larger ones stay in host memory and their primitives run on the host).
+    fn on_device(&self, ty: &TensorType) -> bool {
+        self.computes(ty.dtype) && Self::bytes(ty) <= self.max_binding
+    }
+
     fn buffer(&self, ty: &TensorType, bytes: Option<&[u8]>) -> Result<wgpu::Buffer> {
-        let size = (ty.numel() as u64).saturating_mul(if ty.dtype == DType::F16 { 2 } else { 4 });
+        let size = Self::bytes(ty);
         if size > self.max_binding {
             return Err(Error::unsupported(format!(
                 "wgpu:{}: tensor {ty} needs {} MiB, more than the adapter's {} MiB storage-binding limit",
@@ -229,12 +240,12 @@ impl Backend for WgpuBackend {
 
     fn upload(&self, t: &Tensor) -> Result<DeviceTensor> {
         let ty = TensorType::new(t.dtype(), t.shape.clone());
-        let store = if self.computes(t.dtype()) { Store::Gpu(self.buffer(&ty, Some(&to_bytes(t)?))?) } else { Store::Host(Arc::new(t.clone())) };
+        let store = if self.on_device(&ty) { Store::Gpu(self.buffer(&ty, Some(&to_bytes(t)?))?) } else { Store::Host(Arc::new(t.clone())) };
         Ok(DeviceTensor { ty, storage: Arc::new(store) })
     }
 
     fn upload_shared(&self, t: &Arc<Tensor>) -> Result<DeviceTensor> {
-        if self.computes(t.dtype()) {
+        if self.on_device(&TensorType::new(t.dtype(), t.shape.clone())) {
             return self.upload(t);
         }
         Ok(DeviceTensor { ty: TensorType::new(t.dtype(), t.shape.clone()), storage: Arc::new(Store::Host(t.clone())) })
@@ -309,11 +320,16 @@ impl Backend for WgpuBackend {
     fn supports(&self, prim: &Prim, inputs: &[TensorType]) -> bool {
         match prim {
             Prim::Host(_) => false,
-            Prim::Fused(k) => k.loads.iter().map(|l| l.arg + 2).max().unwrap_or(1) as u32 <= self.max_buffers && wgsl::render_kernel(k, self.f16).is_ok(),
+            // The fusion pass asks without input types; the executor asks again with them.
+            Prim::Fused(k) => {
+                k.loads.iter().map(|l| l.arg + 2).max().unwrap_or(1) as u32 <= self.max_buffers
+                    && inputs.iter().chain([&k.out]).all(|t| self.on_device(t))
+                    && wgsl::render_kernel(k, self.f16).is_ok()
+            }
             p => {
                 let Ok(outs) = p.infer(inputs) else { return false };
                 inputs.len() < self.max_buffers as usize
-                    && inputs.iter().chain(&outs).all(|t| self.computes(t.dtype))
+                    && inputs.iter().chain(&outs).all(|t| self.on_device(t))
                     && outs.len() == 1
                     && wgsl::render(p, inputs, &outs[0], self.f16).is_ok()
             }
