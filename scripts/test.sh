@@ -9,7 +9,8 @@
 #   6. check      kuaxin check on MiniLM-L3: f64 reference, planted fault, exit codes, HTML report
 #                 in headless Chromium, conformance coverage matrix (scripts/check-report.sh)
 #   7. wgpu       cargo build --features wgpu, then the node tests on the wgpu back end (Mesa's
-#                 software Vulkan driver in CI) against tests/conformance/wgpu.pass. Runs last:
+#                 software Vulkan driver in CI) against tests/conformance/wgpu.pass, and the real
+#                 models on wgpu against onnxruntime. Runs last:
 #                 it leaves a wgpu-enabled binary in target/release.
 #
 # Every stage runs even when an earlier one failed (stages 3-5 need the binary of stage 1),
@@ -86,6 +87,11 @@ wgpu_tests() {
   local suite
   suite="$(bash scripts/onnx-node-tests.sh | tail -n 1)" || return 1
   "$bin" conformance --suite "$suite" --device wgpu --pass-list tests/conformance/wgpu.pass 2>&1 | grep -v XDG_RUNTIME_DIR
+  local rc="${PIPESTATUS[0]}"
+  [ "$rc" -eq 0 ] || return "$rc"
+  # The real models on wgpu, against the same onnxruntime references as on the CPU.
+  echo "-- real models on wgpu:"
+  "$(python_venv)" scripts/real-models.py "$bin" --kuaxin-arg=--device --kuaxin-arg=wgpu 2>&1 | grep -v XDG_RUNTIME_DIR
   return "${PIPESTATUS[0]}"
 }
 
