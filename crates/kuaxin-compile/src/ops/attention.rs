@@ -13,7 +13,7 @@ impl Cx<'_, '_> {
     /// `[B, S, H*D]` -> `[B, H, S, D]`.
     pub(crate) fn split_heads(&mut self, x: &TVal, heads: usize) -> Result<TVal> {
         let s = x.shape().to_vec();
-        if x.rank() != 3 || heads == 0 || s[2] % heads != 0 {
+        if x.rank() != 3 || heads == 0 || !s[2].is_multiple_of(heads) {
             bail_invalid!("cannot split {} into {heads} heads", x.ty);
         }
         let x = self.reshape(x, &[s[0], s[1], heads, s[2] / heads])?;

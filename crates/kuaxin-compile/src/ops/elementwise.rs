@@ -85,7 +85,7 @@ fn is_inf(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
         }
         (true, false) => cx.unary(UnaryOp::IsPosInf, x)?,
         (false, true) => cx.unary(UnaryOp::IsNegInf, x)?,
-        (false, false) => cx.full(0.0, DType::Bool, &x.shape().to_vec())?,
+        (false, false) => cx.full(0.0, DType::Bool, x.shape())?,
     };
     Ok(vec![tv(out)])
 }

@@ -158,7 +158,7 @@ fn dropout(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
     if training && ratio != 0.0 {
         bail_unsupported!("Dropout in training mode (random masks) is not supported");
     }
-    let mask = cx.full(1.0, DType::Bool, &x.shape().to_vec())?;
+    let mask = cx.full(1.0, DType::Bool, x.shape())?;
     Ok(vec![tv(x.clone()), tv(mask)])
 }
 

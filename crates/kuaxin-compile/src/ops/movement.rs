@@ -101,7 +101,7 @@ fn resolve_reshape(input: &[usize], spec: &[i64], allowzero: bool) -> Result<Vec
     let total = checked_numel(input).unwrap_or(0);
     if let Some(i) = infer {
         let known = checked_numel(&out).ok_or_else(|| Error::invalid(format!("Reshape: shape {spec:?} overflows")))?;
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             bail_invalid!("Reshape: cannot infer -1 in {spec:?} for input {input:?}");
         }
         out[i] = total / known;

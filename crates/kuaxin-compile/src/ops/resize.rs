@@ -439,7 +439,7 @@ fn cubic_weights(cx: &mut Cx, t: &TVal) -> Result<Vec<TVal>> {
 fn reflect(cx: &mut Cx, x: &TVal, lo: f64, hi: f64) -> Result<TVal> {
     let rng = hi - lo;
     if rng <= 0.0 {
-        return cx.full(lo, x.dtype(), &x.shape().to_vec());
+        return cx.full(lo, x.dtype(), x.shape());
     }
     let below = cx.binary_scalar(BinaryOp::Lt, x, lo)?;
     let above = cx.binary_scalar(BinaryOp::Gt, x, hi)?;

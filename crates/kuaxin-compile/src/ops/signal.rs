@@ -55,7 +55,7 @@ fn dft(cx: &mut Cx, x: &TVal, axis: usize, n: usize, inverse: bool, onesided: bo
     let outs: Vec<TVal> = if inverse && onesided {
         // Hermitian-symmetric inverse: bins 0..=n/2 weighted 1 (DC, Nyquist) or 2.
         let bins = n / 2 + 1;
-        let wt = move |k: usize| if k >= bins { 0.0 } else if k == 0 || (n % 2 == 0 && k == n / 2) { 1.0 } else { 2.0 };
+        let wt = move |k: usize| if k >= bins { 0.0 } else if k == 0 || (n.is_multiple_of(2) && k == n / 2) { 1.0 } else { 2.0 };
         let cr = matrix(len, n, dt, |k, t| wt(k) * ang(k, t).cos() / nf)?;
         let ci = matrix(len, n, dt, |k, t| -wt(k) * ang(k, t).sin() / nf)?;
         vec![mix(cx, &[(Some(&xr), &cr), (xi.as_ref(), &ci)])?]
