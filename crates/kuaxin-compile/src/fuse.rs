@@ -176,7 +176,76 @@ pub fn fuse(instrs: &[Instr], slot_types: &[TensorType], live_out: &HashSet<usiz
         }
     }
     out.retain(|ins| !(matches!(ins.prim, Prim::View { .. }) && ins.outputs.iter().all(|o| !used.contains(o))));
+    let out = merge_conv_epilogues(out, live_out, supports);
     (out, report)
+}
+
+/// A convolution whose output only an elementwise kernel reads, in its own order, becomes a
+/// `ConvEpilogue`: the kernel (bias, activation, residual) runs on each output block while it
+/// is still in cache, and the convolution's output is never stored on its own.
+fn merge_conv_epilogues(instrs: Vec<Instr>, live_out: &HashSet<usize>, supports: &dyn Fn(&Prim) -> bool) -> Vec<Instr> {
+    let mut uses: HashMap<usize, usize> = HashMap::new();
+    for ins in &instrs {
+        for s in &ins.inputs {
+            if let Src::Slot(id) = s {
+                *uses.entry(*id).or_default() += 1;
+            }
+        }
+    }
+    for s in live_out {
+        *uses.entry(*s).or_default() += 1;
+    }
+    let producer: HashMap<usize, usize> = instrs.iter().enumerate().flat_map(|(i, ins)| ins.outputs.iter().map(move |&o| (o, i))).collect();
+    let mut replaced: HashMap<usize, Instr> = HashMap::new();
+    let mut removed: HashSet<usize> = HashSet::new();
+    for (i, ins) in instrs.iter().enumerate() {
+        let Prim::Fused(k) = &ins.prim else { continue };
+        if k.reduce.is_some() || k.out.dtype != DType::F32 {
+            continue;
+        }
+        for (a, src) in ins.inputs.iter().enumerate() {
+            let Src::Slot(s) = src else { continue };
+            let Some(&p) = producer.get(s) else { continue };
+            let conv = &instrs[p];
+            let Prim::Conv { strides, dilations, groups } = &conv.prim else { continue };
+            let fits = uses.get(s) == Some(&1)
+                && !removed.contains(&p)
+                && conv.out_types[0].shape == k.domain
+                && conv.out_types[0].dtype == DType::F32
+                && k.loads.iter().filter(|l| l.arg == a).all(|l| Prim::is_identity_load(l, &k.domain));
+            if !fits {
+                continue;
+            }
+            // The convolution's output becomes argument 0; the others follow in order.
+            let remap = |b: usize| if b == a { 0 } else if b < a { b + 1 } else { b };
+            let mut epilogue = (**k).clone();
+            for l in &mut epilogue.loads {
+                l.arg = remap(l.arg);
+            }
+            epilogue.origins.insert(0, conv.origin.to_string());
+            let prim = Prim::ConvEpilogue { strides: strides.clone(), dilations: dilations.clone(), groups: *groups, epilogue: Arc::new(epilogue) };
+            if !supports(&prim) {
+                break;
+            }
+            let mut inputs = conv.inputs.clone();
+            inputs.extend(ins.inputs.iter().enumerate().filter(|(b, _)| *b != a).map(|(_, s)| s.clone()));
+            replaced.insert(i, Instr {
+                prim,
+                inputs,
+                outputs: ins.outputs.clone(),
+                out_types: ins.out_types.clone(),
+                origin: Arc::from(format!("{} + {}", conv.origin, ins.origin)),
+            });
+            removed.insert(p);
+            break;
+        }
+    }
+    instrs
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !removed.contains(i))
+        .map(|(i, ins)| replaced.remove(&i).unwrap_or(ins))
+        .collect()
 }
 
 /// The single value of a constant that holds one value everywhere.

@@ -101,6 +101,11 @@ pub enum Prim {
     Host(HostOp),
     /// A fused kernel (see [`crate::kernel`]): made by the fusion pass, never by lowering.
     Fused(std::sync::Arc<crate::kernel::Kernel>),
+    /// A convolution whose output goes straight through an elementwise kernel (bias,
+    /// activation, residual) while it is in cache. Inputs: x, w, then the kernel's arguments
+    /// 1..; the kernel's argument 0 is the convolution's output, read with the identity map.
+    /// Made by the fusion pass for back ends that claim it.
+    ConvEpilogue { strides: Vec<usize>, dilations: Vec<usize>, groups: usize, epilogue: std::sync::Arc<crate::kernel::Kernel> },
 }
 
 /// A concrete value type: dtype and dims.
@@ -165,6 +170,13 @@ pub fn strided_in_bounds(shape: &[usize], strides: &[isize], offset: usize, nume
 }
 
 impl Prim {
+    /// Whether load `l` reads its argument in the domain's own row-major order.
+    pub fn is_identity_load(l: &crate::kernel::Load, domain: &[usize]) -> bool {
+        let identity = crate::tensor::contiguous_strides(domain);
+        l.offset == 0 && l.strides.len() == identity.len()
+            && l.strides.iter().zip(&identity).zip(domain).all(|((s, i), &d)| d == 1 || s == i)
+    }
+
     pub fn name(&self) -> String {
         match self {
             Prim::Unary(op) => format!("{op:?}"),
@@ -182,7 +194,7 @@ impl Prim {
             Prim::Unary(_) | Prim::Cast(_) | Prim::Reduce { .. } | Prim::ArgReduce { .. } | Prim::Cumulative { .. } | Prim::View { .. } => Some(1),
             Prim::Binary(_) | Prim::PadConstant { .. } | Prim::Gather { .. } | Prim::GatherElements { .. } | Prim::GatherNd { .. } | Prim::MatMul | Prim::Conv { .. } => Some(2),
             Prim::Where | Prim::ScatterElements { .. } | Prim::ScatterNd { .. } => Some(3),
-            Prim::Concat { .. } | Prim::Host(_) | Prim::Fused(_) => None,
+            Prim::Concat { .. } | Prim::Host(_) | Prim::Fused(_) | Prim::ConvEpilogue { .. } => None,
         };
         if let Some(n) = arity {
             if ins.len() != n {
@@ -348,6 +360,20 @@ impl Prim {
                 vec![TensorType::new(x.dtype, shape)]
             }
             Prim::Host(_) => vec![],
+            Prim::ConvEpilogue { strides, dilations, groups, epilogue } => {
+                if ins.len() < 2 {
+                    return Err(Error::invalid("ConvEpilogue takes x, w and the epilogue's arguments"));
+                }
+                let conv = Prim::Conv { strides: strides.clone(), dilations: dilations.clone(), groups: *groups }.infer(&ins[..2])?;
+                let mut args = conv.clone();
+                args.extend(ins[2..].iter().cloned());
+                let out = Prim::Fused(epilogue.clone()).infer(&args)?;
+                let arg0_ok = epilogue.loads.iter().filter(|l| l.arg == 0).all(|l| Prim::is_identity_load(l, &conv[0].shape));
+                if epilogue.reduce.is_some() || epilogue.domain != conv[0].shape || conv[0].dtype != DType::F32 || !arg0_ok {
+                    return Err(Error::invalid(format!("ConvEpilogue: kernel {} does not fit the convolution output {}", epilogue.name, conv[0])));
+                }
+                out
+            }
             Prim::Fused(k) => {
                 for l in &k.loads {
                     let arg = ins.get(l.arg).ok_or_else(|| Error::invalid(format!("kernel {}: load of missing argument {}", k.name, l.arg)))?;

@@ -25,7 +25,15 @@ pub fn conv(x: &Data, w: &Data, g: &Geom) -> Result<Data> {
     })
 }
 
+/// Applied to each (image, group) block of the output right after its gemm, while it is in
+/// cache: `(flat offset of the block in the output, block)`.
+pub type Epilogue<'a, T> = &'a (dyn Fn(usize, &mut [T]) -> Result<()> + Sync);
+
 pub fn conv_typed<T: GemmEl>(x: &[T], w: &[T], g: &Geom) -> Result<Vec<T>> {
+    conv_with_epilogue(x, w, g, None)
+}
+
+pub fn conv_with_epilogue<T: GemmEl>(x: &[T], w: &[T], g: &Geom, epilogue: Option<Epilogue<T>>) -> Result<Vec<T>> {
     let (p, rows) = (g.p, g.rows());
     let out_img = g.m * p;
     let x_img = g.c * g.in_plane;
@@ -40,7 +48,7 @@ pub fn conv_typed<T: GemmEl>(x: &[T], w: &[T], g: &Geom) -> Result<Vec<T>> {
     let big = g.mg.saturating_mul(p).saturating_mul(rows) >= PAR_FLOPS;
 
     // One (image, group) product; `col` is scratch of `col_len` elements.
-    let run = |img: usize, gi: usize, col: &mut [T], og: &mut [T], parallel: bool| {
+    let run = |img: usize, gi: usize, col: &mut [T], og: &mut [T], parallel: bool| -> Result<()> {
         let xs = &x[img * x_img + gi * x_group..img * x_img + (gi + 1) * x_group];
         let cols: &[T] = if pointwise {
             xs
@@ -50,6 +58,10 @@ pub fn conv_typed<T: GemmEl>(x: &[T], w: &[T], g: &Geom) -> Result<Vec<T>> {
         };
         let wg = &w[gi * g.mg * rows..(gi + 1) * g.mg * rows];
         gemm_rm(g.mg, p, rows, wg, cols, og, parallel);
+        match epilogue {
+            Some(e) => e(img * out_img + gi * g.mg * p, og),
+            None => Ok(()),
+        }
     };
 
     if big || g.n == 1 || threads == 1 {
@@ -58,20 +70,21 @@ pub fn conv_typed<T: GemmEl>(x: &[T], w: &[T], g: &Geom) -> Result<Vec<T>> {
         let mut col = vec![T::ZERO; col_len];
         for (img, oimg) in out.chunks_mut(out_img).enumerate() {
             for (gi, og) in oimg.chunks_mut(g.mg * p).enumerate() {
-                run(img, gi, &mut col, og, true);
+                run(img, gi, &mut col, og, true)?;
             }
         }
     } else {
         // Many small products: one image per task, each task with its own scratch.
         limits::check_bytes(col_len as u128 * threads as u128 * std::mem::size_of::<T>() as u128)?;
-        out.par_chunks_mut(out_img).enumerate().for_each_init(
+        out.par_chunks_mut(out_img).enumerate().try_for_each_init(
             || vec![T::ZERO; col_len],
-            |col, (img, oimg)| {
+            |col, (img, oimg)| -> Result<()> {
                 for (gi, og) in oimg.chunks_mut(g.mg * p).enumerate() {
-                    run(img, gi, col, og, false);
+                    run(img, gi, col, og, false)?;
                 }
+                Ok(())
             },
-        );
+        )?;
     }
     Ok(out)
 }

@@ -118,6 +118,17 @@ fn run(prim: &Prim, inputs: &[&Tensor], want: &[TensorType]) -> Result<Vec<Data>
     if let Prim::Fused(k) = prim {
         return Ok(vec![crate::fused::run(k, inputs)?]);
     }
+    if let Prim::ConvEpilogue { strides, dilations, groups, epilogue } = prim {
+        let (x, w) = (inputs[0], inputs[1]);
+        let (Data::F32(xd), Data::F32(wd)) = (&x.data, &w.data) else {
+            return Err(Error::unsupported("ConvEpilogue runs on f32"));
+        };
+        let geom = Geom::new(&x.shape, &w.shape, &epilogue.domain, strides, dilations, *groups);
+        let extra = &inputs[2..];
+        let apply = |start: usize, block: &mut [f32]| crate::fused::apply_in_place(epilogue, extra, start, block);
+        let out = conv::conv_with_epilogue(xd, wd, &geom, Some(&apply))?;
+        return Ok(vec![Data::F32(out)]);
+    }
     let Some(&x) = inputs.first() else {
         return Err(Error::invalid(format!("{} needs inputs", prim.name())));
     };
@@ -145,7 +156,7 @@ fn run(prim: &Prim, inputs: &[&Tensor], want: &[TensorType]) -> Result<Vec<Data>
             conv::conv(d(0), d(1), &Geom::new(&x.shape, &inputs[1].shape, &want[0].shape, strides, dilations, *groups))?
         }
         Prim::Host(_) => return Err(Error::backend("host ops are evaluated by host::eval")),
-        Prim::Fused(_) => return Err(Error::backend("fused kernels are evaluated by fused::run")),
+        Prim::Fused(_) | Prim::ConvEpilogue { .. } => return Err(Error::backend("fused kernels are evaluated above")),
     };
     Ok(vec![one])
 }

@@ -366,3 +366,53 @@ fn reduction(k: &Kernel, srcs: &[Cow<[f32]>], op: ReduceOp, value: usize, rdims:
     })?;
     Ok(store(out, k.out.dtype))
 }
+
+/// Applies the elementwise kernel `k` in place to `block`, the output positions
+/// `start..start + block.len()` of its domain, where argument 0 is `block` itself (read with
+/// the identity map) and arguments 1.. are `extra`. This is a convolution's epilogue.
+pub fn apply_in_place(k: &Kernel, extra: &[&Tensor], start: usize, block: &mut [f32]) -> Result<()> {
+    if k.reduce.is_some() {
+        return Err(Error::backend(format!("kernel {}: an epilogue cannot reduce", k.name)));
+    }
+    let mut srcs: Vec<Cow<[f32]>> = vec![Cow::Borrowed(&[][..])];
+    srcs.extend(f32_args(extra)?);
+    let strides: Vec<Vec<isize>> = k.loads.iter().map(|l| l.strides.clone()).collect();
+    let (dims, strides) = coalesce(&k.domain, &strides);
+    let n = dims.last().copied().unwrap_or(1);
+    let outer = &dims[..dims.len().saturating_sub(1)];
+    let inner: Vec<isize> = strides.iter().map(|s| s.last().copied().unwrap_or(0)).collect();
+    let offsets: Vec<isize> = k.loads.iter().map(|l| l.offset as isize).collect();
+    let stored = k.stored();
+    // Split big blocks over threads; each piece is independent.
+    let piece = crate::par::MIN_PAR.max(n);
+    block.par_chunks_mut(piece).enumerate().try_for_each(|(pi, part)| -> Result<()> {
+        let mut vals = vec![vec![0f32; BLOCK]; k.body.len()];
+        let mut bases = vec![0isize; k.loads.len()];
+        let mut snap = [0f32; BLOCK];
+        let first = start + pi * piece;
+        let end = first + part.len();
+        let mut f = first;
+        while f < end {
+            let (row, j) = (f / n, f % n);
+            let seg = (n - j).min(end - f);
+            row_bases(row, outer, &strides, &offsets, &mut bases);
+            for b0 in (0..seg).step_by(BLOCK) {
+                let len = BLOCK.min(seg - b0);
+                let local = f - first + b0;
+                snap[..len].copy_from_slice(&part[local..local + len]);
+                let mut load = |l: usize, dst: &mut [f32]| {
+                    let ld = &k.loads[l];
+                    if ld.arg == 0 {
+                        dst.copy_from_slice(&snap[..dst.len()]);
+                    } else {
+                        fetch(&srcs[ld.arg], bases[l] + (j + b0) as isize * inner[l], inner[l], dst);
+                    }
+                };
+                eval_block(&k.body, len, &mut vals, None, &mut load)?;
+                part[local..local + len].copy_from_slice(&vals[stored][..len]);
+            }
+            f += seg;
+        }
+        Ok(())
+    })
+}
