@@ -5,7 +5,11 @@ mod cmd;
 mod progress;
 
 #[derive(Parser)]
-#[command(name = "kuaxin", version, about = "kuaxin (跨芯): one model code, every chip, proven")]
+#[command(
+    name = "kuaxin",
+    version,
+    about = "kuaxin (跨芯): one model code, every chip, proven"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

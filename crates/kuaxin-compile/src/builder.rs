@@ -9,13 +9,22 @@ use kuaxin_core::{DType, Error, Result, Tensor};
 pub fn norm_axis(axis: i64, rank: usize) -> Result<usize> {
     let r = rank as i64;
     if axis < -r || axis >= r.max(1) && !(rank == 0 && axis == 0) {
-        return Err(Error::invalid(format!("axis {axis} is out of range for rank {rank}")));
+        return Err(Error::invalid(format!(
+            "axis {axis} is out of range for rank {rank}"
+        )));
     }
-    Ok(if axis < 0 { (axis + r) as usize } else { axis as usize })
+    Ok(if axis < 0 {
+        (axis + r) as usize
+    } else {
+        axis as usize
+    })
 }
 
 pub fn norm_axes(axes: &[i64], rank: usize) -> Result<Vec<usize>> {
-    let mut v: Vec<usize> = axes.iter().map(|&a| norm_axis(a, rank)).collect::<Result<_>>()?;
+    let mut v: Vec<usize> = axes
+        .iter()
+        .map(|&a| norm_axis(a, rank))
+        .collect::<Result<_>>()?;
     v.sort_unstable();
     let n = v.len();
     v.dedup();
@@ -30,14 +39,24 @@ pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
     let r = a.len().max(b.len());
     let mut out = vec![0; r];
     for i in 0..r {
-        let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
-        let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+        let da = if i + a.len() >= r {
+            a[i + a.len() - r]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= r {
+            b[i + b.len() - r]
+        } else {
+            1
+        };
         out[i] = if da == db || db == 1 {
             da
         } else if da == 1 {
             db
         } else {
-            return Err(Error::invalid(format!("shapes {a:?} and {b:?} do not broadcast")));
+            return Err(Error::invalid(format!(
+                "shapes {a:?} and {b:?} do not broadcast"
+            )));
         };
     }
     Ok(out)
@@ -48,7 +67,11 @@ impl Cx<'_, '_> {
         self.trace.emit(prim, inputs)
     }
     pub fn emit1(&mut self, prim: Prim, inputs: &[&TVal]) -> Result<TVal> {
-        self.trace.emit(prim, inputs)?.into_iter().next().ok_or_else(|| Error::backend("primitive gave no output"))
+        self.trace
+            .emit(prim, inputs)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::backend("primitive gave no output"))
     }
     pub fn constant(&self, t: Tensor) -> TVal {
         TVal::constant(t)
@@ -57,7 +80,10 @@ impl Cx<'_, '_> {
         TVal::constant(Tensor::full(dtype, vec![], v))
     }
     pub fn i64s(&self, v: &[i64]) -> TVal {
-        TVal::constant(Tensor { shape: vec![v.len()], data: kuaxin_core::Data::I64(v.to_vec()) })
+        TVal::constant(Tensor {
+            shape: vec![v.len()],
+            data: kuaxin_core::Data::I64(v.to_vec()),
+        })
     }
     /// A constant of `shape` filled with `v`, as a broadcast scalar (no large constant).
     pub fn full(&mut self, v: f64, dtype: DType, shape: &[usize]) -> Result<TVal> {
@@ -107,7 +133,11 @@ impl Cx<'_, '_> {
     }
     pub fn where_(&mut self, c: &TVal, a: &TVal, b: &TVal) -> Result<TVal> {
         let s = broadcast_shapes(&broadcast_shapes(c.shape(), a.shape())?, b.shape())?;
-        let (c, a, b) = (self.expand(c, &s)?, self.expand(a, &s)?, self.expand(b, &s)?);
+        let (c, a, b) = (
+            self.expand(c, &s)?,
+            self.expand(a, &s)?,
+            self.expand(b, &s)?,
+        );
         self.emit1(Prim::Where, &[&c, &a, &b])
     }
     pub fn cast(&mut self, x: &TVal, to: DType) -> Result<TVal> {
@@ -118,15 +148,31 @@ impl Cx<'_, '_> {
     }
 
     // ---- views ----
-    pub fn view(&mut self, x: &TVal, shape: Vec<usize>, strides: Vec<isize>, offset: usize) -> Result<TVal> {
+    pub fn view(
+        &mut self,
+        x: &TVal,
+        shape: Vec<usize>,
+        strides: Vec<isize>,
+        offset: usize,
+    ) -> Result<TVal> {
         if shape == x.shape() && offset == 0 && strides == contiguous_strides(&shape) {
             return Ok(x.clone());
         }
-        self.emit1(Prim::View { shape, strides, offset }, &[x])
+        self.emit1(
+            Prim::View {
+                shape,
+                strides,
+                offset,
+            },
+            &[x],
+        )
     }
     pub fn reshape(&mut self, x: &TVal, shape: &[usize]) -> Result<TVal> {
         if shape.iter().product::<usize>() != x.numel() {
-            return Err(Error::invalid(format!("cannot reshape {} to {shape:?}", x.ty)));
+            return Err(Error::invalid(format!(
+                "cannot reshape {} to {shape:?}",
+                x.ty
+            )));
         }
         self.view(x, shape.to_vec(), contiguous_strides(shape), 0)
     }
@@ -137,7 +183,10 @@ impl Cx<'_, '_> {
         }
         let r = shape.len();
         if x.rank() > r {
-            return Err(Error::invalid(format!("cannot broadcast {} to {shape:?}", x.ty)));
+            return Err(Error::invalid(format!(
+                "cannot broadcast {} to {shape:?}",
+                x.ty
+            )));
         }
         let xs = contiguous_strides(x.shape());
         let mut strides = vec![0isize; r];
@@ -147,15 +196,25 @@ impl Cx<'_, '_> {
             if d == shape[o] {
                 strides[o] = if d == 1 { 0 } else { xs[i] };
             } else if d != 1 {
-                return Err(Error::invalid(format!("cannot broadcast {} to {shape:?}", x.ty)));
+                return Err(Error::invalid(format!(
+                    "cannot broadcast {} to {shape:?}",
+                    x.ty
+                )));
             }
         }
         self.view(x, shape.to_vec(), strides, 0)
     }
     pub fn permute(&mut self, x: &TVal, perm: &[usize]) -> Result<TVal> {
         let mut seen = vec![false; x.rank()];
-        if perm.len() != x.rank() || perm.iter().any(|&p| p >= x.rank() || std::mem::replace(&mut seen[p], true)) {
-            return Err(Error::invalid(format!("permutation {perm:?} invalid for {}", x.ty)));
+        if perm.len() != x.rank()
+            || perm
+                .iter()
+                .any(|&p| p >= x.rank() || std::mem::replace(&mut seen[p], true))
+        {
+            return Err(Error::invalid(format!(
+                "permutation {perm:?} invalid for {}",
+                x.ty
+            )));
         }
         let xs = contiguous_strides(x.shape());
         let shape = perm.iter().map(|&p| x.shape()[p]).collect();
@@ -163,13 +222,24 @@ impl Cx<'_, '_> {
         self.view(x, shape, strides, 0)
     }
     /// Elements `start, start+step, ...` (count of them) along `axis`; start already in range.
-    pub fn slice_axis(&mut self, x: &TVal, axis: usize, start: usize, count: usize, step: isize) -> Result<TVal> {
+    pub fn slice_axis(
+        &mut self,
+        x: &TVal,
+        axis: usize,
+        start: usize,
+        count: usize,
+        step: isize,
+    ) -> Result<TVal> {
         let xs = contiguous_strides(x.shape());
         let mut shape = x.shape().to_vec();
         shape[axis] = count;
         let mut strides = xs.clone();
         strides[axis] = xs[axis] * step;
-        let offset = if count == 0 { 0 } else { start * xs[axis] as usize };
+        let offset = if count == 0 {
+            0
+        } else {
+            start * xs[axis] as usize
+        };
         self.view(x, shape, strides, offset)
     }
     pub fn unsqueeze(&mut self, x: &TVal, axes: &[i64]) -> Result<TVal> {
@@ -181,7 +251,10 @@ impl Cx<'_, '_> {
             if axes.contains(&i) {
                 shape.push(1);
             } else {
-                shape.push(*it.next().ok_or_else(|| Error::invalid("unsqueeze axes out of range"))?);
+                shape.push(
+                    *it.next()
+                        .ok_or_else(|| Error::invalid("unsqueeze axes out of range"))?,
+                );
             }
         }
         self.reshape(x, &shape)
@@ -194,10 +267,16 @@ impl Cx<'_, '_> {
         };
         for &a in &axes {
             if x.shape()[a] != 1 {
-                return Err(Error::invalid(format!("cannot squeeze axis {a} of {}", x.ty)));
+                return Err(Error::invalid(format!(
+                    "cannot squeeze axis {a} of {}",
+                    x.ty
+                )));
             }
         }
-        let shape: Vec<usize> = (0..x.rank()).filter(|i| !axes.contains(i)).map(|i| x.shape()[i]).collect();
+        let shape: Vec<usize> = (0..x.rank())
+            .filter(|i| !axes.contains(i))
+            .map(|i| x.shape()[i])
+            .collect();
         self.reshape(x, &shape)
     }
     pub fn concat(&mut self, xs: &[TVal], axis: usize) -> Result<TVal> {
@@ -209,12 +288,31 @@ impl Cx<'_, '_> {
     }
 
     // ---- reductions ----
-    pub fn reduce(&mut self, op: ReduceOp, x: &TVal, axes: &[usize], keepdims: bool) -> Result<TVal> {
-        let r = if axes.is_empty() { x.clone() } else { self.emit1(Prim::Reduce { op, axes: axes.to_vec() }, &[x])? };
+    pub fn reduce(
+        &mut self,
+        op: ReduceOp,
+        x: &TVal,
+        axes: &[usize],
+        keepdims: bool,
+    ) -> Result<TVal> {
+        let r = if axes.is_empty() {
+            x.clone()
+        } else {
+            self.emit1(
+                Prim::Reduce {
+                    op,
+                    axes: axes.to_vec(),
+                },
+                &[x],
+            )?
+        };
         if keepdims {
             return Ok(r);
         }
-        let shape: Vec<usize> = (0..x.rank()).filter(|i| !axes.contains(i)).map(|i| r.shape()[i]).collect();
+        let shape: Vec<usize> = (0..x.rank())
+            .filter(|i| !axes.contains(i))
+            .map(|i| r.shape()[i])
+            .collect();
         self.reshape(&r, &shape)
     }
     pub fn mean(&mut self, x: &TVal, axes: &[usize], keepdims: bool) -> Result<TVal> {
@@ -229,8 +327,16 @@ impl Cx<'_, '_> {
         if a.rank() == 0 || b.rank() == 0 {
             return Err(Error::invalid("MatMul operands must have rank >= 1"));
         }
-        let a2 = if a.rank() == 1 { self.unsqueeze(a, &[0])? } else { a.clone() };
-        let b2 = if b.rank() == 1 { self.unsqueeze(b, &[1])? } else { b.clone() };
+        let a2 = if a.rank() == 1 {
+            self.unsqueeze(a, &[0])?
+        } else {
+            a.clone()
+        };
+        let b2 = if b.rank() == 1 {
+            self.unsqueeze(b, &[1])?
+        } else {
+            b.clone()
+        };
         let (ra, rb) = (a2.rank(), b2.rank());
         let batch = broadcast_shapes(&a2.shape()[..ra - 2], &b2.shape()[..rb - 2])?;
         let mut sa = batch.clone();
@@ -241,7 +347,11 @@ impl Cx<'_, '_> {
         let b3 = self.expand(&b2, &sb)?;
         let out = self.emit1(Prim::MatMul, &[&a3, &b3])?;
         // Drop the axes the 1-d promotion added, both in one squeeze.
-        let added: Vec<i64> = [(a.rank() == 1, -2), (b.rank() == 1, -1)].iter().filter(|(p, _)| *p).map(|(_, ax)| *ax).collect();
+        let added: Vec<i64> = [(a.rank() == 1, -2), (b.rank() == 1, -1)]
+            .iter()
+            .filter(|(p, _)| *p)
+            .map(|(_, ax)| *ax)
+            .collect();
         if added.is_empty() {
             Ok(out)
         } else {
@@ -254,8 +364,13 @@ impl Cx<'_, '_> {
 pub fn tensor_arg<'v>(inputs: &'v [Option<Value>], i: usize, what: &str) -> Result<&'v TVal> {
     match inputs.get(i) {
         Some(Some(Value::Tensor(t))) => Ok(t),
-        Some(Some(v)) => Err(Error::invalid(format!("input {i} ({what}) must be a tensor, got a {}", v.kind()))),
-        _ => Err(Error::invalid(format!("missing required input {i} ({what})"))),
+        Some(Some(v)) => Err(Error::invalid(format!(
+            "input {i} ({what}) must be a tensor, got a {}",
+            v.kind()
+        ))),
+        _ => Err(Error::invalid(format!(
+            "missing required input {i} ({what})"
+        ))),
     }
 }
 
@@ -263,7 +378,10 @@ pub fn tensor_arg<'v>(inputs: &'v [Option<Value>], i: usize, what: &str) -> Resu
 pub fn opt_tensor(inputs: &[Option<Value>], i: usize) -> Result<Option<&TVal>> {
     match inputs.get(i) {
         Some(Some(Value::Tensor(t))) => Ok(Some(t)),
-        Some(Some(v)) => Err(Error::invalid(format!("input {i} must be a tensor, got a {}", v.kind()))),
+        Some(Some(v)) => Err(Error::invalid(format!(
+            "input {i} must be a tensor, got a {}",
+            v.kind()
+        ))),
         _ => Ok(None),
     }
 }

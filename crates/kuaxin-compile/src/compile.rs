@@ -19,20 +19,35 @@ pub struct Compiled {
 }
 
 /// Checks an input against its declared type; symbolic dims must agree across inputs.
-fn check_input(name: &str, declared: &ValueType, given: &HostValue, syms: &mut HashMap<String, usize>) -> Result<()> {
+fn check_input(
+    name: &str,
+    declared: &ValueType,
+    given: &HostValue,
+    syms: &mut HashMap<String, usize>,
+) -> Result<()> {
     match (declared, given) {
         (ValueType::Tensor { dtype, shape }, HostValue::Tensor(t)) => {
             if *dtype != t.dtype() {
-                return Err(Error::invalid(format!("input '{name}' should be {dtype}, got {}", t.dtype())));
+                return Err(Error::invalid(format!(
+                    "input '{name}' should be {dtype}, got {}",
+                    t.dtype()
+                )));
             }
             if let Some(dims) = shape {
                 if dims.len() != t.rank() {
-                    return Err(Error::invalid(format!("input '{name}' should have rank {}, got shape {:?}", dims.len(), t.shape)));
+                    return Err(Error::invalid(format!(
+                        "input '{name}' should have rank {}, got shape {:?}",
+                        dims.len(),
+                        t.shape
+                    )));
                 }
                 for (d, &n) in dims.iter().zip(&t.shape) {
                     match d {
                         Dim::Known(k) if *k != n => {
-                            return Err(Error::invalid(format!("input '{name}' has shape {:?}, declared {}", t.shape, declared)));
+                            return Err(Error::invalid(format!(
+                                "input '{name}' has shape {:?}, declared {}",
+                                t.shape, declared
+                            )));
                         }
                         Dim::Sym(s) => {
                             if let Some(&prev) = syms.get(s) {
@@ -48,7 +63,10 @@ fn check_input(name: &str, declared: &ValueType, given: &HostValue, syms: &mut H
             }
             Ok(())
         }
-        (ValueType::Tensor { .. }, other) => Err(Error::invalid(format!("input '{name}' should be a tensor, got {}", other.describe()))),
+        (ValueType::Tensor { .. }, other) => Err(Error::invalid(format!(
+            "input '{name}' should be a tensor, got {}",
+            other.describe()
+        ))),
         _ => Ok(()),
     }
 }
@@ -56,7 +74,12 @@ fn check_input(name: &str, declared: &ValueType, given: &HostValue, syms: &mut H
 fn bind_host(trace: &mut Trace, v: &HostValue) -> Result<Value> {
     Ok(match v {
         HostValue::Tensor(t) => Value::Tensor(trace.input(t)?),
-        HostValue::Sequence(items) => Value::Sequence(items.iter().map(|i| bind_host(trace, i)).collect::<Result<_>>()?),
+        HostValue::Sequence(items) => Value::Sequence(
+            items
+                .iter()
+                .map(|i| bind_host(trace, i))
+                .collect::<Result<_>>()?,
+        ),
         HostValue::Optional(o) => Value::Optional(match o {
             None => None,
             Some(i) => Some(Box::new(bind_host(trace, i)?)),
@@ -85,12 +108,19 @@ pub fn compile_and_run(
                 check_input(&vi.name, &vi.ty, v, &mut syms)?;
                 bound.push((vi.name.clone(), bind_host(&mut trace, v)?));
             }
-            None => return Err(Error::invalid(format!("missing input '{}' ({})", vi.name, vi.ty))),
+            None => {
+                return Err(Error::invalid(format!(
+                    "missing input '{}' ({})",
+                    vi.name, vi.ty
+                )))
+            }
         }
     }
     for (n, _) in inputs {
         if !graph.inputs.iter().any(|vi| vi.name == *n) {
-            return Err(Error::invalid(format!("'{n}' is not an input of the model")));
+            return Err(Error::invalid(format!(
+                "'{n}' is not an input of the model"
+            )));
         }
     }
     // Initializers that are also inputs may be overridden.
@@ -108,7 +138,21 @@ pub fn compile_and_run(
     };
     let flushes = trace.flushes;
     let unfused_instrs = trace.program.instrs.len();
-    let named = graph.outputs.iter().map(|o| o.name.clone()).zip(outputs).collect();
+    let named = graph
+        .outputs
+        .iter()
+        .map(|o| o.name.clone())
+        .zip(outputs)
+        .collect();
     let (program, results, fused_kernels, fused_instrs) = trace.finish(named)?;
-    Ok((Compiled { program, flushes, unfused_instrs, fused_kernels, fused_instrs }, results))
+    Ok((
+        Compiled {
+            program,
+            flushes,
+            unfused_instrs,
+            fused_kernels,
+            fused_instrs,
+        },
+        results,
+    ))
 }

@@ -30,7 +30,10 @@ fn types_ok(ins: &Instr, slot_types: &[TensorType], consts_ok: bool) -> bool {
 fn is_elementwise(ins: &Instr, slot_types: &[TensorType]) -> bool {
     let op_ok = match &ins.prim {
         Prim::Unary(u) => !matches!(u, UnaryOp::BitNot),
-        Prim::Binary(b) => !matches!(b, BinaryOp::BitAnd | BinaryOp::BitOr | BinaryOp::BitXor | BinaryOp::Shl | BinaryOp::Shr),
+        Prim::Binary(b) => !matches!(
+            b,
+            BinaryOp::BitAnd | BinaryOp::BitOr | BinaryOp::BitXor | BinaryOp::Shl | BinaryOp::Shr
+        ),
         Prim::Where | Prim::Cast(_) => true,
         _ => false,
     };
@@ -38,7 +41,9 @@ fn is_elementwise(ins: &Instr, slot_types: &[TensorType]) -> bool {
 }
 
 fn is_reduce(ins: &Instr, slot_types: &[TensorType]) -> bool {
-    matches!(ins.prim, Prim::Reduce { .. }) && types_ok(ins, slot_types, true) && ins.out_types[0].dtype == DType::F32
+    matches!(ins.prim, Prim::Reduce { .. })
+        && types_ok(ins, slot_types, true)
+        && ins.out_types[0].dtype == DType::F32
 }
 
 fn is_view(ins: &Instr, slot_types: &[TensorType]) -> bool {
@@ -62,7 +67,12 @@ pub struct FusionReport {
 /// Fuses `instrs` (a segment none of whose values has been computed yet). Slots in `live_out`
 /// are read after the segment and are always materialised. `supports` says whether the
 /// device runs a kernel.
-pub fn fuse(instrs: &[Instr], slot_types: &[TensorType], live_out: &HashSet<usize>, supports: &dyn Fn(&Prim) -> bool) -> (Vec<Instr>, FusionReport) {
+pub fn fuse(
+    instrs: &[Instr],
+    slot_types: &[TensorType],
+    live_out: &HashSet<usize>,
+    supports: &dyn Fn(&Prim) -> bool,
+) -> (Vec<Instr>, FusionReport) {
     let mut consumers: HashMap<usize, usize> = HashMap::new();
     for ins in instrs {
         for s in &ins.inputs {
@@ -74,7 +84,11 @@ pub fn fuse(instrs: &[Instr], slot_types: &[TensorType], live_out: &HashSet<usiz
     for s in live_out {
         *consumers.entry(*s).or_default() += 1;
     }
-    let producer: HashMap<usize, usize> = instrs.iter().enumerate().flat_map(|(i, ins)| ins.outputs.iter().map(move |&o| (o, i))).collect();
+    let producer: HashMap<usize, usize> = instrs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, ins)| ins.outputs.iter().map(move |&o| (o, i)))
+        .collect();
     let single_use = |s: usize| consumers.get(&s).copied().unwrap_or(0) == 1;
 
     let mut groups: Vec<Option<Group>> = Vec::new();
@@ -109,15 +123,25 @@ pub fn fuse(instrs: &[Instr], slot_types: &[TensorType], live_out: &HashSet<usiz
                     chosen.push(g);
                 }
             }
-        } else if let Some(&g) = cands.iter().find(|&&g| groups[g].as_ref().is_some_and(|x| x.reduce.is_some())) {
+        } else if let Some(&g) = cands
+            .iter()
+            .find(|&&g| groups[g].as_ref().is_some_and(|x| x.reduce.is_some()))
+        {
             // An epilogue joins the one reduction group it reads.
             if groups[g].as_ref().is_some_and(|x| x.shape == out_shape) {
                 chosen.push(g);
             }
         } else {
-            chosen = cands.into_iter().filter(|&g| groups[g].as_ref().is_some_and(|x| x.shape == out_shape)).collect();
+            chosen = cands
+                .into_iter()
+                .filter(|&g| groups[g].as_ref().is_some_and(|x| x.shape == out_shape))
+                .collect();
         }
-        let mut merged = Group { members: vec![], reduce: None, shape: out_shape };
+        let mut merged = Group {
+            members: vec![],
+            reduce: None,
+            shape: out_shape,
+        };
         for g in chosen {
             if let Some(old) = groups[g].take() {
                 merged.members.extend(old.members);
@@ -137,7 +161,10 @@ pub fn fuse(instrs: &[Instr], slot_types: &[TensorType], live_out: &HashSet<usiz
     // a reduction.
     let mut replaced: HashMap<usize, Instr> = HashMap::new();
     let mut removed: HashSet<usize> = HashSet::new();
-    let mut report = FusionReport { kernels: 0, fused_instrs: 0 };
+    let mut report = FusionReport {
+        kernels: 0,
+        fused_instrs: 0,
+    };
     for g in groups.into_iter().flatten() {
         let reads_view = g.members.iter().any(|&m| {
             instrs[m].inputs.iter().any(|s| matches!(s, Src::Slot(id) if producer.get(id).is_some_and(|&p| is_view(&instrs[p], slot_types))))
@@ -146,7 +173,9 @@ pub fn fuse(instrs: &[Instr], slot_types: &[TensorType], live_out: &HashSet<usiz
         if g.members.len() < 2 && !reads_view && g.reduce.is_none() {
             continue;
         }
-        let Some(instr) = build_kernel(&g, instrs, slot_types, &producer, report.kernels) else { continue };
+        let Some(instr) = build_kernel(&g, instrs, slot_types, &producer, report.kernels) else {
+            continue;
+        };
         if !supports(&instr.prim) {
             continue;
         }
@@ -175,7 +204,9 @@ pub fn fuse(instrs: &[Instr], slot_types: &[TensorType], live_out: &HashSet<usiz
             }
         }
     }
-    out.retain(|ins| !(matches!(ins.prim, Prim::View { .. }) && ins.outputs.iter().all(|o| !used.contains(o))));
+    out.retain(|ins| {
+        !(matches!(ins.prim, Prim::View { .. }) && ins.outputs.iter().all(|o| !used.contains(o)))
+    });
     let out = merge_conv_epilogues(out, live_out, supports);
     (out, report)
 }
@@ -183,7 +214,11 @@ pub fn fuse(instrs: &[Instr], slot_types: &[TensorType], live_out: &HashSet<usiz
 /// A convolution whose output only an elementwise kernel reads, in its own order, becomes a
 /// `ConvEpilogue`: the kernel (bias, activation, residual) runs on each output block while it
 /// is still in cache, and the convolution's output is never stored on its own.
-fn merge_conv_epilogues(instrs: Vec<Instr>, live_out: &HashSet<usize>, supports: &dyn Fn(&Prim) -> bool) -> Vec<Instr> {
+fn merge_conv_epilogues(
+    instrs: Vec<Instr>,
+    live_out: &HashSet<usize>,
+    supports: &dyn Fn(&Prim) -> bool,
+) -> Vec<Instr> {
     let mut uses: HashMap<usize, usize> = HashMap::new();
     for ins in &instrs {
         for s in &ins.inputs {
@@ -195,7 +230,11 @@ fn merge_conv_epilogues(instrs: Vec<Instr>, live_out: &HashSet<usize>, supports:
     for s in live_out {
         *uses.entry(*s).or_default() += 1;
     }
-    let producer: HashMap<usize, usize> = instrs.iter().enumerate().flat_map(|(i, ins)| ins.outputs.iter().map(move |&o| (o, i))).collect();
+    let producer: HashMap<usize, usize> = instrs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, ins)| ins.outputs.iter().map(move |&o| (o, i)))
+        .collect();
     let mut replaced: HashMap<usize, Instr> = HashMap::new();
     let mut removed: HashSet<usize> = HashSet::new();
     for (i, ins) in instrs.iter().enumerate() {
@@ -207,35 +246,67 @@ fn merge_conv_epilogues(instrs: Vec<Instr>, live_out: &HashSet<usize>, supports:
             let Src::Slot(s) = src else { continue };
             let Some(&p) = producer.get(s) else { continue };
             let conv = &instrs[p];
-            let Prim::Conv { strides, dilations, groups } = &conv.prim else { continue };
+            let Prim::Conv {
+                strides,
+                dilations,
+                groups,
+            } = &conv.prim
+            else {
+                continue;
+            };
             let fits = uses.get(s) == Some(&1)
                 && !removed.contains(&p)
                 && conv.out_types[0].shape == k.domain
                 && conv.out_types[0].dtype == DType::F32
-                && k.loads.iter().filter(|l| l.arg == a).all(|l| Prim::is_identity_load(l, &k.domain));
+                && k.loads
+                    .iter()
+                    .filter(|l| l.arg == a)
+                    .all(|l| Prim::is_identity_load(l, &k.domain));
             if !fits {
                 continue;
             }
             // The convolution's output becomes argument 0; the others follow in order.
-            let remap = |b: usize| if b == a { 0 } else if b < a { b + 1 } else { b };
+            let remap = |b: usize| {
+                if b == a {
+                    0
+                } else if b < a {
+                    b + 1
+                } else {
+                    b
+                }
+            };
             let mut epilogue = (**k).clone();
             for l in &mut epilogue.loads {
                 l.arg = remap(l.arg);
             }
             epilogue.origins.insert(0, conv.origin.to_string());
-            let prim = Prim::ConvEpilogue { strides: strides.clone(), dilations: dilations.clone(), groups: *groups, epilogue: Arc::new(epilogue) };
+            let prim = Prim::ConvEpilogue {
+                strides: strides.clone(),
+                dilations: dilations.clone(),
+                groups: *groups,
+                epilogue: Arc::new(epilogue),
+            };
             if !supports(&prim) {
                 break;
             }
             let mut inputs = conv.inputs.clone();
-            inputs.extend(ins.inputs.iter().enumerate().filter(|(b, _)| *b != a).map(|(_, s)| s.clone()));
-            replaced.insert(i, Instr {
-                prim,
-                inputs,
-                outputs: ins.outputs.clone(),
-                out_types: ins.out_types.clone(),
-                origin: Arc::from(format!("{} + {}", conv.origin, ins.origin)),
-            });
+            inputs.extend(
+                ins.inputs
+                    .iter()
+                    .enumerate()
+                    .filter(|(b, _)| *b != a)
+                    .map(|(_, s)| s.clone()),
+            );
+            replaced.insert(
+                i,
+                Instr {
+                    prim,
+                    inputs,
+                    outputs: ins.outputs.clone(),
+                    out_types: ins.out_types.clone(),
+                    origin: Arc::from(format!("{} + {}", conv.origin, ins.origin)),
+                },
+            );
             removed.insert(p);
             break;
         }
@@ -252,7 +323,9 @@ fn merge_conv_epilogues(instrs: Vec<Instr>, live_out: &HashSet<usize>, supports:
 fn uniform_value(t: &Tensor) -> Option<f64> {
     let v = t.to_f64_vec();
     let first = *v.first()?;
-    v.iter().all(|&x| x.to_bits() == first.to_bits()).then_some(first)
+    v.iter()
+        .all(|&x| x.to_bits() == first.to_bits())
+        .then_some(first)
 }
 
 struct KernelBuilder<'a> {
@@ -293,11 +366,23 @@ impl KernelBuilder<'_> {
         // A view of a stored value is an index map on that value.
         let (base, mut strides, offset, dtype) = match src {
             Src::Slot(id) => match self.producer.get(id).map(|&p| &self.instrs[p]) {
-                Some(Instr { prim: Prim::View { strides, offset, .. }, inputs, .. }) if is_view(&self.instrs[self.producer[id]], self.slot_types) => {
+                Some(Instr {
+                    prim:
+                        Prim::View {
+                            strides, offset, ..
+                        },
+                    inputs,
+                    ..
+                }) if is_view(&self.instrs[self.producer[id]], self.slot_types) => {
                     let dt = self.slot_types[*id].dtype;
                     (inputs[0].clone(), strides.clone(), *offset, dt)
                 }
-                _ => (src.clone(), contiguous_strides(shape), 0, self.slot_types[*id].dtype),
+                _ => (
+                    src.clone(),
+                    contiguous_strides(shape),
+                    0,
+                    self.slot_types[*id].dtype,
+                ),
             },
             Src::Const(t) => (src.clone(), contiguous_strides(shape), 0, t.dtype()),
         };
@@ -314,26 +399,49 @@ impl KernelBuilder<'_> {
             }
         }
         let arg = self.arg(&base);
-        let load = Load { arg, dtype, strides: dom, offset };
-        let idx = self.loads.iter().position(|l| *l == load).unwrap_or_else(|| {
-            self.loads.push(load);
-            self.loads.len() - 1
-        });
+        let load = Load {
+            arg,
+            dtype,
+            strides: dom,
+            offset,
+        };
+        let idx = self
+            .loads
+            .iter()
+            .position(|l| *l == load)
+            .unwrap_or_else(|| {
+                self.loads.push(load);
+                self.loads.len() - 1
+            });
         Expr::Load(idx)
     }
 }
 
-fn build_kernel(g: &Group, instrs: &[Instr], slot_types: &[TensorType], producer: &HashMap<usize, usize>, n: usize) -> Option<Instr> {
+fn build_kernel(
+    g: &Group,
+    instrs: &[Instr],
+    slot_types: &[TensorType],
+    producer: &HashMap<usize, usize>,
+    n: usize,
+) -> Option<Instr> {
     let first = &instrs[g.members[0]];
     let (domain_shape, perm, reduced_axes) = match g.reduce.map(|r| &instrs[r]) {
-        Some(Instr { prim: Prim::Reduce { axes, .. }, inputs, .. }) => {
+        Some(Instr {
+            prim: Prim::Reduce { axes, .. },
+            inputs,
+            ..
+        }) => {
             let x = match &inputs[0] {
                 Src::Slot(id) => slot_types[*id].shape.clone(),
                 Src::Const(t) => t.shape.clone(),
             };
             let mut perm: Vec<usize> = (0..x.len()).filter(|a| !axes.contains(a)).collect();
             perm.extend(axes.iter().copied());
-            (perm.iter().map(|&a| x[a]).collect::<Vec<_>>(), perm, axes.clone())
+            (
+                perm.iter().map(|&a| x[a]).collect::<Vec<_>>(),
+                perm,
+                axes.clone(),
+            )
         }
         _ => {
             let s = first.out_types[0].shape.clone();
@@ -341,7 +449,16 @@ fn build_kernel(g: &Group, instrs: &[Instr], slot_types: &[TensorType], producer
             (s, (0..r).collect(), vec![])
         }
     };
-    let mut kb = KernelBuilder { instrs, slot_types, producer, args: vec![], loads: vec![], perm, reduced_axes, loaded: HashMap::new() };
+    let mut kb = KernelBuilder {
+        instrs,
+        slot_types,
+        producer,
+        args: vec![],
+        loads: vec![],
+        perm,
+        reduced_axes,
+        loaded: HashMap::new(),
+    };
     let mut body: Vec<Op> = Vec::new();
     let mut epilogue: Vec<Op> = Vec::new();
     // Value id of each member's output slot, and which list it lives in.
@@ -355,16 +472,41 @@ fn build_kernel(g: &Group, instrs: &[Instr], slot_types: &[TensorType], producer
         }
         let in_epilogue = g.reduce.is_some_and(|r| m > r);
         if let (Prim::Reduce { op, axes }, true) = (&ins.prim, g.reduce == Some(m)) {
-            let v = operand(&mut kb, &mut body, &value_of, &ins.inputs[0], false, slot_types)?;
-            reduction = Some(Reduction { op: *op, value: v, dims: axes.len() });
-            epilogue.push(Op { expr: Expr::Reduced, dtype: ins.out_types[0].dtype });
+            let v = operand(
+                &mut kb,
+                &mut body,
+                &value_of,
+                &ins.inputs[0],
+                false,
+                slot_types,
+            )?;
+            reduction = Some(Reduction {
+                op: *op,
+                value: v,
+                dims: axes.len(),
+            });
+            epilogue.push(Op {
+                expr: Expr::Reduced,
+                dtype: ins.out_types[0].dtype,
+            });
             value_of.insert(ins.outputs[0], (true, epilogue.len() - 1));
             continue;
         }
-        let list = if in_epilogue { &mut epilogue } else { &mut body };
+        let list = if in_epilogue {
+            &mut epilogue
+        } else {
+            &mut body
+        };
         let mut ops_in: Vec<usize> = Vec::new();
         for s in &ins.inputs {
-            ops_in.push(operand(&mut kb, list, &value_of, s, in_epilogue, slot_types)?);
+            ops_in.push(operand(
+                &mut kb,
+                list,
+                &value_of,
+                s,
+                in_epilogue,
+                slot_types,
+            )?);
         }
         let expr = match &ins.prim {
             Prim::Unary(u) => Expr::Unary(*u, ops_in[0]),
@@ -373,24 +515,57 @@ fn build_kernel(g: &Group, instrs: &[Instr], slot_types: &[TensorType], producer
             Prim::Cast(_) => Expr::Cast(ops_in[0]),
             _ => return None,
         };
-        list.push(Op { expr, dtype: ins.out_types[0].dtype });
+        list.push(Op {
+            expr,
+            dtype: ins.out_types[0].dtype,
+        });
         value_of.insert(ins.outputs[0], (in_epilogue, list.len() - 1));
     }
     let last = &instrs[*g.members.last()?];
     let out = last.out_types[0].clone();
-    let name = format!("k{n}_{}", origins.first().map(|o| o.split(['(', ')']).nth(1).unwrap_or("fused")).unwrap_or("fused").to_lowercase());
-    let kernel = Kernel { name, domain: domain_shape, loads: kb.loads, body, reduce: reduction, epilogue, out: out.clone(), origins };
+    let name = format!(
+        "k{n}_{}",
+        origins
+            .first()
+            .map(|o| o.split(['(', ')']).nth(1).unwrap_or("fused"))
+            .unwrap_or("fused")
+            .to_lowercase()
+    );
+    let kernel = Kernel {
+        name,
+        domain: domain_shape,
+        loads: kb.loads,
+        body,
+        reduce: reduction,
+        epilogue,
+        out: out.clone(),
+        origins,
+    };
     Some(Instr {
         prim: Prim::Fused(Arc::new(kernel)),
         inputs: kb.args,
         outputs: last.outputs.clone(),
         out_types: vec![out],
-        origin: Arc::from(format!("fused: {}", g.members.iter().map(|&m| instrs[m].origin.to_string()).collect::<Vec<_>>().join(", "))),
+        origin: Arc::from(format!(
+            "fused: {}",
+            g.members
+                .iter()
+                .map(|&m| instrs[m].origin.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
     })
 }
 
 /// The value id for an operand: a member's result in the same list, or a new load.
-fn operand(kb: &mut KernelBuilder, list: &mut Vec<Op>, value_of: &HashMap<usize, (bool, usize)>, src: &Src, epilogue: bool, slot_types: &[TensorType]) -> Option<usize> {
+fn operand(
+    kb: &mut KernelBuilder,
+    list: &mut Vec<Op>,
+    value_of: &HashMap<usize, (bool, usize)>,
+    src: &Src,
+    epilogue: bool,
+    slot_types: &[TensorType],
+) -> Option<usize> {
     if let Src::Slot(id) = src {
         if let Some(&(in_epi, v)) = value_of.get(id) {
             if in_epi != epilogue {

@@ -18,7 +18,11 @@ pub struct Cx<'t, 'a> {
 
 impl<'t, 'a> Cx<'t, 'a> {
     pub fn new(trace: &'t mut Trace<'a>, opset: i64) -> Self {
-        Cx { trace, opset, scopes: vec![HashMap::new()] }
+        Cx {
+            trace,
+            opset,
+            scopes: vec![HashMap::new()],
+        }
     }
 
     pub fn bind(&mut self, name: &str, v: Value) {
@@ -40,7 +44,13 @@ impl<'t, 'a> Cx<'t, 'a> {
         for (name, t) in &graph.initializers {
             // ONNX lets a graph input override an initializer of the same name.
             if self.scopes.last().is_none_or(|s| !s.contains_key(name)) {
-                self.bind(name, Value::Tensor(TVal { ty: kuaxin_core::prim::TensorType::new(t.dtype(), t.shape.clone()), src: crate::value::Src::Const(t.clone()) }));
+                self.bind(
+                    name,
+                    Value::Tensor(TVal {
+                        ty: kuaxin_core::prim::TensorType::new(t.dtype(), t.shape.clone()),
+                        src: crate::value::Src::Const(t.clone()),
+                    }),
+                );
             }
         }
         let outer = self.visible_names();
@@ -48,19 +58,29 @@ impl<'t, 'a> Cx<'t, 'a> {
         let reg = registry();
         for i in order {
             let node = &graph.nodes[i];
-            self.run_node(node, reg).map_err(|e| e.context(node.describe()))?;
+            self.run_node(node, reg)
+                .map_err(|e| e.context(node.describe()))?;
         }
         graph
             .outputs
             .iter()
-            .map(|o| self.lookup(&o.name).cloned().ok_or_else(|| Error::invalid(format!("graph output '{}' was not computed", o.name))))
+            .map(|o| {
+                self.lookup(&o.name).cloned().ok_or_else(|| {
+                    Error::invalid(format!("graph output '{}' was not computed", o.name))
+                })
+            })
             .collect()
     }
 
     /// Runs a subgraph in a fresh scope with its inputs bound to `args`.
     pub fn run_subgraph(&mut self, graph: &Graph, args: Vec<Value>) -> Result<Vec<Value>> {
         if args.len() > graph.inputs.len() {
-            return Err(Error::invalid(format!("subgraph '{}' takes {} inputs, given {}", graph.name, graph.inputs.len(), args.len())));
+            return Err(Error::invalid(format!(
+                "subgraph '{}' takes {} inputs, given {}",
+                graph.name,
+                graph.inputs.len(),
+                args.len()
+            )));
         }
         self.scopes.push(HashMap::new());
         for (vi, a) in graph.inputs.iter().zip(args) {
@@ -73,8 +93,12 @@ impl<'t, 'a> Cx<'t, 'a> {
 
     fn run_node(&mut self, node: &Node, reg: &HashMap<&'static str, LowerFn>) -> Result<()> {
         // ai.onnx.preview holds ops on their way into the default domain (FlexAttention).
-        if !(node.domain.is_empty() || node.domain == "ai.onnx" || node.domain == "ai.onnx.preview") {
-            return Err(Error::unsupported(format!("op domain '{}' is not supported", node.domain)));
+        if !(node.domain.is_empty() || node.domain == "ai.onnx" || node.domain == "ai.onnx.preview")
+        {
+            return Err(Error::unsupported(format!(
+                "op domain '{}' is not supported",
+                node.domain
+            )));
         }
         let lower = reg
             .get(node.op_type.as_str())
@@ -86,7 +110,10 @@ impl<'t, 'a> Cx<'t, 'a> {
                 if n.is_empty() {
                     Ok(None)
                 } else {
-                    self.lookup(n).cloned().map(Some).ok_or_else(|| Error::invalid(format!("input '{n}' is not defined")))
+                    self.lookup(n)
+                        .cloned()
+                        .map(Some)
+                        .ok_or_else(|| Error::invalid(format!("input '{n}' is not defined")))
                 }
             })
             .collect::<Result<_>>()?;
@@ -98,7 +125,11 @@ impl<'t, 'a> Cx<'t, 'a> {
             }
             match outputs.get(i) {
                 Some(v) => self.bind(name, v.clone()),
-                None => return Err(Error::unsupported(format!("output {i} ('{name}') is not produced by this lowering"))),
+                None => {
+                    return Err(Error::unsupported(format!(
+                        "output {i} ('{name}') is not produced by this lowering"
+                    )))
+                }
             }
         }
         Ok(())

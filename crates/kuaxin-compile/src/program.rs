@@ -52,7 +52,12 @@ pub type ConstCache = HashMap<usize, DeviceTensor>;
 
 impl<'a> Executor<'a> {
     pub fn new(device: &'a dyn Backend, host: &'a dyn Backend, n_slots: usize) -> Self {
-        Executor { device, host, slots: vec![None; n_slots], consts: HashMap::new() }
+        Executor {
+            device,
+            host,
+            slots: vec![None; n_slots],
+            consts: HashMap::new(),
+        }
     }
 
     pub fn ensure_slots(&mut self, n: usize) {
@@ -63,7 +68,12 @@ impl<'a> Executor<'a> {
 
     fn operand(&mut self, src: &Src) -> Result<DeviceTensor> {
         match src {
-            Src::Slot(id) => self.slots.get(*id).cloned().flatten().ok_or_else(|| Error::backend(format!("slot {id} used before it was computed"))),
+            Src::Slot(id) => self
+                .slots
+                .get(*id)
+                .cloned()
+                .flatten()
+                .ok_or_else(|| Error::backend(format!("slot {id} used before it was computed"))),
             Src::Const(t) => {
                 let key = Arc::as_ptr(t) as usize;
                 if let Some(d) = self.consts.get(&key) {
@@ -80,10 +90,16 @@ impl<'a> Executor<'a> {
     /// `Backend::supports`; the tracer lists them with the host ops), download their inputs,
     /// run on the host back end and upload the results.
     pub fn run_instr(&mut self, ins: &Instr) -> Result<Vec<TensorType>> {
-        let args: Vec<DeviceTensor> = ins.inputs.iter().map(|s| self.operand(s)).collect::<Result<_>>()?;
+        let args: Vec<DeviceTensor> = ins
+            .inputs
+            .iter()
+            .map(|s| self.operand(s))
+            .collect::<Result<_>>()?;
         let on_host = match &ins.prim {
             Prim::Host(_) => true,
-            p => !self.device.supports(p, &args.iter().map(|a| a.ty.clone()).collect::<Vec<_>>()),
+            p => !self
+                .device
+                .supports(p, &args.iter().map(|a| a.ty.clone()).collect::<Vec<_>>()),
         };
         let outs = if on_host {
             let host_args: Vec<DeviceTensor> = args
@@ -91,7 +107,11 @@ impl<'a> Executor<'a> {
                 .map(|a| self.device.download(a).and_then(|t| self.host.upload(&t)))
                 .collect::<Result<_>>()?;
             let refs: Vec<&DeviceTensor> = host_args.iter().collect();
-            let out_types: &[TensorType] = if matches!(ins.prim, Prim::Host(_)) { &[] } else { &ins.out_types };
+            let out_types: &[TensorType] = if matches!(ins.prim, Prim::Host(_)) {
+                &[]
+            } else {
+                &ins.out_types
+            };
             let outs = self.host.execute(&ins.prim, &refs, out_types)?;
             outs.iter()
                 .map(|o| self.host.download(o).and_then(|t| self.device.upload(&t)))
@@ -101,7 +121,12 @@ impl<'a> Executor<'a> {
             self.device.execute(&ins.prim, &refs, &ins.out_types)?
         };
         if outs.len() != ins.outputs.len() {
-            return Err(Error::backend(format!("{} returned {} outputs, expected {}", ins.prim.name(), outs.len(), ins.outputs.len())));
+            return Err(Error::backend(format!(
+                "{} returned {} outputs, expected {}",
+                ins.prim.name(),
+                outs.len(),
+                ins.outputs.len()
+            )));
         }
         let types = outs.iter().map(|o| o.ty.clone()).collect();
         for (slot, t) in ins.outputs.iter().zip(outs) {
@@ -137,7 +162,14 @@ impl<'a> Executor<'a> {
                 self.run_instr(ins).map_err(|e| e.context(&*ins.origin))?;
                 if let Some(t0) = t0 {
                     let key = match &ins.prim {
-                        Prim::Fused(k) => format!("Fused({})", if k.reduce.is_some() { "reduce" } else { "elementwise" }),
+                        Prim::Fused(k) => format!(
+                            "Fused({})",
+                            if k.reduce.is_some() {
+                                "reduce"
+                            } else {
+                                "elementwise"
+                            }
+                        ),
                         p => p.name(),
                     };
                     let e = spent.entry(key).or_default();
@@ -166,7 +198,9 @@ impl<'a> Executor<'a> {
                 let d = self.operand(src)?;
                 HostValue::Tensor(self.device.download(&d)?)
             }
-            OutputSpec::Sequence(items) => HostValue::Sequence(items.iter().map(|s| self.fetch(s)).collect::<Result<_>>()?),
+            OutputSpec::Sequence(items) => {
+                HostValue::Sequence(items.iter().map(|s| self.fetch(s)).collect::<Result<_>>()?)
+            }
             OutputSpec::Optional(o) => HostValue::Optional(match o {
                 None => None,
                 Some(s) => Some(Box::new(self.fetch(s)?)),
@@ -200,7 +234,12 @@ impl Program {
         for s in self.output_slots() {
             last_use.insert(s, usize::MAX);
         }
-        let bytes = |slot: usize| self.slot_types.get(slot).map(|t| (t.numel() * t.dtype.size()) as u64).unwrap_or(0);
+        let bytes = |slot: usize| {
+            self.slot_types
+                .get(slot)
+                .map(|t| (t.numel() * t.dtype.size()) as u64)
+                .unwrap_or(0)
+        };
         let (mut live, mut peak) = (0u64, 0u64);
         let mut frees: HashMap<usize, Vec<usize>> = HashMap::new();
         for (slot, i) in &last_use {
@@ -237,21 +276,41 @@ impl Program {
     /// Runs the program on `device` with inputs of the types it was traced for.
     /// `consts` caches device copies of the program's constants between runs: pass the same
     /// map to every run of this program on this device.
-    pub fn run(&self, device: &dyn Backend, host: &dyn Backend, inputs: &[Tensor], consts: &mut ConstCache) -> Result<Vec<(String, HostValue)>> {
+    pub fn run(
+        &self,
+        device: &dyn Backend,
+        host: &dyn Backend,
+        inputs: &[Tensor],
+        consts: &mut ConstCache,
+    ) -> Result<Vec<(String, HostValue)>> {
         if inputs.len() != self.inputs.len() {
-            return Err(Error::invalid(format!("program takes {} inputs, got {}", self.inputs.len(), inputs.len())));
+            return Err(Error::invalid(format!(
+                "program takes {} inputs, got {}",
+                self.inputs.len(),
+                inputs.len()
+            )));
         }
         let mut ex = Executor::new(device, host, self.slot_types.len());
         ex.consts = std::mem::take(consts);
         for (slot, t) in self.inputs.iter().zip(inputs) {
             let want = &self.slot_types[*slot];
             if t.dtype() != want.dtype || t.shape != want.shape {
-                return Err(Error::invalid(format!("input {} does not match the compiled type {want}", t.type_string())));
+                return Err(Error::invalid(format!(
+                    "input {} does not match the compiled type {want}",
+                    t.type_string()
+                )));
             }
             ex.slots[*slot] = Some(device.upload(t)?);
         }
-        let ran = ex.run_all(&self.instrs, &self.output_slots()).and_then(|_| device.synchronize());
-        let out = ran.and_then(|_| self.outputs.iter().map(|(n, s)| Ok((n.clone(), ex.fetch(s)?))).collect());
+        let ran = ex
+            .run_all(&self.instrs, &self.output_slots())
+            .and_then(|_| device.synchronize());
+        let out = ran.and_then(|_| {
+            self.outputs
+                .iter()
+                .map(|(n, s)| Ok((n.clone(), ex.fetch(s)?)))
+                .collect()
+        });
         *consts = std::mem::take(&mut ex.consts);
         out
     }

@@ -29,7 +29,10 @@ pub struct Trace<'a> {
 impl<'a> Trace<'a> {
     pub fn new(device: &'a dyn Backend, host: &'a dyn Backend) -> Self {
         Trace {
-            program: Program { reusable: true, ..Default::default() },
+            program: Program {
+                reusable: true,
+                ..Default::default()
+            },
             exec: Executor::new(device, host, 0),
             executed: 0,
             origin: Arc::from(""),
@@ -57,10 +60,18 @@ impl<'a> Trace<'a> {
         let slot = self.new_slot(ty.clone());
         self.program.inputs.push(slot);
         self.exec.slots[slot] = Some(self.exec.device.upload(value)?);
-        Ok(TVal { ty, src: Src::Slot(slot) })
+        Ok(TVal {
+            ty,
+            src: Src::Slot(slot),
+        })
     }
 
-    fn fold(&mut self, prim: &Prim, inputs: &[&TVal], out_types: &[TensorType]) -> Result<Vec<TVal>> {
+    fn fold(
+        &mut self,
+        prim: &Prim,
+        inputs: &[&TVal],
+        out_types: &[TensorType],
+    ) -> Result<Vec<TVal>> {
         let host = self.exec.host;
         let args: Vec<DeviceTensor> = inputs
             .iter()
@@ -68,7 +79,9 @@ impl<'a> Trace<'a> {
             .collect::<Result<_>>()?;
         let refs: Vec<&DeviceTensor> = args.iter().collect();
         let outs = host.execute(prim, &refs, out_types)?;
-        outs.iter().map(|o| Ok(TVal::constant(host.download(o)?))).collect()
+        outs.iter()
+            .map(|o| Ok(TVal::constant(host.download(o)?)))
+            .collect()
     }
 
     /// Emits one primitive. Returns its outputs (constants when all inputs were constant).
@@ -79,7 +92,9 @@ impl<'a> Trace<'a> {
         // folded: it would store a big constant, where a kernel reads the small one with
         // stride 0. Small ones (shape arithmetic) still fold.
         let expands = matches!(prim, Prim::View { .. })
-            && out_types.first().is_some_and(|t| t.numel() > 4096 && t.numel() > inputs[0].numel());
+            && out_types
+                .first()
+                .is_some_and(|t| t.numel() > 4096 && t.numel() > inputs[0].numel());
         if inputs.iter().all(|v| v.as_const().is_some()) && !expands {
             return self.fold(&prim, inputs, &out_types);
         }
@@ -94,13 +109,18 @@ impl<'a> Trace<'a> {
             }
         }
         if self.program.instrs.len() >= MAX_INSTRUCTIONS {
-            return Err(Error::invalid(format!("the traced program exceeds {MAX_INSTRUCTIONS} instructions (a runaway loop?)")));
+            return Err(Error::invalid(format!(
+                "the traced program exceeds {MAX_INSTRUCTIONS} instructions (a runaway loop?)"
+            )));
         }
         let outputs: Vec<usize> = out_types.iter().map(|t| self.new_slot(t.clone())).collect();
         let vals = outputs
             .iter()
             .zip(&out_types)
-            .map(|(&s, t)| TVal { ty: t.clone(), src: Src::Slot(s) })
+            .map(|(&s, t)| TVal {
+                ty: t.clone(),
+                src: Src::Slot(s),
+            })
             .collect();
         self.program.instrs.push(Instr {
             prim,
@@ -128,7 +148,9 @@ impl<'a> Trace<'a> {
         };
         // Output slots are allocated after the run, when their types are known; run into
         // scratch slots first.
-        let scratch: Vec<usize> = (0..4).map(|_| self.new_slot(TensorType::new(kuaxin_core::DType::F32, vec![]))).collect();
+        let scratch: Vec<usize> = (0..4)
+            .map(|_| self.new_slot(TensorType::new(kuaxin_core::DType::F32, vec![])))
+            .collect();
         instr.outputs = scratch.clone();
         let n_out = match op {
             HostOp::NonZero | HostOp::NonMaxSuppression { .. } => 1,
@@ -141,8 +163,18 @@ impl<'a> Trace<'a> {
             self.program.slot_types[*slot] = t.clone();
         }
         instr.out_types = types.clone();
-        self.program.host_ops.push(format!("{} ({})", self.origin, instr.prim.name()));
-        let vals = instr.outputs.iter().zip(types).map(|(&s, ty)| TVal { ty, src: Src::Slot(s) }).collect();
+        self.program
+            .host_ops
+            .push(format!("{} ({})", self.origin, instr.prim.name()));
+        let vals = instr
+            .outputs
+            .iter()
+            .zip(types)
+            .map(|(&s, ty)| TVal {
+                ty,
+                src: Src::Slot(s),
+            })
+            .collect();
         self.program.instrs.push(instr);
         self.executed = self.program.instrs.len();
         Ok(vals)
@@ -171,7 +203,9 @@ impl<'a> Trace<'a> {
             Src::Slot(s) => {
                 self.flush()?;
                 self.program.reusable = false;
-                let d = self.exec.slots[*s].clone().ok_or_else(|| Error::backend(format!("slot {s} not computed")))?;
+                let d = self.exec.slots[*s]
+                    .clone()
+                    .ok_or_else(|| Error::backend(format!("slot {s} not computed")))?;
                 Ok(Arc::new(self.exec.device.download(&d)?))
             }
         }
@@ -187,14 +221,25 @@ impl<'a> Trace<'a> {
 
     /// Runs what remains and returns the program together with this run's outputs.
     /// Also returns the fusion counts (kernels made, instructions they replaced).
-    pub fn finish(mut self, outputs: Vec<(String, Value)>) -> Result<(Program, Vec<(String, HostValue)>, usize, usize)> {
-        self.program.outputs = outputs.iter().map(|(n, v)| (n.clone(), Self::spec(v))).collect();
+    pub fn finish(
+        mut self,
+        outputs: Vec<(String, Value)>,
+    ) -> Result<(Program, Vec<(String, HostValue)>, usize, usize)> {
+        self.program.outputs = outputs
+            .iter()
+            .map(|(n, v)| (n.clone(), Self::spec(v)))
+            .collect();
         let start = self.executed;
         let keep = self.program.output_slots();
         if self.fuse {
             let device = self.exec.device;
             let live: std::collections::HashSet<usize> = keep.iter().copied().collect();
-            let (fused, report) = crate::fuse::fuse(&self.program.instrs[start..], &self.program.slot_types, &live, &|p| device.supports(p, &[]));
+            let (fused, report) = crate::fuse::fuse(
+                &self.program.instrs[start..],
+                &self.program.slot_types,
+                &live,
+                &|p| device.supports(p, &[]),
+            );
             self.program.instrs.truncate(start);
             self.program.instrs.extend(fused);
             self.fused_kernels = report.kernels;

@@ -21,7 +21,10 @@ pub struct TVal {
 
 impl TVal {
     pub fn constant(t: Tensor) -> TVal {
-        TVal { ty: TensorType::new(t.dtype(), t.shape.clone()), src: Src::Const(Arc::new(t)) }
+        TVal {
+            ty: TensorType::new(t.dtype(), t.shape.clone()),
+            src: Src::Const(Arc::new(t)),
+        }
     }
     pub fn dtype(&self) -> DType {
         self.ty.dtype
@@ -57,7 +60,9 @@ impl Value {
         match v {
             HostValue::Tensor(t) => Value::Tensor(TVal::constant(t.clone())),
             HostValue::Sequence(s) => Value::Sequence(s.iter().map(Value::from_host).collect()),
-            HostValue::Optional(o) => Value::Optional(o.as_ref().map(|v| Box::new(Value::from_host(v)))),
+            HostValue::Optional(o) => {
+                Value::Optional(o.as_ref().map(|v| Box::new(Value::from_host(v))))
+            }
         }
     }
     pub fn kind(&self) -> &'static str {

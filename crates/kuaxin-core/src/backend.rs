@@ -35,7 +35,12 @@ pub trait Backend: Send + Sync {
     fn download(&self, t: &DeviceTensor) -> Result<Tensor>;
     /// Allocates the outputs and runs one primitive on them. `outputs` are the types
     /// `Prim::infer` computed, already validated.
-    fn execute(&self, prim: &Prim, inputs: &[&DeviceTensor], outputs: &[TensorType]) -> Result<Vec<DeviceTensor>>;
+    fn execute(
+        &self,
+        prim: &Prim,
+        inputs: &[&DeviceTensor],
+        outputs: &[TensorType],
+    ) -> Result<Vec<DeviceTensor>>;
     /// Runs `f` (a sequence of `execute` calls) in the back end's execution context, so a back
     /// end with worker threads enters it once per program instead of once per primitive.
     fn scope(&self, f: &mut (dyn FnMut() -> Result<()> + Send)) -> Result<()> {

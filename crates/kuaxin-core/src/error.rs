@@ -23,16 +23,28 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn invalid(msg: impl Into<String>) -> Self {
-        Error { kind: ErrorKind::Invalid, message: msg.into() }
+        Error {
+            kind: ErrorKind::Invalid,
+            message: msg.into(),
+        }
     }
     pub fn unsupported(msg: impl Into<String>) -> Self {
-        Error { kind: ErrorKind::Unsupported, message: msg.into() }
+        Error {
+            kind: ErrorKind::Unsupported,
+            message: msg.into(),
+        }
     }
     pub fn backend(msg: impl Into<String>) -> Self {
-        Error { kind: ErrorKind::Backend, message: msg.into() }
+        Error {
+            kind: ErrorKind::Backend,
+            message: msg.into(),
+        }
     }
     pub fn io(msg: impl Into<String>) -> Self {
-        Error { kind: ErrorKind::Io, message: msg.into() }
+        Error {
+            kind: ErrorKind::Io,
+            message: msg.into(),
+        }
     }
     /// Prefixes the message with where it happened ("node 'x' (Conv)").
     pub fn context(mut self, ctx: impl fmt::Display) -> Self {

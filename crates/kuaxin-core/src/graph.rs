@@ -32,7 +32,10 @@ impl fmt::Display for Dim {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ValueType {
     /// `shape` is `None` when the rank is unknown.
-    Tensor { dtype: DType, shape: Option<Vec<Dim>> },
+    Tensor {
+        dtype: DType,
+        shape: Option<Vec<Dim>>,
+    },
     Sequence(Box<ValueType>),
     Optional(Box<ValueType>),
     Unknown,
@@ -41,7 +44,10 @@ pub enum ValueType {
 impl fmt::Display for ValueType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ValueType::Tensor { dtype, shape: Some(s) } => {
+            ValueType::Tensor {
+                dtype,
+                shape: Some(s),
+            } => {
                 let dims: Vec<String> = s.iter().map(|d| d.to_string()).collect();
                 write!(f, "{dtype}[{}]", dims.join(", "))
             }
@@ -115,7 +121,10 @@ impl Node {
     }
     fn attr_err(&self, name: &str, want: &str, got: &Attr) -> Error {
         // The graph walker prefixes errors with the node, so only the attribute is named here.
-        Error::invalid(format!("attribute '{name}' should be {want}, found {}", got.kind()))
+        Error::invalid(format!(
+            "attribute '{name}' should be {want}, found {}",
+            got.kind()
+        ))
     }
     pub fn attr(&self, name: &str) -> Option<&Attr> {
         self.attrs.get(name)
@@ -165,7 +174,9 @@ impl Node {
         }
     }
     pub fn string_or(&self, name: &str, default: &str) -> Result<String> {
-        Ok(self.attr_string(name)?.unwrap_or_else(|| default.to_string()))
+        Ok(self
+            .attr_string(name)?
+            .unwrap_or_else(|| default.to_string()))
     }
     pub fn attr_tensor(&self, name: &str) -> Result<Option<Arc<Tensor>>> {
         match self.attrs.get(name) {
@@ -183,7 +194,10 @@ impl Node {
     }
     /// Name of input `i`, or `None` when absent or empty (an omitted optional input).
     pub fn input(&self, i: usize) -> Option<&str> {
-        self.inputs.get(i).map(|s| s.as_str()).filter(|s| !s.is_empty())
+        self.inputs
+            .get(i)
+            .map(|s| s.as_str())
+            .filter(|s| !s.is_empty())
     }
 }
 
@@ -214,7 +228,11 @@ pub struct Model {
 impl Model {
     /// The default-domain opset version (the one ONNX ops are interpreted at).
     pub fn default_opset(&self) -> i64 {
-        self.opsets.get("").or_else(|| self.opsets.get("ai.onnx")).copied().unwrap_or(1)
+        self.opsets
+            .get("")
+            .or_else(|| self.opsets.get("ai.onnx"))
+            .copied()
+            .unwrap_or(1)
     }
 }
 
@@ -240,7 +258,8 @@ impl Graph {
         let mut deps: Vec<Vec<usize>> = vec![Vec::new(); self.nodes.len()];
         let mut indeg = vec![0usize; self.nodes.len()];
         for (i, n) in self.nodes.iter().enumerate() {
-            let mut needed: Vec<String> = n.inputs.iter().filter(|s| !s.is_empty()).cloned().collect();
+            let mut needed: Vec<String> =
+                n.inputs.iter().filter(|s| !s.is_empty()).cloned().collect();
             for a in n.attrs.values() {
                 match a {
                     Attr::Graph(g) => needed.extend(g.free_inputs()),
@@ -255,7 +274,10 @@ impl Graph {
                 }
                 if let Some(&p) = producer.get(name.as_str()) {
                     if p == i {
-                        return Err(Error::invalid(format!("{}: consumes its own output '{name}' (cycle)", n.describe())));
+                        return Err(Error::invalid(format!(
+                            "{}: consumes its own output '{name}' (cycle)",
+                            n.describe()
+                        )));
                     }
                     deps[p].push(i);
                     indeg[i] += 1;
@@ -267,7 +289,10 @@ impl Graph {
                 }
             }
         }
-        let mut ready: Vec<usize> = (0..self.nodes.len()).filter(|&i| indeg[i] == 0).rev().collect();
+        let mut ready: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| indeg[i] == 0)
+            .rev()
+            .collect();
         let mut order = Vec::with_capacity(self.nodes.len());
         while let Some(i) = ready.pop() {
             order.push(i);
@@ -279,7 +304,9 @@ impl Graph {
             }
         }
         if order.len() != self.nodes.len() {
-            let stuck = (0..self.nodes.len()).find(|&i| indeg[i] > 0).map(|i| self.nodes[i].describe());
+            let stuck = (0..self.nodes.len())
+                .find(|&i| indeg[i] > 0)
+                .map(|i| self.nodes[i].describe());
             return Err(Error::invalid(format!(
                 "graph '{}' has a cycle through {}",
                 self.name,
@@ -288,8 +315,14 @@ impl Graph {
         }
         // Outputs must be defined too.
         for o in &self.outputs {
-            if !producer.contains_key(o.name.as_str()) && !available.contains(o.name.as_str()) && !outer.contains(&o.name) {
-                return Err(Error::invalid(format!("graph output '{}' is never defined", o.name)));
+            if !producer.contains_key(o.name.as_str())
+                && !available.contains(o.name.as_str())
+                && !outer.contains(&o.name)
+            {
+                return Err(Error::invalid(format!(
+                    "graph output '{}' is never defined",
+                    o.name
+                )));
             }
         }
         Ok(order)
@@ -333,13 +366,19 @@ impl Graph {
     }
 
     pub fn initializer(&self, name: &str) -> Option<&Arc<Tensor>> {
-        self.initializers.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+        self.initializers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t)
     }
 
     /// Inputs that are not also initializers (ONNX allows initializers as overridable inputs).
     pub fn real_inputs(&self) -> Vec<&ValueInfo> {
         let inits: HashSet<&str> = self.initializers.iter().map(|(n, _)| n.as_str()).collect();
-        self.inputs.iter().filter(|v| !inits.contains(v.name.as_str())).collect()
+        self.inputs
+            .iter()
+            .filter(|v| !inits.contains(v.name.as_str()))
+            .collect()
     }
 
     /// Total element count of the initializers.
@@ -350,7 +389,11 @@ impl Graph {
     /// Op type histogram, including subgraphs.
     pub fn op_histogram(&self, into: &mut BTreeMap<String, usize>) {
         for n in &self.nodes {
-            let key = if n.domain.is_empty() || n.domain == "ai.onnx" { n.op_type.clone() } else { format!("{}:{}", n.domain, n.op_type) };
+            let key = if n.domain.is_empty() || n.domain == "ai.onnx" {
+                n.op_type.clone()
+            } else {
+                format!("{}:{}", n.domain, n.op_type)
+            };
             *into.entry(key).or_default() += 1;
             for a in n.attrs.values() {
                 match a {

@@ -69,7 +69,11 @@ pub struct Kernel {
 impl Kernel {
     /// The value stored: the last op of the epilogue when reducing, else of the body.
     pub fn stored(&self) -> usize {
-        if self.reduce.is_some() { self.epilogue.len() - 1 } else { self.body.len() - 1 }
+        if self.reduce.is_some() {
+            self.epilogue.len() - 1
+        } else {
+            self.body.len() - 1
+        }
     }
     /// Kept (non-reduced) domain axes.
     pub fn kept(&self) -> &[usize] {
@@ -78,9 +82,20 @@ impl Kernel {
     }
     /// The code of the kernel without its sizes: equal signatures render to equal source.
     pub fn signature(&self) -> String {
-        let loads: Vec<String> = self.loads.iter().map(|l| format!("{}:{}:{}", l.arg, l.dtype, l.strides.len())).collect();
-        format!("{}|{:?}|{:?}|{:?}|{}|{}", self.domain.len(), loads, self.body, self.reduce.as_ref().map(|r| (r.op, r.value, r.dims)), self.epilogue.len(), self.out.dtype)
-            + &format!("{:?}", self.epilogue)
+        let loads: Vec<String> = self
+            .loads
+            .iter()
+            .map(|l| format!("{}:{}:{}", l.arg, l.dtype, l.strides.len()))
+            .collect();
+        format!(
+            "{}|{:?}|{:?}|{:?}|{}|{}",
+            self.domain.len(),
+            loads,
+            self.body,
+            self.reduce.as_ref().map(|r| (r.op, r.value, r.dims)),
+            self.epilogue.len(),
+            self.out.dtype
+        ) + &format!("{:?}", self.epilogue)
     }
 }
 
@@ -105,12 +120,25 @@ fn write_ops(f: &mut fmt::Formatter<'_>, ops: &[Op], prefix: &str, loads: &[Load
 
 impl fmt::Display for Kernel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "kernel {} domain {:?} -> {}", self.name, self.domain, self.out)?;
+        writeln!(
+            f,
+            "kernel {} domain {:?} -> {}",
+            self.name, self.domain, self.out
+        )?;
         write_ops(f, &self.body, "v", &self.loads)?;
         if let Some(r) = &self.reduce {
-            writeln!(f, "    reduce {:?}(v{}) over the last {} axes", r.op, r.value, r.dims)?;
+            writeln!(
+                f,
+                "    reduce {:?}(v{}) over the last {} axes",
+                r.op, r.value, r.dims
+            )?;
             write_ops(f, &self.epilogue, "e", &self.loads)?;
         }
-        writeln!(f, "    store {}{}", if self.reduce.is_some() { "e" } else { "v" }, self.stored())
+        writeln!(
+            f,
+            "    store {}{}",
+            if self.reduce.is_some() { "e" } else { "v" },
+            self.stored()
+        )
     }
 }

@@ -18,7 +18,9 @@ pub fn max_tensor_bytes() -> u64 {
 /// Errors (kind `Backend`) when `bytes` is over the limit.
 pub fn check_bytes(bytes: u128) -> Result<()> {
     if bytes > max_tensor_bytes() as u128 {
-        return Err(Error::backend(format!("out of memory: tensor of {bytes} bytes exceeds the limit")));
+        return Err(Error::backend(format!(
+            "out of memory: tensor of {bytes} bytes exceeds the limit"
+        )));
     }
     Ok(())
 }

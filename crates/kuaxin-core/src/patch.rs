@@ -19,7 +19,10 @@ pub struct GraphPatch {
 
 impl GraphPatch {
     pub fn is_empty(&self) -> bool {
-        self.remove_nodes.is_empty() && self.add_nodes.is_empty() && self.add_initializers.is_empty() && self.rename_uses.is_empty()
+        self.remove_nodes.is_empty()
+            && self.add_nodes.is_empty()
+            && self.add_initializers.is_empty()
+            && self.rename_uses.is_empty()
     }
 }
 

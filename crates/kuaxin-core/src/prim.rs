@@ -7,15 +7,39 @@ use crate::tensor::checked_numel;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum UnaryOp {
-    Neg, Abs, Sqrt, Exp, Log, Sin, Cos, Tan, Asin, Acos, Atan, Sinh, Cosh, Tanh, Asinh, Acosh,
-    Atanh, Erf, Floor, Ceil, /// Round half to even.
-    Round, Sign, Reciprocal, Sigmoid,
+    Neg,
+    Abs,
+    Sqrt,
+    Exp,
+    Log,
+    Sin,
+    Cos,
+    Tan,
+    Asin,
+    Acos,
+    Atan,
+    Sinh,
+    Cosh,
+    Tanh,
+    Asinh,
+    Acosh,
+    Atanh,
+    Erf,
+    Floor,
+    Ceil,
+    /// Round half to even.
+    Round,
+    Sign,
+    Reciprocal,
+    Sigmoid,
     /// Logical not (bool).
     Not,
     /// Bitwise not (integers).
     BitNot,
     /// Float tests, output bool.
-    IsNan, IsPosInf, IsNegInf,
+    IsNan,
+    IsPosInf,
+    IsNegInf,
 }
 
 impl UnaryOp {
@@ -26,30 +50,58 @@ impl UnaryOp {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BinaryOp {
-    Add, Sub, Mul,
+    Add,
+    Sub,
+    Mul,
     /// Integer division truncates toward zero.
     Div,
-    Pow, Max, Min,
+    Pow,
+    Max,
+    Min,
     /// Remainder with the sign of the divisor (Python `%`); for floats too.
     Mod,
     /// Remainder with the sign of the dividend (C `fmod`).
     FMod,
-    Eq, Lt, Le, Gt, Ge,
-    And, Or, Xor,
-    BitAnd, BitOr, BitXor, Shl, Shr,
+    Eq,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    And,
+    Or,
+    Xor,
+    BitAnd,
+    BitOr,
+    BitXor,
+    Shl,
+    Shr,
 }
 
 impl BinaryOp {
     pub fn output_is_bool(self) -> bool {
-        matches!(self, BinaryOp::Eq | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge)
+        matches!(
+            self,
+            BinaryOp::Eq | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge
+        )
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ReduceOp { Sum, Prod, Max, Min }
+pub enum ReduceOp {
+    Sum,
+    Prod,
+    Max,
+    Min,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ScatterReduction { None, Add, Mul, Max, Min }
+pub enum ScatterReduction {
+    None,
+    Add,
+    Mul,
+    Max,
+    Min,
+}
 
 /// Ops run on the host whatever the device: their output shape depends on data, or they are
 /// sequential algorithms no generated kernel expresses well. Back ends never see these; the
@@ -58,10 +110,20 @@ pub enum ScatterReduction { None, Add, Mul, Max, Min }
 pub enum HostOp {
     NonZero,
     /// Unique values; outputs (values, indices, inverse_indices, counts). `axis` None = flatten.
-    Unique { axis: Option<usize>, sorted: bool },
+    Unique {
+        axis: Option<usize>,
+        sorted: bool,
+    },
     /// Top-k along `axis`; outputs (values, i64 indices).
-    TopK { k: usize, axis: usize, largest: bool, sorted: bool },
-    NonMaxSuppression { center_point_box: bool },
+    TopK {
+        k: usize,
+        axis: usize,
+        largest: bool,
+        sorted: bool,
+    },
+    NonMaxSuppression {
+        center_point_box: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -74,30 +136,65 @@ pub enum Prim {
     Where,
     Cast(DType),
     /// Reduces `axes`, keeping them as size-1 dims.
-    Reduce { op: ReduceOp, axes: Vec<usize> },
+    Reduce {
+        op: ReduceOp,
+        axes: Vec<usize>,
+    },
     /// Index (i64) of the max/min along `axis`, kept as size 1. Ties pick the first, or the
     /// last with `select_last`.
-    ArgReduce { max: bool, axis: usize, select_last: bool },
+    ArgReduce {
+        max: bool,
+        axis: usize,
+        select_last: bool,
+    },
     /// Running sum or product along `axis`.
-    Cumulative { prod: bool, axis: usize, exclusive: bool, reverse: bool },
+    Cumulative {
+        prod: bool,
+        axis: usize,
+        exclusive: bool,
+        reverse: bool,
+    },
     /// A strided window on the input's row-major element order: reshape, transpose, expand
     /// (stride 0), slice (any step, negative too), sliding windows and diagonals are all views.
-    View { shape: Vec<usize>, strides: Vec<isize>, offset: usize },
+    View {
+        shape: Vec<usize>,
+        strides: Vec<isize>,
+        offset: usize,
+    },
     /// Pads with the scalar second input; `pads[i] = (before, after)`.
-    PadConstant { pads: Vec<(usize, usize)> },
-    Concat { axis: usize },
+    PadConstant {
+        pads: Vec<(usize, usize)>,
+    },
+    Concat {
+        axis: usize,
+    },
     /// `out[.., i, ..] = data[.., idx[i], ..]` with i64 indices (negative counts from the end).
-    Gather { axis: usize },
-    GatherElements { axis: usize },
-    GatherNd { batch_dims: usize },
+    Gather {
+        axis: usize,
+    },
+    GatherElements {
+        axis: usize,
+    },
+    GatherNd {
+        batch_dims: usize,
+    },
     /// Inputs: data, indices, updates.
-    ScatterElements { axis: usize, reduction: ScatterReduction },
-    ScatterNd { reduction: ScatterReduction },
+    ScatterElements {
+        axis: usize,
+        reduction: ScatterReduction,
+    },
+    ScatterNd {
+        reduction: ScatterReduction,
+    },
     /// `[.., M, K] x [.., K, N]` with identical batch dims.
     MatMul,
     /// N-d convolution, inputs x `[N, C, ..]`, w `[M, C/groups, ..]`; no padding (lowered to
     /// PadConstant first), no bias.
-    Conv { strides: Vec<usize>, dilations: Vec<usize>, groups: usize },
+    Conv {
+        strides: Vec<usize>,
+        dilations: Vec<usize>,
+        groups: usize,
+    },
     Host(HostOp),
     /// A fused kernel (see [`crate::kernel`]): made by the fusion pass, never by lowering.
     Fused(std::sync::Arc<crate::kernel::Kernel>),
@@ -105,7 +202,12 @@ pub enum Prim {
     /// activation, residual) while it is in cache. Inputs: x, w, then the kernel's arguments
     /// 1..; the kernel's argument 0 is the convolution's output, read with the identity map.
     /// Made by the fusion pass for back ends that claim it.
-    ConvEpilogue { strides: Vec<usize>, dilations: Vec<usize>, groups: usize, epilogue: std::sync::Arc<crate::kernel::Kernel> },
+    ConvEpilogue {
+        strides: Vec<usize>,
+        dilations: Vec<usize>,
+        groups: usize,
+        epilogue: std::sync::Arc<crate::kernel::Kernel>,
+    },
 }
 
 /// A concrete value type: dtype and dims.
@@ -142,7 +244,9 @@ fn check_size(shape: &[usize]) -> Result<()> {
 
 fn same(a: &TensorType, b: &TensorType, what: &str) -> Result<()> {
     if a != b {
-        return Err(Error::invalid(format!("{what}: operands differ: {a} vs {b}")));
+        return Err(Error::invalid(format!(
+            "{what}: operands differ: {a} vs {b}"
+        )));
     }
     Ok(())
 }
@@ -173,8 +277,13 @@ impl Prim {
     /// Whether load `l` reads its argument in the domain's own row-major order.
     pub fn is_identity_load(l: &crate::kernel::Load, domain: &[usize]) -> bool {
         let identity = crate::tensor::contiguous_strides(domain);
-        l.offset == 0 && l.strides.len() == identity.len()
-            && l.strides.iter().zip(&identity).zip(domain).all(|((s, i), &d)| d == 1 || s == i)
+        l.offset == 0
+            && l.strides.len() == identity.len()
+            && l.strides
+                .iter()
+                .zip(&identity)
+                .zip(domain)
+                .all(|((s, i), &d)| d == 1 || s == i)
     }
 
     pub fn name(&self) -> String {
@@ -182,8 +291,16 @@ impl Prim {
             Prim::Unary(op) => format!("{op:?}"),
             Prim::Binary(op) => format!("{op:?}"),
             Prim::Fused(k) => k.name.clone(),
-            Prim::Host(h) => format!("Host{:?}", h).split(['{', ' ']).next().unwrap_or("Host").to_string(),
-            other => format!("{other:?}").split(['{', '(', ' ']).next().unwrap_or("?").to_string(),
+            Prim::Host(h) => format!("Host{:?}", h)
+                .split(['{', ' '])
+                .next()
+                .unwrap_or("Host")
+                .to_string(),
+            other => format!("{other:?}")
+                .split(['{', '(', ' '])
+                .next()
+                .unwrap_or("?")
+                .to_string(),
         }
     }
 
@@ -191,30 +308,58 @@ impl Prim {
     /// Host ops with data-dependent shapes return an empty list (known only after running).
     pub fn infer(&self, ins: &[TensorType]) -> Result<Vec<TensorType>> {
         let arity = match self {
-            Prim::Unary(_) | Prim::Cast(_) | Prim::Reduce { .. } | Prim::ArgReduce { .. } | Prim::Cumulative { .. } | Prim::View { .. } => Some(1),
-            Prim::Binary(_) | Prim::PadConstant { .. } | Prim::Gather { .. } | Prim::GatherElements { .. } | Prim::GatherNd { .. } | Prim::MatMul | Prim::Conv { .. } => Some(2),
+            Prim::Unary(_)
+            | Prim::Cast(_)
+            | Prim::Reduce { .. }
+            | Prim::ArgReduce { .. }
+            | Prim::Cumulative { .. }
+            | Prim::View { .. } => Some(1),
+            Prim::Binary(_)
+            | Prim::PadConstant { .. }
+            | Prim::Gather { .. }
+            | Prim::GatherElements { .. }
+            | Prim::GatherNd { .. }
+            | Prim::MatMul
+            | Prim::Conv { .. } => Some(2),
             Prim::Where | Prim::ScatterElements { .. } | Prim::ScatterNd { .. } => Some(3),
-            Prim::Concat { .. } | Prim::Host(_) | Prim::Fused(_) | Prim::ConvEpilogue { .. } => None,
+            Prim::Concat { .. } | Prim::Host(_) | Prim::Fused(_) | Prim::ConvEpilogue { .. } => {
+                None
+            }
         };
         if let Some(n) = arity {
             if ins.len() != n {
-                return Err(Error::invalid(format!("{} takes {n} inputs, got {}", self.name(), ins.len())));
+                return Err(Error::invalid(format!(
+                    "{} takes {n} inputs, got {}",
+                    self.name(),
+                    ins.len()
+                )));
             }
         }
         let out = match self {
             Prim::Unary(op) => {
                 let x = &ins[0];
-                let dtype = if op.output_is_bool() { DType::Bool } else { x.dtype };
+                let dtype = if op.output_is_bool() {
+                    DType::Bool
+                } else {
+                    x.dtype
+                };
                 vec![TensorType::new(dtype, x.shape.clone())]
             }
             Prim::Binary(op) => {
                 same(&ins[0], &ins[1], &format!("{op:?}"))?;
-                let dtype = if op.output_is_bool() { DType::Bool } else { ins[0].dtype };
+                let dtype = if op.output_is_bool() {
+                    DType::Bool
+                } else {
+                    ins[0].dtype
+                };
                 vec![TensorType::new(dtype, ins[0].shape.clone())]
             }
             Prim::Where => {
                 if ins[0].dtype != DType::Bool || ins[0].shape != ins[1].shape {
-                    return Err(Error::invalid(format!("Where: condition {} must be bool with the shape of {}", ins[0], ins[1])));
+                    return Err(Error::invalid(format!(
+                        "Where: condition {} must be bool with the shape of {}",
+                        ins[0], ins[1]
+                    )));
                 }
                 same(&ins[1], &ins[2], "Where")?;
                 vec![ins[1].clone()]
@@ -224,7 +369,10 @@ impl Prim {
                 let mut shape = ins[0].shape.clone();
                 for &a in axes {
                     if a >= shape.len() {
-                        return Err(Error::invalid(format!("Reduce axis {a} out of range for {}", ins[0])));
+                        return Err(Error::invalid(format!(
+                            "Reduce axis {a} out of range for {}",
+                            ins[0]
+                        )));
                     }
                     shape[a] = 1;
                 }
@@ -233,58 +381,100 @@ impl Prim {
             Prim::ArgReduce { axis, .. } => {
                 let mut shape = ins[0].shape.clone();
                 if *axis >= shape.len() || shape[*axis] == 0 {
-                    return Err(Error::invalid(format!("ArgMax/ArgMin axis {axis} invalid for {}", ins[0])));
+                    return Err(Error::invalid(format!(
+                        "ArgMax/ArgMin axis {axis} invalid for {}",
+                        ins[0]
+                    )));
                 }
                 shape[*axis] = 1;
                 vec![TensorType::new(DType::I64, shape)]
             }
             Prim::Cumulative { axis, .. } => {
                 if *axis >= ins[0].shape.len() {
-                    return Err(Error::invalid(format!("cumulative axis {axis} out of range for {}", ins[0])));
+                    return Err(Error::invalid(format!(
+                        "cumulative axis {axis} out of range for {}",
+                        ins[0]
+                    )));
                 }
                 vec![ins[0].clone()]
             }
-            Prim::View { shape, strides, offset } => {
+            Prim::View {
+                shape,
+                strides,
+                offset,
+            } => {
                 if shape.len() != strides.len() {
                     return Err(Error::invalid("View: shape and strides differ in rank"));
                 }
                 check_size(shape)?;
                 if !strided_in_bounds(shape, strides, *offset, ins[0].numel()) {
-                    return Err(Error::invalid(format!("View {shape:?} strides {strides:?} offset {offset} reads outside {}", ins[0])));
+                    return Err(Error::invalid(format!(
+                        "View {shape:?} strides {strides:?} offset {offset} reads outside {}",
+                        ins[0]
+                    )));
                 }
                 vec![TensorType::new(ins[0].dtype, shape.clone())]
             }
             Prim::PadConstant { pads } => {
-                if pads.len() != ins[0].shape.len() || !ins[1].shape.is_empty() || ins[1].dtype != ins[0].dtype {
-                    return Err(Error::invalid(format!("PadConstant: pads {pads:?} / value {} do not fit {}", ins[1], ins[0])));
+                if pads.len() != ins[0].shape.len()
+                    || !ins[1].shape.is_empty()
+                    || ins[1].dtype != ins[0].dtype
+                {
+                    return Err(Error::invalid(format!(
+                        "PadConstant: pads {pads:?} / value {} do not fit {}",
+                        ins[1], ins[0]
+                    )));
                 }
-                let shape: Vec<usize> = ins[0].shape.iter().zip(pads)
-                    .map(|(&d, &(b, a))| d.checked_add(b).and_then(|v| v.checked_add(a)).ok_or_else(|| Error::invalid(format!("PadConstant: pads {pads:?} overflow"))))
+                let shape: Vec<usize> = ins[0]
+                    .shape
+                    .iter()
+                    .zip(pads)
+                    .map(|(&d, &(b, a))| {
+                        d.checked_add(b)
+                            .and_then(|v| v.checked_add(a))
+                            .ok_or_else(|| {
+                                Error::invalid(format!("PadConstant: pads {pads:?} overflow"))
+                            })
+                    })
                     .collect::<Result<_>>()?;
                 check_size(&shape)?;
                 vec![TensorType::new(ins[0].dtype, shape)]
             }
             Prim::Concat { axis } => {
-                let first = ins.first().ok_or_else(|| Error::invalid("Concat of nothing"))?;
+                let first = ins
+                    .first()
+                    .ok_or_else(|| Error::invalid("Concat of nothing"))?;
                 if *axis >= first.shape.len() {
-                    return Err(Error::invalid(format!("Concat axis {axis} out of range for {first}")));
+                    return Err(Error::invalid(format!(
+                        "Concat axis {axis} out of range for {first}"
+                    )));
                 }
                 let mut shape = first.shape.clone();
                 shape[*axis] = 0;
                 for t in ins {
-                    let ok = t.dtype == first.dtype && t.shape.len() == shape.len()
-                        && t.shape.iter().enumerate().all(|(i, &d)| i == *axis || d == first.shape[i]);
+                    let ok = t.dtype == first.dtype
+                        && t.shape.len() == shape.len()
+                        && t.shape
+                            .iter()
+                            .enumerate()
+                            .all(|(i, &d)| i == *axis || d == first.shape[i]);
                     if !ok {
-                        return Err(Error::invalid(format!("Concat: {t} does not fit {first} on axis {axis}")));
+                        return Err(Error::invalid(format!(
+                            "Concat: {t} does not fit {first} on axis {axis}"
+                        )));
                     }
-                    shape[*axis] = shape[*axis].checked_add(t.shape[*axis]).ok_or_else(|| Error::invalid("Concat: size overflows"))?;
+                    shape[*axis] = shape[*axis]
+                        .checked_add(t.shape[*axis])
+                        .ok_or_else(|| Error::invalid("Concat: size overflows"))?;
                 }
                 vec![TensorType::new(first.dtype, shape)]
             }
             Prim::Gather { axis } => {
                 let (d, i) = (&ins[0], &ins[1]);
                 if *axis >= d.shape.len() || !i.dtype.is_int() {
-                    return Err(Error::invalid(format!("Gather axis {axis} / indices {i} invalid for {d}")));
+                    return Err(Error::invalid(format!(
+                        "Gather axis {axis} / indices {i} invalid for {d}"
+                    )));
                 }
                 let mut shape = d.shape[..*axis].to_vec();
                 shape.extend(&i.shape);
@@ -295,16 +485,27 @@ impl Prim {
             Prim::GatherElements { axis } => {
                 let (d, i) = (&ins[0], &ins[1]);
                 if *axis >= d.shape.len() || i.shape.len() != d.shape.len() || !i.dtype.is_int() {
-                    return Err(Error::invalid(format!("GatherElements axis {axis} / indices {i} invalid for {d}")));
+                    return Err(Error::invalid(format!(
+                        "GatherElements axis {axis} / indices {i} invalid for {d}"
+                    )));
                 }
                 vec![TensorType::new(d.dtype, i.shape.clone())]
             }
             Prim::GatherNd { batch_dims } => {
                 let (d, i) = (&ins[0], &ins[1]);
                 let b = *batch_dims;
-                let last = *i.shape.last().ok_or_else(|| Error::invalid("GatherND indices must have rank >= 1"))?;
-                if b >= i.shape.len() || b.saturating_add(last) > d.shape.len() || d.shape[..b] != i.shape[..b] || !i.dtype.is_int() {
-                    return Err(Error::invalid(format!("GatherND: indices {i} invalid for {d} with batch_dims {b}")));
+                let last = *i
+                    .shape
+                    .last()
+                    .ok_or_else(|| Error::invalid("GatherND indices must have rank >= 1"))?;
+                if b >= i.shape.len()
+                    || b.saturating_add(last) > d.shape.len()
+                    || d.shape[..b] != i.shape[..b]
+                    || !i.dtype.is_int()
+                {
+                    return Err(Error::invalid(format!(
+                        "GatherND: indices {i} invalid for {d} with batch_dims {b}"
+                    )));
                 }
                 let mut shape = i.shape[..i.shape.len() - 1].to_vec();
                 shape.extend(&d.shape[b + last..]);
@@ -312,77 +513,152 @@ impl Prim {
             }
             Prim::ScatterElements { axis, .. } => {
                 let (d, i, u) = (&ins[0], &ins[1], &ins[2]);
-                if *axis >= d.shape.len() || i.shape != u.shape || i.shape.len() != d.shape.len() || u.dtype != d.dtype || !i.dtype.is_int() {
-                    return Err(Error::invalid(format!("ScatterElements: indices {i} / updates {u} invalid for {d}")));
+                if *axis >= d.shape.len()
+                    || i.shape != u.shape
+                    || i.shape.len() != d.shape.len()
+                    || u.dtype != d.dtype
+                    || !i.dtype.is_int()
+                {
+                    return Err(Error::invalid(format!(
+                        "ScatterElements: indices {i} / updates {u} invalid for {d}"
+                    )));
                 }
                 vec![d.clone()]
             }
             Prim::ScatterNd { .. } => {
                 let (d, i, u) = (&ins[0], &ins[1], &ins[2]);
-                let last = *i.shape.last().ok_or_else(|| Error::invalid("ScatterND indices must have rank >= 1"))?;
+                let last = *i
+                    .shape
+                    .last()
+                    .ok_or_else(|| Error::invalid("ScatterND indices must have rank >= 1"))?;
                 let mut want = i.shape[..i.shape.len() - 1].to_vec();
                 if last > d.shape.len() {
-                    return Err(Error::invalid(format!("ScatterND: indices {i} too deep for {d}")));
+                    return Err(Error::invalid(format!(
+                        "ScatterND: indices {i} too deep for {d}"
+                    )));
                 }
                 want.extend(&d.shape[last..]);
                 if u.shape != want || u.dtype != d.dtype || !i.dtype.is_int() {
-                    return Err(Error::invalid(format!("ScatterND: updates {u} should be {:?} for {d}", want)));
+                    return Err(Error::invalid(format!(
+                        "ScatterND: updates {u} should be {:?} for {d}",
+                        want
+                    )));
                 }
                 vec![d.clone()]
             }
             Prim::MatMul => {
                 let (a, b) = (&ins[0], &ins[1]);
                 let (ra, rb) = (a.shape.len(), b.shape.len());
-                if ra < 2 || ra != rb || a.dtype != b.dtype || a.shape[..ra - 2] != b.shape[..rb - 2] || a.shape[ra - 1] != b.shape[rb - 2] {
+                if ra < 2
+                    || ra != rb
+                    || a.dtype != b.dtype
+                    || a.shape[..ra - 2] != b.shape[..rb - 2]
+                    || a.shape[ra - 1] != b.shape[rb - 2]
+                {
                     return Err(Error::invalid(format!("MatMul: {a} x {b} do not fit")));
                 }
                 let mut shape = a.shape.clone();
                 shape[ra - 1] = b.shape[rb - 1];
                 vec![TensorType::new(a.dtype, shape)]
             }
-            Prim::Conv { strides, dilations, groups } => {
+            Prim::Conv {
+                strides,
+                dilations,
+                groups,
+            } => {
                 let (x, w) = (&ins[0], &ins[1]);
                 let sp = x.shape.len().saturating_sub(2);
-                if x.shape.len() < 3 || w.shape.len() != x.shape.len() || strides.len() != sp || dilations.len() != sp || *groups == 0
-                    || Some(x.shape[1]) != w.shape[1].checked_mul(*groups) || w.shape[0] % groups != 0 || x.dtype != w.dtype
-                    || strides.contains(&0) || dilations.contains(&0)
+                if x.shape.len() < 3
+                    || w.shape.len() != x.shape.len()
+                    || strides.len() != sp
+                    || dilations.len() != sp
+                    || *groups == 0
+                    || Some(x.shape[1]) != w.shape[1].checked_mul(*groups)
+                    || w.shape[0] % groups != 0
+                    || x.dtype != w.dtype
+                    || strides.contains(&0)
+                    || dilations.contains(&0)
                 {
-                    return Err(Error::invalid(format!("Conv: input {x} and weight {w} do not fit (groups {groups})")));
+                    return Err(Error::invalid(format!(
+                        "Conv: input {x} and weight {w} do not fit (groups {groups})"
+                    )));
                 }
                 let mut shape = vec![x.shape[0], w.shape[0]];
                 for i in 0..sp {
-                    let k = w.shape[2 + i].checked_sub(1).and_then(|v| v.checked_mul(dilations[i])).map(|v| v + 1);
+                    let k = w.shape[2 + i]
+                        .checked_sub(1)
+                        .and_then(|v| v.checked_mul(dilations[i]))
+                        .map(|v| v + 1);
                     let Some(k) = k.filter(|&k| x.shape[2 + i] >= k) else {
-                        return Err(Error::invalid(format!("Conv: kernel {w} is empty or larger than input {x}")));
+                        return Err(Error::invalid(format!(
+                            "Conv: kernel {w} is empty or larger than input {x}"
+                        )));
                     };
                     shape.push((x.shape[2 + i] - k) / strides[i] + 1);
                 }
                 vec![TensorType::new(x.dtype, shape)]
             }
             Prim::Host(_) => vec![],
-            Prim::ConvEpilogue { strides, dilations, groups, epilogue } => {
+            Prim::ConvEpilogue {
+                strides,
+                dilations,
+                groups,
+                epilogue,
+            } => {
                 if ins.len() < 2 {
-                    return Err(Error::invalid("ConvEpilogue takes x, w and the epilogue's arguments"));
+                    return Err(Error::invalid(
+                        "ConvEpilogue takes x, w and the epilogue's arguments",
+                    ));
                 }
-                let conv = Prim::Conv { strides: strides.clone(), dilations: dilations.clone(), groups: *groups }.infer(&ins[..2])?;
+                let conv = Prim::Conv {
+                    strides: strides.clone(),
+                    dilations: dilations.clone(),
+                    groups: *groups,
+                }
+                .infer(&ins[..2])?;
                 let mut args = conv.clone();
                 args.extend(ins[2..].iter().cloned());
                 let out = Prim::Fused(epilogue.clone()).infer(&args)?;
-                let arg0_ok = epilogue.loads.iter().filter(|l| l.arg == 0).all(|l| Prim::is_identity_load(l, &conv[0].shape));
-                if epilogue.reduce.is_some() || epilogue.domain != conv[0].shape || conv[0].dtype != DType::F32 || !arg0_ok {
-                    return Err(Error::invalid(format!("ConvEpilogue: kernel {} does not fit the convolution output {}", epilogue.name, conv[0])));
+                let arg0_ok = epilogue
+                    .loads
+                    .iter()
+                    .filter(|l| l.arg == 0)
+                    .all(|l| Prim::is_identity_load(l, &conv[0].shape));
+                if epilogue.reduce.is_some()
+                    || epilogue.domain != conv[0].shape
+                    || conv[0].dtype != DType::F32
+                    || !arg0_ok
+                {
+                    return Err(Error::invalid(format!(
+                        "ConvEpilogue: kernel {} does not fit the convolution output {}",
+                        epilogue.name, conv[0]
+                    )));
                 }
                 out
             }
             Prim::Fused(k) => {
                 for l in &k.loads {
-                    let arg = ins.get(l.arg).ok_or_else(|| Error::invalid(format!("kernel {}: load of missing argument {}", k.name, l.arg)))?;
-                    if arg.dtype != l.dtype || l.strides.len() != k.domain.len() || !strided_in_bounds(&k.domain, &l.strides, l.offset, arg.numel()) {
-                        return Err(Error::invalid(format!("kernel {}: load {:?} does not fit argument {arg}", k.name, l)));
+                    let arg = ins.get(l.arg).ok_or_else(|| {
+                        Error::invalid(format!(
+                            "kernel {}: load of missing argument {}",
+                            k.name, l.arg
+                        ))
+                    })?;
+                    if arg.dtype != l.dtype
+                        || l.strides.len() != k.domain.len()
+                        || !strided_in_bounds(&k.domain, &l.strides, l.offset, arg.numel())
+                    {
+                        return Err(Error::invalid(format!(
+                            "kernel {}: load {:?} does not fit argument {arg}",
+                            k.name, l
+                        )));
                     }
                 }
                 if k.out.numel() != k.kept().iter().product::<usize>() {
-                    return Err(Error::invalid(format!("kernel {}: output {} does not match its domain", k.name, k.out)));
+                    return Err(Error::invalid(format!(
+                        "kernel {}: output {} does not match its domain",
+                        k.name, k.out
+                    )));
                 }
                 vec![k.out.clone()]
             }

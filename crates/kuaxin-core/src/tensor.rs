@@ -79,11 +79,21 @@ macro_rules! element_int {
     ($t:ty, $d:ident) => {
         impl Element for $t {
             const DTYPE: DType = DType::$d;
-            fn to_f64(self) -> f64 { self as f64 }
-            fn from_f64(v: f64) -> Self { v as $t }
-            fn to_i64(self) -> i64 { self as i64 }
-            fn from_i64(v: i64) -> Self { v as $t }
-            fn wrap(v: Vec<Self>) -> Data { Data::$d(v) }
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            fn from_f64(v: f64) -> Self {
+                v as $t
+            }
+            fn to_i64(self) -> i64 {
+                self as i64
+            }
+            fn from_i64(v: i64) -> Self {
+                v as $t
+            }
+            fn wrap(v: Vec<Self>) -> Data {
+                Data::$d(v)
+            }
         }
     };
 }
@@ -98,43 +108,93 @@ element_int!(u64, U64);
 
 impl Element for f32 {
     const DTYPE: DType = DType::F32;
-    fn to_f64(self) -> f64 { self as f64 }
-    fn from_f64(v: f64) -> Self { v as f32 }
-    fn to_i64(self) -> i64 { self as i64 }
-    fn from_i64(v: i64) -> Self { v as f32 }
-    fn wrap(v: Vec<Self>) -> Data { Data::F32(v) }
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+    fn to_i64(self) -> i64 {
+        self as i64
+    }
+    fn from_i64(v: i64) -> Self {
+        v as f32
+    }
+    fn wrap(v: Vec<Self>) -> Data {
+        Data::F32(v)
+    }
 }
 impl Element for f64 {
     const DTYPE: DType = DType::F64;
-    fn to_f64(self) -> f64 { self }
-    fn from_f64(v: f64) -> Self { v }
-    fn to_i64(self) -> i64 { self as i64 }
-    fn from_i64(v: i64) -> Self { v as f64 }
-    fn wrap(v: Vec<Self>) -> Data { Data::F64(v) }
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+    fn to_i64(self) -> i64 {
+        self as i64
+    }
+    fn from_i64(v: i64) -> Self {
+        v as f64
+    }
+    fn wrap(v: Vec<Self>) -> Data {
+        Data::F64(v)
+    }
 }
 impl Element for f16 {
     const DTYPE: DType = DType::F16;
-    fn to_f64(self) -> f64 { self.to_f64() }
-    fn from_f64(v: f64) -> Self { f16::from_f64(v) }
-    fn to_i64(self) -> i64 { self.to_f64() as i64 }
-    fn from_i64(v: i64) -> Self { f16::from_f64(v as f64) }
-    fn wrap(v: Vec<Self>) -> Data { Data::F16(v) }
+    fn to_f64(self) -> f64 {
+        self.to_f64()
+    }
+    fn from_f64(v: f64) -> Self {
+        f16::from_f64(v)
+    }
+    fn to_i64(self) -> i64 {
+        self.to_f64() as i64
+    }
+    fn from_i64(v: i64) -> Self {
+        f16::from_f64(v as f64)
+    }
+    fn wrap(v: Vec<Self>) -> Data {
+        Data::F16(v)
+    }
 }
 impl Element for bf16 {
     const DTYPE: DType = DType::BF16;
-    fn to_f64(self) -> f64 { self.to_f64() }
-    fn from_f64(v: f64) -> Self { bf16::from_f64(v) }
-    fn to_i64(self) -> i64 { self.to_f64() as i64 }
-    fn from_i64(v: i64) -> Self { bf16::from_f64(v as f64) }
-    fn wrap(v: Vec<Self>) -> Data { Data::BF16(v) }
+    fn to_f64(self) -> f64 {
+        self.to_f64()
+    }
+    fn from_f64(v: f64) -> Self {
+        bf16::from_f64(v)
+    }
+    fn to_i64(self) -> i64 {
+        self.to_f64() as i64
+    }
+    fn from_i64(v: i64) -> Self {
+        bf16::from_f64(v as f64)
+    }
+    fn wrap(v: Vec<Self>) -> Data {
+        Data::BF16(v)
+    }
 }
 impl Element for bool {
     const DTYPE: DType = DType::Bool;
-    fn to_f64(self) -> f64 { self as u8 as f64 }
-    fn from_f64(v: f64) -> Self { v != 0.0 }
-    fn to_i64(self) -> i64 { self as i64 }
-    fn from_i64(v: i64) -> Self { v != 0 }
-    fn wrap(v: Vec<Self>) -> Data { Data::Bool(v) }
+    fn to_f64(self) -> f64 {
+        self as u8 as f64
+    }
+    fn from_f64(v: f64) -> Self {
+        v != 0.0
+    }
+    fn to_i64(self) -> i64 {
+        self as i64
+    }
+    fn from_i64(v: i64) -> Self {
+        v != 0
+    }
+    fn wrap(v: Vec<Self>) -> Data {
+        Data::Bool(v)
+    }
 }
 
 impl Data {
@@ -262,7 +322,8 @@ pub fn contiguous_strides(shape: &[usize]) -> Vec<isize> {
 
 impl Tensor {
     pub fn new(shape: Vec<usize>, data: Data) -> Result<Tensor> {
-        let n = checked_numel(&shape).ok_or_else(|| Error::invalid(format!("shape {shape:?} overflows")))?;
+        let n = checked_numel(&shape)
+            .ok_or_else(|| Error::invalid(format!("shape {shape:?} overflows")))?;
         if n != data.len() {
             return Err(Error::invalid(format!(
                 "tensor of shape {shape:?} needs {n} elements but has {}",
@@ -275,16 +336,25 @@ impl Tensor {
         Tensor::new(shape, T::wrap(v))
     }
     pub fn scalar<T: Element>(v: T) -> Tensor {
-        Tensor { shape: vec![], data: T::wrap(vec![v]) }
+        Tensor {
+            shape: vec![],
+            data: T::wrap(vec![v]),
+        }
     }
     pub fn zeros(dtype: DType, shape: Vec<usize>) -> Tensor {
         let n = numel(&shape);
-        Tensor { shape, data: Data::zeros(dtype, n) }
+        Tensor {
+            shape,
+            data: Data::zeros(dtype, n),
+        }
     }
     /// A tensor of `shape` filled with `value` converted to `dtype`.
     pub fn full(dtype: DType, shape: Vec<usize>, value: f64) -> Tensor {
         let n = numel(&shape);
-        Tensor { shape, data: Data::from_f64_iter(dtype, std::iter::repeat_n(value, n)) }
+        Tensor {
+            shape,
+            data: Data::from_f64_iter(dtype, std::iter::repeat_n(value, n)),
+        }
     }
     pub fn dtype(&self) -> DType {
         self.data.dtype()
@@ -312,7 +382,11 @@ impl Tensor {
         } else if let (Data::U64(v), true) = (&self.data, to.is_float() || to == DType::Bool) {
             // u64 above 2^63 must not pass through i64.
             Data::from_f64_iter(to, v.iter().map(|&x| x as f64))
-        } else if to.is_float() || self.dtype().is_float() || to == DType::Bool || self.dtype() == DType::Bool {
+        } else if to.is_float()
+            || self.dtype().is_float()
+            || to == DType::Bool
+            || self.dtype() == DType::Bool
+        {
             if self.dtype() == DType::U64 || self.dtype() == DType::I64 {
                 Data::from_i64_iter(to, self.data.to_i64_vec().into_iter())
             } else {
@@ -326,7 +400,10 @@ impl Tensor {
         } else {
             Data::from_i64_iter(to, self.data.to_i64_vec().into_iter())
         };
-        Tensor { shape: self.shape.clone(), data }
+        Tensor {
+            shape: self.shape.clone(),
+            data,
+        }
     }
     /// A short description for error messages: `f32[2, 3]`.
     pub fn type_string(&self) -> String {

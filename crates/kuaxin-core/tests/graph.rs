@@ -17,31 +17,65 @@ fn node(name: &str, op: &str, ins: &[&str], outs: &[&str]) -> Node {
 }
 
 fn vi(name: &str) -> ValueInfo {
-    ValueInfo { name: name.into(), ty: ValueType::Tensor { dtype: DType::F32, shape: None } }
+    ValueInfo {
+        name: name.into(),
+        ty: ValueType::Tensor {
+            dtype: DType::F32,
+            shape: None,
+        },
+    }
 }
 
 fn graph(nodes: Vec<Node>, outputs: &[&str]) -> Graph {
-    Graph { name: "g".into(), nodes, inputs: vec![vi("x")], outputs: outputs.iter().map(|o| vi(o)).collect(), ..Default::default() }
+    Graph {
+        name: "g".into(),
+        nodes,
+        inputs: vec![vi("x")],
+        outputs: outputs.iter().map(|o| vi(o)).collect(),
+        ..Default::default()
+    }
 }
 
 #[test]
 fn topo_order_puts_producers_first() {
     // Nodes listed consumer-first.
-    let g = graph(vec![node("b", "Relu", &["t"], &["y"]), node("a", "Neg", &["x"], &["t"])], &["y"]);
+    let g = graph(
+        vec![
+            node("b", "Relu", &["t"], &["y"]),
+            node("a", "Neg", &["x"], &["t"]),
+        ],
+        &["y"],
+    );
     let order = g.topo_order(&HashSet::new()).unwrap();
     assert_eq!(order, vec![1, 0]);
 }
 
 #[test]
 fn cycles_and_undefined_inputs_are_named() {
-    let g = graph(vec![node("a", "Add", &["x", "q"], &["p"]), node("b", "Neg", &["p"], &["q"])], &["q"]);
+    let g = graph(
+        vec![
+            node("a", "Add", &["x", "q"], &["p"]),
+            node("b", "Neg", &["p"], &["q"]),
+        ],
+        &["q"],
+    );
     let e = g.topo_order(&HashSet::new()).unwrap_err().to_string();
     assert!(e.contains("cycle"), "{e}");
     let g = graph(vec![node("r", "Relu", &["nope"], &["y"])], &["y"]);
     let e = g.topo_order(&HashSet::new()).unwrap_err().to_string();
     assert!(e.contains("'nope'") && e.contains("node 'r' (Relu)"), "{e}");
-    let g = graph(vec![node("a", "Neg", &["x"], &["y"]), node("b", "Neg", &["x"], &["y"])], &["y"]);
-    assert!(g.topo_order(&HashSet::new()).unwrap_err().to_string().contains("more than one node"));
+    let g = graph(
+        vec![
+            node("a", "Neg", &["x"], &["y"]),
+            node("b", "Neg", &["x"], &["y"]),
+        ],
+        &["y"],
+    );
+    assert!(g
+        .topo_order(&HashSet::new())
+        .unwrap_err()
+        .to_string()
+        .contains("more than one node"));
 }
 
 #[test]
@@ -55,7 +89,11 @@ fn outer_scope_names_count_as_defined() {
 #[test]
 fn dead_code_patch_removes_only_unreachable_nodes() {
     let mut g = graph(
-        vec![node("live", "Neg", &["x"], &["y"]), node("dead", "Exp", &["x"], &["unused"]), node("dead2", "Log", &["unused"], &["unused2"])],
+        vec![
+            node("live", "Neg", &["x"], &["y"]),
+            node("dead", "Exp", &["x"], &["unused"]),
+            node("dead2", "Log", &["unused"], &["unused2"]),
+        ],
         &["y"],
     );
     let p = g.dead_code();
@@ -67,16 +105,25 @@ fn dead_code_patch_removes_only_unreachable_nodes() {
 
 #[test]
 fn patches_rename_uses_and_rebind_outputs() {
-    let mut g = graph(vec![node("a", "Identity", &["x"], &["t"]), node("b", "Relu", &["t"], &["y"])], &["t", "y"]);
+    let mut g = graph(
+        vec![
+            node("a", "Identity", &["x"], &["t"]),
+            node("b", "Relu", &["t"], &["y"]),
+        ],
+        &["t", "y"],
+    );
     let mut p = GraphPatch::default();
     p.remove_nodes.insert(0);
     p.rename_uses.insert("t".into(), "x".into());
-    p.add_initializers.push(("w".into(), Arc::new(Tensor::scalar(1f32))));
+    p.add_initializers
+        .push(("w".into(), Arc::new(Tensor::scalar(1f32))));
     g.apply(p);
     // b now reads x directly; output 't' is re-bound by an Identity so its name survives.
     let b = g.nodes.iter().find(|n| n.name == "b").unwrap();
     assert_eq!(b.inputs, vec!["x".to_string()]);
-    assert!(g.nodes.iter().any(|n| n.op_type == "Identity" && n.outputs == vec!["t".to_string()] && n.inputs == vec!["x".to_string()]));
+    assert!(g.nodes.iter().any(|n| n.op_type == "Identity"
+        && n.outputs == vec!["t".to_string()]
+        && n.inputs == vec!["x".to_string()]));
     assert!(g.initializer("w").is_some());
     assert!(g.topo_order(&HashSet::new()).is_ok());
 }
@@ -84,7 +131,11 @@ fn patches_rename_uses_and_rebind_outputs() {
 #[test]
 fn wrong_attribute_types_are_errors_not_panics() {
     let mut n = node("t", "Transpose", &["x"], &["y"]);
-    n.attrs.insert("perm".into(), kuaxin_core::graph::Attr::Float(1.5));
+    n.attrs
+        .insert("perm".into(), kuaxin_core::graph::Attr::Float(1.5));
     let e = n.attr_ints("perm").unwrap_err().to_string();
-    assert!(e.contains("'perm'") && e.contains("ints") && e.contains("float"), "{e}");
+    assert!(
+        e.contains("'perm'") && e.contains("ints") && e.contains("float"),
+        "{e}"
+    );
 }

@@ -7,9 +7,17 @@ use crate::scalar::Scalar;
 use crate::shape::split_at_axis;
 use kuaxin_core::{Data, Result};
 
-pub fn argreduce(x: &Data, shape: &[usize], axis: usize, max: bool, select_last: bool) -> Result<Data> {
+pub fn argreduce(
+    x: &Data,
+    shape: &[usize],
+    axis: usize,
+    max: bool,
+    select_last: bool,
+) -> Result<Data> {
     let (outer, n, inner) = split_at_axis(shape, axis);
-    Ok(Data::I64(dispatch1!(x, v, any => arg_typed(v, outer, n, inner, max, select_last))))
+    Ok(Data::I64(
+        dispatch1!(x, v, any => arg_typed(v, outer, n, inner, max, select_last)),
+    ))
 }
 
 #[inline]
@@ -21,7 +29,14 @@ fn better<T: Scalar>(x: T, best: T, max: bool, last: bool) -> bool {
     }
 }
 
-fn arg_typed<T: Scalar>(v: &[T], outer: usize, n: usize, inner: usize, max: bool, last: bool) -> Vec<i64> {
+fn arg_typed<T: Scalar>(
+    v: &[T],
+    outer: usize,
+    n: usize,
+    inner: usize,
+    max: bool,
+    last: bool,
+) -> Vec<i64> {
     let mut out = vec![0i64; outer * inner];
     if n == 0 || inner == 0 {
         return out;

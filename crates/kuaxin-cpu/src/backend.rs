@@ -15,7 +15,9 @@ impl CpuBackend {
     pub fn new(threads: Option<usize>) -> Result<CpuBackend> {
         let n = match threads {
             Some(n) if n > 0 => n,
-            _ => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            _ => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
         };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(n)
@@ -44,7 +46,10 @@ impl std::fmt::Debug for CpuBackend {
 
 /// A host tensor as a CPU device tensor (no copy).
 pub fn wrap(t: Tensor) -> DeviceTensor {
-    DeviceTensor { ty: TensorType::new(t.dtype(), t.shape.clone()), storage: Arc::new(t) }
+    DeviceTensor {
+        ty: TensorType::new(t.dtype(), t.shape.clone()),
+        storage: Arc::new(t),
+    }
 }
 
 /// The host tensor inside a CPU device tensor; an error for another back end's tensor.
@@ -65,15 +70,26 @@ impl Backend for CpuBackend {
     }
 
     fn upload_shared(&self, t: &Arc<Tensor>) -> Result<DeviceTensor> {
-        Ok(DeviceTensor { ty: TensorType::new(t.dtype(), t.shape.clone()), storage: t.clone() })
+        Ok(DeviceTensor {
+            ty: TensorType::new(t.dtype(), t.shape.clone()),
+            storage: t.clone(),
+        })
     }
 
     fn download(&self, t: &DeviceTensor) -> Result<Tensor> {
         Ok(host_tensor(t)?.as_ref().clone())
     }
 
-    fn execute(&self, prim: &Prim, inputs: &[&DeviceTensor], outputs: &[TensorType]) -> Result<Vec<DeviceTensor>> {
-        let held = inputs.iter().map(|t| host_tensor(t)).collect::<Result<Vec<_>>>()?;
+    fn execute(
+        &self,
+        prim: &Prim,
+        inputs: &[&DeviceTensor],
+        outputs: &[TensorType],
+    ) -> Result<Vec<DeviceTensor>> {
+        let held = inputs
+            .iter()
+            .map(|t| host_tensor(t))
+            .collect::<Result<Vec<_>>>()?;
         let refs: Vec<&Tensor> = held.iter().map(|t| t.as_ref()).collect();
         let out = self.pool.install(|| eval(prim, &refs, outputs))?;
         Ok(out.into_iter().map(wrap).collect())

@@ -25,7 +25,10 @@ pub trait CastEl: Copy + Send + Sync {
 macro_rules! cast_int {
     ($t:ty, $lift:ident, $wide:ty) => {
         impl CastEl for $t {
-            #[inline] fn to_num(self) -> Num { Num::$lift(self as $wide) }
+            #[inline]
+            fn to_num(self) -> Num {
+                Num::$lift(self as $wide)
+            }
             #[inline]
             fn from_num(n: Num) -> Self {
                 match n {
@@ -50,7 +53,10 @@ cast_int!(u64, U, u64);
 macro_rules! cast_native_float {
     ($t:ty) => {
         impl CastEl for $t {
-            #[inline] fn to_num(self) -> Num { Num::F(self as f64) }
+            #[inline]
+            fn to_num(self) -> Num {
+                Num::F(self as f64)
+            }
             #[inline]
             fn from_num(n: Num) -> Self {
                 match n {
@@ -69,7 +75,10 @@ cast_native_float!(f64);
 macro_rules! cast_half {
     ($t:ty, $from_f64:path) => {
         impl CastEl for $t {
-            #[inline] fn to_num(self) -> Num { Num::F(self.to_f64()) }
+            #[inline]
+            fn to_num(self) -> Num {
+                Num::F(self.to_f64())
+            }
             #[inline]
             fn from_num(n: Num) -> Self {
                 // Integers below 2^53 are exact in f64, so this rounds once; larger ones are
@@ -78,7 +87,13 @@ macro_rules! cast_half {
                     Num::F(f) => $from_f64(f),
                     Num::I(i) => $from_f64(i as f64),
                     Num::U(u) => $from_f64(u as f64),
-                    Num::B(b) => if b { <$t>::ONE } else { <$t>::ZERO },
+                    Num::B(b) => {
+                        if b {
+                            <$t>::ONE
+                        } else {
+                            <$t>::ZERO
+                        }
+                    }
                 }
             }
         }
@@ -88,7 +103,10 @@ cast_half!(f16, crate::round::f16_from_f64);
 cast_half!(bf16, crate::round::bf16_from_f64);
 
 impl CastEl for bool {
-    #[inline] fn to_num(self) -> Num { Num::B(self) }
+    #[inline]
+    fn to_num(self) -> Num {
+        Num::B(self)
+    }
     #[inline]
     fn from_num(n: Num) -> Self {
         match n {
@@ -129,17 +147,28 @@ pub fn cast(x: &Data, to: DType) -> Data {
     // Fast paths for the common half <-> f32 conversions (half's slice conversions use SIMD
     // where the CPU has it; same round-to-nearest-even results).
     match (x, to) {
-        (Data::F16(v), DType::F32) => return Data::F32(slices(v, |s, d| s.convert_to_f32_slice(d))),
-        (Data::BF16(v), DType::F32) => return Data::F32(slices(v, |s, d| s.convert_to_f32_slice(d))),
-        (Data::F32(v), DType::F16) => return Data::F16(slices(v, |s, d: &mut [f16]| d.convert_from_f32_slice(s))),
-        (Data::F32(v), DType::BF16) => return Data::BF16(slices(v, |s, d: &mut [bf16]| d.convert_from_f32_slice(s))),
+        (Data::F16(v), DType::F32) => {
+            return Data::F32(slices(v, |s, d| s.convert_to_f32_slice(d)))
+        }
+        (Data::BF16(v), DType::F32) => {
+            return Data::F32(slices(v, |s, d| s.convert_to_f32_slice(d)))
+        }
+        (Data::F32(v), DType::F16) => {
+            return Data::F16(slices(v, |s, d: &mut [f16]| d.convert_from_f32_slice(s)))
+        }
+        (Data::F32(v), DType::BF16) => {
+            return Data::BF16(slices(v, |s, d: &mut [bf16]| d.convert_from_f32_slice(s)))
+        }
         _ => {}
     }
     kuaxin_core::with_data!(x, v => cast_from(v, to))
 }
 
 /// Converts `src` chunk by chunk with `f(src_chunk, dst_chunk)`, in parallel when large.
-fn slices<S: Sync, D: Copy + Default + Send>(src: &[S], f: impl Fn(&[S], &mut [D]) + Sync + Send) -> Vec<D> {
+fn slices<S: Sync, D: Copy + Default + Send>(
+    src: &[S],
+    f: impl Fn(&[S], &mut [D]) + Sync + Send,
+) -> Vec<D> {
     let mut out = vec![D::default(); src.len()];
     par::for_chunks(&mut out, par::MIN_PAR, par::MIN_PAR, |i, d| {
         let start = i * par::MIN_PAR;

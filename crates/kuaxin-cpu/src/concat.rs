@@ -12,7 +12,12 @@ fn concat_as<T: Typed>(_: &[T], inputs: &[&Tensor], axis: usize, out_len: usize)
     let outer: usize = inputs[0].shape[..axis].iter().product();
     let parts = inputs
         .iter()
-        .map(|t| Ok((T::expect(&t.data, "Concat")?, t.shape[axis..].iter().product::<usize>())))
+        .map(|t| {
+            Ok((
+                T::expect(&t.data, "Concat")?,
+                t.shape[axis..].iter().product::<usize>(),
+            ))
+        })
         .collect::<Result<Vec<(&[T], usize)>>>()?;
     let mut out = Vec::with_capacity(out_len);
     for o in 0..outer {

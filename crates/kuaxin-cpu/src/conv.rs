@@ -19,9 +19,18 @@ pub fn conv(x: &Data, w: &Data, g: &Geom) -> Result<Data> {
             Data::BF16(par::map(&conv_typed(&x, &w, g)?, half::bf16::from_f32))
         }
         _ if x.dtype() != w.dtype() => {
-            return Err(Error::invalid(format!("Conv: operand types differ: {} vs {}", x.dtype(), w.dtype())))
+            return Err(Error::invalid(format!(
+                "Conv: operand types differ: {} vs {}",
+                x.dtype(),
+                w.dtype()
+            )))
         }
-        _ => return Err(Error::unsupported(format!("Conv is not defined on {}", x.dtype()))),
+        _ => {
+            return Err(Error::unsupported(format!(
+                "Conv is not defined on {}",
+                x.dtype()
+            )))
+        }
     })
 }
 
@@ -33,7 +42,12 @@ pub fn conv_typed<T: GemmEl>(x: &[T], w: &[T], g: &Geom) -> Result<Vec<T>> {
     conv_with_epilogue(x, w, g, None)
 }
 
-pub fn conv_with_epilogue<T: GemmEl>(x: &[T], w: &[T], g: &Geom, epilogue: Option<Epilogue<T>>) -> Result<Vec<T>> {
+pub fn conv_with_epilogue<T: GemmEl>(
+    x: &[T],
+    w: &[T],
+    g: &Geom,
+    epilogue: Option<Epilogue<T>>,
+) -> Result<Vec<T>> {
     let (p, rows) = (g.p, g.rows());
     let out_img = g.m * p;
     let x_img = g.c * g.in_plane;

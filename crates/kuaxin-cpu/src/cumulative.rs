@@ -7,9 +7,22 @@ use crate::shape::split_at_axis;
 use kuaxin_core::tensor::Element;
 use kuaxin_core::{Data, Result};
 
-pub fn cumulative(x: &Data, shape: &[usize], axis: usize, prod: bool, exclusive: bool, reverse: bool) -> Result<Data> {
+pub fn cumulative(
+    x: &Data,
+    shape: &[usize],
+    axis: usize,
+    prod: bool,
+    exclusive: bool,
+    reverse: bool,
+) -> Result<Data> {
     let (outer, n, inner) = split_at_axis(shape, axis);
-    let g = Geometry { outer, n, inner, exclusive, reverse };
+    let g = Geometry {
+        outer,
+        n,
+        inner,
+        exclusive,
+        reverse,
+    };
     Ok(dispatch1!(x, v, any => {
         let out = if prod { cum_typed(v, &g, Scalar::ONE, Scalar::mul) } else { cum_typed(v, &g, Scalar::ZERO, Scalar::add) };
         Element::wrap(out)

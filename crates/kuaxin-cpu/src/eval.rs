@@ -1,7 +1,10 @@
 //! [`eval`]: one primitive on host tensors — the reference semantics of the op set.
 use crate::im2col::Geom;
 use crate::matmul::Dims;
-use crate::{argreduce, binary, cast, concat, conv, cumulative, gather, host, limits, matmul, pad, reduce, scatter, select, unary, view};
+use crate::{
+    argreduce, binary, cast, concat, conv, cumulative, gather, host, limits, matmul, pad, reduce,
+    scatter, select, unary, view,
+};
 use kuaxin_core::prim::{Prim, TensorType};
 use kuaxin_core::tensor::checked_numel;
 use kuaxin_core::{Data, Error, Result, Tensor};
@@ -32,7 +35,12 @@ pub fn eval(prim: &Prim, inputs: &[&Tensor], outputs: &[TensorType]) -> Result<V
     precheck(prim, &types)?;
     let want = prim.infer(&types)?;
     if !outputs.is_empty() && outputs != want.as_slice() {
-        let show = |v: &[TensorType]| v.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ");
+        let show = |v: &[TensorType]| {
+            v.iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         return Err(Error::invalid(format!(
             "{}: output types [{}] do not match the inferred [{}]",
             prim.name(),
@@ -48,7 +56,12 @@ pub fn eval(prim: &Prim, inputs: &[&Tensor], outputs: &[TensorType]) -> Result<V
         .zip(want)
         .map(|(d, t)| {
             if d.dtype() != t.dtype {
-                return Err(Error::backend(format!("{}: produced {} instead of {}", prim.name(), d.dtype(), t.dtype)));
+                return Err(Error::backend(format!(
+                    "{}: produced {} instead of {}",
+                    prim.name(),
+                    d.dtype(),
+                    t.dtype
+                )));
             }
             Tensor::new(t.shape, d)
         })
@@ -74,33 +87,54 @@ fn precheck(prim: &Prim, ins: &[TensorType]) -> Result<()> {
             let w = &ins[1].shape;
             for (i, &k) in w.iter().skip(2).enumerate() {
                 if k == 0 {
-                    return Err(Error::invalid(format!("Conv: weight {} has an empty kernel dim", ins[1])));
+                    return Err(Error::invalid(format!(
+                        "Conv: weight {} has an empty kernel dim",
+                        ins[1]
+                    )));
                 }
                 let d = dilations.get(i).copied().unwrap_or(1);
-                (k - 1).checked_mul(d).and_then(|e| e.checked_add(1)).ok_or_else(overflow)?;
+                (k - 1)
+                    .checked_mul(d)
+                    .and_then(|e| e.checked_add(1))
+                    .ok_or_else(overflow)?;
             }
             if let Prim::Conv { groups, .. } = prim {
-                w.get(1).copied().unwrap_or(0).checked_mul(*groups).ok_or_else(overflow)?;
+                w.get(1)
+                    .copied()
+                    .unwrap_or(0)
+                    .checked_mul(*groups)
+                    .ok_or_else(overflow)?;
             }
         }
         Prim::GatherNd { .. } if ins.len() == 2 => {
             if let Some(&last) = ins[1].shape.last() {
                 if last > ins[0].shape.len() {
-                    return Err(Error::invalid(format!("GatherND: indices {} too deep for {}", ins[1], ins[0])));
+                    return Err(Error::invalid(format!(
+                        "GatherND: indices {} too deep for {}",
+                        ins[1], ins[0]
+                    )));
                 }
             }
         }
         Prim::PadConstant { pads } if !ins.is_empty() => {
             for (&d, &(b, a)) in ins[0].shape.iter().zip(pads) {
-                d.checked_add(b).and_then(|x| x.checked_add(a)).ok_or_else(overflow)?;
+                d.checked_add(b)
+                    .and_then(|x| x.checked_add(a))
+                    .ok_or_else(overflow)?;
             }
         }
         Prim::Concat { axis } => {
             ins.iter()
-                .try_fold(0usize, |acc, t| acc.checked_add(t.shape.get(*axis).copied().unwrap_or(0)))
+                .try_fold(0usize, |acc, t| {
+                    acc.checked_add(t.shape.get(*axis).copied().unwrap_or(0))
+                })
                 .ok_or_else(overflow)?;
         }
-        Prim::View { shape, strides, offset } => {
+        Prim::View {
+            shape,
+            strides,
+            offset,
+        } => {
             let mut reach = *offset as i128;
             for (&d, &s) in shape.iter().zip(strides) {
                 reach += (d as i128).saturating_sub(1).max(0) * (s as i128).abs();
@@ -118,14 +152,29 @@ fn run(prim: &Prim, inputs: &[&Tensor], want: &[TensorType]) -> Result<Vec<Data>
     if let Prim::Fused(k) = prim {
         return Ok(vec![crate::fused::run(k, inputs)?]);
     }
-    if let Prim::ConvEpilogue { strides, dilations, groups, epilogue } = prim {
+    if let Prim::ConvEpilogue {
+        strides,
+        dilations,
+        groups,
+        epilogue,
+    } = prim
+    {
         let (x, w) = (inputs[0], inputs[1]);
         let (Data::F32(xd), Data::F32(wd)) = (&x.data, &w.data) else {
             return Err(Error::unsupported("ConvEpilogue runs on f32"));
         };
-        let geom = Geom::new(&x.shape, &w.shape, &epilogue.domain, strides, dilations, *groups);
+        let geom = Geom::new(
+            &x.shape,
+            &w.shape,
+            &epilogue.domain,
+            strides,
+            dilations,
+            *groups,
+        );
         let extra = &inputs[2..];
-        let apply = |start: usize, block: &mut [f32]| crate::fused::apply_in_place(epilogue, extra, start, block);
+        let apply = |start: usize, block: &mut [f32]| {
+            crate::fused::apply_in_place(epilogue, extra, start, block)
+        };
         let out = conv::conv_with_epilogue(xd, wd, &geom, Some(&apply))?;
         return Ok(vec![Data::F32(out)]);
     }
@@ -139,24 +188,52 @@ fn run(prim: &Prim, inputs: &[&Tensor], want: &[TensorType]) -> Result<Vec<Data>
         Prim::Where => select::select(d(0), d(1), d(2))?,
         Prim::Cast(to) => cast::cast(d(0), *to),
         Prim::Reduce { op, axes } => reduce::reduce(*op, d(0), &x.shape, axes)?,
-        Prim::ArgReduce { max, axis, select_last } => argreduce::argreduce(d(0), &x.shape, *axis, *max, *select_last)?,
-        Prim::Cumulative { prod, axis, exclusive, reverse } => {
-            cumulative::cumulative(d(0), &x.shape, *axis, *prod, *exclusive, *reverse)?
-        }
-        Prim::View { shape, strides, offset } => view::view(d(0), shape, strides, *offset)?,
+        Prim::ArgReduce {
+            max,
+            axis,
+            select_last,
+        } => argreduce::argreduce(d(0), &x.shape, *axis, *max, *select_last)?,
+        Prim::Cumulative {
+            prod,
+            axis,
+            exclusive,
+            reverse,
+        } => cumulative::cumulative(d(0), &x.shape, *axis, *prod, *exclusive, *reverse)?,
+        Prim::View {
+            shape,
+            strides,
+            offset,
+        } => view::view(d(0), shape, strides, *offset)?,
         Prim::PadConstant { pads } => pad::pad(d(0), d(1), &x.shape, pads, &want[0].shape)?,
         Prim::Concat { axis } => concat::concat(inputs, *axis, want[0].numel())?,
         Prim::Gather { axis } => gather::gather(x, inputs[1], *axis)?,
         Prim::GatherElements { axis } => gather::gather_elements(x, inputs[1], *axis)?,
         Prim::GatherNd { batch_dims } => gather::gather_nd(x, inputs[1], *batch_dims)?,
-        Prim::ScatterElements { axis, reduction } => scatter::scatter_elements(x, inputs[1], inputs[2], *axis, *reduction)?,
+        Prim::ScatterElements { axis, reduction } => {
+            scatter::scatter_elements(x, inputs[1], inputs[2], *axis, *reduction)?
+        }
         Prim::ScatterNd { reduction } => scatter::scatter_nd(x, inputs[1], inputs[2], *reduction)?,
         Prim::MatMul => matmul::matmul(d(0), d(1), Dims::new(&x.shape, &inputs[1].shape))?,
-        Prim::Conv { strides, dilations, groups } => {
-            conv::conv(d(0), d(1), &Geom::new(&x.shape, &inputs[1].shape, &want[0].shape, strides, dilations, *groups))?
-        }
+        Prim::Conv {
+            strides,
+            dilations,
+            groups,
+        } => conv::conv(
+            d(0),
+            d(1),
+            &Geom::new(
+                &x.shape,
+                &inputs[1].shape,
+                &want[0].shape,
+                strides,
+                dilations,
+                *groups,
+            ),
+        )?,
         Prim::Host(_) => return Err(Error::backend("host ops are evaluated by host::eval")),
-        Prim::Fused(_) | Prim::ConvEpilogue { .. } => return Err(Error::backend("fused kernels are evaluated above")),
+        Prim::Fused(_) | Prim::ConvEpilogue { .. } => {
+            return Err(Error::backend("fused kernels are evaluated above"))
+        }
     };
     Ok(vec![one])
 }

@@ -9,30 +9,107 @@ macro_rules! float_unary_op {
         use kuaxin_core::prim::UnaryOp as U;
         use $crate::scalar::FMath as M;
         match $op {
-            U::Neg => { let $f = |x: $C| -x; $then }
-            U::Abs => { let $f = <$C as M>::abs; $then }
-            U::Sqrt => { let $f = <$C as M>::sqrt; $then }
-            U::Exp => { let $f = <$C as M>::exp; $then }
-            U::Log => { let $f = <$C as M>::ln; $then }
-            U::Sin => { let $f = <$C as M>::sin; $then }
-            U::Cos => { let $f = <$C as M>::cos; $then }
-            U::Tan => { let $f = <$C as M>::tan; $then }
-            U::Asin => { let $f = <$C as M>::asin; $then }
-            U::Acos => { let $f = <$C as M>::acos; $then }
-            U::Atan => { let $f = <$C as M>::atan; $then }
-            U::Sinh => { let $f = <$C as M>::sinh; $then }
-            U::Cosh => { let $f = <$C as M>::cosh; $then }
-            U::Tanh => { let $f = <$C as M>::tanh; $then }
-            U::Asinh => { let $f = <$C as M>::asinh; $then }
-            U::Acosh => { let $f = <$C as M>::acosh; $then }
-            U::Atanh => { let $f = <$C as M>::atanh; $then }
-            U::Erf => { let $f = <$C as M>::erf; $then }
-            U::Floor => { let $f = <$C as M>::floor; $then }
-            U::Ceil => { let $f = <$C as M>::ceil; $then }
-            U::Round => { let $f = <$C as M>::round_even; $then }
+            U::Neg => {
+                let $f = |x: $C| -x;
+                $then
+            }
+            U::Abs => {
+                let $f = <$C as M>::abs;
+                $then
+            }
+            U::Sqrt => {
+                let $f = <$C as M>::sqrt;
+                $then
+            }
+            U::Exp => {
+                let $f = <$C as M>::exp;
+                $then
+            }
+            U::Log => {
+                let $f = <$C as M>::ln;
+                $then
+            }
+            U::Sin => {
+                let $f = <$C as M>::sin;
+                $then
+            }
+            U::Cos => {
+                let $f = <$C as M>::cos;
+                $then
+            }
+            U::Tan => {
+                let $f = <$C as M>::tan;
+                $then
+            }
+            U::Asin => {
+                let $f = <$C as M>::asin;
+                $then
+            }
+            U::Acos => {
+                let $f = <$C as M>::acos;
+                $then
+            }
+            U::Atan => {
+                let $f = <$C as M>::atan;
+                $then
+            }
+            U::Sinh => {
+                let $f = <$C as M>::sinh;
+                $then
+            }
+            U::Cosh => {
+                let $f = <$C as M>::cosh;
+                $then
+            }
+            U::Tanh => {
+                let $f = <$C as M>::tanh;
+                $then
+            }
+            U::Asinh => {
+                let $f = <$C as M>::asinh;
+                $then
+            }
+            U::Acosh => {
+                let $f = <$C as M>::acosh;
+                $then
+            }
+            U::Atanh => {
+                let $f = <$C as M>::atanh;
+                $then
+            }
+            U::Erf => {
+                let $f = <$C as M>::erf;
+                $then
+            }
+            U::Floor => {
+                let $f = <$C as M>::floor;
+                $then
+            }
+            U::Ceil => {
+                let $f = <$C as M>::ceil;
+                $then
+            }
+            U::Round => {
+                let $f = <$C as M>::round_even;
+                $then
+            }
             // numpy: sign(+-0) = +-0, sign(NaN) = NaN.
-            U::Sign => { let $f = |x: $C| if x > <$C as M>::ZERO { <$C as M>::ONE } else if x < <$C as M>::ZERO { -<$C as M>::ONE } else { x }; $then }
-            U::Reciprocal => { let $f = |x: $C| <$C as M>::ONE / x; $then }
+            U::Sign => {
+                let $f = |x: $C| {
+                    if x > <$C as M>::ZERO {
+                        <$C as M>::ONE
+                    } else if x < <$C as M>::ZERO {
+                        -<$C as M>::ONE
+                    } else {
+                        x
+                    }
+                };
+                $then
+            }
+            U::Reciprocal => {
+                let $f = |x: $C| <$C as M>::ONE / x;
+                $then
+            }
             U::Sigmoid => {
                 let $f = |x: $C| {
                     if x >= <$C as M>::ZERO {
@@ -55,9 +132,18 @@ macro_rules! float_test_op {
         use kuaxin_core::prim::UnaryOp as U;
         use $crate::scalar::FMath as M;
         match $op {
-            U::IsNan => { let $f = <$C as M>::is_nan; $then }
-            U::IsPosInf => { let $f = <$C as M>::is_pos_inf; $then }
-            U::IsNegInf => { let $f = <$C as M>::is_neg_inf; $then }
+            U::IsNan => {
+                let $f = <$C as M>::is_nan;
+                $then
+            }
+            U::IsPosInf => {
+                let $f = <$C as M>::is_pos_inf;
+                $then
+            }
+            U::IsNegInf => {
+                let $f = <$C as M>::is_neg_inf;
+                $then
+            }
             _ => $other,
         }
     }};
@@ -70,17 +156,41 @@ macro_rules! float_binary_op {
         use kuaxin_core::prim::BinaryOp as B;
         use $crate::scalar::FMath as M;
         match $op {
-            B::Add => { let $f = |a: $C, b: $C| a + b; $then }
-            B::Sub => { let $f = |a: $C, b: $C| a - b; $then }
-            B::Mul => { let $f = |a: $C, b: $C| a * b; $then }
-            B::Div => { let $f = |a: $C, b: $C| a / b; $then }
-            B::Pow => { let $f = <$C as M>::powf; $then }
-            B::FMod => { let $f = |a: $C, b: $C| a % b; $then }
+            B::Add => {
+                let $f = |a: $C, b: $C| a + b;
+                $then
+            }
+            B::Sub => {
+                let $f = |a: $C, b: $C| a - b;
+                $then
+            }
+            B::Mul => {
+                let $f = |a: $C, b: $C| a * b;
+                $then
+            }
+            B::Div => {
+                let $f = |a: $C, b: $C| a / b;
+                $then
+            }
+            B::Pow => {
+                let $f = <$C as M>::powf;
+                $then
+            }
+            B::FMod => {
+                let $f = |a: $C, b: $C| a % b;
+                $then
+            }
             B::Mod => {
                 let $f = |a: $C, b: $C| {
                     let z = <$C as M>::ZERO;
                     let r = a % b;
-                    if r == z { z.copysign(b) } else if (r < z) != (b < z) { r + b } else { r }
+                    if r == z {
+                        z.copysign(b)
+                    } else if (r < z) != (b < z) {
+                        r + b
+                    } else {
+                        r
+                    }
                 };
                 $then
             }
@@ -94,11 +204,26 @@ macro_rules! float_cmp_op {
     ($op:expr, $C:ty, $f:ident => $then:expr, else $other:expr) => {{
         use kuaxin_core::prim::BinaryOp as B;
         match $op {
-            B::Eq => { let $f = |a: $C, b: $C| a == b; $then }
-            B::Lt => { let $f = |a: $C, b: $C| a < b; $then }
-            B::Le => { let $f = |a: $C, b: $C| a <= b; $then }
-            B::Gt => { let $f = |a: $C, b: $C| a > b; $then }
-            B::Ge => { let $f = |a: $C, b: $C| a >= b; $then }
+            B::Eq => {
+                let $f = |a: $C, b: $C| a == b;
+                $then
+            }
+            B::Lt => {
+                let $f = |a: $C, b: $C| a < b;
+                $then
+            }
+            B::Le => {
+                let $f = |a: $C, b: $C| a <= b;
+                $then
+            }
+            B::Gt => {
+                let $f = |a: $C, b: $C| a > b;
+                $then
+            }
+            B::Ge => {
+                let $f = |a: $C, b: $C| a >= b;
+                $then
+            }
             _ => $other,
         }
     }};

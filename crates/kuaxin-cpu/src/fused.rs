@@ -19,7 +19,10 @@ fn f32_args<'a>(args: &[&'a Tensor]) -> Result<Vec<Cow<'a, [f32]>>> {
         .map(|t| match &t.data {
             Data::F32(v) => Ok(Cow::Borrowed(v.as_slice())),
             Data::Bool(v) => Ok(Cow::Owned(v.iter().map(|&b| b as u8 as f32).collect())),
-            other => Err(Error::unsupported(format!("fused kernels take f32 and bool, not {}", other.dtype()))),
+            other => Err(Error::unsupported(format!(
+                "fused kernels take f32 and bool, not {}",
+                other.dtype()
+            ))),
         })
         .collect()
 }
@@ -34,7 +37,10 @@ fn coalesce(dims: &[usize], strides: &[Vec<isize>]) -> (Vec<usize>, Vec<Vec<isiz
             continue;
         }
         let mergeable = !out_dims.is_empty()
-            && strides.iter().zip(&out_strides).all(|(s, o)| *o.last().unwrap_or(&0) == s[ax] * n as isize);
+            && strides
+                .iter()
+                .zip(&out_strides)
+                .all(|(s, o)| *o.last().unwrap_or(&0) == s[ax] * n as isize);
         if mergeable {
             let last = out_dims.len() - 1;
             out_dims[last] *= n;
@@ -53,7 +59,13 @@ fn coalesce(dims: &[usize], strides: &[Vec<isize>]) -> (Vec<usize>, Vec<Vec<isiz
 }
 
 /// Offsets of row `row` (over `outer` axes) for every load.
-fn row_bases(row: usize, outer: &[usize], strides: &[Vec<isize>], offsets: &[isize], out: &mut [isize]) {
+fn row_bases(
+    row: usize,
+    outer: &[usize],
+    strides: &[Vec<isize>],
+    offsets: &[isize],
+    out: &mut [isize],
+) {
     out.copy_from_slice(offsets);
     let mut r = row;
     for ax in (0..outer.len()).rev() {
@@ -69,7 +81,10 @@ fn fetch(src: &[f32], base: isize, stride: isize, dst: &mut [f32]) {
     match stride {
         1 => dst.copy_from_slice(&src[base as usize..base as usize + dst.len()]),
         0 => dst.fill(src[base as usize]),
-        s => dst.iter_mut().enumerate().for_each(|(j, d)| *d = src[(base + j as isize * s) as usize]),
+        s => dst
+            .iter_mut()
+            .enumerate()
+            .for_each(|(j, d)| *d = src[(base + j as isize * s) as usize]),
     }
 }
 
@@ -80,7 +95,13 @@ fn bool_f32(b: bool) -> f32 {
 /// Evaluates `ops` over a block of `n` elements; `load(i, dst)` fills load `i`'s values.
 /// Dispatches at run time to a copy compiled for AVX2 where the CPU has it (the same code and
 /// the same results: Rust never contracts `a * b + c` into an FMA on its own).
-fn eval_block(ops: &[Op], n: usize, vals: &mut [Vec<f32>], reduced: Option<&[f32]>, load: &mut dyn FnMut(usize, &mut [f32])) -> Result<()> {
+fn eval_block(
+    ops: &[Op],
+    n: usize,
+    vals: &mut [Vec<f32>],
+    reduced: Option<&[f32]>,
+    load: &mut dyn FnMut(usize, &mut [f32]),
+) -> Result<()> {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, the only feature `eval_block_avx2` is compiled for.
@@ -91,12 +112,24 @@ fn eval_block(ops: &[Op], n: usize, vals: &mut [Vec<f32>], reduced: Option<&[f32
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn eval_block_avx2(ops: &[Op], n: usize, vals: &mut [Vec<f32>], reduced: Option<&[f32]>, load: &mut dyn FnMut(usize, &mut [f32])) -> Result<()> {
+unsafe fn eval_block_avx2(
+    ops: &[Op],
+    n: usize,
+    vals: &mut [Vec<f32>],
+    reduced: Option<&[f32]>,
+    load: &mut dyn FnMut(usize, &mut [f32]),
+) -> Result<()> {
     eval_block_any(ops, n, vals, reduced, load)
 }
 
 #[inline(always)]
-fn eval_block_any(ops: &[Op], n: usize, vals: &mut [Vec<f32>], reduced: Option<&[f32]>, load: &mut dyn FnMut(usize, &mut [f32])) -> Result<()> {
+fn eval_block_any(
+    ops: &[Op],
+    n: usize,
+    vals: &mut [Vec<f32>],
+    reduced: Option<&[f32]>,
+    load: &mut dyn FnMut(usize, &mut [f32]),
+) -> Result<()> {
     for (i, op) in ops.iter().enumerate() {
         let (before, rest) = vals.split_at_mut(i);
         let out = &mut rest[0][..n];
@@ -104,7 +137,9 @@ fn eval_block_any(ops: &[Op], n: usize, vals: &mut [Vec<f32>], reduced: Option<&
         match &op.expr {
             Expr::Load(l) => load(*l, out),
             Expr::Const(c) => out.fill(*c as f32),
-            Expr::Reduced => out.copy_from_slice(&reduced.ok_or_else(|| Error::backend("reduced value outside the epilogue"))?[..n]),
+            Expr::Reduced => out.copy_from_slice(
+                &reduced.ok_or_else(|| Error::backend("reduced value outside the epilogue"))?[..n],
+            ),
             Expr::Unary(u, a) => {
                 let x = arg(*a);
                 float_unary_op!(*u, f32, f => out.iter_mut().zip(x).for_each(|(o, &v)| *o = f(v)), else
@@ -118,7 +153,9 @@ fn eval_block_any(ops: &[Op], n: usize, vals: &mut [Vec<f32>], reduced: Option<&
             Expr::Binary(b, x, y) => {
                 let (x, y) = (arg(*x), arg(*y));
                 let logical = |f: fn(bool, bool) -> bool, out: &mut [f32]| {
-                    out.iter_mut().zip(x.iter().zip(y)).for_each(|(o, (&a, &b))| *o = bool_f32(f(a != 0.0, b != 0.0)))
+                    out.iter_mut()
+                        .zip(x.iter().zip(y))
+                        .for_each(|(o, (&a, &b))| *o = bool_f32(f(a != 0.0, b != 0.0)))
                 };
                 float_binary_op!(*b, f32, f => out.iter_mut().zip(x.iter().zip(y)).for_each(|(o, (&a, &c))| *o = f(a, c)), else
                 float_cmp_op!(*b, f32, f => out.iter_mut().zip(x.iter().zip(y)).for_each(|(o, (&a, &c))| *o = bool_f32(f(a, c))), else
@@ -140,7 +177,9 @@ fn eval_block_any(ops: &[Op], n: usize, vals: &mut [Vec<f32>], reduced: Option<&
             Expr::Cast(a) => {
                 let x = arg(*a);
                 if op.dtype == DType::Bool {
-                    out.iter_mut().zip(x).for_each(|(o, &v)| *o = bool_f32(v != 0.0));
+                    out.iter_mut()
+                        .zip(x)
+                        .for_each(|(o, &v)| *o = bool_f32(v != 0.0));
                 } else {
                     out.copy_from_slice(x);
                 }
@@ -165,10 +204,21 @@ pub fn run(k: &Kernel, args: &[&Tensor]) -> Result<Data> {
     }
 }
 
-fn load_fetcher<'a>(loads: &'a [Load], srcs: &'a [Cow<'a, [f32]>], bases: &'a [isize], inner: &'a [isize], j0: usize) -> impl FnMut(usize, &mut [f32]) + 'a {
+fn load_fetcher<'a>(
+    loads: &'a [Load],
+    srcs: &'a [Cow<'a, [f32]>],
+    bases: &'a [isize],
+    inner: &'a [isize],
+    j0: usize,
+) -> impl FnMut(usize, &mut [f32]) + 'a {
     move |l, dst| {
         let ld = &loads[l];
-        fetch(&srcs[ld.arg], bases[l] + j0 as isize * inner[l], inner[l], dst)
+        fetch(
+            &srcs[ld.arg],
+            bases[l] + j0 as isize * inner[l],
+            inner[l],
+            dst,
+        )
     }
 }
 
@@ -182,24 +232,35 @@ fn elementwise(k: &Kernel, srcs: &[Cow<[f32]>]) -> Result<Data> {
     }
     let n = dims.last().copied().unwrap_or(1);
     let outer = &dims[..dims.len().saturating_sub(1)];
-    let inner: Vec<isize> = strides.iter().map(|s| s.last().copied().unwrap_or(0)).collect();
+    let inner: Vec<isize> = strides
+        .iter()
+        .map(|s| s.last().copied().unwrap_or(0))
+        .collect();
     let offsets: Vec<isize> = k.loads.iter().map(|l| l.offset as isize).collect();
     let rows_per_task = (crate::par::MIN_PAR / n).max(1);
     let stored = k.stored();
-    out.par_chunks_mut(rows_per_task * n).enumerate().try_for_each(|(t, chunk)| -> Result<()> {
-        let mut vals = vec![vec![0f32; BLOCK]; k.body.len()];
-        let mut bases = vec![0isize; k.loads.len()];
-        for (ri, row) in chunk.chunks_mut(n).enumerate() {
-            row_bases(t * rows_per_task + ri, outer, &strides, &offsets, &mut bases);
-            for j0 in (0..n).step_by(BLOCK) {
-                let len = BLOCK.min(n - j0);
-                let mut f = load_fetcher(&k.loads, srcs, &bases, &inner, j0);
-                eval_block(&k.body, len, &mut vals, None, &mut f)?;
-                row[j0..j0 + len].copy_from_slice(&vals[stored][..len]);
+    out.par_chunks_mut(rows_per_task * n)
+        .enumerate()
+        .try_for_each(|(t, chunk)| -> Result<()> {
+            let mut vals = vec![vec![0f32; BLOCK]; k.body.len()];
+            let mut bases = vec![0isize; k.loads.len()];
+            for (ri, row) in chunk.chunks_mut(n).enumerate() {
+                row_bases(
+                    t * rows_per_task + ri,
+                    outer,
+                    &strides,
+                    &offsets,
+                    &mut bases,
+                );
+                for j0 in (0..n).step_by(BLOCK) {
+                    let len = BLOCK.min(n - j0);
+                    let mut f = load_fetcher(&k.loads, srcs, &bases, &inner, j0);
+                    eval_block(&k.body, len, &mut vals, None, &mut f)?;
+                    row[j0..j0 + len].copy_from_slice(&vals[stored][..len]);
+                }
             }
-        }
-        Ok(())
-    })?;
+            Ok(())
+        })?;
     Ok(store(out, k.out.dtype))
 }
 
@@ -230,7 +291,13 @@ fn reduce_step(op: ReduceOp, acc: f64, x: f32) -> f64 {
 
 /// A short reduction: for a block of output rows, loop over the reduced positions and
 /// accumulate lane by lane; the epilogue then runs on the same block.
-fn small_reduction(k: &Kernel, srcs: &[Cow<[f32]>], op: ReduceOp, value: usize, rdims: usize) -> Result<Data> {
+fn small_reduction(
+    k: &Kernel,
+    srcs: &[Cow<[f32]>],
+    op: ReduceOp,
+    value: usize,
+    rdims: usize,
+) -> Result<Data> {
     let kept = k.domain.len() - rdims;
     let (kdims, rdom) = (&k.domain[..kept], &k.domain[kept..]);
     let rows: usize = kdims.iter().product();
@@ -261,42 +328,50 @@ fn small_reduction(k: &Kernel, srcs: &[Cow<[f32]>], op: ReduceOp, value: usize, 
     }
     let rows_per_task = (crate::par::MIN_PAR / (kn * red_total.max(1))).max(1);
     let stored = k.stored();
-    out.par_chunks_mut(rows_per_task * kn).enumerate().try_for_each(|(t, chunk)| -> Result<()> {
-        let mut vals = vec![vec![0f32; BLOCK]; k.body.len()];
-        let mut evals = vec![vec![0f32; BLOCK]; k.epilogue.len()];
-        let mut bases = vec![0isize; k.loads.len()];
-        let mut shifted = vec![0isize; k.loads.len()];
-        let mut acc = vec![0f64; BLOCK];
-        let mut reduced = vec![0f32; BLOCK];
-        for (ri, row) in chunk.chunks_mut(kn).enumerate() {
-            row_bases(t * rows_per_task + ri, kouter, &ks, &offsets, &mut bases);
-            for j0 in (0..kn).step_by(BLOCK) {
-                let len = BLOCK.min(kn - j0);
-                acc[..len].fill(reduce_init(op));
-                for roff in &red_offsets {
-                    for (s, (b, o)) in shifted.iter_mut().zip(bases.iter().zip(roff)) {
-                        *s = b + o;
+    out.par_chunks_mut(rows_per_task * kn)
+        .enumerate()
+        .try_for_each(|(t, chunk)| -> Result<()> {
+            let mut vals = vec![vec![0f32; BLOCK]; k.body.len()];
+            let mut evals = vec![vec![0f32; BLOCK]; k.epilogue.len()];
+            let mut bases = vec![0isize; k.loads.len()];
+            let mut shifted = vec![0isize; k.loads.len()];
+            let mut acc = vec![0f64; BLOCK];
+            let mut reduced = vec![0f32; BLOCK];
+            for (ri, row) in chunk.chunks_mut(kn).enumerate() {
+                row_bases(t * rows_per_task + ri, kouter, &ks, &offsets, &mut bases);
+                for j0 in (0..kn).step_by(BLOCK) {
+                    let len = BLOCK.min(kn - j0);
+                    acc[..len].fill(reduce_init(op));
+                    for roff in &red_offsets {
+                        for (s, (b, o)) in shifted.iter_mut().zip(bases.iter().zip(roff)) {
+                            *s = b + o;
+                        }
+                        let mut f = load_fetcher(&k.loads, srcs, &shifted, &kinner, j0);
+                        eval_block(&k.body, len, &mut vals, None, &mut f)?;
+                        for (a, &x) in acc[..len].iter_mut().zip(&vals[value][..len]) {
+                            *a = reduce_step(op, *a, x);
+                        }
                     }
-                    let mut f = load_fetcher(&k.loads, srcs, &shifted, &kinner, j0);
-                    eval_block(&k.body, len, &mut vals, None, &mut f)?;
-                    for (a, &x) in acc[..len].iter_mut().zip(&vals[value][..len]) {
-                        *a = reduce_step(op, *a, x);
+                    for (r, &a) in reduced[..len].iter_mut().zip(&acc[..len]) {
+                        *r = a as f32;
                     }
+                    let mut f = load_fetcher(&k.loads, srcs, &bases, &kinner, j0);
+                    eval_block(&k.epilogue, len, &mut evals, Some(&reduced[..len]), &mut f)?;
+                    row[j0..j0 + len].copy_from_slice(&evals[stored][..len]);
                 }
-                for (r, &a) in reduced[..len].iter_mut().zip(&acc[..len]) {
-                    *r = a as f32;
-                }
-                let mut f = load_fetcher(&k.loads, srcs, &bases, &kinner, j0);
-                eval_block(&k.epilogue, len, &mut evals, Some(&reduced[..len]), &mut f)?;
-                row[j0..j0 + len].copy_from_slice(&evals[stored][..len]);
             }
-        }
-        Ok(())
-    })?;
+            Ok(())
+        })?;
     Ok(store(out, k.out.dtype))
 }
 
-fn reduction(k: &Kernel, srcs: &[Cow<[f32]>], op: ReduceOp, value: usize, rdims: usize) -> Result<Data> {
+fn reduction(
+    k: &Kernel,
+    srcs: &[Cow<[f32]>],
+    op: ReduceOp,
+    value: usize,
+    rdims: usize,
+) -> Result<Data> {
     let kept = k.domain.len() - rdims;
     if k.domain[kept..].iter().product::<usize>() <= SMALL_REDUCTION {
         return small_reduction(k, srcs, op, value, rdims);
@@ -308,7 +383,10 @@ fn reduction(k: &Kernel, srcs: &[Cow<[f32]>], op: ReduceOp, value: usize, rdims:
     let rn = rdims_c.last().copied().unwrap_or(1);
     let router = rdims_c[..rdims_c.len().saturating_sub(1)].to_vec();
     let router_rows: usize = router.iter().product();
-    let rinner: Vec<isize> = rstrides.iter().map(|s| s.last().copied().unwrap_or(0)).collect();
+    let rinner: Vec<isize> = rstrides
+        .iter()
+        .map(|s| s.last().copied().unwrap_or(0))
+        .collect();
     let kstrides: Vec<Vec<isize>> = k.loads.iter().map(|l| l.strides[..kept].to_vec()).collect();
     let offsets: Vec<isize> = k.loads.iter().map(|l| l.offset as isize).collect();
     let red_total: usize = rdom.iter().product();
@@ -316,63 +394,97 @@ fn reduction(k: &Kernel, srcs: &[Cow<[f32]>], op: ReduceOp, value: usize, rdims:
     let work_per_row = red_total.max(1);
     let rows_per_task = (crate::par::MIN_PAR / work_per_row).clamp(1, BLOCK);
     let stored = k.stored();
-    out.par_chunks_mut(rows_per_task).enumerate().try_for_each(|(t, chunk)| -> Result<()> {
-        let mut vals = vec![vec![0f32; BLOCK]; k.body.len()];
-        let mut evals = vec![vec![0f32; BLOCK]; k.epilogue.len()];
-        let mut kbases = vec![0isize; k.loads.len()];
-        let mut bases = vec![0isize; k.loads.len()];
-        let mut reduced = vec![0f32; chunk.len()];
-        let mut row_offsets: Vec<Vec<isize>> = Vec::with_capacity(chunk.len());
-        for (ri, r) in reduced.iter_mut().enumerate() {
-            row_bases(t * rows_per_task + ri, kdims, &kstrides, &offsets, &mut kbases);
-            row_offsets.push(kbases.clone());
-            let mut acc: f64 = match op {
-                ReduceOp::Sum => 0.0,
-                ReduceOp::Prod => 1.0,
-                ReduceOp::Max => f64::NEG_INFINITY,
-                ReduceOp::Min => f64::INFINITY,
-            };
-            let mut nan = false;
-            for orow in 0..router_rows.max(1) {
-                row_bases(orow, &router, &rstrides, &kbases, &mut bases);
-                for j0 in (0..rn).step_by(BLOCK) {
-                    let len = BLOCK.min(rn - j0);
-                    let mut f = load_fetcher(&k.loads, srcs, &bases, &rinner, j0);
-                    eval_block(&k.body, len, &mut vals, None, &mut f)?;
-                    let v = &vals[value][..len];
-                    match op {
-                        ReduceOp::Sum => acc += v.iter().sum::<f32>() as f64,
-                        ReduceOp::Prod => v.iter().for_each(|&x| acc *= x as f64),
-                        ReduceOp::Max => v.iter().for_each(|&x| if x.is_nan() { nan = true } else { acc = acc.max(x as f64) }),
-                        ReduceOp::Min => v.iter().for_each(|&x| if x.is_nan() { nan = true } else { acc = acc.min(x as f64) }),
+    out.par_chunks_mut(rows_per_task)
+        .enumerate()
+        .try_for_each(|(t, chunk)| -> Result<()> {
+            let mut vals = vec![vec![0f32; BLOCK]; k.body.len()];
+            let mut evals = vec![vec![0f32; BLOCK]; k.epilogue.len()];
+            let mut kbases = vec![0isize; k.loads.len()];
+            let mut bases = vec![0isize; k.loads.len()];
+            let mut reduced = vec![0f32; chunk.len()];
+            let mut row_offsets: Vec<Vec<isize>> = Vec::with_capacity(chunk.len());
+            for (ri, r) in reduced.iter_mut().enumerate() {
+                row_bases(
+                    t * rows_per_task + ri,
+                    kdims,
+                    &kstrides,
+                    &offsets,
+                    &mut kbases,
+                );
+                row_offsets.push(kbases.clone());
+                let mut acc: f64 = match op {
+                    ReduceOp::Sum => 0.0,
+                    ReduceOp::Prod => 1.0,
+                    ReduceOp::Max => f64::NEG_INFINITY,
+                    ReduceOp::Min => f64::INFINITY,
+                };
+                let mut nan = false;
+                for orow in 0..router_rows.max(1) {
+                    row_bases(orow, &router, &rstrides, &kbases, &mut bases);
+                    for j0 in (0..rn).step_by(BLOCK) {
+                        let len = BLOCK.min(rn - j0);
+                        let mut f = load_fetcher(&k.loads, srcs, &bases, &rinner, j0);
+                        eval_block(&k.body, len, &mut vals, None, &mut f)?;
+                        let v = &vals[value][..len];
+                        match op {
+                            ReduceOp::Sum => acc += v.iter().sum::<f32>() as f64,
+                            ReduceOp::Prod => v.iter().for_each(|&x| acc *= x as f64),
+                            ReduceOp::Max => v.iter().for_each(|&x| {
+                                if x.is_nan() {
+                                    nan = true
+                                } else {
+                                    acc = acc.max(x as f64)
+                                }
+                            }),
+                            ReduceOp::Min => v.iter().for_each(|&x| {
+                                if x.is_nan() {
+                                    nan = true
+                                } else {
+                                    acc = acc.min(x as f64)
+                                }
+                            }),
+                        }
                     }
                 }
+                *r = if nan { f32::NAN } else { acc as f32 };
             }
-            *r = if nan { f32::NAN } else { acc as f32 };
-        }
-        // The epilogue, one block of rows at a time; its loads ignore the reduced axes.
-        for b0 in (0..chunk.len()).step_by(BLOCK) {
-            let len = BLOCK.min(chunk.len() - b0);
-            let mut f = |l: usize, dst: &mut [f32]| {
-                let ld = &k.loads[l];
-                for (j, d) in dst.iter_mut().enumerate() {
-                    *d = srcs[ld.arg][row_offsets[b0 + j][l] as usize];
-                }
-            };
-            eval_block(&k.epilogue, len, &mut evals, Some(&reduced[b0..b0 + len]), &mut f)?;
-            chunk[b0..b0 + len].copy_from_slice(&evals[stored][..len]);
-        }
-        Ok(())
-    })?;
+            // The epilogue, one block of rows at a time; its loads ignore the reduced axes.
+            for b0 in (0..chunk.len()).step_by(BLOCK) {
+                let len = BLOCK.min(chunk.len() - b0);
+                let mut f = |l: usize, dst: &mut [f32]| {
+                    let ld = &k.loads[l];
+                    for (j, d) in dst.iter_mut().enumerate() {
+                        *d = srcs[ld.arg][row_offsets[b0 + j][l] as usize];
+                    }
+                };
+                eval_block(
+                    &k.epilogue,
+                    len,
+                    &mut evals,
+                    Some(&reduced[b0..b0 + len]),
+                    &mut f,
+                )?;
+                chunk[b0..b0 + len].copy_from_slice(&evals[stored][..len]);
+            }
+            Ok(())
+        })?;
     Ok(store(out, k.out.dtype))
 }
 
 /// Applies the elementwise kernel `k` in place to `block`, the output positions
 /// `start..start + block.len()` of its domain, where argument 0 is `block` itself (read with
 /// the identity map) and arguments 1.. are `extra`. This is a convolution's epilogue.
-pub fn apply_in_place(k: &Kernel, extra: &[&Tensor], start: usize, block: &mut [f32]) -> Result<()> {
+pub fn apply_in_place(
+    k: &Kernel,
+    extra: &[&Tensor],
+    start: usize,
+    block: &mut [f32],
+) -> Result<()> {
     if k.reduce.is_some() {
-        return Err(Error::backend(format!("kernel {}: an epilogue cannot reduce", k.name)));
+        return Err(Error::backend(format!(
+            "kernel {}: an epilogue cannot reduce",
+            k.name
+        )));
     }
     let mut srcs: Vec<Cow<[f32]>> = vec![Cow::Borrowed(&[][..])];
     srcs.extend(f32_args(extra)?);
@@ -380,39 +492,50 @@ pub fn apply_in_place(k: &Kernel, extra: &[&Tensor], start: usize, block: &mut [
     let (dims, strides) = coalesce(&k.domain, &strides);
     let n = dims.last().copied().unwrap_or(1);
     let outer = &dims[..dims.len().saturating_sub(1)];
-    let inner: Vec<isize> = strides.iter().map(|s| s.last().copied().unwrap_or(0)).collect();
+    let inner: Vec<isize> = strides
+        .iter()
+        .map(|s| s.last().copied().unwrap_or(0))
+        .collect();
     let offsets: Vec<isize> = k.loads.iter().map(|l| l.offset as isize).collect();
     let stored = k.stored();
     // Split big blocks over threads; each piece is independent.
     let piece = crate::par::MIN_PAR.max(n);
-    block.par_chunks_mut(piece).enumerate().try_for_each(|(pi, part)| -> Result<()> {
-        let mut vals = vec![vec![0f32; BLOCK]; k.body.len()];
-        let mut bases = vec![0isize; k.loads.len()];
-        let mut snap = [0f32; BLOCK];
-        let first = start + pi * piece;
-        let end = first + part.len();
-        let mut f = first;
-        while f < end {
-            let (row, j) = (f / n, f % n);
-            let seg = (n - j).min(end - f);
-            row_bases(row, outer, &strides, &offsets, &mut bases);
-            for b0 in (0..seg).step_by(BLOCK) {
-                let len = BLOCK.min(seg - b0);
-                let local = f - first + b0;
-                snap[..len].copy_from_slice(&part[local..local + len]);
-                let mut load = |l: usize, dst: &mut [f32]| {
-                    let ld = &k.loads[l];
-                    if ld.arg == 0 {
-                        dst.copy_from_slice(&snap[..dst.len()]);
-                    } else {
-                        fetch(&srcs[ld.arg], bases[l] + (j + b0) as isize * inner[l], inner[l], dst);
-                    }
-                };
-                eval_block(&k.body, len, &mut vals, None, &mut load)?;
-                part[local..local + len].copy_from_slice(&vals[stored][..len]);
+    block
+        .par_chunks_mut(piece)
+        .enumerate()
+        .try_for_each(|(pi, part)| -> Result<()> {
+            let mut vals = vec![vec![0f32; BLOCK]; k.body.len()];
+            let mut bases = vec![0isize; k.loads.len()];
+            let mut snap = [0f32; BLOCK];
+            let first = start + pi * piece;
+            let end = first + part.len();
+            let mut f = first;
+            while f < end {
+                let (row, j) = (f / n, f % n);
+                let seg = (n - j).min(end - f);
+                row_bases(row, outer, &strides, &offsets, &mut bases);
+                for b0 in (0..seg).step_by(BLOCK) {
+                    let len = BLOCK.min(seg - b0);
+                    let local = f - first + b0;
+                    snap[..len].copy_from_slice(&part[local..local + len]);
+                    let mut load = |l: usize, dst: &mut [f32]| {
+                        let ld = &k.loads[l];
+                        if ld.arg == 0 {
+                            dst.copy_from_slice(&snap[..dst.len()]);
+                        } else {
+                            fetch(
+                                &srcs[ld.arg],
+                                bases[l] + (j + b0) as isize * inner[l],
+                                inner[l],
+                                dst,
+                            );
+                        }
+                    };
+                    eval_block(&k.body, len, &mut vals, None, &mut load)?;
+                    part[local..local + len].copy_from_slice(&vals[stored][..len]);
+                }
+                f += seg;
             }
-            f += seg;
-        }
-        Ok(())
-    })
+            Ok(())
+        })
 }

@@ -9,19 +9,35 @@ use kuaxin_core::{Data, Error, Result, Tensor};
 pub fn indices(d: &Data) -> Result<Vec<i64>> {
     Ok(match d {
         Data::I64(v) => v.clone(),
-        Data::U64(v) => v.iter().map(|&x| i64::try_from(x).unwrap_or(i64::MAX)).collect(),
-        Data::I8(_) | Data::I16(_) | Data::I32(_) | Data::U8(_) | Data::U16(_) | Data::U32(_) => d.to_i64_vec(),
-        _ => return Err(Error::invalid(format!("indices must be integers, got {}", d.dtype()))),
+        Data::U64(v) => v
+            .iter()
+            .map(|&x| i64::try_from(x).unwrap_or(i64::MAX))
+            .collect(),
+        Data::I8(_) | Data::I16(_) | Data::I32(_) | Data::U8(_) | Data::U16(_) | Data::U32(_) => {
+            d.to_i64_vec()
+        }
+        _ => {
+            return Err(Error::invalid(format!(
+                "indices must be integers, got {}",
+                d.dtype()
+            )))
+        }
     })
 }
 
 /// `i` resolved against an axis of size `n` (negative counts from the end).
 #[inline]
 pub fn resolve(i: i64, n: usize, op: &str, axis: usize) -> Result<usize> {
-    let j = if i < 0 { i.checked_add(n as i64) } else { Some(i) };
+    let j = if i < 0 {
+        i.checked_add(n as i64)
+    } else {
+        Some(i)
+    };
     match j {
         Some(j) if j >= 0 && (j as u64) < n as u64 => Ok(j as usize),
-        _ => Err(Error::invalid(format!("{op}: index {i} is out of range for axis {axis} of size {n}"))),
+        _ => Err(Error::invalid(format!(
+            "{op}: index {i} is out of range for axis {axis} of size {n}"
+        ))),
     }
 }
 
@@ -29,7 +45,9 @@ pub fn resolve(i: i64, n: usize, op: &str, axis: usize) -> Result<usize> {
 pub fn check_inner_dims(op: &str, data: &[usize], idx: &[usize], axis: usize) -> Result<()> {
     for (d, (&n, &m)) in data.iter().zip(idx).enumerate() {
         if d != axis && m > n {
-            return Err(Error::invalid(format!("{op}: indices {idx:?} exceed data {data:?} on axis {d}")));
+            return Err(Error::invalid(format!(
+                "{op}: indices {idx:?} exceed data {data:?} on axis {d}"
+            )));
         }
     }
     Ok(())
@@ -37,7 +55,10 @@ pub fn check_inner_dims(op: &str, data: &[usize], idx: &[usize], axis: usize) ->
 
 pub fn gather(data: &Tensor, idx: &Tensor, axis: usize) -> Result<Data> {
     let n = data.shape[axis];
-    let rows = indices(&idx.data)?.into_iter().map(|i| resolve(i, n, "Gather", axis)).collect::<Result<Vec<_>>>()?;
+    let rows = indices(&idx.data)?
+        .into_iter()
+        .map(|i| resolve(i, n, "Gather", axis))
+        .collect::<Result<Vec<_>>>()?;
     Ok(dispatch1!(&data.data, v, any => Element::wrap(gather_typed(v, &data.shape, axis, &rows))))
 }
 
@@ -65,7 +86,12 @@ pub fn gather_elements(data: &Tensor, idx: &Tensor, axis: usize) -> Result<Data>
     let mut pos = vec![0usize; idx.shape.len()];
     for &i in &ii {
         let j = resolve(i, n, "GatherElements", axis)?;
-        let off: usize = pos.iter().zip(&dstr).enumerate().map(|(d, (&p, &s))| if d == axis { j * s } else { p * s }).sum();
+        let off: usize = pos
+            .iter()
+            .zip(&dstr)
+            .enumerate()
+            .map(|(d, (&p, &s))| if d == axis { j * s } else { p * s })
+            .sum();
         src.push(off);
         next_index(&mut pos, &idx.shape);
     }

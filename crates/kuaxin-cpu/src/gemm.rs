@@ -13,8 +13,19 @@ pub const PAR_FLOPS: usize = 64 * 64 * 64;
 
 /// `c[m x n] = a[m x k] * b[k x n]`, all row-major and contiguous. `parallel` lets gemm use
 /// the current rayon pool (it still stays serial when the product is small).
-pub fn gemm_rm<T: GemmEl>(m: usize, n: usize, k: usize, a: &[T], b: &[T], c: &mut [T], parallel: bool) {
-    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "gemm_rm: buffers too small");
+pub fn gemm_rm<T: GemmEl>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[T],
+    b: &[T],
+    c: &mut [T],
+    parallel: bool,
+) {
+    assert!(
+        a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
+        "gemm_rm: buffers too small"
+    );
     if m == 0 || n == 0 {
         return;
     }

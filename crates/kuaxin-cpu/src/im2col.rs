@@ -26,7 +26,14 @@ pub struct Geom {
 }
 
 impl Geom {
-    pub fn new(xs: &[usize], ws: &[usize], out: &[usize], strides: &[usize], dilations: &[usize], groups: usize) -> Geom {
+    pub fn new(
+        xs: &[usize],
+        ws: &[usize],
+        out: &[usize],
+        strides: &[usize],
+        dilations: &[usize],
+        groups: usize,
+    ) -> Geom {
         Geom {
             n: xs[0],
             c: xs[1],
@@ -68,7 +75,10 @@ pub fn im2col<T: Copy + Send + Sync>(x: &[T], col: &mut [T], g: &Geom, parallel:
         let (ci, kidx) = (r / g.kk, r % g.kk);
         let mut kpos = vec![0usize; nd];
         unravel(kidx, &g.k_sp, &mut kpos);
-        let base = ci * g.in_plane + (0..nd).map(|d| kpos[d] * g.dilations[d] * istr[d]).sum::<usize>();
+        let base = ci * g.in_plane
+            + (0..nd)
+                .map(|d| kpos[d] * g.dilations[d] * istr[d])
+                .sum::<usize>();
         // Odometer over the outer output dims, tracking the input offset.
         let mut o = vec![0usize; nd - 1];
         let mut off = 0usize;
@@ -96,6 +106,8 @@ pub fn im2col<T: Copy + Send + Sync>(x: &[T], col: &mut [T], g: &Geom, parallel:
     if parallel {
         par::for_chunks(col, p, p, fill_row);
     } else {
-        col.chunks_mut(p).enumerate().for_each(|(r, row)| fill_row(r, row));
+        col.chunks_mut(p)
+            .enumerate()
+            .for_each(|(r, row)| fill_row(r, row));
     }
 }

@@ -21,7 +21,12 @@ pub struct Dims {
 impl Dims {
     pub fn new(a: &[usize], b: &[usize]) -> Dims {
         let r = a.len();
-        Dims { batch: a[..r - 2].iter().product(), m: a[r - 2], k: a[r - 1], n: b[r - 1] }
+        Dims {
+            batch: a[..r - 2].iter().product(),
+            m: a[r - 2],
+            k: a[r - 1],
+            n: b[r - 1],
+        }
     }
 }
 
@@ -56,12 +61,24 @@ pub fn gemm_batched<T: GemmEl>(a: &[T], b: &[T], d: Dims) -> Vec<T> {
     }
     let big = m.saturating_mul(n).saturating_mul(k) >= PAR_FLOPS;
     let run = |i: usize, ci: &mut [T], parallel: bool| {
-        gemm_rm(m, n, k, &a[i * m * k..(i + 1) * m * k], &b[i * k * n..(i + 1) * k * n], ci, parallel)
+        gemm_rm(
+            m,
+            n,
+            k,
+            &a[i * m * k..(i + 1) * m * k],
+            &b[i * k * n..(i + 1) * k * n],
+            ci,
+            parallel,
+        )
     };
     if batch > 1 && !big && rayon::current_num_threads() > 1 {
-        c.par_chunks_mut(m * n).enumerate().for_each(|(i, ci)| run(i, ci, false));
+        c.par_chunks_mut(m * n)
+            .enumerate()
+            .for_each(|(i, ci)| run(i, ci, false));
     } else {
-        c.chunks_mut(m * n).enumerate().for_each(|(i, ci)| run(i, ci, true));
+        c.chunks_mut(m * n)
+            .enumerate()
+            .for_each(|(i, ci)| run(i, ci, true));
     }
     c
 }

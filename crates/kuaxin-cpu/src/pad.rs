@@ -4,12 +4,26 @@ use crate::typed::Typed;
 use kuaxin_core::tensor::Element;
 use kuaxin_core::{Data, Result};
 
-pub fn pad(x: &Data, value: &Data, shape: &[usize], pads: &[(usize, usize)], out_shape: &[usize]) -> Result<Data> {
+pub fn pad(
+    x: &Data,
+    value: &Data,
+    shape: &[usize],
+    pads: &[(usize, usize)],
+    out_shape: &[usize],
+) -> Result<Data> {
     Ok(dispatch1!(x, v, any => Element::wrap(pad_typed(v, value, shape, pads, out_shape)?)))
 }
 
-fn pad_typed<T: Typed>(v: &[T], value: &Data, shape: &[usize], pads: &[(usize, usize)], out_shape: &[usize]) -> Result<Vec<T>> {
-    let fill = *T::expect(value, "PadConstant value")?.first().unwrap_or(&T::default());
+fn pad_typed<T: Typed>(
+    v: &[T],
+    value: &Data,
+    shape: &[usize],
+    pads: &[(usize, usize)],
+    out_shape: &[usize],
+) -> Result<Vec<T>> {
+    let fill = *T::expect(value, "PadConstant value")?
+        .first()
+        .unwrap_or(&T::default());
     let mut out = vec![fill; out_shape.iter().product()];
     if v.is_empty() {
         return Ok(out);
@@ -22,7 +36,12 @@ fn pad_typed<T: Typed>(v: &[T], value: &Data, shape: &[usize], pads: &[(usize, u
     let outer = &shape[..r - 1];
     let mut idx = vec![0usize; r - 1];
     for row in v.chunks(last) {
-        let dst = idx.iter().enumerate().map(|(d, &i)| (i + pads[d].0) * ostr[d]).sum::<usize>() + pads[r - 1].0;
+        let dst = idx
+            .iter()
+            .enumerate()
+            .map(|(d, &i)| (i + pads[d].0) * ostr[d])
+            .sum::<usize>()
+            + pads[r - 1].0;
         out[dst..dst + last].copy_from_slice(row);
         next_index(&mut idx, outer);
     }

@@ -26,7 +26,11 @@ where
 {
     debug_assert_eq!(a.len(), b.len());
     if a.len() >= MIN_PAR && rayon::current_num_threads() > 1 {
-        a.par_iter().zip(b.par_iter()).with_min_len(MIN_PAR).map(|(&x, &y)| f(x, y)).collect()
+        a.par_iter()
+            .zip(b.par_iter())
+            .with_min_len(MIN_PAR)
+            .map(|(&x, &y)| f(x, y))
+            .collect()
     } else {
         a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect()
     }
@@ -49,7 +53,11 @@ where
             .map(|((&x, &y), &z)| f(x, y, z))
             .collect()
     } else {
-        a.iter().zip(b).zip(c).map(|((&x, &y), &z)| f(x, y, z)).collect()
+        a.iter()
+            .zip(b)
+            .zip(c)
+            .map(|((&x, &y), &z)| f(x, y, z))
+            .collect()
     }
 }
 
@@ -65,7 +73,10 @@ where
     let total = n_chunks.saturating_mul(work_per_chunk.max(1));
     if total >= MIN_PAR && n_chunks > 1 && rayon::current_num_threads() > 1 {
         let min_len = (MIN_PAR / work_per_chunk.max(1)).max(1);
-        out.par_chunks_mut(chunk).with_min_len(min_len).enumerate().for_each(|(i, c)| f(i, c));
+        out.par_chunks_mut(chunk)
+            .with_min_len(min_len)
+            .enumerate()
+            .for_each(|(i, c)| f(i, c));
     } else {
         out.chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
     }

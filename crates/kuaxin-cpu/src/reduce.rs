@@ -41,7 +41,12 @@ struct Plan {
 impl Plan {
     fn new(shape: &[usize], axes: &[usize]) -> Plan {
         let numel: usize = shape.iter().product();
-        let out_len: usize = shape.iter().enumerate().filter(|(d, _)| !axes.contains(d)).map(|(_, &n)| n).product();
+        let out_len: usize = shape
+            .iter()
+            .enumerate()
+            .filter(|(d, _)| !axes.contains(d))
+            .map(|(_, &n)| n)
+            .product();
         let mut dims: Vec<(usize, bool)> = vec![];
         for (d, &n) in shape.iter().enumerate() {
             if n == 1 {
@@ -60,9 +65,19 @@ impl Plan {
         let (inner, inner_reduced) = dims.last().copied().unwrap_or((1, false));
         let outer = dims.len().saturating_sub(1);
         let pick = |want: bool| -> Vec<(usize, usize)> {
-            (0..outer).filter(|&i| dims[i].1 == want).map(|i| (dims[i].0, strides[i])).collect()
+            (0..outer)
+                .filter(|&i| dims[i].1 == want)
+                .map(|i| (dims[i].0, strides[i]))
+                .collect()
         };
-        Plan { numel, out_len, kept: pick(false), red: pick(true), inner, inner_reduced }
+        Plan {
+            numel,
+            out_len,
+            kept: pick(false),
+            red: pick(true),
+            inner,
+            inner_reduced,
+        }
     }
 }
 
@@ -130,7 +145,10 @@ where
     }
     if !p.inner_reduced && p.red.is_empty() {
         // Nothing of size > 1 is reduced.
-        return v.iter().map(|&x| T::from_acc(comb(init, x.to_acc()))).collect();
+        return v
+            .iter()
+            .map(|&x| T::from_acc(comb(init, x.to_acc())))
+            .collect();
     }
     let mut out = vec![T::ZERO; p.out_len];
     let work = p.numel / p.out_len.max(1);
@@ -139,7 +157,9 @@ where
         if p.kept.is_empty() && p.red.is_empty() {
             // Everything reduces over one contiguous run: split it across threads.
             let acc = if v.len() >= par::MIN_PAR && rayon::current_num_threads() > 1 {
-                v.par_chunks(par::MIN_PAR).map(|c| fold_run(c, init, &comb)).reduce(|| init, &comb)
+                v.par_chunks(par::MIN_PAR)
+                    .map(|c| fold_run(c, init, &comb))
+                    .reduce(|| init, &comb)
             } else {
                 fold_run(v, init, &comb)
             };

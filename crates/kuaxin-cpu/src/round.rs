@@ -15,7 +15,11 @@ fn f32_round_to_odd(x: f64) -> f32 {
     }
     // Step back toward zero when round-to-nearest went away from zero (this also turns an
     // overflow to infinity into f32::MAX).
-    let t = if (r as f64).abs() > x.abs() { f32::from_bits(r.to_bits() - 1) } else { r };
+    let t = if (r as f64).abs() > x.abs() {
+        f32::from_bits(r.to_bits() - 1)
+    } else {
+        r
+    };
     f32::from_bits(t.to_bits() | 1)
 }
 

@@ -84,31 +84,106 @@ macro_rules! fmath {
         impl FMath for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
-            #[inline] fn sqrt(self) -> Self { $t::sqrt(self) }
-            #[inline] fn exp(self) -> Self { $t::exp(self) }
-            #[inline] fn ln(self) -> Self { $t::ln(self) }
-            #[inline] fn sin(self) -> Self { $t::sin(self) }
-            #[inline] fn cos(self) -> Self { $t::cos(self) }
-            #[inline] fn tan(self) -> Self { $t::tan(self) }
-            #[inline] fn asin(self) -> Self { $t::asin(self) }
-            #[inline] fn acos(self) -> Self { $t::acos(self) }
-            #[inline] fn atan(self) -> Self { $t::atan(self) }
-            #[inline] fn sinh(self) -> Self { $t::sinh(self) }
-            #[inline] fn cosh(self) -> Self { $t::cosh(self) }
-            #[inline] fn tanh(self) -> Self { $t::tanh(self) }
-            #[inline] fn asinh(self) -> Self { $t::asinh(self) }
-            #[inline] fn acosh(self) -> Self { $t::acosh(self) }
-            #[inline] fn atanh(self) -> Self { $t::atanh(self) }
-            #[inline] fn erf(self) -> Self { $erf(self) }
-            #[inline] fn floor(self) -> Self { $t::floor(self) }
-            #[inline] fn ceil(self) -> Self { $t::ceil(self) }
-            #[inline] fn round_even(self) -> Self { $t::round_ties_even(self) }
-            #[inline] fn abs(self) -> Self { $t::abs(self) }
-            #[inline] fn powf(self, e: Self) -> Self { $t::powf(self, e) }
-            #[inline] fn copysign(self, s: Self) -> Self { $t::copysign(self, s) }
-            #[inline] fn is_nan(self) -> bool { $t::is_nan(self) }
-            #[inline] fn is_pos_inf(self) -> bool { self == $t::INFINITY }
-            #[inline] fn is_neg_inf(self) -> bool { self == $t::NEG_INFINITY }
+            #[inline]
+            fn sqrt(self) -> Self {
+                $t::sqrt(self)
+            }
+            #[inline]
+            fn exp(self) -> Self {
+                $t::exp(self)
+            }
+            #[inline]
+            fn ln(self) -> Self {
+                $t::ln(self)
+            }
+            #[inline]
+            fn sin(self) -> Self {
+                $t::sin(self)
+            }
+            #[inline]
+            fn cos(self) -> Self {
+                $t::cos(self)
+            }
+            #[inline]
+            fn tan(self) -> Self {
+                $t::tan(self)
+            }
+            #[inline]
+            fn asin(self) -> Self {
+                $t::asin(self)
+            }
+            #[inline]
+            fn acos(self) -> Self {
+                $t::acos(self)
+            }
+            #[inline]
+            fn atan(self) -> Self {
+                $t::atan(self)
+            }
+            #[inline]
+            fn sinh(self) -> Self {
+                $t::sinh(self)
+            }
+            #[inline]
+            fn cosh(self) -> Self {
+                $t::cosh(self)
+            }
+            #[inline]
+            fn tanh(self) -> Self {
+                $t::tanh(self)
+            }
+            #[inline]
+            fn asinh(self) -> Self {
+                $t::asinh(self)
+            }
+            #[inline]
+            fn acosh(self) -> Self {
+                $t::acosh(self)
+            }
+            #[inline]
+            fn atanh(self) -> Self {
+                $t::atanh(self)
+            }
+            #[inline]
+            fn erf(self) -> Self {
+                $erf(self)
+            }
+            #[inline]
+            fn floor(self) -> Self {
+                $t::floor(self)
+            }
+            #[inline]
+            fn ceil(self) -> Self {
+                $t::ceil(self)
+            }
+            #[inline]
+            fn round_even(self) -> Self {
+                $t::round_ties_even(self)
+            }
+            #[inline]
+            fn abs(self) -> Self {
+                $t::abs(self)
+            }
+            #[inline]
+            fn powf(self, e: Self) -> Self {
+                $t::powf(self, e)
+            }
+            #[inline]
+            fn copysign(self, s: Self) -> Self {
+                $t::copysign(self, s)
+            }
+            #[inline]
+            fn is_nan(self) -> bool {
+                $t::is_nan(self)
+            }
+            #[inline]
+            fn is_pos_inf(self) -> bool {
+                self == $t::INFINITY
+            }
+            #[inline]
+            fn is_neg_inf(self) -> bool {
+                self == $t::NEG_INFINITY
+            }
         }
     };
 }
@@ -126,8 +201,14 @@ macro_rules! float_scalar {
     ($t:ty, $c:ty, $up:expr, $down:expr, $from_f64:expr, $zero:expr, $one:expr, $ninf:expr, $inf:expr) => {
         impl Float for $t {
             type C = $c;
-            #[inline] fn up(self) -> $c { $up(self) }
-            #[inline] fn down(c: $c) -> Self { $down(c) }
+            #[inline]
+            fn up(self) -> $c {
+                $up(self)
+            }
+            #[inline]
+            fn down(c: $c) -> Self {
+                $down(c)
+            }
         }
         impl Scalar for $t {
             const ZERO: Self = $zero;
@@ -135,25 +216,89 @@ macro_rules! float_scalar {
             const LOWEST: Self = $ninf;
             const HIGHEST: Self = $inf;
             type Acc = f64;
-            #[inline] fn to_acc(self) -> f64 { Element::to_f64(self) }
-            #[inline] fn from_acc(a: f64) -> Self { $from_f64(a) }
-            #[inline] fn add(self, o: Self) -> Self { Self::down(self.up() + o.up()) }
-            #[inline] fn mul(self, o: Self) -> Self { Self::down(self.up() * o.up()) }
+            #[inline]
+            fn to_acc(self) -> f64 {
+                Element::to_f64(self)
+            }
+            #[inline]
+            fn from_acc(a: f64) -> Self {
+                $from_f64(a)
+            }
+            #[inline]
+            fn add(self, o: Self) -> Self {
+                Self::down(self.up() + o.up())
+            }
+            #[inline]
+            fn mul(self, o: Self) -> Self {
+                Self::down(self.up() * o.up())
+            }
             #[inline]
             fn max_nan(self, o: Self) -> Self {
-                if Scalar::is_nan(self) { self } else if Scalar::is_nan(o) || o > self { o } else { self }
+                if Scalar::is_nan(self) {
+                    self
+                } else if Scalar::is_nan(o) || o > self {
+                    o
+                } else {
+                    self
+                }
             }
             #[inline]
             fn min_nan(self, o: Self) -> Self {
-                if Scalar::is_nan(self) { self } else if Scalar::is_nan(o) || o < self { o } else { self }
+                if Scalar::is_nan(self) {
+                    self
+                } else if Scalar::is_nan(o) || o < self {
+                    o
+                } else {
+                    self
+                }
             }
         }
     };
 }
-float_scalar!(f32, f32, |x| x, |c| c, |a| a as f32, 0.0, 1.0, f32::NEG_INFINITY, f32::INFINITY);
-float_scalar!(f64, f64, |x| x, |c| c, |a| a, 0.0, 1.0, f64::NEG_INFINITY, f64::INFINITY);
-float_scalar!(f16, f32, f16::to_f32, f16::from_f32, crate::round::f16_from_f64, f16::ZERO, f16::ONE, f16::NEG_INFINITY, f16::INFINITY);
-float_scalar!(bf16, f32, bf16::to_f32, bf16::from_f32, crate::round::bf16_from_f64, bf16::ZERO, bf16::ONE, bf16::NEG_INFINITY, bf16::INFINITY);
+float_scalar!(
+    f32,
+    f32,
+    |x| x,
+    |c| c,
+    |a| a as f32,
+    0.0,
+    1.0,
+    f32::NEG_INFINITY,
+    f32::INFINITY
+);
+float_scalar!(
+    f64,
+    f64,
+    |x| x,
+    |c| c,
+    |a| a,
+    0.0,
+    1.0,
+    f64::NEG_INFINITY,
+    f64::INFINITY
+);
+float_scalar!(
+    f16,
+    f32,
+    f16::to_f32,
+    f16::from_f32,
+    crate::round::f16_from_f64,
+    f16::ZERO,
+    f16::ONE,
+    f16::NEG_INFINITY,
+    f16::INFINITY
+);
+float_scalar!(
+    bf16,
+    f32,
+    bf16::to_f32,
+    bf16::from_f32,
+    crate::round::bf16_from_f64,
+    bf16::ZERO,
+    bf16::ONE,
+    bf16::NEG_INFINITY,
+    bf16::INFINITY
+);
 
 impl Scalar for bool {
     const ZERO: Self = false;
@@ -161,17 +306,40 @@ impl Scalar for bool {
     const LOWEST: Self = false;
     const HIGHEST: Self = true;
     type Acc = bool;
-    #[inline] fn to_acc(self) -> bool { self }
-    #[inline] fn from_acc(a: bool) -> bool { a }
-    #[inline] fn add(self, o: Self) -> Self { self | o }
-    #[inline] fn mul(self, o: Self) -> Self { self & o }
-    #[inline] fn max_nan(self, o: Self) -> Self { self | o }
-    #[inline] fn min_nan(self, o: Self) -> Self { self & o }
+    #[inline]
+    fn to_acc(self) -> bool {
+        self
+    }
+    #[inline]
+    fn from_acc(a: bool) -> bool {
+        a
+    }
+    #[inline]
+    fn add(self, o: Self) -> Self {
+        self | o
+    }
+    #[inline]
+    fn mul(self, o: Self) -> Self {
+        self & o
+    }
+    #[inline]
+    fn max_nan(self, o: Self) -> Self {
+        self | o
+    }
+    #[inline]
+    fn min_nan(self, o: Self) -> Self {
+        self & o
+    }
 }
 
 /// An integer dtype. Every operation is total: wrapping arithmetic, x / 0 = x % 0 = 0.
 pub trait Int:
-    Scalar + Ord + BitAnd<Output = Self> + BitOr<Output = Self> + BitXor<Output = Self> + Not<Output = Self>
+    Scalar
+    + Ord
+    + BitAnd<Output = Self>
+    + BitOr<Output = Self>
+    + BitXor<Output = Self>
+    + Not<Output = Self>
 {
     fn wneg(self) -> Self;
     fn wabs(self) -> Self;
@@ -199,13 +367,34 @@ macro_rules! int_common {
             const LOWEST: Self = <$t>::MIN;
             const HIGHEST: Self = <$t>::MAX;
             type Acc = $t;
-            #[inline] fn to_acc(self) -> Self { self }
-            #[inline] fn from_acc(a: Self) -> Self { a }
-            #[inline] fn add(self, o: Self) -> Self { self.wrapping_add(o) }
-            #[inline] fn mul(self, o: Self) -> Self { self.wrapping_mul(o) }
-            #[inline] fn max_nan(self, o: Self) -> Self { Ord::max(self, o) }
-            #[inline] fn min_nan(self, o: Self) -> Self { Ord::min(self, o) }
-            #[inline] fn is_nan(self) -> bool { false }
+            #[inline]
+            fn to_acc(self) -> Self {
+                self
+            }
+            #[inline]
+            fn from_acc(a: Self) -> Self {
+                a
+            }
+            #[inline]
+            fn add(self, o: Self) -> Self {
+                self.wrapping_add(o)
+            }
+            #[inline]
+            fn mul(self, o: Self) -> Self {
+                self.wrapping_mul(o)
+            }
+            #[inline]
+            fn max_nan(self, o: Self) -> Self {
+                Ord::max(self, o)
+            }
+            #[inline]
+            fn min_nan(self, o: Self) -> Self {
+                Ord::min(self, o)
+            }
+            #[inline]
+            fn is_nan(self) -> bool {
+                false
+            }
         }
     };
 }
@@ -214,35 +403,85 @@ macro_rules! int_impl {
     (signed $t:ty) => {
         int_common!($t);
         impl Int for $t {
-            #[inline] fn wneg(self) -> Self { self.wrapping_neg() }
-            #[inline] fn wabs(self) -> Self { self.wrapping_abs() }
-            #[inline] fn wsub(self, o: Self) -> Self { self.wrapping_sub(o) }
-            #[inline] fn wdiv(self, o: Self) -> Self { if o == 0 { 0 } else { self.wrapping_div(o) } }
-            #[inline] fn fmod(self, o: Self) -> Self { if o == 0 { 0 } else { self.wrapping_rem(o) } }
+            #[inline]
+            fn wneg(self) -> Self {
+                self.wrapping_neg()
+            }
+            #[inline]
+            fn wabs(self) -> Self {
+                self.wrapping_abs()
+            }
+            #[inline]
+            fn wsub(self, o: Self) -> Self {
+                self.wrapping_sub(o)
+            }
+            #[inline]
+            fn wdiv(self, o: Self) -> Self {
+                if o == 0 {
+                    0
+                } else {
+                    self.wrapping_div(o)
+                }
+            }
+            #[inline]
+            fn fmod(self, o: Self) -> Self {
+                if o == 0 {
+                    0
+                } else {
+                    self.wrapping_rem(o)
+                }
+            }
             #[inline]
             fn pymod(self, o: Self) -> Self {
                 if o == 0 {
                     return 0;
                 }
                 let r = self.wrapping_rem(o);
-                if r != 0 && ((r < 0) != (o < 0)) { r.wrapping_add(o) } else { r }
+                if r != 0 && ((r < 0) != (o < 0)) {
+                    r.wrapping_add(o)
+                } else {
+                    r
+                }
             }
-            #[inline] fn sign(self) -> Self { self.signum() }
+            #[inline]
+            fn sign(self) -> Self {
+                self.signum()
+            }
             #[inline]
             fn shl(self, o: Self) -> Self {
-                if o < 0 { 0 } else { u32::try_from(o).ok().and_then(|s| self.checked_shl(s)).unwrap_or(0) }
+                if o < 0 {
+                    0
+                } else {
+                    u32::try_from(o)
+                        .ok()
+                        .and_then(|s| self.checked_shl(s))
+                        .unwrap_or(0)
+                }
             }
             #[inline]
             fn shr(self, o: Self) -> Self {
                 let fill = if self < 0 { -1 } else { 0 };
-                if o < 0 { fill } else { u32::try_from(o).ok().and_then(|s| self.checked_shr(s)).unwrap_or(fill) }
+                if o < 0 {
+                    fill
+                } else {
+                    u32::try_from(o)
+                        .ok()
+                        .and_then(|s| self.checked_shr(s))
+                        .unwrap_or(fill)
+                }
             }
             #[inline]
             fn wpow(self, e: Self) -> Self {
                 if e < 0 {
                     return match self {
                         1 => 1,
-                        -1 => if e & 1 == 0 { 1 } else { -1 },
+                        -1 => {
+                            if e & 1 == 0 {
+                                1
+                            } else {
+                                -1
+                            }
+                        }
                         _ => 0,
                     };
                 }
@@ -253,22 +492,64 @@ macro_rules! int_impl {
     (unsigned $t:ty) => {
         int_common!($t);
         impl Int for $t {
-            #[inline] fn wneg(self) -> Self { self.wrapping_neg() }
-            #[inline] fn wabs(self) -> Self { self }
-            #[inline] fn wsub(self, o: Self) -> Self { self.wrapping_sub(o) }
-            #[inline] fn wdiv(self, o: Self) -> Self { if o == 0 { 0 } else { self / o } }
-            #[inline] fn fmod(self, o: Self) -> Self { if o == 0 { 0 } else { self % o } }
-            #[inline] fn pymod(self, o: Self) -> Self { if o == 0 { 0 } else { self % o } }
-            #[inline] fn sign(self) -> Self { (self != 0) as $t }
+            #[inline]
+            fn wneg(self) -> Self {
+                self.wrapping_neg()
+            }
+            #[inline]
+            fn wabs(self) -> Self {
+                self
+            }
+            #[inline]
+            fn wsub(self, o: Self) -> Self {
+                self.wrapping_sub(o)
+            }
+            #[inline]
+            fn wdiv(self, o: Self) -> Self {
+                if o == 0 {
+                    0
+                } else {
+                    self / o
+                }
+            }
+            #[inline]
+            fn fmod(self, o: Self) -> Self {
+                if o == 0 {
+                    0
+                } else {
+                    self % o
+                }
+            }
+            #[inline]
+            fn pymod(self, o: Self) -> Self {
+                if o == 0 {
+                    0
+                } else {
+                    self % o
+                }
+            }
+            #[inline]
+            fn sign(self) -> Self {
+                (self != 0) as $t
+            }
             #[inline]
             fn shl(self, o: Self) -> Self {
-                u32::try_from(o).ok().and_then(|s| self.checked_shl(s)).unwrap_or(0)
+                u32::try_from(o)
+                    .ok()
+                    .and_then(|s| self.checked_shl(s))
+                    .unwrap_or(0)
             }
             #[inline]
             fn shr(self, o: Self) -> Self {
-                u32::try_from(o).ok().and_then(|s| self.checked_shr(s)).unwrap_or(0)
+                u32::try_from(o)
+                    .ok()
+                    .and_then(|s| self.checked_shr(s))
+                    .unwrap_or(0)
             }
-            #[inline] fn wpow(self, e: Self) -> Self { pow_u64(self, e as u64) }
+            #[inline]
+            fn wpow(self, e: Self) -> Self {
+                pow_u64(self, e as u64)
+            }
         }
     };
 }

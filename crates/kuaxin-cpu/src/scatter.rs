@@ -21,7 +21,13 @@ fn combine<T: Scalar>(r: ScatterReduction, old: T, new: T) -> T {
 }
 
 /// Applies `updates[k]` (slices of `slice` elements) at `targets[k]`.
-fn apply<T: Scalar + Typed>(data: &[T], updates: &Data, targets: &[usize], slice: usize, r: ScatterReduction) -> Result<Vec<T>> {
+fn apply<T: Scalar + Typed>(
+    data: &[T],
+    updates: &Data,
+    targets: &[usize],
+    slice: usize,
+    r: ScatterReduction,
+) -> Result<Vec<T>> {
     let upd = T::expect(updates, "scatter updates")?;
     let mut out = data.to_vec();
     for (k, &t) in targets.iter().enumerate() {
@@ -33,7 +39,13 @@ fn apply<T: Scalar + Typed>(data: &[T], updates: &Data, targets: &[usize], slice
     Ok(out)
 }
 
-pub fn scatter_elements(data: &Tensor, idx: &Tensor, upd: &Tensor, axis: usize, r: ScatterReduction) -> Result<Data> {
+pub fn scatter_elements(
+    data: &Tensor,
+    idx: &Tensor,
+    upd: &Tensor,
+    axis: usize,
+    r: ScatterReduction,
+) -> Result<Data> {
     check_inner_dims("ScatterElements", &data.shape, &idx.shape, axis)?;
     let n = data.shape[axis];
     let dstr = strides(&data.shape);
@@ -42,7 +54,13 @@ pub fn scatter_elements(data: &Tensor, idx: &Tensor, upd: &Tensor, axis: usize, 
     let mut pos = vec![0usize; idx.shape.len()];
     for &i in &ii {
         let j = resolve(i, n, "ScatterElements", axis)?;
-        targets.push(pos.iter().zip(&dstr).enumerate().map(|(d, (&p, &s))| if d == axis { j * s } else { p * s }).sum());
+        targets.push(
+            pos.iter()
+                .zip(&dstr)
+                .enumerate()
+                .map(|(d, (&p, &s))| if d == axis { j * s } else { p * s })
+                .sum(),
+        );
         next_index(&mut pos, &idx.shape);
     }
     Ok(dispatch1!(&data.data, v, any => Element::wrap(apply(v, &upd.data, &targets, 1, r)?)))
@@ -53,7 +71,9 @@ pub fn scatter_nd(data: &Tensor, idx: &Tensor, upd: &Tensor, r: ScatterReduction
     let slice: usize = data.shape[last..].iter().product();
     let dstr = strides(&data.shape);
     let ii = indices(&idx.data)?;
-    let tuples: usize = idx.shape[..idx.shape.len().saturating_sub(1)].iter().product();
+    let tuples: usize = idx.shape[..idx.shape.len().saturating_sub(1)]
+        .iter()
+        .product();
     let mut targets = Vec::with_capacity(tuples);
     for k in 0..tuples {
         let mut off = 0;

@@ -15,7 +15,11 @@ pub fn numel(shape: &[usize]) -> usize {
 
 /// Splits `shape` around `axis`: (product before, size of axis, product after).
 pub fn split_at_axis(shape: &[usize], axis: usize) -> (usize, usize, usize) {
-    (numel(&shape[..axis]), shape[axis], numel(&shape[axis + 1..]))
+    (
+        numel(&shape[..axis]),
+        shape[axis],
+        numel(&shape[axis + 1..]),
+    )
 }
 
 /// Advances a row-major multi-index `idx` within `shape`; returns false after the last one.

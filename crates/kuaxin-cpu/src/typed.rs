@@ -7,7 +7,13 @@ pub trait Typed: Element {
     fn slice(d: &Data) -> Option<&[Self]>;
     /// The slice, or an error naming `what` when `d` holds another dtype.
     fn expect<'a>(d: &'a Data, what: &str) -> Result<&'a [Self]> {
-        Self::slice(d).ok_or_else(|| Error::invalid(format!("{what}: expected {}, got {}", Self::DTYPE, d.dtype())))
+        Self::slice(d).ok_or_else(|| {
+            Error::invalid(format!(
+                "{what}: expected {}, got {}",
+                Self::DTYPE,
+                d.dtype()
+            ))
+        })
     }
 }
 

@@ -44,37 +44,42 @@ fn view_typed<T: Element>(v: &[T], dims: &[(usize, isize)], offset: isize, numel
     let outer = &dims[..dims.len() - 1];
     let rows_per_chunk = (par::MIN_PAR / last_n).max(1);
     let mut out = vec![T::default(); numel];
-    par::for_chunks(&mut out, rows_per_chunk * last_n, rows_per_chunk * last_n, |ci, chunk| {
-        // Position of the chunk's first row.
-        let mut idx = vec![0usize; outer.len()];
-        let mut r = ci * rows_per_chunk;
-        let mut base = offset;
-        for d in (0..outer.len()).rev() {
-            idx[d] = r % outer[d].0;
-            r /= outer[d].0;
-            base += idx[d] as isize * outer[d].1;
-        }
-        for row in chunk.chunks_mut(last_n) {
-            if last_s == 1 {
-                let b = base as usize;
-                row.copy_from_slice(&v[b..b + last_n]);
-            } else {
-                let mut p = base;
-                for o in row.iter_mut() {
-                    *o = v[p as usize];
-                    p += last_s;
-                }
-            }
+    par::for_chunks(
+        &mut out,
+        rows_per_chunk * last_n,
+        rows_per_chunk * last_n,
+        |ci, chunk| {
+            // Position of the chunk's first row.
+            let mut idx = vec![0usize; outer.len()];
+            let mut r = ci * rows_per_chunk;
+            let mut base = offset;
             for d in (0..outer.len()).rev() {
-                idx[d] += 1;
-                base += outer[d].1;
-                if idx[d] < outer[d].0 {
-                    break;
-                }
-                base -= outer[d].1 * idx[d] as isize;
-                idx[d] = 0;
+                idx[d] = r % outer[d].0;
+                r /= outer[d].0;
+                base += idx[d] as isize * outer[d].1;
             }
-        }
-    });
+            for row in chunk.chunks_mut(last_n) {
+                if last_s == 1 {
+                    let b = base as usize;
+                    row.copy_from_slice(&v[b..b + last_n]);
+                } else {
+                    let mut p = base;
+                    for o in row.iter_mut() {
+                        *o = v[p as usize];
+                        p += last_s;
+                    }
+                }
+                for d in (0..outer.len()).rev() {
+                    idx[d] += 1;
+                    base += outer[d].1;
+                    if idx[d] < outer[d].0 {
+                        break;
+                    }
+                    base -= outer[d].1 * idx[d] as isize;
+                    idx[d] = 0;
+                }
+            }
+        },
+    );
     out
 }

@@ -40,7 +40,10 @@ struct Parser<'a> {
 
 impl Parser<'_> {
     fn err<T>(&self, msg: impl std::fmt::Display) -> Result<T, String> {
-        Err(format!("header is not a valid Python literal: {msg} at character {}", self.pos))
+        Err(format!(
+            "header is not a valid Python literal: {msg} at character {}",
+            self.pos
+        ))
     }
     fn skip_ws(&mut self) {
         while self.pos < self.s.len() && matches!(self.s[self.pos], ' ' | '\t' | '\n' | '\r') {
@@ -64,7 +67,10 @@ impl Parser<'_> {
             Some(c) if c.is_ascii_digit() || c == '-' || c == '+' => self.int(),
             Some(c) if c.is_ascii_alphabetic() || c == '_' => {
                 let start = self.pos;
-                while self.peek().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                while self
+                    .peek()
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+                {
                     self.pos += 1;
                 }
                 let word: String = self.s[start..self.pos].iter().collect();
@@ -123,7 +129,10 @@ impl Parser<'_> {
         let start = self.pos;
         let mut v: i128 = 0;
         while let Some(c) = self.peek().filter(|c| c.is_ascii_digit()) {
-            v = match v.checked_mul(10).and_then(|v| v.checked_add(i128::from(c as u8 - b'0'))) {
+            v = match v
+                .checked_mul(10)
+                .and_then(|v| v.checked_add(i128::from(c as u8 - b'0')))
+            {
                 Some(v) => v,
                 None => return self.err("integer too large"),
             };
@@ -136,7 +145,10 @@ impl Parser<'_> {
         if matches!(self.peek(), Some('L' | 'l')) {
             self.pos += 1;
         }
-        if self.peek().is_some_and(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_') {
+        if self
+            .peek()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_')
+        {
             return self.err("malformed number");
         }
         Ok(PyVal::Int(if neg { -v } else { v }))
@@ -244,7 +256,10 @@ pub(crate) fn parse_header(text: &str) -> Result<Header, String> {
     let (mut descr, mut fortran, mut shape) = (None, None, None);
     for (k, v) in items {
         let PyVal::Str(key) = k else {
-            return Err(format!("header has a key that is {}, expected a string", k.kind()));
+            return Err(format!(
+                "header has a key that is {}, expected a string",
+                k.kind()
+            ));
         };
         let slot = match key.as_str() {
             "descr" => &mut descr,
@@ -266,21 +281,35 @@ pub(crate) fn parse_header(text: &str) -> Result<Header, String> {
     };
     let fortran_order = match fortran {
         Some(PyVal::Bool(b)) => b,
-        Some(v) => return Err(format!("fortran_order is {}, expected True or False", v.kind())),
+        Some(v) => {
+            return Err(format!(
+                "fortran_order is {}, expected True or False",
+                v.kind()
+            ))
+        }
         None => return Err("header lacks key 'fortran_order'".into()),
     };
     let shape = match shape {
         Some(PyVal::Tuple(dims)) => dims
             .iter()
             .map(|d| match d {
-                PyVal::Int(n) => usize::try_from(*n).map_err(|_| format!("shape has invalid dimension {n}")),
-                v => Err(format!("shape has a dimension that is {}, expected an integer", v.kind())),
+                PyVal::Int(n) => {
+                    usize::try_from(*n).map_err(|_| format!("shape has invalid dimension {n}"))
+                }
+                v => Err(format!(
+                    "shape has a dimension that is {}, expected an integer",
+                    v.kind()
+                )),
             })
             .collect::<Result<Vec<usize>, String>>()?,
         Some(v) => return Err(format!("shape is {}, expected a tuple", v.kind())),
         None => return Err("header lacks key 'shape'".into()),
     };
-    Ok(Header { descr, fortran_order, shape })
+    Ok(Header {
+        descr,
+        fortran_order,
+        shape,
+    })
 }
 
 /// Formats a header dict the way numpy does.
@@ -288,7 +317,14 @@ pub(crate) fn format_header(descr: &str, shape: &[usize]) -> String {
     let dims = match shape {
         [] => "()".to_string(),
         [d] => format!("({d},)"),
-        _ => format!("({})", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+        _ => format!(
+            "({})",
+            shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
     format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {dims}, }}")
 }
@@ -299,24 +335,45 @@ mod tests {
 
     #[test]
     fn parses_numpy_headers() {
-        let h = parse_header("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }   \n").unwrap();
-        assert_eq!(h, Header { descr: "<f4".into(), fortran_order: false, shape: vec![2, 3] });
+        let h = parse_header("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }   \n")
+            .unwrap();
+        assert_eq!(
+            h,
+            Header {
+                descr: "<f4".into(),
+                fortran_order: false,
+                shape: vec![2, 3]
+            }
+        );
         let h = parse_header("{\"descr\":\"|b1\",\"fortran_order\":True,\"shape\":(7,)}").unwrap();
         assert_eq!(h.shape, vec![7]);
         assert!(h.fortran_order);
         let h = parse_header("{'descr': '<i8', 'fortran_order': False, 'shape': ()}").unwrap();
         assert!(h.shape.is_empty());
-        let h = parse_header("{'descr': '<i8', 'fortran_order': False, 'shape': (3L, 4L), }").unwrap();
+        let h =
+            parse_header("{'descr': '<i8', 'fortran_order': False, 'shape': (3L, 4L), }").unwrap();
         assert_eq!(h.shape, vec![3, 4]);
     }
 
     #[test]
     fn formats_like_numpy() {
-        assert_eq!(format_header("<f4", &[2, 3]), "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }");
-        assert_eq!(format_header("<f4", &[5]), "{'descr': '<f4', 'fortran_order': False, 'shape': (5,), }");
-        assert_eq!(format_header("<f4", &[]), "{'descr': '<f4', 'fortran_order': False, 'shape': (), }");
+        assert_eq!(
+            format_header("<f4", &[2, 3]),
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }"
+        );
+        assert_eq!(
+            format_header("<f4", &[5]),
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (5,), }"
+        );
+        assert_eq!(
+            format_header("<f4", &[]),
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (), }"
+        );
         for shape in [vec![], vec![1], vec![4, 0, 2]] {
-            assert_eq!(parse_header(&format_header("<u2", &shape)).unwrap().shape, shape);
+            assert_eq!(
+                parse_header(&format_header("<u2", &shape)).unwrap().shape,
+                shape
+            );
         }
     }
 

@@ -42,7 +42,8 @@ const ALIGN: usize = 64;
 
 /// Reads a `.npy` file.
 pub fn read_npy(path: &Path) -> Result<Tensor> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(format!("{}: cannot read: {e}", path.display())))?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::io(format!("{}: cannot read: {e}", path.display())))?;
     read_npy_bytes(&bytes, &path.display().to_string())
 }
 
@@ -53,7 +54,8 @@ pub fn read_npy_bytes(bytes: &[u8], name: &str) -> Result<Tensor> {
 
 /// Writes `t` as a `.npy` file (bf16 is written as `<f4`, see the crate docs).
 pub fn write_npy(path: &Path, t: &Tensor) -> Result<()> {
-    std::fs::write(path, to_npy_bytes(t)).map_err(|e| Error::io(format!("{}: cannot write: {e}", path.display())))
+    std::fs::write(path, to_npy_bytes(t))
+        .map_err(|e| Error::io(format!("{}: cannot write: {e}", path.display())))
 }
 
 /// Encodes `t` as the bytes of a `.npy` file (bf16 is written as `<f4`, see the crate docs).
@@ -75,10 +77,18 @@ pub fn to_npy_bytes(t: &Tensor) -> Vec<u8> {
     let text = header::format_header(descr, &t.shape);
     // Header text, then spaces and a final '\n' so that the data starts 64-byte aligned.
     let unpadded = text.len() + 1;
-    let (version, prefix) = if 10 + unpadded + ALIGN <= u16::MAX as usize { (1u8, 10) } else { (2u8, 12) };
+    let (version, prefix) = if 10 + unpadded + ALIGN <= u16::MAX as usize {
+        (1u8, 10)
+    } else {
+        (2u8, 12)
+    };
     let pad = ALIGN - (prefix + unpadded) % ALIGN;
     let hlen = unpadded + pad;
-    let elem = if t.dtype() == DType::BF16 { 4 } else { t.dtype().size() };
+    let elem = if t.dtype() == DType::BF16 {
+        4
+    } else {
+        t.dtype().size()
+    };
     let mut out = Vec::with_capacity(prefix + hlen + t.numel() * elem);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&[version, 0]);
@@ -92,18 +102,40 @@ pub fn to_npy_bytes(t: &Tensor) -> Vec<u8> {
     out.push(b'\n');
     debug_assert_eq!(out.len() % ALIGN, 0);
     match &t.data {
-        Data::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        Data::BF16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_f32().to_le_bytes())),
-        Data::F64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        Data::F16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_bits().to_le_bytes())),
-        Data::I8(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        Data::I16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        Data::I32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        Data::I64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Data::F32(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Data::BF16(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_f32().to_le_bytes())),
+        Data::F64(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Data::F16(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_bits().to_le_bytes())),
+        Data::I8(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Data::I16(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Data::I32(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Data::I64(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
         Data::U8(v) => out.extend_from_slice(v),
-        Data::U16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        Data::U32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-        Data::U64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Data::U16(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Data::U32(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        Data::U64(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
         Data::Bool(v) => v.iter().for_each(|&x| out.push(x as u8)),
     }
     out
@@ -111,7 +143,11 @@ pub fn to_npy_bytes(t: &Tensor) -> Vec<u8> {
 
 /// Maps a descr to a dtype and whether its bytes are big-endian.
 fn parse_descr(descr: &str) -> Result<(DType, bool)> {
-    let unsupported = |why: &str| Err(Error::unsupported(format!("unsupported dtype descr '{descr}'{why}")));
+    let unsupported = |why: &str| {
+        Err(Error::unsupported(format!(
+            "unsupported dtype descr '{descr}'{why}"
+        )))
+    };
     let mut chars = descr.chars();
     let order = chars.next();
     let rest = chars.as_str();
@@ -148,10 +184,15 @@ fn parse_descr(descr: &str) -> Result<(DType, bool)> {
 
 fn decode(bytes: &[u8]) -> Result<Tensor> {
     if bytes.len() < 8 {
-        return Err(Error::invalid(format!("not a .npy file: only {} bytes, too short for the magic string", bytes.len())));
+        return Err(Error::invalid(format!(
+            "not a .npy file: only {} bytes, too short for the magic string",
+            bytes.len()
+        )));
     }
     if &bytes[..6] != MAGIC {
-        return Err(Error::invalid("not a .npy file: it does not start with the magic string \\x93NUMPY"));
+        return Err(Error::invalid(
+            "not a .npy file: it does not start with the magic string \\x93NUMPY",
+        ));
     }
     let (major, minor) = (bytes[6], bytes[7]);
     let (len_size, utf8) = match (major, minor) {
@@ -166,7 +207,10 @@ fn decode(bytes: &[u8]) -> Result<Tensor> {
     };
     let prefix = 8 + len_size;
     if bytes.len() < prefix {
-        return Err(Error::invalid(format!("truncated header: the file ends after {} bytes, inside the header length", bytes.len())));
+        return Err(Error::invalid(format!(
+            "truncated header: the file ends after {} bytes, inside the header length",
+            bytes.len()
+        )));
     }
     let hlen = if len_size == 2 {
         u16::from_le_bytes([bytes[8], bytes[9]]) as usize
@@ -184,18 +228,27 @@ fn decode(bytes: &[u8]) -> Result<Tensor> {
         })?;
     let raw = &bytes[prefix..data_start];
     let text: String = if utf8 {
-        std::str::from_utf8(raw).map_err(|e| Error::invalid(format!("header is not valid UTF-8: {e}")))?.to_string()
+        std::str::from_utf8(raw)
+            .map_err(|e| Error::invalid(format!("header is not valid UTF-8: {e}")))?
+            .to_string()
     } else {
         // Versions 1.0 and 2.0 are latin-1: every byte is the code point of the same value.
         raw.iter().map(|&b| b as char).collect()
     };
     let h = header::parse_header(&text).map_err(Error::invalid)?;
     let (dtype, big) = parse_descr(&h.descr)?;
-    let numel = kuaxin_core::tensor::checked_numel(&h.shape)
-        .ok_or_else(|| Error::invalid(format!("shape {:?} has more elements than can be addressed", h.shape)))?;
-    let nbytes = numel
-        .checked_mul(dtype.size())
-        .ok_or_else(|| Error::invalid(format!("shape {:?} of {} needs more bytes than can be addressed", h.shape, dtype)))?;
+    let numel = kuaxin_core::tensor::checked_numel(&h.shape).ok_or_else(|| {
+        Error::invalid(format!(
+            "shape {:?} has more elements than can be addressed",
+            h.shape
+        ))
+    })?;
+    let nbytes = numel.checked_mul(dtype.size()).ok_or_else(|| {
+        Error::invalid(format!(
+            "shape {:?} of {} needs more bytes than can be addressed",
+            h.shape, dtype
+        ))
+    })?;
     let body = &bytes[data_start..];
     if body.len() < nbytes {
         return Err(Error::invalid(format!(
@@ -214,7 +267,11 @@ fn decode(bytes: &[u8]) -> Result<Tensor> {
         )));
     }
     let data = decode_data(body, dtype, big);
-    let data = if h.fortran_order && h.shape.len() > 1 { fortran_to_c(&data, &h.shape) } else { data };
+    let data = if h.fortran_order && h.shape.len() > 1 {
+        fortran_to_c(&data, &h.shape)
+    } else {
+        data
+    };
     Tensor::new(h.shape, data)
 }
 
@@ -225,7 +282,11 @@ fn decode_data(b: &[u8], dtype: DType, big: bool) -> Data {
                 .map(|c| {
                     let mut a = [0u8; $n];
                     a.copy_from_slice(c);
-                    let v = if big { <$t>::from_be_bytes(a) } else { <$t>::from_le_bytes(a) };
+                    let v = if big {
+                        <$t>::from_be_bytes(a)
+                    } else {
+                        <$t>::from_le_bytes(a)
+                    };
                     $conv(v)
                 })
                 .collect()
@@ -287,7 +348,9 @@ mod tests {
         assert_eq!(parse_descr("<f4").unwrap(), (DType::F32, false));
         assert_eq!(parse_descr(">i8").unwrap(), (DType::I64, true));
         assert_eq!(parse_descr("|b1").unwrap(), (DType::Bool, false));
-        for bad in ["<c8", "|O", "<U3", "|S4", "<M8[ns]", "f4", "", "<f16", "<V8", "<bf16"] {
+        for bad in [
+            "<c8", "|O", "<U3", "|S4", "<M8[ns]", "f4", "", "<f16", "<V8", "<bf16",
+        ] {
             let e = parse_descr(bad).unwrap_err();
             assert!(e.is_unsupported(), "{bad}: {e}");
             assert!(e.message.contains(bad), "{e}");
@@ -309,7 +372,9 @@ mod tests {
                 }
             }
         }
-        let c: Vec<i32> = (0..2).flat_map(|i| (0..3).flat_map(move |j| (0..4).map(move |k| 100 * i + 10 * j + k))).collect();
+        let c: Vec<i32> = (0..2)
+            .flat_map(|i| (0..3).flat_map(move |j| (0..4).map(move |k| 100 * i + 10 * j + k)))
+            .collect();
         assert_eq!(fortran_to_c(&Data::I32(f), &shape), Data::I32(c));
     }
 }

@@ -16,9 +16,27 @@ fn t<T: kuaxin_core::tensor::Element>(shape: &[usize], v: Vec<T>) -> Tensor {
 /// One tensor per dtype, with extreme values.
 fn samples() -> Vec<Tensor> {
     vec![
-        t(&[2, 3], vec![1.5f32, -0.0, f32::INFINITY, f32::MIN_POSITIVE, f32::MAX, -7.25]),
+        t(
+            &[2, 3],
+            vec![
+                1.5f32,
+                -0.0,
+                f32::INFINITY,
+                f32::MIN_POSITIVE,
+                f32::MAX,
+                -7.25,
+            ],
+        ),
         t(&[3], vec![1e300f64, -2.5, f64::NEG_INFINITY]),
-        t(&[2, 2], vec![f16::from_f32(0.5), f16::MAX, f16::MIN_POSITIVE_SUBNORMAL, f16::NEG_INFINITY]),
+        t(
+            &[2, 2],
+            vec![
+                f16::from_f32(0.5),
+                f16::MAX,
+                f16::MIN_POSITIVE_SUBNORMAL,
+                f16::NEG_INFINITY,
+            ],
+        ),
         t(&[4], vec![i8::MIN, i8::MAX, 0, -1]),
         t(&[3], vec![i16::MIN, i16::MAX, 258]),
         t(&[2, 1, 2], vec![i32::MIN, i32::MAX, 1, -1]),
@@ -56,12 +74,21 @@ fn round_trip_every_dtype() {
 
 #[test]
 fn bf16_is_written_as_f32() {
-    let vals = vec![bf16::from_f32(1.0), bf16::from_f32(-3.140625), bf16::MAX, bf16::MIN_POSITIVE, bf16::NEG_INFINITY];
+    let vals = vec![
+        bf16::from_f32(1.0),
+        bf16::from_f32(-3.140625),
+        bf16::MAX,
+        bf16::MIN_POSITIVE,
+        bf16::NEG_INFINITY,
+    ];
     let s = t(&[5], vals.clone());
     let back = read_npy_bytes(&to_npy_bytes(&s), "mem").unwrap();
     assert_eq!(back.dtype(), DType::F32);
     assert_eq!(back.shape, vec![5]);
-    assert_eq!(back.data, Data::F32(vals.iter().map(|v| v.to_f32()).collect()));
+    assert_eq!(
+        back.data,
+        Data::F32(vals.iter().map(|v| v.to_f32()).collect())
+    );
     assert_eq!(back.cast(DType::BF16), s);
 }
 
@@ -104,11 +131,23 @@ fn read(bytes: &[u8]) -> Tensor {
 #[test]
 fn reads_numpy_files() {
     use fixtures::*;
-    assert_eq!(read(F32_C), t(&[2, 3], vec![1.5f32, -2.25, f32::INFINITY, -0.0, 1e-38, 3.4e38]));
+    assert_eq!(
+        read(F32_C),
+        t(
+            &[2, 3],
+            vec![1.5f32, -2.25, f32::INFINITY, -0.0, 1e-38, 3.4e38]
+        )
+    );
     assert!(matches!(&read(F32_C).data, Data::F32(v) if v[3].is_sign_negative()));
     assert_eq!(read(F64_BE), t(&[3], vec![1.0f64, -2.5, 1e300]));
     let h = |x: f32| f16::from_f32(x);
-    assert_eq!(read(F16_LE), t(&[2, 2], vec![h(0.5), h(-1.0), h(65504.0), f16::MIN_POSITIVE_SUBNORMAL]));
+    assert_eq!(
+        read(F16_LE),
+        t(
+            &[2, 2],
+            vec![h(0.5), h(-1.0), h(65504.0), f16::MIN_POSITIVE_SUBNORMAL]
+        )
+    );
     assert_eq!(read(F16_BE), t(&[2], vec![h(0.5), h(-3.0)]));
     assert_eq!(read(I8), t(&[4], vec![-128i8, 127, 0, -1]));
     assert_eq!(read(I16_BE), t(&[3], vec![-32768i16, 32767, 258]));
@@ -118,11 +157,18 @@ fn reads_numpy_files() {
     assert_eq!(read(U16), t(&[2], vec![65535u16, 1]));
     assert_eq!(read(U32_BE), t(&[2], vec![u32::MAX, 0x0102_0304]));
     assert_eq!(read(U64), t(&[2], vec![u64::MAX, 0]));
-    assert_eq!(read(BOOL), t(&[2, 3], vec![true, false, true, false, false, true]));
-    let c: Vec<i32> =
-        (0..2).flat_map(|i| (0..3).flat_map(move |j| (0..4).map(move |k| 100 * i + 10 * j + k))).collect();
+    assert_eq!(
+        read(BOOL),
+        t(&[2, 3], vec![true, false, true, false, false, true])
+    );
+    let c: Vec<i32> = (0..2)
+        .flat_map(|i| (0..3).flat_map(move |j| (0..4).map(move |k| 100 * i + 10 * j + k)))
+        .collect();
     assert_eq!(read(FORTRAN_I32), t(&[2, 3, 4], c));
-    assert_eq!(read(FORTRAN_F64_BE), t(&[2, 3], vec![1.0f64, 2.0, 3.0, 4.0, 5.0, 6.0]));
+    assert_eq!(
+        read(FORTRAN_F64_BE),
+        t(&[2, 3], vec![1.0f64, 2.0, 3.0, 4.0, 5.0, 6.0])
+    );
     assert_eq!(read(SCALAR_F32), Tensor::scalar(3.5f32));
     assert_eq!(read(EMPTY_F32), Tensor::zeros(DType::F32, vec![0, 3]));
     assert_eq!(&V2_F32[6..8], b"\x02\x00");
@@ -133,7 +179,11 @@ fn reads_numpy_files() {
 
 #[test]
 fn unsupported_numpy_dtypes() {
-    for (bytes, descr) in [(fixtures::COMPLEX_C8, "<c8"), (fixtures::OBJECT, "|O"), (fixtures::UNICODE, "<U2")] {
+    for (bytes, descr) in [
+        (fixtures::COMPLEX_C8, "<c8"),
+        (fixtures::OBJECT, "|O"),
+        (fixtures::UNICODE, "<U2"),
+    ] {
         let e = read_npy_bytes(bytes, "odd.npy").unwrap_err();
         assert!(e.is_unsupported(), "{e}");
         assert!(e.message.starts_with("odd.npy: "), "{e}");
@@ -162,34 +212,112 @@ fn malformed_inputs_are_errors() {
         ("magic only", b"\x93NUMPY".to_vec()),
         ("wrong magic", b"\x93NUMPZ\x01\x00\x10\x00".to_vec()),
         ("version 4", [&good[..6], b"\x04\x00", &good[8..]].concat()),
-        ("version 1.1", [&good[..6], b"\x01\x01", &good[8..]].concat()),
+        (
+            "version 1.1",
+            [&good[..6], b"\x01\x01", &good[8..]].concat(),
+        ),
         ("no header length", good[..9].to_vec()),
         ("truncated header", good[..40].to_vec()),
-        ("header length past end", [&good[..8], &[0xff, 0xff][..], &good[10..]].concat()),
-        ("v2 huge header length", [b"\x93NUMPY\x02\x00".as_slice(), &[0xff, 0xff, 0xff, 0xff]].concat()),
+        (
+            "header length past end",
+            [&good[..8], &[0xff, 0xff][..], &good[10..]].concat(),
+        ),
+        (
+            "v2 huge header length",
+            [b"\x93NUMPY\x02\x00".as_slice(), &[0xff, 0xff, 0xff, 0xff]].concat(),
+        ),
         ("truncated data", good[..good.len() - 1].to_vec()),
         ("trailing data", [good, b"x"].concat()),
-        ("header says more data", with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (1000000,), }", &[0; 16])),
+        (
+            "header says more data",
+            with_header(
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000,), }",
+                &[0; 16],
+            ),
+        ),
         (
             "numel overflows",
-            with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296, 2), }", &[]),
+            with_header(
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296, 2), }",
+                &[],
+            ),
         ),
-        ("bytes overflow", with_header("{'descr': '<f8', 'fortran_order': False, 'shape': (2305843009213693952, 2), }", &[])),
-        ("dim beyond usize", with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (18446744073709551616,), }", &[])),
-        ("negative dim", with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (-1,), }", &[])),
-        ("shape not a tuple", with_header("{'descr': '<f4', 'fortran_order': False, 'shape': 3, }", &[0; 12])),
-        ("missing key", with_header("{'descr': '<f4', 'shape': (3,), }", &[0; 12])),
+        (
+            "bytes overflow",
+            with_header(
+                "{'descr': '<f8', 'fortran_order': False, 'shape': (2305843009213693952, 2), }",
+                &[],
+            ),
+        ),
+        (
+            "dim beyond usize",
+            with_header(
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (18446744073709551616,), }",
+                &[],
+            ),
+        ),
+        (
+            "negative dim",
+            with_header(
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (-1,), }",
+                &[],
+            ),
+        ),
+        (
+            "shape not a tuple",
+            with_header(
+                "{'descr': '<f4', 'fortran_order': False, 'shape': 3, }",
+                &[0; 12],
+            ),
+        ),
+        (
+            "missing key",
+            with_header("{'descr': '<f4', 'shape': (3,), }", &[0; 12]),
+        ),
         ("not a dict", with_header("['<f4', False, (3,)]", &[0; 12])),
         ("garbage header", with_header("\u{0}\u{1}\u{2}", &[])),
         ("deep nesting", with_header(&"(".repeat(30000), &[])),
-        ("structured", with_header("{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (1,), }", &[0; 4])),
-        ("complex", with_header("{'descr': '<c8', 'fortran_order': False, 'shape': (1,), }", &[0; 8])),
-        ("object", with_header("{'descr': '|O', 'fortran_order': False, 'shape': (1,), }", &[0; 8])),
-        ("no byte order", with_header("{'descr': 'f4', 'fortran_order': False, 'shape': (1,), }", &[0; 4])),
-        ("fortran overflow", with_header("{'descr': '<f4', 'fortran_order': True, 'shape': (4294967296, 4294967296, 2), }", &[])),
+        (
+            "structured",
+            with_header(
+                "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (1,), }",
+                &[0; 4],
+            ),
+        ),
+        (
+            "complex",
+            with_header(
+                "{'descr': '<c8', 'fortran_order': False, 'shape': (1,), }",
+                &[0; 8],
+            ),
+        ),
+        (
+            "object",
+            with_header(
+                "{'descr': '|O', 'fortran_order': False, 'shape': (1,), }",
+                &[0; 8],
+            ),
+        ),
+        (
+            "no byte order",
+            with_header(
+                "{'descr': 'f4', 'fortran_order': False, 'shape': (1,), }",
+                &[0; 4],
+            ),
+        ),
+        (
+            "fortran overflow",
+            with_header(
+                "{'descr': '<f4', 'fortran_order': True, 'shape': (4294967296, 4294967296, 2), }",
+                &[],
+            ),
+        ),
     ];
     // v3 header that is not UTF-8.
-    let mut v3 = with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }", &[0; 4]);
+    let mut v3 = with_header(
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }",
+        &[0; 4],
+    );
     v3[7] = 0;
     v3[6] = 3;
     v3.splice(8..10, [0u8, 0, 0, 0]);
@@ -206,7 +334,10 @@ fn malformed_inputs_are_errors() {
             Ok(t) => panic!("{what}: accepted as {}", t.type_string()),
             Err(e) => {
                 assert!(e.message.starts_with("hostile.npy: "), "{what}: {e}");
-                assert!(matches!(e.kind, ErrorKind::Invalid | ErrorKind::Unsupported), "{what}: {e:?}");
+                assert!(
+                    matches!(e.kind, ErrorKind::Invalid | ErrorKind::Unsupported),
+                    "{what}: {e:?}"
+                );
             }
         }
     }
@@ -242,17 +373,41 @@ fn numpy_reads_our_files() {
         .map(|o| o.status.success())
         .unwrap_or(false);
     if !ok {
-        println!("skipping numpy_reads_our_files: no python with numpy at {} (run scripts/py-env.sh)", py.display());
+        println!(
+            "skipping numpy_reads_our_files: no python with numpy at {} (run scripts/py-env.sh)",
+            py.display()
+        );
         return;
     }
     let dir = tempdir("numpy");
     let s = samples();
-    let names = ["f32", "f64", "f16", "i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64", "bool", "scalar", "empty_i64", "empty_u8", "ones7"];
+    let names = [
+        "f32",
+        "f64",
+        "f16",
+        "i8",
+        "i16",
+        "i32",
+        "i64",
+        "u8",
+        "u16",
+        "u32",
+        "u64",
+        "bool",
+        "scalar",
+        "empty_i64",
+        "empty_u8",
+        "ones7",
+    ];
     assert_eq!(s.len(), names.len());
     for (t, n) in s.iter().zip(names) {
         write_npy(&dir.join(format!("{n}.npy")), t).unwrap();
     }
-    write_npy(&dir.join("bf16.npy"), &t(&[2], vec![bf16::from_f32(1.0), bf16::from_f32(-3.140625)])).unwrap();
+    write_npy(
+        &dir.join("bf16.npy"),
+        &t(&[2], vec![bf16::from_f32(1.0), bf16::from_f32(-3.140625)]),
+    )
+    .unwrap();
     let script = r#"
 import sys, os
 import numpy as np
@@ -285,9 +440,21 @@ for name, (descr, vals) in expect.items():
     assert a.tobytes() == want.tobytes(), (name, a, want)
 print("numpy read", len(expect), "files")
 "#;
-    let out = std::process::Command::new(&py).arg("-c").arg(script).arg(&dir).output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "numpy failed to read our files:\n{text}");
+    let out = std::process::Command::new(&py)
+        .arg("-c")
+        .arg(script)
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "numpy failed to read our files:\n{text}"
+    );
     println!("{text}");
     std::fs::remove_dir_all(dir).ok();
 }

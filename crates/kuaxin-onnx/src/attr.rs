@@ -4,10 +4,10 @@
 //! declared FLOAT is `f` even if some other field is also set. Models from before IR
 //! version 2 have no `type`; for those the one field that is present decides. Subgraphs
 //! (If/Loop/Scan bodies) are converted recursively with the same rules as the main graph.
+use crate::external::ExternalFiles;
 use crate::graph::convert_graph;
 use crate::proto::attribute_proto::AttributeType as T;
 use crate::proto::{AttributeProto, GraphProto, TensorProto};
-use crate::external::ExternalFiles;
 use crate::tensor::convert_tensor;
 use crate::types::value_type;
 use kuaxin_core::graph::{Attr, Graph};
@@ -35,22 +35,42 @@ pub(crate) fn convert_attr(a: &AttributeProto, ext: &ExternalFiles) -> Result<At
         T::String => Attr::String(a.s().to_vec()),
         T::Tensor => Attr::Tensor(tensor(a.t.as_ref().ok_or_else(|| missing("TENSOR", "t"))?)?),
         T::Graph => Attr::Graph(graph(a.g.as_ref().ok_or_else(|| missing("GRAPH", "g"))?)?),
-        T::TypeProto => Attr::Type(value_type(a.tp.as_ref().ok_or_else(|| missing("TYPE_PROTO", "tp"))?)?),
+        T::TypeProto => Attr::Type(value_type(
+            a.tp.as_ref().ok_or_else(|| missing("TYPE_PROTO", "tp"))?,
+        )?),
         T::Floats => Attr::Floats(a.floats.clone()),
         T::Ints => Attr::Ints(a.ints.clone()),
         T::Strings => Attr::Strings(a.strings.clone()),
-        T::Tensors => Attr::Tensors(a.tensors.iter().map(tensor).collect::<Result<Vec<Arc<Tensor>>>>()?),
-        T::Graphs => Attr::Graphs(a.graphs.iter().map(graph).collect::<Result<Vec<Arc<Graph>>>>()?),
+        T::Tensors => Attr::Tensors(
+            a.tensors
+                .iter()
+                .map(tensor)
+                .collect::<Result<Vec<Arc<Tensor>>>>()?,
+        ),
+        T::Graphs => Attr::Graphs(
+            a.graphs
+                .iter()
+                .map(graph)
+                .collect::<Result<Vec<Arc<Graph>>>>()?,
+        ),
         T::SparseTensor | T::SparseTensors => {
-            return Err(Error::unsupported("sparse tensor attributes are not supported"))
+            return Err(Error::unsupported(
+                "sparse tensor attributes are not supported",
+            ))
         }
-        T::TypeProtos => return Err(Error::unsupported("TYPE_PROTOS attributes are not supported")),
+        T::TypeProtos => {
+            return Err(Error::unsupported(
+                "TYPE_PROTOS attributes are not supported",
+            ))
+        }
         T::Undefined => return Err(Error::invalid("attribute has no type and no value")),
     })
 }
 
 fn missing(ty: &str, field: &str) -> Error {
-    Error::invalid(format!("attribute is declared {ty} but field '{field}' is absent"))
+    Error::invalid(format!(
+        "attribute is declared {ty} but field '{field}' is absent"
+    ))
 }
 
 /// The type of an attribute written without `type` (IR version 1): the field that is set.

@@ -49,7 +49,9 @@ pub fn dtype_to_onnx(dtype: DType) -> i32 {
 /// The ONNX spelling of a data-type code ("FLOAT8E4M3FN"), for error messages.
 /// Codes this proto does not define read as "UNKNOWN".
 pub fn dtype_name_onnx(code: i32) -> &'static str {
-    OnnxType::try_from(code).map(|t| t.as_str_name()).unwrap_or("UNKNOWN")
+    OnnxType::try_from(code)
+        .map(|t| t.as_str_name())
+        .unwrap_or("UNKNOWN")
 }
 
 #[cfg(test)]

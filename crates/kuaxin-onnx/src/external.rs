@@ -27,11 +27,18 @@ pub(crate) struct ExternalFiles<'a> {
 impl<'a> ExternalFiles<'a> {
     /// `dir`: the model's directory; `None` makes any external reference an error.
     pub(crate) fn new(dir: Option<&'a Path>) -> Self {
-        ExternalFiles { dir, read: RefCell::new(HashMap::new()) }
+        ExternalFiles {
+            dir,
+            read: RefCell::new(HashMap::new()),
+        }
     }
 
     /// Reads exactly `nbytes` bytes described by `entries` (see [`read_external`]).
-    pub(crate) fn read(&self, entries: &[StringStringEntryProto], nbytes: usize) -> Result<Vec<u8>> {
+    pub(crate) fn read(
+        &self,
+        entries: &[StringStringEntryProto],
+        nbytes: usize,
+    ) -> Result<Vec<u8>> {
         read_external(entries, nbytes, self.dir, &mut self.read.borrow_mut())
     }
 }
@@ -71,11 +78,20 @@ fn read_external(
         }
     }
     let path = base.join(rel);
-    let mut file = File::open(&path)
-        .map_err(|e| Error::io(format!("cannot open external data file '{}': {e}", path.display())))?;
+    let mut file = File::open(&path).map_err(|e| {
+        Error::io(format!(
+            "cannot open external data file '{}': {e}",
+            path.display()
+        ))
+    })?;
     let file_len = file
         .metadata()
-        .map_err(|e| Error::io(format!("cannot stat external data file '{}': {e}", path.display())))?
+        .map_err(|e| {
+            Error::io(format!(
+                "cannot stat external data file '{}': {e}",
+                path.display()
+            ))
+        })?
         .len();
     let end = offset.checked_add(nbytes as u64);
     if end.is_none_or(|end| end > file_len) {
@@ -96,14 +112,21 @@ fn read_external(
     let mut buf = vec![0u8; nbytes];
     file.seek(SeekFrom::Start(offset))
         .and_then(|_| file.read_exact(&mut buf))
-        .map_err(|e| Error::io(format!("cannot read external data file '{}': {e}", path.display())))?;
+        .map_err(|e| {
+            Error::io(format!(
+                "cannot read external data file '{}': {e}",
+                path.display()
+            ))
+        })?;
     Ok(buf)
 }
 
 fn parse_u64(key: &str, v: &str) -> Result<u64> {
-    v.trim()
-        .parse()
-        .map_err(|_| Error::invalid(format!("external data '{key}' is not a non-negative integer: {v:?}")))
+    v.trim().parse().map_err(|_| {
+        Error::invalid(format!(
+            "external data '{key}' is not a non-negative integer: {v:?}"
+        ))
+    })
 }
 
 /// `location` as a relative path that cannot leave the directory it is joined to.
@@ -126,11 +149,15 @@ fn contained_path(location: &str) -> Result<PathBuf> {
         match c {
             Component::Normal(s) => out.push(s),
             Component::CurDir => {}
-            Component::ParentDir | Component::RootDir | Component::Prefix(_) => return Err(escapes()),
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
+                return Err(escapes())
+            }
         }
     }
     if out.as_os_str().is_empty() {
-        return Err(Error::invalid(format!("external data location '{location}' names no file")));
+        return Err(Error::invalid(format!(
+            "external data location '{location}' names no file"
+        )));
     }
     Ok(out)
 }

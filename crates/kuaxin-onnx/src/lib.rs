@@ -24,9 +24,9 @@ mod value;
 
 pub use dtype::{dtype_from_onnx, dtype_name_onnx, dtype_to_onnx};
 pub use model::{load_model, load_model_bytes};
-pub use proto::TensorProto;
-pub use tensor::{save_tensor_pb, tensor_from_proto, tensor_to_proto, MAX_BYTES, MAX_ELEMENTS};
-pub use value::{load_value_file, load_value_file_as};
 /// The protobuf runtime the [`proto`] types use (for `encode_to_vec` / `decode` in tests
 /// and tools without a separate dependency).
 pub use prost;
+pub use proto::TensorProto;
+pub use tensor::{save_tensor_pb, tensor_from_proto, tensor_to_proto, MAX_BYTES, MAX_ELEMENTS};
+pub use value::{load_value_file, load_value_file_as};

@@ -14,7 +14,8 @@ use std::path::Path;
 /// Every error message starts with the path.
 pub fn load_model(path: &Path) -> Result<Model> {
     let source = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| Error::io(format!("{source}: cannot read: {e}")))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::io(format!("{source}: cannot read: {e}")))?;
     let proto = decode_model(&bytes).ctx(&source)?;
     drop(bytes); // the file image is not needed once decoded: keep peak memory down
     convert(&proto, &source, Some(model_dir(path))).ctx(source)
@@ -32,7 +33,9 @@ pub(crate) fn model_dir(path: &Path) -> &Path {
 /// errors and becomes [`Model::source`]; `base_dir` is where external data is looked up
 /// (`None`: a model with external data is an error).
 pub fn load_model_bytes(bytes: &[u8], source_name: &str, base_dir: Option<&Path>) -> Result<Model> {
-    decode_model(bytes).and_then(|mp| convert(&mp, source_name, base_dir)).ctx(source_name)
+    decode_model(bytes)
+        .and_then(|mp| convert(&mp, source_name, base_dir))
+        .ctx(source_name)
 }
 
 fn decode_model(bytes: &[u8]) -> Result<ModelProto> {
@@ -50,8 +53,15 @@ fn convert(mp: &ModelProto, source_name: &str, base_dir: Option<&Path>) -> Resul
     }
     let graph = convert_graph(g, &ExternalFiles::new(base_dir))?;
     check_model_graph(&graph)?;
-    let producer = format!("{} {}", mp.producer_name(), mp.producer_version()).trim().to_string();
-    Ok(Model { graph, opsets, producer, source: source_name.to_string() })
+    let producer = format!("{} {}", mp.producer_name(), mp.producer_version())
+        .trim()
+        .to_string();
+    Ok(Model {
+        graph,
+        opsets,
+        producer,
+        source: source_name.to_string(),
+    })
 }
 
 #[cfg(test)]

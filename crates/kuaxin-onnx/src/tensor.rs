@@ -55,11 +55,16 @@ pub(crate) fn checked_shape(dims: &[i64], dtype: DType) -> Result<(Vec<usize>, u
     for &d in dims {
         match usize::try_from(d) {
             Ok(d) => shape.push(d),
-            Err(_) => return Err(Error::invalid(format!("negative dimension {d} in dims {dims:?}"))),
+            Err(_) => {
+                return Err(Error::invalid(format!(
+                    "negative dimension {d} in dims {dims:?}"
+                )))
+            }
         }
     }
-    let numel = checked_numel(&shape)
-        .ok_or_else(|| Error::invalid(format!("dims {dims:?} overflow (element count too large)")))?;
+    let numel = checked_numel(&shape).ok_or_else(|| {
+        Error::invalid(format!("dims {dims:?} overflow (element count too large)"))
+    })?;
     if numel > MAX_ELEMENTS {
         return Err(Error::invalid(format!(
             "dims {dims:?} declare {numel} elements, more than the limit of 2^34"
@@ -82,7 +87,10 @@ fn decode(t: &TensorProto, ext: &ExternalFiles) -> Result<Tensor> {
         Some(d) => d,
         None if code == 0 => return Err(Error::invalid("data_type is missing (UNDEFINED)")),
         None => {
-            return Err(Error::unsupported(format!("dtype {} is not supported", dtype_name_onnx(code))))
+            return Err(Error::unsupported(format!(
+                "dtype {} is not supported",
+                dtype_name_onnx(code)
+            )))
         }
     };
     let (shape, numel) = checked_shape(&t.dims, dtype)?;
@@ -129,8 +137,7 @@ fn typed_data(t: &TensorProto, dtype: DType, numel: usize) -> Result<Data> {
     if len != numel {
         return Err(Error::invalid(format!(
             "dims {:?} need {numel} elements but {} (and raw_data) hold {len}",
-            t.dims,
-            field
+            t.dims, field
         )));
     }
     let i32s = &t.int32_data;

@@ -61,6 +61,14 @@ fn shape(s: &TensorShapeProto) -> Result<Vec<Dim>> {
 
 /// A named, typed graph value; errors name the value ("value 'x': ...").
 pub(crate) fn value_info(v: &ValueInfoProto) -> Result<ValueInfo> {
-    let ty = v.r#type.as_ref().map(value_type).transpose().with_ctx(|| format!("value '{}'", v.name()))?;
-    Ok(ValueInfo { name: v.name().to_string(), ty: ty.unwrap_or(ValueType::Unknown) })
+    let ty = v
+        .r#type
+        .as_ref()
+        .map(value_type)
+        .transpose()
+        .with_ctx(|| format!("value '{}'", v.name()))?;
+    Ok(ValueInfo {
+        name: v.name().to_string(),
+        ty: ty.unwrap_or(ValueType::Unknown),
+    })
 }

@@ -44,8 +44,9 @@ fn check_graph(g: &Graph, outer: &HashSet<String>) -> Result<()> {
                 // (inputs of its nodes and of nested subgraphs, and pass-through outputs)
                 // exists; what is left is sg's own structure.
                 let captured: HashSet<String> = sg.free_inputs().into_iter().collect();
-                check_graph(sg, &captured)
-                    .with_ctx(|| format!("{}: attribute '{name}': graph '{}'", n.describe(), sg.name))?;
+                check_graph(sg, &captured).with_ctx(|| {
+                    format!("{}: attribute '{name}': graph '{}'", n.describe(), sg.name)
+                })?;
             }
         }
     }

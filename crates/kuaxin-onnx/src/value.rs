@@ -30,7 +30,8 @@ pub fn load_value_file(path: &Path) -> Result<HostValue> {
 /// Errors start with the path.
 pub fn load_value_file_as(path: &Path, ty: &ValueType) -> Result<HostValue> {
     let source = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| Error::io(format!("{source}: cannot read: {e}")))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::io(format!("{source}: cannot read: {e}")))?;
     // One budget for the whole file, as for a model (see `external`).
     let base = &ExternalFiles::new(Some(model_dir(path)));
     let value = match ty {
@@ -40,16 +41,22 @@ pub fn load_value_file_as(path: &Path, ty: &ValueType) -> Result<HostValue> {
         ValueType::Optional(_) => {
             decode::<OptionalProto>(&bytes, "OptionalProto").and_then(|o| optional(&o, base))
         }
-        ValueType::Tensor { .. } | ValueType::Unknown => decode::<TensorProto>(&bytes, "TensorProto")
-            .and_then(|t| convert_tensor(&t, base))
-            .map(HostValue::Tensor),
+        ValueType::Tensor { .. } | ValueType::Unknown => {
+            decode::<TensorProto>(&bytes, "TensorProto")
+                .and_then(|t| convert_tensor(&t, base))
+                .map(HostValue::Tensor)
+        }
     };
     value.ctx(source)
 }
 
 fn sequence(s: &SequenceProto, base: &ExternalFiles) -> Result<HostValue> {
     if !s.sparse_tensor_values.is_empty() || !s.map_values.is_empty() {
-        return Err(unsupported_elem(if s.map_values.is_empty() { SPARSE_TENSOR } else { MAP }));
+        return Err(unsupported_elem(if s.map_values.is_empty() {
+            SPARSE_TENSOR
+        } else {
+            MAP
+        }));
     }
     // elem_type picks the field; an empty or untyped sequence uses whichever is filled.
     let kind = match s.elem_type() {
@@ -65,8 +72,16 @@ fn sequence(s: &SequenceProto, base: &ExternalFiles) -> Result<HostValue> {
             .iter()
             .map(|t| convert_tensor(t, base).map(HostValue::Tensor))
             .collect::<Result<_>>()?,
-        SEQUENCE => s.sequence_values.iter().map(|v| sequence(v, base)).collect::<Result<_>>()?,
-        OPTIONAL => s.optional_values.iter().map(|v| optional(v, base)).collect::<Result<_>>()?,
+        SEQUENCE => s
+            .sequence_values
+            .iter()
+            .map(|v| sequence(v, base))
+            .collect::<Result<_>>()?,
+        OPTIONAL => s
+            .optional_values
+            .iter()
+            .map(|v| optional(v, base))
+            .collect::<Result<_>>()?,
         k => return Err(unsupported_elem(k)),
     };
     Ok(HostValue::Sequence(items))

@@ -49,7 +49,12 @@ fn edit(m: &mut ModelProto, f: impl FnOnce(&mut GraphProto)) {
 }
 
 fn f32_dims(name: &str, dims: &[i64]) -> TensorProto {
-    TensorProto { name: Some(name.into()), data_type: Some(FLOAT), dims: dims.to_vec(), ..Default::default() }
+    TensorProto {
+        name: Some(name.into()),
+        data_type: Some(FLOAT),
+        dims: dims.to_vec(),
+        ..Default::default()
+    }
 }
 
 fn external(name: &str, dims: &[i64], kv: &[(&str, &str)]) -> TensorProto {
@@ -57,7 +62,10 @@ fn external(name: &str, dims: &[i64], kv: &[(&str, &str)]) -> TensorProto {
         data_location: Some(1),
         external_data: kv
             .iter()
-            .map(|(k, v)| StringStringEntryProto { key: Some(k.to_string()), value: Some(v.to_string()) })
+            .map(|(k, v)| StringStringEntryProto {
+                key: Some(k.to_string()),
+                value: Some(v.to_string()),
+            })
             .collect(),
         ..f32_dims(name, dims)
     }
@@ -65,8 +73,14 @@ fn external(name: &str, dims: &[i64], kv: &[(&str, &str)]) -> TensorProto {
 
 fn if_node(then_branch: GraphProto) -> NodeProto {
     let mut n = node("If", "if", &["c"], &["out"]);
-    n.attribute.push(AttributeProto { g: Some(then_branch.clone()), ..attr("then_branch", AttributeType::Graph) });
-    n.attribute.push(AttributeProto { g: Some(then_branch), ..attr("else_branch", AttributeType::Graph) });
+    n.attribute.push(AttributeProto {
+        g: Some(then_branch.clone()),
+        ..attr("then_branch", AttributeType::Graph)
+    });
+    n.attribute.push(AttributeProto {
+        g: Some(then_branch),
+        ..attr("else_branch", AttributeType::Graph)
+    });
     n
 }
 
@@ -86,10 +100,19 @@ fn nested_ifs(depth: usize) -> GraphProto {
         node("Relu", "r", &["x"], &["out"])
     } else {
         let mut n = node("If", "if", &["c"], &["out"]);
-        n.attribute.push(AttributeProto { g: Some(nested_ifs(depth - 1)), ..attr("then_branch", AttributeType::Graph) });
+        n.attribute.push(AttributeProto {
+            g: Some(nested_ifs(depth - 1)),
+            ..attr("then_branch", AttributeType::Graph)
+        });
         n
     };
-    graph("level", vec![body], vec![], vec![tensor_vi("out", FLOAT, &[])], vec![])
+    graph(
+        "level",
+        vec![body],
+        vec![],
+        vec![tensor_vi("out", FLOAT, &[])],
+        vec![],
+    )
 }
 
 fn garbage() -> Vec<u8> {
@@ -116,18 +139,34 @@ fn cases() -> Vec<Case> {
             kind: Invalid,
             expect: "not a valid ONNX model",
         },
-        Case { file: "garbage.onnx", build: || vec![("garbage.onnx", garbage())], kind: Invalid, expect: "" },
-        Case { file: "empty.onnx", build: || vec![("empty.onnx", vec![])], kind: Invalid, expect: "no graph" },
+        Case {
+            file: "garbage.onnx",
+            build: || vec![("garbage.onnx", garbage())],
+            kind: Invalid,
+            expect: "",
+        },
+        Case {
+            file: "empty.onnx",
+            build: || vec![("empty.onnx", vec![])],
+            kind: Invalid,
+            expect: "no graph",
+        },
         Case {
             file: "cycle.onnx",
             build: || {
-                one("cycle.onnx", model(graph(
-                    "g",
-                    vec![node("Add", "a", &["x", "b"], &["a"]), node("Relu", "b", &["a"], &["b"])],
-                    vec![tensor_vi("x", FLOAT, &[D::N(2)])],
-                    vec![tensor_vi("b", FLOAT, &[D::N(2)])],
-                    vec![],
-                )))
+                one(
+                    "cycle.onnx",
+                    model(graph(
+                        "g",
+                        vec![
+                            node("Add", "a", &["x", "b"], &["a"]),
+                            node("Relu", "b", &["a"], &["b"]),
+                        ],
+                        vec![tensor_vi("x", FLOAT, &[D::N(2)])],
+                        vec![tensor_vi("b", FLOAT, &[D::N(2)])],
+                        vec![],
+                    )),
+                )
             },
             kind: Invalid,
             expect: "cycle",
@@ -156,7 +195,9 @@ fn cases() -> Vec<Case> {
             file: "negative_dim.onnx",
             build: || {
                 let mut m = relu_model();
-                edit(&mut m, |g| g.input[0] = tensor_vi("x", FLOAT, &[D::N(3), D::N(-1)]));
+                edit(&mut m, |g| {
+                    g.input[0] = tensor_vi("x", FLOAT, &[D::N(3), D::N(-1)])
+                });
                 one("negative_dim.onnx", m)
             },
             kind: Invalid,
@@ -164,20 +205,33 @@ fn cases() -> Vec<Case> {
         },
         Case {
             file: "negative_tensor_dim.onnx",
-            build: || one("negative_tensor_dim.onnx", with_initializer(f32_dims("w", &[2, -3]))),
+            build: || {
+                one(
+                    "negative_tensor_dim.onnx",
+                    with_initializer(f32_dims("w", &[2, -3])),
+                )
+            },
             kind: Invalid,
             expect: "tensor 'w': negative dimension -3",
         },
         Case {
             file: "overflowing_dims.onnx",
-            build: || one("overflowing_dims.onnx", with_initializer(f32_dims("w", &[1 << 40, 1 << 40]))),
+            build: || {
+                one(
+                    "overflowing_dims.onnx",
+                    with_initializer(f32_dims("w", &[1 << 40, 1 << 40])),
+                )
+            },
             kind: Invalid,
             expect: "overflow",
         },
         Case {
             file: "too_many_elements.onnx",
             build: || {
-                let t = TensorProto { data_type: Some(2), ..f32_dims("w", &[1 << 20, 1 << 20]) };
+                let t = TensorProto {
+                    data_type: Some(2),
+                    ..f32_dims("w", &[1 << 20, 1 << 20])
+                };
                 one("too_many_elements.onnx", with_initializer(t))
             },
             kind: Invalid,
@@ -185,14 +239,22 @@ fn cases() -> Vec<Case> {
         },
         Case {
             file: "huge_initializer_100gib.onnx",
-            build: || one("huge_initializer_100gib.onnx", with_initializer(f32_dims("w", &[25, 1024, 1024, 1024]))),
+            build: || {
+                one(
+                    "huge_initializer_100gib.onnx",
+                    with_initializer(f32_dims("w", &[25, 1024, 1024, 1024])),
+                )
+            },
             kind: Invalid,
             expect: "tensor 'w'",
         },
         Case {
             file: "huge_f64_initializer_32gib.onnx",
             build: || {
-                let t = TensorProto { data_type: Some(11), ..f32_dims("w", &[1 << 32]) };
+                let t = TensorProto {
+                    data_type: Some(11),
+                    ..f32_dims("w", &[1 << 32])
+                };
                 one("huge_f64_initializer_32gib.onnx", with_initializer(t))
             },
             kind: Invalid,
@@ -201,7 +263,10 @@ fn cases() -> Vec<Case> {
         Case {
             file: "raw_data_short.onnx",
             build: || {
-                let t = TensorProto { raw_data: Some(vec![0; 8]), ..f32_dims("w", &[4, 4]) };
+                let t = TensorProto {
+                    raw_data: Some(vec![0; 8]),
+                    ..f32_dims("w", &[4, 4])
+                };
                 one("raw_data_short.onnx", with_initializer(t))
             },
             kind: Invalid,
@@ -209,14 +274,22 @@ fn cases() -> Vec<Case> {
         },
         Case {
             file: "typed_data_short.onnx",
-            build: || one("typed_data_short.onnx", with_initializer(f32_tensor("w", &[4, 4], &[1.0, 2.0, 3.0]))),
+            build: || {
+                one(
+                    "typed_data_short.onnx",
+                    with_initializer(f32_tensor("w", &[4, 4], &[1.0, 2.0, 3.0])),
+                )
+            },
             kind: Invalid,
             expect: "float_data",
         },
         Case {
             file: "missing_data_type.onnx",
             build: || {
-                let t = TensorProto { data_type: None, ..f32_tensor("w", &[1], &[1.0]) };
+                let t = TensorProto {
+                    data_type: None,
+                    ..f32_tensor("w", &[1], &[1.0])
+                };
                 one("missing_data_type.onnx", with_initializer(t))
             },
             kind: Invalid,
@@ -225,8 +298,15 @@ fn cases() -> Vec<Case> {
         Case {
             file: "external_past_end.onnx",
             build: || {
-                let m = with_initializer(external("w", &[64], &[("location", "external_past_end.bin")]));
-                vec![("external_past_end.onnx", m.encode_to_vec()), ("external_past_end.bin", vec![7; 16])]
+                let m = with_initializer(external(
+                    "w",
+                    &[64],
+                    &[("location", "external_past_end.bin")],
+                ));
+                vec![
+                    ("external_past_end.onnx", m.encode_to_vec()),
+                    ("external_past_end.bin", vec![7; 16]),
+                ]
             },
             kind: Invalid,
             expect: "has only 16 bytes",
@@ -234,8 +314,14 @@ fn cases() -> Vec<Case> {
         Case {
             file: "external_offset_past_end.onnx",
             build: || {
-                let kv = [("location", "external_past_end.bin"), ("offset", "18446744073709551615")];
-                one("external_offset_past_end.onnx", with_initializer(external("w", &[1], &kv)))
+                let kv = [
+                    ("location", "external_past_end.bin"),
+                    ("offset", "18446744073709551615"),
+                ];
+                one(
+                    "external_offset_past_end.onnx",
+                    with_initializer(external("w", &[1], &kv)),
+                )
             },
             kind: Invalid,
             expect: "has only 16 bytes",
@@ -243,7 +329,11 @@ fn cases() -> Vec<Case> {
         Case {
             file: "external_outside_dir.onnx",
             build: || {
-                let t = external("w", &[4], &[("location", "../bad-models/external_past_end.bin")]);
+                let t = external(
+                    "w",
+                    &[4],
+                    &[("location", "../bad-models/external_past_end.bin")],
+                );
                 one("external_outside_dir.onnx", with_initializer(t))
             },
             kind: Invalid,
@@ -251,13 +341,23 @@ fn cases() -> Vec<Case> {
         },
         Case {
             file: "external_absolute_path.onnx",
-            build: || one("external_absolute_path.onnx", with_initializer(external("w", &[4], &[("location", "/etc/hostname")]))),
+            build: || {
+                one(
+                    "external_absolute_path.onnx",
+                    with_initializer(external("w", &[4], &[("location", "/etc/hostname")])),
+                )
+            },
             kind: Invalid,
             expect: "escapes the model directory",
         },
         Case {
             file: "external_missing_file.onnx",
-            build: || one("external_missing_file.onnx", with_initializer(external("w", &[4], &[("location", "no_such_file.bin")]))),
+            build: || {
+                one(
+                    "external_missing_file.onnx",
+                    with_initializer(external("w", &[4], &[("location", "no_such_file.bin")])),
+                )
+            },
             kind: Io,
             expect: "cannot open external data file",
         },
@@ -265,7 +365,10 @@ fn cases() -> Vec<Case> {
             file: "external_bad_length.onnx",
             build: || {
                 let kv = [("location", "external_past_end.bin"), ("length", "12")];
-                one("external_bad_length.onnx", with_initializer(external("w", &[4], &kv)))
+                one(
+                    "external_bad_length.onnx",
+                    with_initializer(external("w", &[4], &kv)),
+                )
             },
             kind: Invalid,
             expect: "has length 12 but the dims need 16 bytes",
@@ -274,8 +377,18 @@ fn cases() -> Vec<Case> {
             file: "external_overlapping_regions.onnx",
             build: || {
                 // Two tensors on the same 16 bytes: the second exceeds the file's size in all.
-                let mut m = with_initializer(external("w", &[4], &[("location", "external_past_end.bin")]));
-                edit(&mut m, |g| g.initializer.push(external("w2", &[4], &[("location", "./external_past_end.bin")])));
+                let mut m = with_initializer(external(
+                    "w",
+                    &[4],
+                    &[("location", "external_past_end.bin")],
+                ));
+                edit(&mut m, |g| {
+                    g.initializer.push(external(
+                        "w2",
+                        &[4],
+                        &[("location", "./external_past_end.bin")],
+                    ))
+                });
                 one("external_overlapping_regions.onnx", m)
             },
             kind: Invalid,
@@ -284,7 +397,11 @@ fn cases() -> Vec<Case> {
         Case {
             file: "unsupported_dtype.onnx",
             build: || {
-                let t = TensorProto { data_type: Some(17), raw_data: Some(vec![0, 0]), ..f32_dims("w", &[2]) };
+                let t = TensorProto {
+                    data_type: Some(17),
+                    raw_data: Some(vec![0, 0]),
+                    ..f32_dims("w", &[2])
+                };
                 one("unsupported_dtype.onnx", with_initializer(t))
             },
             kind: Unsupported,
@@ -293,7 +410,11 @@ fn cases() -> Vec<Case> {
         Case {
             file: "string_initializer.onnx",
             build: || {
-                let t = TensorProto { data_type: Some(8), string_data: vec![b"hi".to_vec()], ..f32_dims("w", &[1]) };
+                let t = TensorProto {
+                    data_type: Some(8),
+                    string_data: vec![b"hi".to_vec()],
+                    ..f32_dims("w", &[1])
+                };
                 one("string_initializer.onnx", with_initializer(t))
             },
             kind: Unsupported,
@@ -306,7 +427,12 @@ fn cases() -> Vec<Case> {
                 edit(&mut m, |g| {
                     g.sparse_initializer.push(SparseTensorProto {
                         values: Some(f32_tensor("s", &[1], &[1.0])),
-                        indices: Some(TensorProto { data_type: Some(INT64), dims: vec![1], int64_data: vec![0], ..Default::default() }),
+                        indices: Some(TensorProto {
+                            data_type: Some(INT64),
+                            dims: vec![1],
+                            int64_data: vec![0],
+                            ..Default::default()
+                        }),
                         dims: vec![4],
                     })
                 });
@@ -342,7 +468,9 @@ fn cases() -> Vec<Case> {
             file: "duplicate_initializer.onnx",
             build: || {
                 let mut m = with_initializer(f32_tensor("w", &[1], &[1.0]));
-                edit(&mut m, |g| g.initializer.push(f32_tensor("w", &[1], &[2.0])));
+                edit(&mut m, |g| {
+                    g.initializer.push(f32_tensor("w", &[1], &[2.0]))
+                });
                 one("duplicate_initializer.onnx", m)
             },
             kind: Invalid,
@@ -362,7 +490,11 @@ fn cases() -> Vec<Case> {
             file: "bad_attribute_type.onnx",
             build: || {
                 let mut m = relu_model();
-                let a = AttributeProto { name: Some("alpha".into()), r#type: Some(99), ..Default::default() };
+                let a = AttributeProto {
+                    name: Some("alpha".into()),
+                    r#type: Some(99),
+                    ..Default::default()
+                };
                 edit(&mut m, |g| g.node[0].attribute.push(a));
                 one("bad_attribute_type.onnx", m)
             },
@@ -397,7 +529,13 @@ fn cases() -> Vec<Case> {
         Case {
             file: "subgraph_undefined_output.onnx",
             build: || {
-                let body = graph("then", vec![], vec![], vec![tensor_vi("nowhere", FLOAT, &[D::N(2)])], vec![]);
+                let body = graph(
+                    "then",
+                    vec![],
+                    vec![],
+                    vec![tensor_vi("nowhere", FLOAT, &[D::N(2)])],
+                    vec![],
+                );
                 one("subgraph_undefined_output.onnx", if_model(body))
             },
             kind: Invalid,
@@ -408,7 +546,10 @@ fn cases() -> Vec<Case> {
             build: || {
                 let body = graph(
                     "then",
-                    vec![node("Add", "p", &["x", "q"], &["p"]), node("Relu", "q", &["p"], &["q"])],
+                    vec![
+                        node("Add", "p", &["x", "q"], &["p"]),
+                        node("Relu", "q", &["p"], &["q"]),
+                    ],
                     vec![],
                     vec![tensor_vi("q", FLOAT, &[D::N(2)])],
                     vec![],
@@ -463,17 +604,34 @@ fn every_corpus_file_fails_cleanly_naming_the_file() {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
         // run_*.onnx load fine and fail only when run (scripts/check-bad-models.sh runs them).
-        .filter(|p| !p.file_name().and_then(|n| n.to_str()).unwrap_or_default().starts_with("run_"))
+        .filter(|p| {
+            !p.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .starts_with("run_")
+        })
         .collect();
     files.sort();
-    assert!(files.len() >= cases().len(), "corpus has only {} models", files.len());
+    assert!(
+        files.len() >= cases().len(),
+        "corpus has only {} models",
+        files.len()
+    );
     for path in files {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
         match load_no_panic(&path) {
             Ok(_) => panic!("{name}: loaded without error"),
             Err(e) => {
                 println!("{name}: {:?}: {}", e.kind, e.message);
-                assert!(e.message.contains(&name), "{name}: message does not name the file: {}", e.message);
+                assert!(
+                    e.message.contains(&name),
+                    "{name}: message does not name the file: {}",
+                    e.message
+                );
             }
         }
     }
@@ -488,23 +646,38 @@ fn each_defect_is_reported_as_itself() {
             Err(e) => e,
         };
         assert_eq!(e.kind, case.kind, "{}: {}", case.file, e.message);
-        assert!(e.message.contains(case.expect), "{}: expected {:?} in: {}", case.file, case.expect, e.message);
+        assert!(
+            e.message.contains(case.expect),
+            "{}: expected {:?} in: {}",
+            case.file,
+            case.expect,
+            e.message
+        );
     }
 }
 
 #[test]
 fn external_data_without_a_directory_is_an_error() {
     let m = with_initializer(external("w", &[4], &[("location", "w.bin")]));
-    let e = kuaxin_onnx::load_model_bytes(&m.encode_to_vec(), "mem.onnx", None).expect_err("needs a dir");
+    let e = kuaxin_onnx::load_model_bytes(&m.encode_to_vec(), "mem.onnx", None)
+        .expect_err("needs a dir");
     assert!(e.message.starts_with("mem.onnx: "), "{}", e.message);
-    assert!(e.message.contains("needs the model's directory"), "{}", e.message);
+    assert!(
+        e.message.contains("needs the model's directory"),
+        "{}",
+        e.message
+    );
 }
 
 #[test]
 fn missing_model_file_is_an_io_error_naming_it() {
     let e = kuaxin_onnx::load_model(Path::new("/nonexistent/dir/model.onnx")).expect_err("missing");
     assert_eq!(e.kind, ErrorKind::Io);
-    assert!(e.message.contains("/nonexistent/dir/model.onnx"), "{}", e.message);
+    assert!(
+        e.message.contains("/nonexistent/dir/model.onnx"),
+        "{}",
+        e.message
+    );
 }
 
 #[test]
@@ -518,5 +691,9 @@ fn every_truncation_of_a_valid_model_fails_or_loads_without_panicking() {
             errors += 1;
         }
     }
-    assert!(errors > b.len() / 2, "only {errors} of {} truncations failed", b.len());
+    assert!(
+        errors > b.len() / 2,
+        "only {errors} of {} truncations failed",
+        b.len()
+    );
 }

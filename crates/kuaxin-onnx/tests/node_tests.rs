@@ -5,7 +5,10 @@
 use kuaxin_core::graph::{Model, ValueType};
 use std::path::{Path, PathBuf};
 
-fn load_values(dir: &Path, m: &Model) -> Vec<(PathBuf, kuaxin_core::Result<kuaxin_core::HostValue>)> {
+fn load_values(
+    dir: &Path,
+    m: &Model,
+) -> Vec<(PathBuf, kuaxin_core::Result<kuaxin_core::HostValue>)> {
     let data = dir.join("test_data_set_0");
     let inputs = m.graph.real_inputs();
     let mut out = Vec::new();
@@ -57,13 +60,25 @@ fn onnx_backend_node_tests_load() {
             ok += 1;
         }
         for e in errs {
-            if e.is_unsupported() { unsupported.push(e.message) } else { invalid.push(e.message) }
+            if e.is_unsupported() {
+                unsupported.push(e.message)
+            } else {
+                invalid.push(e.message)
+            }
         }
     }
-    println!("{} node tests: {ok} fully loaded, {values} value files read", dirs.len());
+    println!(
+        "{} node tests: {ok} fully loaded, {values} value files read",
+        dirs.len()
+    );
     println!("{} unsupported:", unsupported.len());
     for m in &unsupported {
         println!("  {m}");
     }
-    assert!(invalid.is_empty(), "{} loader failures on known-good models:\n{}", invalid.len(), invalid.join("\n"));
+    assert!(
+        invalid.is_empty(),
+        "{} loader failures on known-good models:\n{}",
+        invalid.len(),
+        invalid.join("\n")
+    );
 }

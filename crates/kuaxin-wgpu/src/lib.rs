@@ -43,7 +43,8 @@ pub struct AdapterSummary {
 }
 
 fn adapters() -> Vec<wgpu::Adapter> {
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
     pollster::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY))
 }
 
@@ -58,8 +59,17 @@ pub fn list() -> Vec<AdapterSummary> {
                 name: format!("wgpu:{i}"),
                 description: format!(
                     "{} ({:?}, {:?} {}; max binding {} MiB, {} storage buffers, shader-f16 {})",
-                    info.name, info.device_type, info.backend, info.driver_info, l.max_storage_buffer_binding_size >> 20,
-                    l.max_storage_buffers_per_shader_stage, if a.features().contains(wgpu::Features::SHADER_F16) { "yes" } else { "no" }
+                    info.name,
+                    info.device_type,
+                    info.backend,
+                    info.driver_info,
+                    l.max_storage_buffer_binding_size >> 20,
+                    l.max_storage_buffers_per_shader_stage,
+                    if a.features().contains(wgpu::Features::SHADER_F16) {
+                        "yes"
+                    } else {
+                        "no"
+                    }
                 ),
             }
         })
@@ -73,17 +83,31 @@ impl WgpuBackend {
         if all.is_empty() {
             return Err(Error::unsupported("device 'wgpu': no Vulkan, Metal or DX12 adapter found (on Debian: apt-get install mesa-vulkan-drivers libvulkan1)"));
         }
-        let adapter = all.get(index).ok_or_else(|| Error::invalid(format!("device 'wgpu:{index}': there are {} wgpu adapters (wgpu:0..wgpu:{})", all.len(), all.len() - 1)))?;
+        let adapter = all.get(index).ok_or_else(|| {
+            Error::invalid(format!(
+                "device 'wgpu:{index}': there are {} wgpu adapters (wgpu:0..wgpu:{})",
+                all.len(),
+                all.len() - 1
+            ))
+        })?;
         let f16 = adapter.features().contains(wgpu::Features::SHADER_F16);
         let limits = adapter.limits();
         let desc = wgpu::DeviceDescriptor {
             label: Some("kuaxin"),
-            required_features: if f16 { wgpu::Features::SHADER_F16 } else { wgpu::Features::empty() },
+            required_features: if f16 {
+                wgpu::Features::SHADER_F16
+            } else {
+                wgpu::Features::empty()
+            },
             required_limits: limits.clone(),
             ..Default::default()
         };
-        let (device, queue) = pollster::block_on(adapter.request_device(&desc))
-            .map_err(|e| Error::backend(format!("wgpu:{index}: cannot open {}: {e}", adapter.get_info().name)))?;
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|e| {
+            Error::backend(format!(
+                "wgpu:{index}: cannot open {}: {e}",
+                adapter.get_info().name
+            ))
+        })?;
         let fault = Arc::new(Mutex::new(None));
         let f = fault.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
@@ -95,7 +119,9 @@ impl WgpuBackend {
             device,
             queue,
             f16,
-            max_binding: limits.max_storage_buffer_binding_size.min(limits.max_buffer_size),
+            max_binding: limits
+                .max_storage_buffer_binding_size
+                .min(limits.max_buffer_size),
             max_buffers: limits.max_storage_buffers_per_shader_stage,
             pipelines: Mutex::new(HashMap::new()),
             layouts: Mutex::new(HashMap::new()),
@@ -105,7 +131,10 @@ impl WgpuBackend {
 
     fn check_fault(&self) -> Result<()> {
         match self.fault.lock().unwrap().take() {
-            Some(e) => Err(Error::backend(format!("wgpu:{} ({}): {e}", self.index, self.info.name))),
+            Some(e) => Err(Error::backend(format!(
+                "wgpu:{} ({}): {e}",
+                self.index, self.info.name
+            ))),
             None => Ok(()),
         }
     }
@@ -137,30 +166,55 @@ impl WgpuBackend {
         let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: None,
             size,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: bytes.is_some(),
         });
         if let Some(b) = bytes {
-            buf.get_mapped_range_mut(..).map_err(|e| Error::backend(format!("wgpu: map: {e}")))?.slice(..b.len()).copy_from_slice(b);
+            buf.get_mapped_range_mut(..)
+                .map_err(|e| Error::backend(format!("wgpu: map: {e}")))?
+                .slice(..b.len())
+                .copy_from_slice(b);
             buf.unmap();
         }
         Ok(buf)
     }
 
     fn layout(&self, n_inputs: usize) -> Arc<(wgpu::BindGroupLayout, wgpu::PipelineLayout)> {
-        self.layouts.lock().unwrap().entry(n_inputs).or_insert_with(|| {
-            let entries: Vec<wgpu::BindGroupLayoutEntry> = (0..=n_inputs)
-                .map(|i| wgpu::BindGroupLayoutEntry {
-                    binding: i as u32,
-                    visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: wgpu::BindingType::Buffer { ty: wgpu::BufferBindingType::Storage { read_only: i > 0 }, has_dynamic_offset: false, min_binding_size: None },
-                    count: None,
-                })
-                .collect();
-            let bgl = self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: None, entries: &entries });
-            let pl = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor { label: None, bind_group_layouts: &[Some(&bgl)], immediate_size: 0 });
-            Arc::new((bgl, pl))
-        }).clone()
+        self.layouts
+            .lock()
+            .unwrap()
+            .entry(n_inputs)
+            .or_insert_with(|| {
+                let entries: Vec<wgpu::BindGroupLayoutEntry> = (0..=n_inputs)
+                    .map(|i| wgpu::BindGroupLayoutEntry {
+                        binding: i as u32,
+                        visibility: wgpu::ShaderStages::COMPUTE,
+                        ty: wgpu::BindingType::Buffer {
+                            ty: wgpu::BufferBindingType::Storage { read_only: i > 0 },
+                            has_dynamic_offset: false,
+                            min_binding_size: None,
+                        },
+                        count: None,
+                    })
+                    .collect();
+                let bgl = self
+                    .device
+                    .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                        label: None,
+                        entries: &entries,
+                    });
+                let pl = self
+                    .device
+                    .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                        label: None,
+                        bind_group_layouts: &[Some(&bgl)],
+                        immediate_size: 0,
+                    });
+                Arc::new((bgl, pl))
+            })
+            .clone()
     }
 
     fn pipeline(&self, src: &str, n_inputs: usize) -> Result<Arc<wgpu::ComputePipeline>> {
@@ -170,17 +224,26 @@ impl WgpuBackend {
         }
         let layout = self.layout(n_inputs);
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor { label: None, source: wgpu::ShaderSource::Wgsl(src.into()) });
-        let p = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: None,
-            layout: Some(&layout.1),
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: Default::default(),
-            cache: None,
-        });
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: None,
+                source: wgpu::ShaderSource::Wgsl(src.into()),
+            });
+        let p = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: None,
+                layout: Some(&layout.1),
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            });
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::backend(format!("wgpu: shader does not compile: {e}\n{src}")));
+            return Err(Error::backend(format!(
+                "wgpu: shader does not compile: {e}\n{src}"
+            )));
         }
         let p = Arc::new(p);
         self.pipelines.lock().unwrap().insert(key, p.clone());
@@ -190,15 +253,25 @@ impl WgpuBackend {
     fn gpu<'a>(&self, t: &'a DeviceTensor) -> Result<&'a wgpu::Buffer> {
         match t.storage.downcast_ref::<Store>() {
             Some(Store::Gpu(b)) => Ok(b),
-            Some(Store::Host(_)) => Err(Error::unsupported(format!("wgpu: {} tensors are not computed on this device", t.ty.dtype))),
-            None => Err(Error::backend(format!("wgpu: tensor {} belongs to another back end", t.ty))),
+            Some(Store::Host(_)) => Err(Error::unsupported(format!(
+                "wgpu: {} tensors are not computed on this device",
+                t.ty.dtype
+            ))),
+            None => Err(Error::backend(format!(
+                "wgpu: tensor {} belongs to another back end",
+                t.ty
+            ))),
         }
     }
 }
 
 /// Little-endian bytes of a tensor as stored on the device (64-bit integers narrowed).
 fn to_bytes(t: &Tensor) -> Result<Vec<u8>> {
-    fn narrow<T: Copy + std::fmt::Display, U: TryFrom<T>>(t: &Tensor, v: &[T], b: impl Fn(U) -> [u8; 4]) -> Result<Vec<u8>> {
+    fn narrow<T: Copy + std::fmt::Display, U: TryFrom<T>>(
+        t: &Tensor,
+        v: &[T],
+        b: impl Fn(U) -> [u8; 4],
+    ) -> Result<Vec<u8>> {
         v.iter()
             .map(|&x| U::try_from(x).map(&b).map_err(|_| Error::unsupported(format!(
                 "wgpu: {} tensor holds {x}, outside the 32-bit range this back end computes 64-bit integers in", t.type_string()))))
@@ -213,7 +286,12 @@ fn to_bytes(t: &Tensor) -> Result<Vec<u8>> {
         Data::F16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
         Data::I64(v) => narrow(t, v, i32::to_le_bytes)?,
         Data::U64(v) => narrow(t, v, u32::to_le_bytes)?,
-        other => return Err(Error::unsupported(format!("wgpu: {} is not computed on this device", other.dtype()))),
+        other => {
+            return Err(Error::unsupported(format!(
+                "wgpu: {} is not computed on this device",
+                other.dtype()
+            )))
+        }
     })
 }
 
@@ -227,7 +305,11 @@ fn from_bytes(ty: &TensorType, b: &[u8]) -> Result<Tensor> {
         DType::I64 => Data::I64((0..n).map(|i| i32::from_le_bytes(w(i)) as i64).collect()),
         DType::U64 => Data::U64((0..n).map(|i| u32::from_le_bytes(w(i)) as u64).collect()),
         DType::Bool => Data::Bool((0..n).map(|i| u32::from_le_bytes(w(i)) != 0).collect()),
-        DType::F16 => Data::F16((0..n).map(|i| half::f16::from_le_bytes([b[2 * i], b[2 * i + 1]])).collect()),
+        DType::F16 => Data::F16(
+            (0..n)
+                .map(|i| half::f16::from_le_bytes([b[2 * i], b[2 * i + 1]]))
+                .collect(),
+        ),
         d => return Err(Error::backend(format!("wgpu: no device storage for {d}"))),
     };
     Tensor::new(ty.shape.clone(), data)
@@ -240,15 +322,25 @@ impl Backend for WgpuBackend {
 
     fn upload(&self, t: &Tensor) -> Result<DeviceTensor> {
         let ty = TensorType::new(t.dtype(), t.shape.clone());
-        let store = if self.on_device(&ty) { Store::Gpu(self.buffer(&ty, Some(&to_bytes(t)?))?) } else { Store::Host(Arc::new(t.clone())) };
-        Ok(DeviceTensor { ty, storage: Arc::new(store) })
+        let store = if self.on_device(&ty) {
+            Store::Gpu(self.buffer(&ty, Some(&to_bytes(t)?))?)
+        } else {
+            Store::Host(Arc::new(t.clone()))
+        };
+        Ok(DeviceTensor {
+            ty,
+            storage: Arc::new(store),
+        })
     }
 
     fn upload_shared(&self, t: &Arc<Tensor>) -> Result<DeviceTensor> {
         if self.on_device(&TensorType::new(t.dtype(), t.shape.clone())) {
             return self.upload(t);
         }
-        Ok(DeviceTensor { ty: TensorType::new(t.dtype(), t.shape.clone()), storage: Arc::new(Store::Host(t.clone())) })
+        Ok(DeviceTensor {
+            ty: TensorType::new(t.dtype(), t.shape.clone()),
+            storage: Arc::new(Store::Host(t.clone())),
+        })
     }
 
     fn download(&self, t: &DeviceTensor) -> Result<Tensor> {
@@ -269,20 +361,41 @@ impl Backend for WgpuBackend {
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);
         });
-        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::backend(format!("wgpu: {e}")))?;
-        rx.recv().map_err(|e| Error::backend(format!("wgpu: {e}")))?.map_err(|e| Error::backend(format!("wgpu: reading back {}: {e}", t.ty)))?;
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::backend(format!("wgpu: {e}")))?;
+        rx.recv()
+            .map_err(|e| Error::backend(format!("wgpu: {e}")))?
+            .map_err(|e| Error::backend(format!("wgpu: reading back {}: {e}", t.ty)))?;
         self.check_fault()?;
-        let out = from_bytes(&t.ty, &staging.get_mapped_range(..).map_err(|e| Error::backend(format!("wgpu: map: {e}")))?);
+        let out = from_bytes(
+            &t.ty,
+            &staging
+                .get_mapped_range(..)
+                .map_err(|e| Error::backend(format!("wgpu: map: {e}")))?,
+        );
         staging.unmap();
         out
     }
 
-    fn execute(&self, prim: &Prim, inputs: &[&DeviceTensor], outputs: &[TensorType]) -> Result<Vec<DeviceTensor>> {
+    fn execute(
+        &self,
+        prim: &Prim,
+        inputs: &[&DeviceTensor],
+        outputs: &[TensorType],
+    ) -> Result<Vec<DeviceTensor>> {
         let [out_ty] = outputs else {
-            return Err(Error::unsupported(format!("wgpu: {} has {} outputs", prim.name(), outputs.len())));
+            return Err(Error::unsupported(format!(
+                "wgpu: {} has {} outputs",
+                prim.name(),
+                outputs.len()
+            )));
         };
         let in_types: Vec<TensorType> = inputs.iter().map(|t| t.ty.clone()).collect();
-        let bufs = inputs.iter().map(|t| self.gpu(t)).collect::<Result<Vec<_>>>()?;
+        let bufs = inputs
+            .iter()
+            .map(|t| self.gpu(t))
+            .collect::<Result<Vec<_>>>()?;
         let out = self.buffer(out_ty, None)?;
         if out_ty.numel() > 0 {
             let shader = match prim {
@@ -295,9 +408,16 @@ impl Backend for WgpuBackend {
             let entries: Vec<wgpu::BindGroupEntry> = std::iter::once(&out)
                 .chain(bufs.iter().copied())
                 .enumerate()
-                .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
+                .map(|(i, b)| wgpu::BindGroupEntry {
+                    binding: i as u32,
+                    resource: b.as_entire_binding(),
+                })
                 .collect();
-            let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &layout.0, entries: &entries });
+            let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: None,
+                layout: &layout.0,
+                entries: &entries,
+            });
             let mut enc = self.device.create_command_encoder(&Default::default());
             {
                 let mut pass = enc.begin_compute_pass(&Default::default());
@@ -309,11 +429,16 @@ impl Backend for WgpuBackend {
             self.queue.submit([enc.finish()]);
             self.check_fault()?;
         }
-        Ok(vec![DeviceTensor { ty: out_ty.clone(), storage: Arc::new(Store::Gpu(out)) }])
+        Ok(vec![DeviceTensor {
+            ty: out_ty.clone(),
+            storage: Arc::new(Store::Gpu(out)),
+        }])
     }
 
     fn synchronize(&self) -> Result<()> {
-        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::backend(format!("wgpu: {e}")))?;
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::backend(format!("wgpu: {e}")))?;
         self.check_fault()
     }
 
@@ -327,7 +452,9 @@ impl Backend for WgpuBackend {
                     && wgsl::render_kernel(k, self.f16).is_ok()
             }
             p => {
-                let Ok(outs) = p.infer(inputs) else { return false };
+                let Ok(outs) = p.infer(inputs) else {
+                    return false;
+                };
                 inputs.len() < self.max_buffers as usize
                     && inputs.iter().chain(&outs).all(|t| self.on_device(t))
                     && outs.len() == 1

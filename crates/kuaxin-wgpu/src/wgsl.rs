@@ -27,7 +27,12 @@ pub fn storage_type(d: DType, f16: bool) -> Option<&'static str> {
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
-enum Class { F, I, U, Bool }
+enum Class {
+    F,
+    I,
+    U,
+    Bool,
+}
 
 fn class(d: DType) -> Class {
     match d {
@@ -57,12 +62,20 @@ fn zero(d: DType) -> &'static str {
 
 /// A loaded element in its compute type.
 fn load(d: DType, e: String) -> String {
-    if d == DType::F16 { format!("f32({e})") } else { e }
+    if d == DType::F16 {
+        format!("f32({e})")
+    } else {
+        e
+    }
 }
 
 /// A computed value in its storage type.
 fn store(d: DType, e: &str) -> String {
-    if d == DType::F16 { format!("f16({e})") } else { e.to_string() }
+    if d == DType::F16 {
+        format!("f16({e})")
+    } else {
+        e.to_string()
+    }
 }
 
 const PRELUDE: &str = r#"
@@ -183,15 +196,29 @@ fn grid(n: usize) -> R<[u32; 3]> {
 
 /// Declarations: output at binding 0, argument i at binding i + 1 (None: not read).
 fn header(out: DType, args: &[Option<DType>], f16: bool) -> R<String> {
-    let ty = |d: DType| storage_type(d, f16).ok_or_else(|| format!("{d} is not computed on this device"));
+    let ty = |d: DType| {
+        storage_type(d, f16).ok_or_else(|| format!("{d} is not computed on this device"))
+    };
     let mut s = String::new();
-    if std::iter::once(Some(out)).chain(args.iter().copied()).any(|d| d == Some(DType::F16)) {
+    if std::iter::once(Some(out))
+        .chain(args.iter().copied())
+        .any(|d| d == Some(DType::F16))
+    {
         s += "enable f16;\n";
     }
-    let _ = writeln!(s, "@group(0) @binding(0) var<storage, read_write> out: array<{}>;", ty(out)?);
+    let _ = writeln!(
+        s,
+        "@group(0) @binding(0) var<storage, read_write> out: array<{}>;",
+        ty(out)?
+    );
     for (i, a) in args.iter().enumerate() {
         if let Some(d) = a {
-            let _ = writeln!(s, "@group(0) @binding({}) var<storage, read> a{i}: array<{}>;", i + 1, ty(*d)?);
+            let _ = writeln!(
+                s,
+                "@group(0) @binding({}) var<storage, read> a{i}: array<{}>;",
+                i + 1,
+                ty(*d)?
+            );
         }
     }
     s += PRELUDE;
@@ -206,7 +233,10 @@ fn per_element(out: &TensorType, args: &[Option<DType>], f16: bool, body: &str) 
         "@compute @workgroup_size(64)\nfn main(@builtin(global_invocation_id) gid: vec3<u32>) {{\nlet o = gid.x + gid.y * 4194240u;\nif (o >= {}u) {{ return; }}\n{body}}}\n",
         out.numel()
     );
-    Ok(Shader { src: s, groups: grid(out.numel())? })
+    Ok(Shader {
+        src: s,
+        groups: grid(out.numel())?,
+    })
 }
 
 /// `let {p}k = ...` : the row-major coordinates of linear index `idx` in `dims`.
@@ -244,7 +274,15 @@ fn konst(v: f64, d: DType) -> String {
     match class(d) {
         Class::F => {
             let f = v as f32;
-            if f.is_finite() { format!("bitcast<f32>({:#010x}u)", f.to_bits()) } else if f.is_nan() { "fnanv()".into() } else if f > 0.0 { "finf()".into() } else { "(-finf())".into() }
+            if f.is_finite() {
+                format!("bitcast<f32>({:#010x}u)", f.to_bits())
+            } else if f.is_nan() {
+                "fnanv()".into()
+            } else if f > 0.0 {
+                "finf()".into()
+            } else {
+                "(-finf())".into()
+            }
         }
         Class::I => format!("bitcast<i32>({:#010x}u)", (v as i64 as i32) as u32),
         Class::U => format!("{}u", v as i64 as u32),
@@ -334,8 +372,12 @@ fn binary(op: B, d: DType, a: &str, b: &str) -> R<String> {
 fn cast(from: DType, to: DType, x: &str) -> R<String> {
     // 64-bit integers live in 32 bits: a cast that changes signedness into a 64-bit type would
     // widen the wrong way on download.
-    if (to == DType::U64 && class(from) == Class::I) || (to == DType::I64 && class(from) == Class::U) {
-        return Err(format!("cast {from} -> {to} of 64-bit integers narrowed to 32 bits"));
+    if (to == DType::U64 && class(from) == Class::I)
+        || (to == DType::I64 && class(from) == Class::U)
+    {
+        return Err(format!(
+            "cast {from} -> {to} of 64-bit integers narrowed to 32 bits"
+        ));
     }
     Ok(match (class(from), class(to)) {
         (a, b) if a == b => x.to_string(),
@@ -355,8 +397,19 @@ fn cast(from: DType, to: DType, x: &str) -> R<String> {
 
 /// `let {p}i = ...;` for each op. `coords` are the domain coordinates loads index with
 /// (fewer than the strides in the epilogue: reduced axes are ignored there).
-fn ops(b: &mut String, list: &[Op], p: &str, loads: &[Load], coords: &[String], reduced: Option<&str>) -> R<()> {
-    let val = |i: usize| -> R<(String, DType)> { list.get(i).map(|o| (format!("{p}{i}"), o.dtype)).ok_or_else(|| format!("operand {i} out of range")) };
+fn ops(
+    b: &mut String,
+    list: &[Op],
+    p: &str,
+    loads: &[Load],
+    coords: &[String],
+    reduced: Option<&str>,
+) -> R<()> {
+    let val = |i: usize| -> R<(String, DType)> {
+        list.get(i)
+            .map(|o| (format!("{p}{i}"), o.dtype))
+            .ok_or_else(|| format!("operand {i} out of range"))
+    };
     for (i, op) in list.iter().enumerate() {
         let e = match &op.expr {
             Expr::Load(l) => {
@@ -365,10 +418,15 @@ fn ops(b: &mut String, list: &[Op], p: &str, loads: &[Load], coords: &[String], 
                     return Err("load dtype mismatch".into());
                 }
                 let terms = zip(coords, &ld.strides[..coords.len().min(ld.strides.len())]);
-                load(ld.dtype, format!("a{}[{}]", ld.arg, lin(ld.offset as isize, &terms)))
+                load(
+                    ld.dtype,
+                    format!("a{}[{}]", ld.arg, lin(ld.offset as isize, &terms)),
+                )
             }
             Expr::Const(c) => konst(*c, op.dtype),
-            Expr::Reduced => reduced.ok_or("reduced value outside the epilogue")?.to_string(),
+            Expr::Reduced => reduced
+                .ok_or("reduced value outside the epilogue")?
+                .to_string(),
             Expr::Unary(u, a) => {
                 let (x, d) = val(*a)?;
                 unary(*u, d, &x)?
@@ -389,7 +447,11 @@ fn ops(b: &mut String, list: &[Op], p: &str, loads: &[Load], coords: &[String], 
                 cast(d, op.dtype, &x)?
             }
         };
-        let e = if op.dtype == DType::F16 && !matches!(op.expr, Expr::Load(_)) { format!("f32(f16({e}))") } else { e };
+        let e = if op.dtype == DType::F16 && !matches!(op.expr, Expr::Load(_)) {
+            format!("f32(f16({e}))")
+        } else {
+            e
+        };
         let _ = writeln!(b, "let {p}{i}: {} = {e};", ct(op.dtype));
     }
     Ok(())
@@ -412,7 +474,11 @@ fn reduce_parts(op: ReduceOp, d: DType) -> (&'static str, &'static str) {
 }
 
 fn combine(f: &str, a: &str, x: &str) -> String {
-    if f.len() == 1 { format!("{a} {f} {x}") } else { format!("{f}({a}, {x})") }
+    if f.len() == 1 {
+        format!("{a} {f} {x}")
+    } else {
+        format!("{f}({a}, {x})")
+    }
 }
 
 pub fn render_kernel(k: &Kernel, f16: bool) -> R<Shader> {
@@ -435,19 +501,35 @@ pub fn render_kernel(k: &Kernel, f16: bool) -> R<Shader> {
             format!("v{}", k.body.len().checked_sub(1).ok_or("empty kernel")?)
         }
         Some(Reduction { op, value, dims }) => {
-            let vd = k.body.get(*value).ok_or("reduced value out of range")?.dtype;
+            let vd = k
+                .body
+                .get(*value)
+                .ok_or("reduced value out of range")?
+                .dtype;
             let (init, f) = reduce_parts(*op, vd);
             let rdims = &k.domain[kept.len()..];
-            let _ = writeln!(b, "var acc: {} = {init};\nfor (var j: u32 = 0u; j < {}u; j = j + 1u) {{", ct(vd), rdims.iter().product::<usize>());
+            let _ = writeln!(
+                b,
+                "var acc: {} = {init};\nfor (var j: u32 = 0u; j < {}u; j = j + 1u) {{",
+                ct(vd),
+                rdims.iter().product::<usize>()
+            );
             coords(&mut b, "d", "j", rdims);
             let all: Vec<String> = kc.iter().cloned().chain(names("d", *dims)).collect();
             ops(&mut b, &k.body, "v", &k.loads, &all, None)?;
             let _ = writeln!(b, "acc = {};\n}}", combine(f, "acc", &format!("v{value}")));
             ops(&mut b, &k.epilogue, "e", &k.loads, &kc, Some("acc"))?;
-            format!("e{}", k.epilogue.len().checked_sub(1).ok_or("empty epilogue")?)
+            format!(
+                "e{}",
+                k.epilogue.len().checked_sub(1).ok_or("empty epilogue")?
+            )
         }
     };
-    let list = if k.reduce.is_some() { &k.epilogue } else { &k.body };
+    let list = if k.reduce.is_some() {
+        &k.epilogue
+    } else {
+        &k.body
+    };
     if list.last().map(|o| o.dtype) != Some(k.out.dtype) {
         return Err("stored value does not have the output dtype".into());
     }
@@ -456,14 +538,42 @@ pub fn render_kernel(k: &Kernel, f16: bool) -> R<Shader> {
 }
 
 fn kernel(domain: Vec<usize>, loads: Vec<Load>, body: Vec<Op>, out: &TensorType) -> Kernel {
-    Kernel { name: String::new(), domain, loads, body, reduce: None, epilogue: vec![], out: out.clone(), origins: vec![] }
+    Kernel {
+        name: String::new(),
+        domain,
+        loads,
+        body,
+        reduce: None,
+        epilogue: vec![],
+        out: out.clone(),
+        origins: vec![],
+    }
 }
 
 /// Contiguous loads of every input over the output's shape, then `last`.
 fn elementwise(ins: &[TensorType], out: &TensorType, last: Expr) -> Kernel {
-    let loads: Vec<Load> = ins.iter().enumerate().map(|(i, t)| Load { arg: i, dtype: t.dtype, strides: contiguous_strides(&out.shape), offset: 0 }).collect();
-    let mut body: Vec<Op> = ins.iter().enumerate().map(|(i, t)| Op { expr: Expr::Load(i), dtype: t.dtype }).collect();
-    body.push(Op { expr: last, dtype: out.dtype });
+    let loads: Vec<Load> = ins
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Load {
+            arg: i,
+            dtype: t.dtype,
+            strides: contiguous_strides(&out.shape),
+            offset: 0,
+        })
+        .collect();
+    let mut body: Vec<Op> = ins
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Op {
+            expr: Expr::Load(i),
+            dtype: t.dtype,
+        })
+        .collect();
+    body.push(Op {
+        expr: last,
+        dtype: out.dtype,
+    });
     kernel(out.shape.clone(), loads, body, out)
 }
 
@@ -475,18 +585,61 @@ pub fn render(p: &Prim, ins: &[TensorType], out: &TensorType, f16: bool) -> R<Sh
         Prim::Binary(op) => render_kernel(&elementwise(ins, out, Expr::Binary(*op, 0, 1)), f16),
         Prim::Where => render_kernel(&elementwise(ins, out, Expr::Where(0, 1, 2)), f16),
         Prim::Cast(_) => render_kernel(&elementwise(ins, out, Expr::Cast(0)), f16),
-        Prim::View { shape, strides, offset } => {
-            let load = Load { arg: 0, dtype: ins[0].dtype, strides: strides.clone(), offset: *offset };
-            render_kernel(&kernel(shape.clone(), vec![load], vec![Op { expr: Expr::Load(0), dtype: out.dtype }], out), f16)
+        Prim::View {
+            shape,
+            strides,
+            offset,
+        } => {
+            let load = Load {
+                arg: 0,
+                dtype: ins[0].dtype,
+                strides: strides.clone(),
+                offset: *offset,
+            };
+            render_kernel(
+                &kernel(
+                    shape.clone(),
+                    vec![load],
+                    vec![Op {
+                        expr: Expr::Load(0),
+                        dtype: out.dtype,
+                    }],
+                    out,
+                ),
+                f16,
+            )
         }
         Prim::Reduce { op, axes } => {
             let (s, shape) = (cs(&ins[0]), &ins[0].shape);
-            let order: Vec<usize> = (0..shape.len()).filter(|a| !axes.contains(a)).chain((0..shape.len()).filter(|a| axes.contains(a))).collect();
-            let load = Load { arg: 0, dtype: ins[0].dtype, strides: order.iter().map(|&a| s[a]).collect(), offset: 0 };
-            let mut k = kernel(order.iter().map(|&a| shape[a]).collect(), vec![load], vec![Op { expr: Expr::Load(0), dtype: ins[0].dtype }], out);
+            let order: Vec<usize> = (0..shape.len())
+                .filter(|a| !axes.contains(a))
+                .chain((0..shape.len()).filter(|a| axes.contains(a)))
+                .collect();
+            let load = Load {
+                arg: 0,
+                dtype: ins[0].dtype,
+                strides: order.iter().map(|&a| s[a]).collect(),
+                offset: 0,
+            };
+            let mut k = kernel(
+                order.iter().map(|&a| shape[a]).collect(),
+                vec![load],
+                vec![Op {
+                    expr: Expr::Load(0),
+                    dtype: ins[0].dtype,
+                }],
+                out,
+            );
             let kept = (0..shape.len()).filter(|a| !axes.contains(a)).count();
-            k.reduce = Some(Reduction { op: *op, value: 0, dims: shape.len() - kept });
-            k.epilogue = vec![Op { expr: Expr::Reduced, dtype: out.dtype }];
+            k.reduce = Some(Reduction {
+                op: *op,
+                value: 0,
+                dims: shape.len() - kept,
+            });
+            k.epilogue = vec![Op {
+                expr: Expr::Reduced,
+                dtype: out.dtype,
+            }];
             render_kernel(&k, f16)
         }
         Prim::PadConstant { pads } => {
@@ -495,10 +648,17 @@ pub fn render(p: &Prim, ins: &[TensorType], out: &TensorType, f16: bool) -> R<Sh
             coords(&mut b, "c", "o", &out.shape);
             b += "var inb = true;\n";
             for (k, &(before, _)) in pads.iter().enumerate() {
-                let _ = writeln!(b, "let x{k} = c{k} - {before}; inb = inb && x{k} >= 0 && x{k} < {};", x.shape[k]);
+                let _ = writeln!(
+                    b,
+                    "let x{k} = c{k} - {before}; inb = inb && x{k} >= 0 && x{k} < {};",
+                    x.shape[k]
+                );
             }
             let idx = lin(0, &zip(&names("x", s.len()), &s));
-            let _ = writeln!(b, "if (inb) {{ out[o] = a0[{idx}]; }} else {{ out[o] = a1[0]; }}");
+            let _ = writeln!(
+                b,
+                "if (inb) {{ out[o] = a0[{idx}]; }} else {{ out[o] = a1[0]; }}"
+            );
             per_element(out, &[ty(x), ty(&ins[1])], f16, &b)
         }
         Prim::Concat { axis } => {
@@ -513,7 +673,12 @@ pub fn render(p: &Prim, ins: &[TensorType], out: &TensorType, f16: bool) -> R<Sh
                 }
                 let mut terms = zip(&c, &cs(t));
                 terms[*axis].0 = format!("(c{axis} - {start})");
-                let _ = write!(b, "if (c{axis} < {}) {{ out[o] = a{i}[{}]; }} else ", start + n, lin(0, &terms));
+                let _ = write!(
+                    b,
+                    "if (c{axis} < {}) {{ out[o] = a{i}[{}]; }} else ",
+                    start + n,
+                    lin(0, &terms)
+                );
                 start += n;
             }
             b += "{}\n";
@@ -525,7 +690,12 @@ pub fn render(p: &Prim, ins: &[TensorType], out: &TensorType, f16: bool) -> R<Sh
             let c = names("c", out.shape.len());
             let mut b = String::new();
             coords(&mut b, "c", "o", &out.shape);
-            let _ = writeln!(b, "var j = i32(a1[{}]);\nif (j < 0) {{ j = j + {n}; }}\nj = clamp(j, 0, {n} - 1);", lin(0, &zip(&c[*axis..axis + ri], &cs(i))), n = d.shape[*axis]);
+            let _ = writeln!(
+                b,
+                "var j = i32(a1[{}]);\nif (j < 0) {{ j = j + {n}; }}\nj = clamp(j, 0, {n} - 1);",
+                lin(0, &zip(&c[*axis..axis + ri], &cs(i))),
+                n = d.shape[*axis]
+            );
             let mut terms = zip(&c[..*axis], &ds[..*axis]);
             terms.push(("j".into(), ds[*axis]));
             terms.extend(zip(&c[axis + ri..], &ds[axis + 1..]));
@@ -541,17 +711,31 @@ pub fn render(p: &Prim, ins: &[TensorType], out: &TensorType, f16: bool) -> R<Sh
             let _ = writeln!(b, "var j = i32(a1[o]);\nif (j < 0) {{ j = j + {n}; }}\nj = clamp(j, 0, {n} - 1);\nout[o] = a0[{}];", lin(0, &terms), n = d.shape[*axis]);
             per_element(out, &[ty(d), ty(&ins[1])], f16, &b)
         }
-        Prim::ArgReduce { max, axis, select_last } => {
+        Prim::ArgReduce {
+            max,
+            axis,
+            select_last,
+        } => {
             let (x, s) = (&ins[0], cs(&ins[0]));
             let mut b = String::new();
             coords(&mut b, "c", "o", &out.shape);
             let base = lin(0, &zip(&names("c", s.len()), &s));
-            let cmp = match (max, select_last) { (true, false) => ">", (true, true) => ">=", (false, false) => "<", (false, true) => "<=" };
+            let cmp = match (max, select_last) {
+                (true, false) => ">",
+                (true, true) => ">=",
+                (false, false) => "<",
+                (false, true) => "<=",
+            };
             let _ = writeln!(b, "let base = {base};\nvar best = {};\nvar bi = 0;\nfor (var j = 1; j < {}; j = j + 1) {{ let v = {}; if (v {cmp} best) {{ best = v; bi = j; }} }}\nout[o] = bi;",
                 load(x.dtype, "a0[base]".into()), x.shape[*axis], load(x.dtype, format!("a0[base + j * {}]", s[*axis])));
             per_element(out, &[ty(x)], f16, &b)
         }
-        Prim::Cumulative { prod, axis, exclusive, reverse } => {
+        Prim::Cumulative {
+            prod,
+            axis,
+            exclusive,
+            reverse,
+        } => {
             let (x, s) = (&ins[0], cs(&ins[0]));
             if class(x.dtype) == Class::Bool {
                 return Err("cumulative of bool".into());
@@ -560,14 +744,24 @@ pub fn render(p: &Prim, ins: &[TensorType], out: &TensorType, f16: bool) -> R<Sh
             coords(&mut b, "c", "o", &out.shape);
             let mut terms = zip(&names("c", s.len()), &s);
             terms.remove(*axis);
-            let inc = match (reverse, exclusive) { (false, false) => "j <= p", (false, true) => "j < p", (true, false) => "j >= p", (true, true) => "j > p" };
-            let (init, f) = reduce_parts(if *prod { ReduceOp::Prod } else { ReduceOp::Sum }, x.dtype);
+            let inc = match (reverse, exclusive) {
+                (false, false) => "j <= p",
+                (false, true) => "j < p",
+                (true, false) => "j >= p",
+                (true, true) => "j > p",
+            };
+            let (init, f) =
+                reduce_parts(if *prod { ReduceOp::Prod } else { ReduceOp::Sum }, x.dtype);
             let _ = writeln!(b, "let p = c{axis};\nlet base = {};\nvar acc: {} = {init};\nfor (var j = 0; j < {}; j = j + 1) {{ if ({inc}) {{ acc = {}; }} }}\nout[o] = {};",
                 lin(0, &terms), ct(x.dtype), x.shape[*axis], combine(f, "acc", &load(x.dtype, format!("a0[base + j * {}]", s[*axis]))), store(x.dtype, "acc"));
             per_element(out, &[ty(x)], f16, &b)
         }
         Prim::MatMul => matmul(ins, out, f16),
-        Prim::Conv { strides, dilations, groups } => {
+        Prim::Conv {
+            strides,
+            dilations,
+            groups,
+        } => {
             let (x, w) = (&ins[0], &ins[1]);
             if class(x.dtype) == Class::Bool {
                 return Err("conv of bool".into());
@@ -581,8 +775,21 @@ pub fn render(p: &Prim, ins: &[TensorType], out: &TensorType, f16: bool) -> R<Sh
             let _ = writeln!(b, "let g = c1 / {mg};\nvar acc: {} = {};\nfor (var ci = 0; ci < {cg}; ci = ci + 1) {{\nlet xc = (c0 * {c} + g * {cg} + ci) * {};\nlet wc = (c1 * {cg} + ci) * {kn};\nfor (var q: u32 = 0u; q < {kn}u; q = q + 1u) {{",
                 ct(x.dtype), zero(x.dtype), xs[1]);
             coords(&mut b, "k", "q", ksz);
-            let terms: Vec<(String, isize)> = (0..sp).map(|i| (format!("(c{} * {} + k{i} * {})", i + 2, strides[i], dilations[i]), xs[i + 2])).collect();
-            let _ = writeln!(b, "acc = acc + {} * {};\n}}\n}}\nout[o] = {};", load(x.dtype, format!("a0[xc + {}]", lin(0, &terms))), load(w.dtype, "a1[wc + i32(q)]".into()), store(out.dtype, "acc"));
+            let terms: Vec<(String, isize)> = (0..sp)
+                .map(|i| {
+                    (
+                        format!("(c{} * {} + k{i} * {})", i + 2, strides[i], dilations[i]),
+                        xs[i + 2],
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                b,
+                "acc = acc + {} * {};\n}}\n}}\nout[o] = {};",
+                load(x.dtype, format!("a0[xc + {}]", lin(0, &terms))),
+                load(w.dtype, "a1[wc + i32(q)]".into()),
+                store(out.dtype, "acc")
+            );
             per_element(out, &[ty(x), ty(w)], f16, &b)
         }
         other => Err(format!("{} is not rendered for wgpu yet", other.name())),
@@ -599,11 +806,16 @@ fn matmul(ins: &[TensorType], out: &TensorType, f16: bool) -> R<Shader> {
     let (m, k, n) = (a.shape[r - 2], a.shape[r - 1], ins[1].shape[r - 1]);
     let batch: usize = a.shape[..r - 2].iter().product();
     if batch > 65535 || m.div_ceil(16) > 65535 || n.div_ceil(16) > 65535 {
-        return Err(format!("matmul {a} x {} is too large for one dispatch", ins[1]));
+        return Err(format!(
+            "matmul {a} x {} is too large for one dispatch",
+            ins[1]
+        ));
     }
     let (t, z) = (ct(d), zero(d));
     let mut s = header(d, &[Some(d), Some(d)], f16)?;
-    let _ = write!(s, r#"
+    let _ = write!(
+        s,
+        r#"
 var<workgroup> ta: array<array<{t}, 16>, 16>;
 var<workgroup> tb: array<array<{t}, 16>, 16>;
 @compute @workgroup_size(16, 16)
@@ -626,7 +838,17 @@ fn main(@builtin(workgroup_id) w: vec3<u32>, @builtin(local_invocation_id) l: ve
   }}
   if (row < {m}u && col < {n}u) {{ out[w.z * {mn}u + row * {n}u + col] = {st}; }}
 }}
-"#, mk = m * k, kn = k * n, mn = m * n, la = load(d, format!("a0[ab + row * {k}u + t + l.x]")), lb = load(d, format!("a1[bb + (t + l.y) * {n}u + col]")), st = store(d, "acc"));
+"#,
+        mk = m * k,
+        kn = k * n,
+        mn = m * n,
+        la = load(d, format!("a0[ab + row * {k}u + t + l.x]")),
+        lb = load(d, format!("a1[bb + (t + l.y) * {n}u + col]")),
+        st = store(d, "acc")
+    );
     let _ = out;
-    Ok(Shader { src: s, groups: [n.div_ceil(16) as u32, m.div_ceil(16) as u32, batch as u32] })
+    Ok(Shader {
+        src: s,
+        groups: [n.div_ceil(16) as u32, m.div_ceil(16) as u32, batch as u32],
+    })
 }

@@ -15,22 +15,128 @@ pub enum OpClass {
 
 /// Op types whose float results are exact copies of input elements.
 const MOVEMENT_OPS: &[&str] = &[
-    "Identity", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Expand", "Slice", "Concat", "Split",
-    "Tile", "Gather", "GatherElements", "GatherND", "Scatter", "ScatterElements", "ScatterND", "Pad", "DepthToSpace",
-    "SpaceToDepth", "Constant", "ConstantOfShape", "Shape", "Size", "Compress", "NonZero", "Trilu", "ReverseSequence",
-    "Where", "Cast", "CastLike", "Max", "Min", "Abs", "Neg", "Relu", "ReduceMax", "ReduceMin", "ArgMax", "ArgMin",
-    "MaxPool", "GlobalMaxPool", "TopK", "Unique", "OneHot", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual",
-    "Not", "And", "Or", "Xor", "Floor", "Ceil", "Round", "Sign", "Dropout", "Optional", "OptionalGetElement",
-    "OptionalHasElement", "SequenceAt", "SequenceConstruct", "SequenceInsert", "SequenceErase", "SequenceLength",
-    "SequenceEmpty", "SplitToSequence", "ConcatFromSequence", "If", "EyeLike", "CenterCropPad", "IsNaN", "IsInf",
+    "Identity",
+    "Reshape",
+    "Transpose",
+    "Squeeze",
+    "Unsqueeze",
+    "Flatten",
+    "Expand",
+    "Slice",
+    "Concat",
+    "Split",
+    "Tile",
+    "Gather",
+    "GatherElements",
+    "GatherND",
+    "Scatter",
+    "ScatterElements",
+    "ScatterND",
+    "Pad",
+    "DepthToSpace",
+    "SpaceToDepth",
+    "Constant",
+    "ConstantOfShape",
+    "Shape",
+    "Size",
+    "Compress",
+    "NonZero",
+    "Trilu",
+    "ReverseSequence",
+    "Where",
+    "Cast",
+    "CastLike",
+    "Max",
+    "Min",
+    "Abs",
+    "Neg",
+    "Relu",
+    "ReduceMax",
+    "ReduceMin",
+    "ArgMax",
+    "ArgMin",
+    "MaxPool",
+    "GlobalMaxPool",
+    "TopK",
+    "Unique",
+    "OneHot",
+    "Equal",
+    "Less",
+    "Greater",
+    "LessOrEqual",
+    "GreaterOrEqual",
+    "Not",
+    "And",
+    "Or",
+    "Xor",
+    "Floor",
+    "Ceil",
+    "Round",
+    "Sign",
+    "Dropout",
+    "Optional",
+    "OptionalGetElement",
+    "OptionalHasElement",
+    "SequenceAt",
+    "SequenceConstruct",
+    "SequenceInsert",
+    "SequenceErase",
+    "SequenceLength",
+    "SequenceEmpty",
+    "SplitToSequence",
+    "ConcatFromSequence",
+    "If",
+    "EyeLike",
+    "CenterCropPad",
+    "IsNaN",
+    "IsInf",
 ];
 
 /// Op types that are elementwise float math (no accumulation).
 const ELEMENTWISE_OPS: &[&str] = &[
-    "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Exp", "Log", "Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh",
-    "Cosh", "Tanh", "Asinh", "Acosh", "Atanh", "Erf", "Reciprocal", "Sigmoid", "Mod", "Clip", "LeakyRelu", "PRelu",
-    "Elu", "Selu", "Celu", "Gelu", "HardSigmoid", "HardSwish", "Softplus", "Softsign", "Mish", "ThresholdedRelu",
-    "Shrink", "Sum", "Mean", "Swish", "Range", "BitShift",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Pow",
+    "Sqrt",
+    "Exp",
+    "Log",
+    "Sin",
+    "Cos",
+    "Tan",
+    "Asin",
+    "Acos",
+    "Atan",
+    "Sinh",
+    "Cosh",
+    "Tanh",
+    "Asinh",
+    "Acosh",
+    "Atanh",
+    "Erf",
+    "Reciprocal",
+    "Sigmoid",
+    "Mod",
+    "Clip",
+    "LeakyRelu",
+    "PRelu",
+    "Elu",
+    "Selu",
+    "Celu",
+    "Gelu",
+    "HardSigmoid",
+    "HardSwish",
+    "Softplus",
+    "Softsign",
+    "Mish",
+    "ThresholdedRelu",
+    "Shrink",
+    "Sum",
+    "Mean",
+    "Swish",
+    "Range",
+    "BitShift",
 ];
 
 pub fn op_class(op_type: &str) -> OpClass {
@@ -54,7 +160,10 @@ pub struct Tolerance {
 impl Tolerance {
     pub fn for_class(class: OpClass, dtype: DType, acc_len: usize, scale: f64) -> Tolerance {
         if !dtype.is_float() || class == OpClass::Exact {
-            return Tolerance { rtol: 0.0, atol: 0.0 };
+            return Tolerance {
+                rtol: 0.0,
+                atol: 0.0,
+            };
         }
         let eps = dtype.epsilon();
         // f16/bf16 results are computed in f32 and rounded once: a few ulp of the storage type.
@@ -64,7 +173,10 @@ impl Tolerance {
             OpClass::Accumulating => (64.0f64).max(16.0 * (acc_len.max(1) as f64).sqrt()),
         };
         let rtol = ulps * eps;
-        Tolerance { rtol, atol: rtol * scale.max(1e-3) }
+        Tolerance {
+            rtol,
+            atol: rtol * scale.max(1e-3),
+        }
     }
 }
 
@@ -97,14 +209,27 @@ fn same_special(a: f64, b: f64) -> Option<bool> {
 pub fn metrics(got: &Tensor, want: &Tensor, tol: Tolerance) -> Metrics {
     let exact_ints = !want.dtype().is_float();
     let (g, w) = if exact_ints && (want.dtype() == DType::I64 || want.dtype() == DType::U64) {
-        (got.to_i64_vec().into_iter().map(|x| x as f64).collect::<Vec<_>>(), want.to_i64_vec().into_iter().map(|x| x as f64).collect::<Vec<_>>())
+        (
+            got.to_i64_vec()
+                .into_iter()
+                .map(|x| x as f64)
+                .collect::<Vec<_>>(),
+            want.to_i64_vec()
+                .into_iter()
+                .map(|x| x as f64)
+                .collect::<Vec<_>>(),
+        )
     } else {
         (got.to_f64_vec(), want.to_f64_vec())
     };
     let mut m = Metrics::default();
     let (mut se, mut sw, mut dot, mut gg, mut n1, mut n5) = (0.0, 0.0, 0.0, 0.0, 0usize, 0usize);
     let exact_i64 = exact_ints && (want.dtype() == DType::I64 || want.dtype() == DType::U64);
-    let (gi, wi) = if exact_i64 { (got.to_i64_vec(), want.to_i64_vec()) } else { (vec![], vec![]) };
+    let (gi, wi) = if exact_i64 {
+        (got.to_i64_vec(), want.to_i64_vec())
+    } else {
+        (vec![], vec![])
+    };
     for i in 0..w.len() {
         let (a, b) = (g[i], w[i]);
         let ok = if exact_i64 {
@@ -115,7 +240,15 @@ pub fn metrics(got: &Tensor, want: &Tensor, tol: Tolerance) -> Metrics {
             let d = (a - b).abs();
             let rel = d / b.abs().max(f64::MIN_POSITIVE);
             m.max_abs = m.max_abs.max(d);
-            m.max_rel = m.max_rel.max(if b == 0.0 { if d == 0.0 { 0.0 } else { f64::INFINITY } } else { rel });
+            m.max_rel = m.max_rel.max(if b == 0.0 {
+                if d == 0.0 {
+                    0.0
+                } else {
+                    f64::INFINITY
+                }
+            } else {
+                rel
+            });
             se += d * d;
             sw += b * b;
             dot += a * b;
@@ -136,8 +269,20 @@ pub fn metrics(got: &Tensor, want: &Tensor, tol: Tolerance) -> Metrics {
         }
     }
     let n = w.len().max(1) as f64;
-    m.nmse = if sw > 0.0 { se / sw } else if se > 0.0 { f64::INFINITY } else { 0.0 };
-    m.cosine = if sw > 0.0 && gg > 0.0 { dot / (sw.sqrt() * gg.sqrt()) } else if sw == 0.0 && gg == 0.0 { 1.0 } else { 0.0 };
+    m.nmse = if sw > 0.0 {
+        se / sw
+    } else if se > 0.0 {
+        f64::INFINITY
+    } else {
+        0.0
+    };
+    m.cosine = if sw > 0.0 && gg > 0.0 {
+        dot / (sw.sqrt() * gg.sqrt())
+    } else if sw == 0.0 && gg == 0.0 {
+        1.0
+    } else {
+        0.0
+    };
     m.beyond_1e3 = n1 as f64 / n;
     m.beyond_5e3 = n5 as f64 / n;
     m
@@ -145,16 +290,34 @@ pub fn metrics(got: &Tensor, want: &Tensor, tol: Tolerance) -> Metrics {
 
 /// Compares two values; `Err` describes the first difference.
 /// `min_atol` raises the absolute tolerance for references known to be rounded.
-pub fn compare_values(name: &str, got: &HostValue, want: &HostValue, class: OpClass, acc_len: usize, min_atol: f64) -> Result<(), String> {
+pub fn compare_values(
+    name: &str,
+    got: &HostValue,
+    want: &HostValue,
+    class: OpClass,
+    acc_len: usize,
+    min_atol: f64,
+) -> Result<(), String> {
     match (got, want) {
         (HostValue::Tensor(g), HostValue::Tensor(w)) => {
             if g.dtype() != w.dtype() {
-                return Err(format!("output '{name}': dtype {} but expected {}", g.dtype(), w.dtype()));
+                return Err(format!(
+                    "output '{name}': dtype {} but expected {}",
+                    g.dtype(),
+                    w.dtype()
+                ));
             }
             if g.shape != w.shape {
-                return Err(format!("output '{name}': shape {:?} but expected {:?}", g.shape, w.shape));
+                return Err(format!(
+                    "output '{name}': shape {:?} but expected {:?}",
+                    g.shape, w.shape
+                ));
             }
-            let scale = w.to_f64_vec().iter().filter(|x| x.is_finite()).fold(0.0f64, |a, &b| a.max(b.abs()));
+            let scale = w
+                .to_f64_vec()
+                .iter()
+                .filter(|x| x.is_finite())
+                .fold(0.0f64, |a, &b| a.max(b.abs()));
             let mut tol = Tolerance::for_class(class, w.dtype(), acc_len, scale);
             tol.atol = tol.atol.max(min_atol);
             let m = metrics(g, w, tol);
@@ -169,7 +332,11 @@ pub fn compare_values(name: &str, got: &HostValue, want: &HostValue, class: OpCl
         }
         (HostValue::Sequence(g), HostValue::Sequence(w)) => {
             if g.len() != w.len() {
-                return Err(format!("output '{name}': sequence of {} but expected {}", g.len(), w.len()));
+                return Err(format!(
+                    "output '{name}': sequence of {} but expected {}",
+                    g.len(),
+                    w.len()
+                ));
             }
             for (i, (a, b)) in g.iter().zip(w).enumerate() {
                 compare_values(&format!("{name}[{i}]"), a, b, class, acc_len, min_atol)?;
@@ -183,6 +350,10 @@ pub fn compare_values(name: &str, got: &HostValue, want: &HostValue, class: OpCl
         },
         (HostValue::Optional(Some(a)), b) => compare_values(name, a, b, class, acc_len, min_atol),
         (a, HostValue::Optional(Some(b))) => compare_values(name, a, b, class, acc_len, min_atol),
-        (g, w) => Err(format!("output '{name}': got {} but expected {}", g.describe(), w.describe())),
+        (g, w) => Err(format!(
+            "output '{name}': got {} but expected {}",
+            g.describe(),
+            w.describe()
+        )),
     }
 }

@@ -39,8 +39,12 @@ struct CaseInfo {
 
 /// Test folders under `suite` (those holding a model.onnx), sorted by name.
 pub fn list_cases(suite: &Path) -> Result<Vec<PathBuf>> {
-    let rd = std::fs::read_dir(suite).map_err(|e| Error::io(format!("{}: {e}", suite.display())))?;
-    let mut v: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.join("model.onnx").is_file()).collect();
+    let rd =
+        std::fs::read_dir(suite).map_err(|e| Error::io(format!("{}: {e}", suite.display())))?;
+    let mut v: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("model.onnx").is_file())
+        .collect();
     v.sort();
     Ok(v)
 }
@@ -67,14 +71,26 @@ pub fn model_class(m: &Model) -> OpClass {
 
 fn data_sets(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("test_data_set_"))).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.is_dir()
+                        && p.file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with("test_data_set_"))
+                })
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
 }
 
 fn largest_input(inputs: &[(String, HostValue)]) -> usize {
-    inputs.iter().filter_map(|(_, v)| v.as_tensor().map(|t| t.numel())).max().unwrap_or(1)
+    inputs
+        .iter()
+        .filter_map(|(_, v)| v.as_tensor().map(|t| t.numel()))
+        .max()
+        .unwrap_or(1)
 }
 
 /// Tests whose expected outputs are written by hand to 4 decimals in the ONNX test generators:
@@ -86,11 +102,23 @@ pub const ROUNDED_REFERENCES: &[(&str, f64)] = &[
 ];
 
 fn rounding_allowance(dir: &Path) -> f64 {
-    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    ROUNDED_REFERENCES.iter().find(|(n, _)| *n == name).map(|(_, a)| *a).unwrap_or(0.0)
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    ROUNDED_REFERENCES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, a)| *a)
+        .unwrap_or(0.0)
 }
 
-fn run_case_inner(dir: &Path, device: Arc<dyn Backend>, fuse: bool, info: &Mutex<CaseInfo>) -> Result<()> {
+fn run_case_inner(
+    dir: &Path,
+    device: Arc<dyn Backend>,
+    fuse: bool,
+    info: &Mutex<CaseInfo>,
+) -> Result<()> {
     let min_atol = rounding_allowance(dir);
     let model = kuaxin_onnx::load_model(&dir.join("model.onnx"))?;
     let mut hist = std::collections::BTreeMap::new();
@@ -101,7 +129,10 @@ fn run_case_inner(dir: &Path, device: Arc<dyn Backend>, fuse: bool, info: &Mutex
     let class = model_class(&model);
     let input_infos: Vec<_> = model.graph.real_inputs().into_iter().cloned().collect();
     let output_infos = model.graph.outputs.clone();
-    let opts = crate::SessionOptions { fuse, ..Default::default() };
+    let opts = crate::SessionOptions {
+        fuse,
+        ..Default::default()
+    };
     let session = Session::with_options(model, device, opts)?;
     let sets = data_sets(dir);
     if sets.is_empty() {
@@ -115,7 +146,10 @@ fn run_case_inner(dir: &Path, device: Arc<dyn Backend>, fuse: bool, info: &Mutex
                 // Optional trailing inputs may be left out by the test.
                 continue;
             }
-            inputs.push((vi.name.clone(), kuaxin_onnx::load_value_file_as(&f, &vi.ty)?));
+            inputs.push((
+                vi.name.clone(),
+                kuaxin_onnx::load_value_file_as(&f, &vi.ty)?,
+            ));
         }
         let acc_len = largest_input(&inputs);
         let outputs = session.run(&inputs)?;
@@ -125,8 +159,13 @@ fn run_case_inner(dir: &Path, device: Arc<dyn Backend>, fuse: bool, info: &Mutex
         for (i, vi) in output_infos.iter().enumerate() {
             let f = set.join(format!("output_{i}.pb"));
             let want = kuaxin_onnx::load_value_file_as(&f, &vi.ty)?;
-            let got = outputs.iter().find(|(n, _)| *n == vi.name).map(|(_, v)| v).ok_or_else(|| Error::invalid(format!("output '{}' missing", vi.name)))?;
-            compare_values(&vi.name, got, &want, class, acc_len, min_atol).map_err(Error::invalid)?;
+            let got = outputs
+                .iter()
+                .find(|(n, _)| *n == vi.name)
+                .map(|(_, v)| v)
+                .ok_or_else(|| Error::invalid(format!("output '{}' missing", vi.name)))?;
+            compare_values(&vi.name, got, &want, class, acc_len, min_atol)
+                .map_err(Error::invalid)?;
         }
     }
     Ok(())
@@ -144,10 +183,15 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
 
 /// Runs one test folder (with or without kernel fusion); a panic fails that test only.
 pub fn run_case(dir: &Path, device: Arc<dyn Backend>, fuse: bool) -> CaseResult {
-    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let t0 = Instant::now();
     let info = Mutex::new(CaseInfo::default());
-    let r = catch_unwind(AssertUnwindSafe(|| run_case_inner(dir, device, fuse, &info)));
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        run_case_inner(dir, device, fuse, &info)
+    }));
     let millis = t0.elapsed().as_secs_f64() * 1e3;
     let (status, reason) = match r {
         Ok(Ok(())) => (Status::Pass, String::new()),
@@ -156,13 +200,22 @@ pub fn run_case(dir: &Path, device: Arc<dyn Backend>, fuse: bool) -> CaseResult 
         Err(p) => (Status::Fail, format!("panic: {}", panic_message(p))),
     };
     let info = info.into_inner().unwrap_or_default();
-    CaseResult { name, status, reason, millis, ops: info.ops, host_ops: info.host_ops }
+    CaseResult {
+        name,
+        status,
+        reason,
+        millis,
+        ops: info.ops,
+        host_ops: info.host_ops,
+    }
 }
 
 /// The op a skip reason names ("op X is not supported"), if any.
 fn unsupported_op(reason: &str) -> Option<&str> {
     let rest = reason.split("op ").nth(1)?;
-    rest.strip_suffix(" is not supported").or_else(|| rest.split(" is not supported").next()).filter(|op| !op.contains(' '))
+    rest.strip_suffix(" is not supported")
+        .or_else(|| rest.split(" is not supported").next())
+        .filter(|op| !op.contains(' '))
 }
 
 /// The op x device coverage matrix of conformance results: a test counts for every op type of
@@ -176,10 +229,16 @@ pub fn coverage(results: &[(String, Vec<CaseResult>)]) -> crate::coverage::Cover
             for op in &c.ops {
                 cov.add_op(op);
             }
-            let named = if c.status == Status::Skip { unsupported_op(&c.reason).filter(|op| c.ops.iter().any(|o| o == op)) } else { None };
+            let named = if c.status == Status::Skip {
+                unsupported_op(&c.reason).filter(|op| c.ops.iter().any(|o| o == op))
+            } else {
+                None
+            };
             for op in &c.ops {
                 let outcome = match c.status {
-                    Status::Pass if c.host_ops.iter().any(|h| h.contains(&format!("({op})"))) => Outcome::Host,
+                    Status::Pass if c.host_ops.iter().any(|h| h.contains(&format!("({op})"))) => {
+                        Outcome::Host
+                    }
                     Status::Pass => Outcome::Pass,
                     Status::Fail => Outcome::Fail,
                     Status::Skip if named.is_some_and(|n| n != op) => continue,
@@ -193,7 +252,13 @@ pub fn coverage(results: &[(String, Vec<CaseResult>)]) -> crate::coverage::Cover
 }
 
 /// Runs `cases` on `jobs` worker threads sharing `device`, calling `progress` after each.
-pub fn run_cases(cases: &[PathBuf], device: Arc<dyn Backend>, fuse: bool, jobs: usize, progress: &(dyn Fn(&CaseResult) + Sync)) -> Vec<CaseResult> {
+pub fn run_cases(
+    cases: &[PathBuf],
+    device: Arc<dyn Backend>,
+    fuse: bool,
+    jobs: usize,
+    progress: &(dyn Fn(&CaseResult) + Sync),
+) -> Vec<CaseResult> {
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<CaseResult>>> = Mutex::new(vec![None; cases.len()]);
     std::thread::scope(|s| {
@@ -216,5 +281,10 @@ pub fn run_cases(cases: &[PathBuf], device: Arc<dyn Backend>, fuse: bool, jobs: 
                 .expect("spawning a conformance worker thread");
         }
     });
-    results.into_inner().unwrap_or_default().into_iter().flatten().collect()
+    results
+        .into_inner()
+        .unwrap_or_default()
+        .into_iter()
+        .flatten()
+        .collect()
 }

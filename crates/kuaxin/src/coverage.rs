@@ -48,7 +48,12 @@ impl Cell {
         if self.total() == 0 {
             return "-".into();
         }
-        format!("{} {}/{}", self.status(), self.pass + self.host, self.total())
+        format!(
+            "{} {}/{}",
+            self.status(),
+            self.pass + self.host,
+            self.total()
+        )
     }
 }
 
@@ -60,13 +65,18 @@ pub struct Coverage {
 
 impl Coverage {
     pub fn new(devices: Vec<String>) -> Coverage {
-        Coverage { devices, ops: BTreeMap::new() }
+        Coverage {
+            devices,
+            ops: BTreeMap::new(),
+        }
     }
 
     /// Makes `op` a row even when nothing was recorded for it.
     pub fn add_op(&mut self, op: &str) {
         let n = self.devices.len();
-        self.ops.entry(op.to_string()).or_insert_with(|| vec![Cell::default(); n]);
+        self.ops
+            .entry(op.to_string())
+            .or_insert_with(|| vec![Cell::default(); n]);
     }
 
     pub fn record(&mut self, op: &str, device: usize, outcome: Outcome) {
@@ -85,7 +95,14 @@ impl Coverage {
     pub fn to_text(&self) -> String {
         let w0 = self.ops.keys().map(|k| k.len()).max().unwrap_or(2).max(2);
         let cols: Vec<usize> = (0..self.devices.len())
-            .map(|d| self.ops.values().map(|row| row[d].label().len()).max().unwrap_or(1).max(self.devices[d].len()))
+            .map(|d| {
+                self.ops
+                    .values()
+                    .map(|row| row[d].label().len())
+                    .max()
+                    .unwrap_or(1)
+                    .max(self.devices[d].len())
+            })
             .collect();
         let mut s = format!("{:<w0$}", "op");
         for (d, w) in self.devices.iter().zip(&cols) {

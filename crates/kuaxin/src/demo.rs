@@ -14,7 +14,11 @@ pub struct BlockConfig {
 
 impl Default for BlockConfig {
     fn default() -> Self {
-        BlockConfig { hidden: 64, heads: 4, ffn: 256 }
+        BlockConfig {
+            hidden: 64,
+            heads: 4,
+            ffn: 256,
+        }
     }
 }
 
@@ -35,22 +39,36 @@ impl Builder {
             domain: String::new(),
             inputs: inputs.iter().map(|s| s.to_string()).collect(),
             outputs: vec![out.clone()],
-            attrs: attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect::<BTreeMap<_, _>>(),
+            attrs: attrs
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect::<BTreeMap<_, _>>(),
         });
         out
     }
     fn weight(&mut self, name: &str, shape: Vec<usize>, scale: f64) -> String {
         let t = random_tensor(&mut self.rng, DType::F64, shape);
-        let scaled = Tensor { shape: t.shape.clone(), data: Data::from_f64_iter(self.dtype, t.to_f64_vec().into_iter().map(|x| x * scale)) };
+        let scaled = Tensor {
+            shape: t.shape.clone(),
+            data: Data::from_f64_iter(self.dtype, t.to_f64_vec().into_iter().map(|x| x * scale)),
+        };
         self.g.initializers.push((name.into(), Arc::new(scaled)));
         name.into()
     }
     fn ones(&mut self, name: &str, n: usize, v: f64) -> String {
-        self.g.initializers.push((name.into(), Arc::new(Tensor::full(self.dtype, vec![n], v))));
+        self.g
+            .initializers
+            .push((name.into(), Arc::new(Tensor::full(self.dtype, vec![n], v))));
         name.into()
     }
     fn shape(&mut self, name: &str, dims: &[i64]) -> String {
-        self.g.initializers.push((name.into(), Arc::new(Tensor { shape: vec![dims.len()], data: Data::I64(dims.to_vec()) })));
+        self.g.initializers.push((
+            name.into(),
+            Arc::new(Tensor {
+                shape: vec![dims.len()],
+                data: Data::I64(dims.to_vec()),
+            }),
+        ));
         name.into()
     }
 }
@@ -58,13 +76,25 @@ impl Builder {
 /// Pre-norm encoder block: x + Attn(LN(x)), then + MLP(LN(.)) with GELU. Input `x`
 /// `[batch, seq, hidden]` with symbolic batch and seq.
 pub fn transformer_block(cfg: &BlockConfig, dtype: DType, seed: u64) -> Model {
-    let mut b = Builder { g: Graph { name: "kuaxin_demo_block".into(), ..Default::default() }, rng: Rng::new(seed), dtype, n: 0 };
+    let mut b = Builder {
+        g: Graph {
+            name: "kuaxin_demo_block".into(),
+            ..Default::default()
+        },
+        rng: Rng::new(seed),
+        dtype,
+        n: 0,
+    };
     let (h, nh, f) = (cfg.hidden, cfg.heads, cfg.ffn);
     let hd = h / nh;
     let s = 1.0 / (h as f64).sqrt();
     let g1 = b.ones("ln1.weight", h, 1.0);
     let b1 = b.ones("ln1.bias", h, 0.0);
-    let ln1 = b.node("LayerNormalization", &["x", &g1, &b1], vec![("axis", Attr::Int(-1))]);
+    let ln1 = b.node(
+        "LayerNormalization",
+        &["x", &g1, &b1],
+        vec![("axis", Attr::Int(-1))],
+    );
     let heads_shape = b.shape("heads_shape", &[0, 0, nh as i64, hd as i64]);
     let mut qkv = Vec::new();
     for p in ["q", "k", "v"] {
@@ -73,7 +103,11 @@ pub fn transformer_block(cfg: &BlockConfig, dtype: DType, seed: u64) -> Model {
         let mm = b.node("MatMul", &[&ln1, &w], vec![]);
         let add = b.node("Add", &[&mm, &bias], vec![]);
         let r = b.node("Reshape", &[&add, &heads_shape], vec![]);
-        let perm = if p == "k" { vec![0, 2, 3, 1] } else { vec![0, 2, 1, 3] };
+        let perm = if p == "k" {
+            vec![0, 2, 3, 1]
+        } else {
+            vec![0, 2, 1, 3]
+        };
         qkv.push(b.node("Transpose", &[&r], vec![("perm", Attr::Ints(perm))]));
     }
     let scores = b.node("MatMul", &[&qkv[0], &qkv[1]], vec![]);
@@ -81,7 +115,11 @@ pub fn transformer_block(cfg: &BlockConfig, dtype: DType, seed: u64) -> Model {
     let scaled = b.node("Mul", &[&scores, &scale], vec![]);
     let probs = b.node("Softmax", &[&scaled], vec![("axis", Attr::Int(-1))]);
     let ctx = b.node("MatMul", &[&probs, &qkv[2]], vec![]);
-    let ctx_t = b.node("Transpose", &[&ctx], vec![("perm", Attr::Ints(vec![0, 2, 1, 3]))]);
+    let ctx_t = b.node(
+        "Transpose",
+        &[&ctx],
+        vec![("perm", Attr::Ints(vec![0, 2, 1, 3]))],
+    );
     let merge = b.shape("merge_shape", &[0, 0, h as i64]);
     let merged = b.node("Reshape", &[&ctx_t, &merge], vec![]);
     let wo = b.weight("attn.out.weight", vec![h, h], s);
@@ -89,7 +127,11 @@ pub fn transformer_block(cfg: &BlockConfig, dtype: DType, seed: u64) -> Model {
     let res1 = b.node("Add", &["x", &proj], vec![]);
     let g2 = b.ones("ln2.weight", h, 1.0);
     let b2 = b.ones("ln2.bias", h, 0.0);
-    let ln2 = b.node("LayerNormalization", &[&res1, &g2, &b2], vec![("axis", Attr::Int(-1))]);
+    let ln2 = b.node(
+        "LayerNormalization",
+        &[&res1, &g2, &b2],
+        vec![("axis", Attr::Int(-1))],
+    );
     let w1 = b.weight("mlp.fc1.weight", vec![h, f], s);
     let bias1 = b.weight("mlp.fc1.bias", vec![f], 0.1);
     let up = b.node("MatMul", &[&ln2, &w1], vec![]);
@@ -107,10 +149,31 @@ pub fn transformer_block(cfg: &BlockConfig, dtype: DType, seed: u64) -> Model {
     let down = b.node("MatMul", &[&act, &w2], vec![]);
     let out = b.node("Add", &[&res1, &down], vec![]);
     let y = b.node("Identity", &[&out], vec![]);
-    let dims = vec![Dim::Sym("batch".into()), Dim::Sym("seq".into()), Dim::Known(h)];
-    b.g.inputs.push(ValueInfo { name: "x".into(), ty: ValueType::Tensor { dtype, shape: Some(dims.clone()) } });
-    b.g.outputs.push(ValueInfo { name: y, ty: ValueType::Tensor { dtype, shape: Some(dims) } });
+    let dims = vec![
+        Dim::Sym("batch".into()),
+        Dim::Sym("seq".into()),
+        Dim::Known(h),
+    ];
+    b.g.inputs.push(ValueInfo {
+        name: "x".into(),
+        ty: ValueType::Tensor {
+            dtype,
+            shape: Some(dims.clone()),
+        },
+    });
+    b.g.outputs.push(ValueInfo {
+        name: y,
+        ty: ValueType::Tensor {
+            dtype,
+            shape: Some(dims),
+        },
+    });
     let mut opsets = BTreeMap::new();
     opsets.insert(String::new(), 17);
-    Model { graph: b.g, opsets, producer: "kuaxin demo".into(), source: "built-in transformer block".into() }
+    Model {
+        graph: b.g,
+        opsets,
+        producer: "kuaxin demo".into(),
+        source: "built-in transformer block".into(),
+    }
 }

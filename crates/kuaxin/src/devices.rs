@@ -18,7 +18,9 @@ pub fn open_device(name: &str, threads: Option<usize>) -> Result<Arc<dyn Backend
     match kind {
         "cpu" => {
             if index.is_some_and(|i| i != "0") {
-                return Err(Error::invalid(format!("device '{name}': there is one cpu device, cpu:0")));
+                return Err(Error::invalid(format!(
+                    "device '{name}': there is one cpu device, cpu:0"
+                )));
             }
             Ok(Arc::new(kuaxin_cpu::CpuBackend::new(threads)?))
         }
@@ -26,7 +28,9 @@ pub fn open_device(name: &str, threads: Option<usize>) -> Result<Arc<dyn Backend
         "wgpu" => {
             let i = match index {
                 None => 0,
-                Some(i) => i.parse().map_err(|_| Error::invalid(format!("device '{name}': expected wgpu or wgpu:N")))?,
+                Some(i) => i.parse().map_err(|_| {
+                    Error::invalid(format!("device '{name}': expected wgpu or wgpu:N"))
+                })?,
             };
             Ok(Arc::new(kuaxin_wgpu::WgpuBackend::new(i)?))
         }
@@ -34,24 +38,39 @@ pub fn open_device(name: &str, threads: Option<usize>) -> Result<Arc<dyn Backend
         "cuda" | "wgpu" => Err(Error::unsupported(format!(
             "device '{name}': the {kind} back end is not built into this kuaxin (available: cpu)"
         ))),
-        _ => Err(Error::invalid(format!("unknown device '{name}' (available: cpu)"))),
+        _ => Err(Error::invalid(format!(
+            "unknown device '{name}' (available: cpu)"
+        ))),
     }
 }
 
 pub fn list_devices() -> Vec<DeviceInfo> {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     #[allow(unused_mut)]
     let mut v = vec![DeviceInfo {
         name: "cpu".into(),
         kind: "cpu".into(),
-        description: format!("{} ({} threads)", cpu_model_name().unwrap_or_else(|| std::env::consts::ARCH.into()), cores),
+        description: format!(
+            "{} ({} threads)",
+            cpu_model_name().unwrap_or_else(|| std::env::consts::ARCH.into()),
+            cores
+        ),
     }];
     #[cfg(feature = "wgpu")]
-    v.extend(kuaxin_wgpu::list().into_iter().map(|a| DeviceInfo { name: a.name, kind: "wgpu".into(), description: a.description }));
+    v.extend(kuaxin_wgpu::list().into_iter().map(|a| DeviceInfo {
+        name: a.name,
+        kind: "wgpu".into(),
+        description: a.description,
+    }));
     v
 }
 
 fn cpu_model_name() -> Option<String> {
     let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
-    info.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string())
+    info.lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_string())
 }

@@ -15,14 +15,25 @@ pub struct Plan {
 }
 
 /// Traces `model` for `inputs` on `device` (running it once) and returns the plan.
-pub fn plan(model: &Model, device: &dyn Backend, inputs: &[(String, HostValue)], fuse: bool) -> Result<Plan> {
+pub fn plan(
+    model: &Model,
+    device: &dyn Backend,
+    inputs: &[(String, HostValue)],
+    fuse: bool,
+) -> Result<Plan> {
     let host = kuaxin_cpu::CpuBackend::new(Some(1))?;
     let mut m = model.clone();
     let dead = m.graph.dead_code();
     m.graph.apply(dead);
     let (c, _) = compile_and_run(&m, device, &host, inputs, fuse)?;
     let peak_bytes = c.program.planned_peak_bytes();
-    Ok(Plan { unfused_instrs: c.unfused_instrs, kernels: c.fused_kernels, fused_instrs: c.fused_instrs, peak_bytes, program: c.program })
+    Ok(Plan {
+        unfused_instrs: c.unfused_instrs,
+        kernels: c.fused_kernels,
+        fused_instrs: c.fused_instrs,
+        peak_bytes,
+        program: c.program,
+    })
 }
 
 impl Plan {
@@ -33,8 +44,21 @@ impl Plan {
             .instrs
             .iter()
             .map(|i| match &i.prim {
-                Prim::Fused(k) => format!("{:<28} {:<18} {}", k.name, format!("{}", k.out), k.origins.join(" + ")),
-                p => format!("{:<28} {:<18} {}", p.name(), i.out_types.first().map(|t| t.to_string()).unwrap_or_default(), i.origin),
+                Prim::Fused(k) => format!(
+                    "{:<28} {:<18} {}",
+                    k.name,
+                    format!("{}", k.out),
+                    k.origins.join(" + ")
+                ),
+                p => format!(
+                    "{:<28} {:<18} {}",
+                    p.name(),
+                    i.out_types
+                        .first()
+                        .map(|t| t.to_string())
+                        .unwrap_or_default(),
+                    i.origin
+                ),
             })
             .collect()
     }

@@ -44,28 +44,52 @@ pub fn random_tensor(rng: &mut Rng, dtype: DType, shape: Vec<usize>) -> Tensor {
 
 /// Random values for every graph input not backed by an initializer. Symbolic dims come from
 /// `dims` (e.g. `batch=1`); a symbolic dim without a value is an error naming it.
-pub fn random_inputs(model: &Model, dims: &HashMap<String, usize>, seed: u64) -> Result<Vec<(String, HostValue)>> {
+pub fn random_inputs(
+    model: &Model,
+    dims: &HashMap<String, usize>,
+    seed: u64,
+) -> Result<Vec<(String, HostValue)>> {
     let mut rng = Rng::new(seed);
     let mut out = Vec::new();
     for vi in model.graph.real_inputs() {
         let (dtype, shape) = match &vi.ty {
-            ValueType::Tensor { dtype, shape: Some(s) } => (*dtype, s),
+            ValueType::Tensor {
+                dtype,
+                shape: Some(s),
+            } => (*dtype, s),
             ValueType::Tensor { shape: None, .. } => {
-                return Err(Error::invalid(format!("input '{}' has unknown rank: pass it with --input", vi.name)))
+                return Err(Error::invalid(format!(
+                    "input '{}' has unknown rank: pass it with --input",
+                    vi.name
+                )))
             }
-            other => return Err(Error::unsupported(format!("input '{}' is a {other}: pass it with --input", vi.name))),
+            other => {
+                return Err(Error::unsupported(format!(
+                    "input '{}' is a {other}: pass it with --input",
+                    vi.name
+                )))
+            }
         };
         let concrete = shape
             .iter()
             .map(|d| match d {
                 Dim::Known(n) => Ok(*n),
                 Dim::Sym(s) => dims.get(s).copied().ok_or_else(|| {
-                    Error::invalid(format!("input '{}' has symbolic dim '{s}': set it with --dim {s}=N", vi.name))
+                    Error::invalid(format!(
+                        "input '{}' has symbolic dim '{s}': set it with --dim {s}=N",
+                        vi.name
+                    ))
                 }),
-                Dim::Unknown => Err(Error::invalid(format!("input '{}' has an unnamed unknown dim: pass it with --input", vi.name))),
+                Dim::Unknown => Err(Error::invalid(format!(
+                    "input '{}' has an unnamed unknown dim: pass it with --input",
+                    vi.name
+                ))),
             })
             .collect::<Result<Vec<_>>>()?;
-        out.push((vi.name.clone(), HostValue::Tensor(random_tensor(&mut rng, dtype, concrete))));
+        out.push((
+            vi.name.clone(),
+            HostValue::Tensor(random_tensor(&mut rng, dtype, concrete)),
+        ));
     }
     Ok(out)
 }

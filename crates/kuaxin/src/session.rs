@@ -17,7 +17,10 @@ pub struct SessionOptions {
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions { host_threads: None, fuse: true }
+        SessionOptions {
+            host_threads: None,
+            fuse: true,
+        }
     }
 }
 
@@ -52,12 +55,18 @@ pub struct Session {
 fn input_key(inputs: &[(String, HostValue)]) -> Option<Vec<TensorType>> {
     inputs
         .iter()
-        .map(|(_, v)| v.as_tensor().map(|t| TensorType::new(t.dtype(), t.shape.clone())))
+        .map(|(_, v)| {
+            v.as_tensor()
+                .map(|t| TensorType::new(t.dtype(), t.shape.clone()))
+        })
         .collect()
 }
 
 fn count_kernels(p: &Program) -> usize {
-    p.instrs.iter().filter(|i| matches!(i.prim, kuaxin_core::prim::Prim::Fused(_))).count()
+    p.instrs
+        .iter()
+        .filter(|i| matches!(i.prim, kuaxin_core::prim::Prim::Fused(_)))
+        .count()
 }
 
 impl Session {
@@ -65,12 +74,24 @@ impl Session {
         Session::with_options(model, device, SessionOptions::default())
     }
 
-    pub fn with_options(mut model: Model, device: Arc<dyn Backend>, opts: SessionOptions) -> Result<Session> {
+    pub fn with_options(
+        mut model: Model,
+        device: Arc<dyn Backend>,
+        opts: SessionOptions,
+    ) -> Result<Session> {
         // Nodes that no output depends on are never traced.
         let dead = model.graph.dead_code();
         model.graph.apply(dead);
         let host: Arc<dyn Backend> = Arc::new(kuaxin_cpu::CpuBackend::new(opts.host_threads)?);
-        Ok(Session { model, device, host, opts, cache: Mutex::new(HashMap::new()), consts: Mutex::new(HashMap::new()), last: Mutex::new(RunStats::default()) })
+        Ok(Session {
+            model,
+            device,
+            host,
+            opts,
+            cache: Mutex::new(HashMap::new()),
+            consts: Mutex::new(HashMap::new()),
+            last: Mutex::new(RunStats::default()),
+        })
     }
 
     pub fn model(&self) -> &Model {
@@ -99,7 +120,14 @@ impl Session {
     /// Orders the given inputs like the model's graph inputs, so cached programs bind right.
     fn ordered<'v>(&self, inputs: &'v [(String, HostValue)]) -> Vec<&'v (String, HostValue)> {
         let mut v: Vec<&(String, HostValue)> = inputs.iter().collect();
-        let pos = |n: &str| self.model.graph.inputs.iter().position(|vi| vi.name == n).unwrap_or(usize::MAX);
+        let pos = |n: &str| {
+            self.model
+                .graph
+                .inputs
+                .iter()
+                .position(|vi| vi.name == n)
+                .unwrap_or(usize::MAX)
+        };
         v.sort_by_key(|(n, _)| pos(n));
         v
     }
@@ -112,23 +140,51 @@ impl Session {
         if let Some(k) = &key {
             let cached = self.cache.lock().ok().and_then(|c| c.get(k).cloned());
             if let Some(p) = cached {
-                let tensors: Vec<kuaxin_core::Tensor> = ordered.iter().filter_map(|(_, v)| v.as_tensor().cloned()).collect();
-                let mut consts = self.consts.lock().ok().and_then(|mut c| c.remove(k)).unwrap_or_default();
+                let tensors: Vec<kuaxin_core::Tensor> = ordered
+                    .iter()
+                    .filter_map(|(_, v)| v.as_tensor().cloned())
+                    .collect();
+                let mut consts = self
+                    .consts
+                    .lock()
+                    .ok()
+                    .and_then(|mut c| c.remove(k))
+                    .unwrap_or_default();
                 let out = p.run(&*self.device, &*self.host, &tensors, &mut consts);
                 if let Ok(mut c) = self.consts.lock() {
                     c.insert(k.clone(), consts);
                 }
                 let out = out?;
                 if let Ok(mut s) = self.last.lock() {
-                    *s = RunStats { compiled: false, instructions: p.instrs.len(), host_ops: p.host_ops.clone(), reusable: true, planned_peak_bytes: Some(p.planned_peak_bytes()), kernels: count_kernels(&p) };
+                    *s = RunStats {
+                        compiled: false,
+                        instructions: p.instrs.len(),
+                        host_ops: p.host_ops.clone(),
+                        reusable: true,
+                        planned_peak_bytes: Some(p.planned_peak_bytes()),
+                        kernels: count_kernels(&p),
+                    };
                 }
                 return Ok(out);
             }
         }
-        let (compiled, out) = compile_and_run(&self.model, &*self.device, &*self.host, &ordered, self.opts.fuse)?;
+        let (compiled, out) = compile_and_run(
+            &self.model,
+            &*self.device,
+            &*self.host,
+            &ordered,
+            self.opts.fuse,
+        )?;
         let p = compiled.program;
         if let Ok(mut s) = self.last.lock() {
-            *s = RunStats { compiled: true, instructions: p.instrs.len(), host_ops: p.host_ops.clone(), reusable: p.reusable, planned_peak_bytes: Some(p.planned_peak_bytes()), kernels: count_kernels(&p) };
+            *s = RunStats {
+                compiled: true,
+                instructions: p.instrs.len(),
+                host_ops: p.host_ops.clone(),
+                reusable: p.reusable,
+                planned_peak_bytes: Some(p.planned_peak_bytes()),
+                kernels: count_kernels(&p),
+            };
         }
         // Only programs whose inputs are all plain tensors bound in graph order are replayable.
         if let (true, Some(k)) = (p.reusable && p.inputs.len() == ordered.len(), key) {

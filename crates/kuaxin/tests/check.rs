@@ -4,18 +4,31 @@
 use kuaxin::check::bisect::{BisectMode, NodeStatus};
 use kuaxin::check::promote::promote_to_f64;
 use kuaxin::check::reference::Reference;
-use kuaxin::check::{json, reference_bundle, report_html, run_check, table, CheckOptions, CheckReport, Verdict};
+use kuaxin::check::{
+    json, reference_bundle, report_html, run_check, table, CheckOptions, CheckReport, Verdict,
+};
 use kuaxin::demo::{transformer_block, BlockConfig};
 use kuaxin::random::{random_tensor, Rng};
 use kuaxin::{DType, HostValue};
 use kuaxin_core::graph::{Attr, Model, Node};
 
 fn model() -> Model {
-    transformer_block(&BlockConfig { hidden: 32, heads: 2, ffn: 64 }, DType::F32, 3)
+    transformer_block(
+        &BlockConfig {
+            hidden: 32,
+            heads: 2,
+            ffn: 64,
+        },
+        DType::F32,
+        3,
+    )
 }
 
 fn inputs() -> Vec<(String, HostValue)> {
-    vec![("x".into(), HostValue::Tensor(random_tensor(&mut Rng::new(9), DType::F32, vec![1, 6, 32])))]
+    vec![(
+        "x".into(),
+        HostValue::Tensor(random_tensor(&mut Rng::new(9), DType::F32, vec![1, 6, 32])),
+    )]
 }
 
 fn opts(reference: Reference) -> CheckOptions {
@@ -26,7 +39,12 @@ fn opts(reference: Reference) -> CheckOptions {
 }
 
 fn node_named(m: &Model, op: &str) -> String {
-    m.graph.nodes.iter().find(|n| n.op_type == op).map(|n| n.name.clone()).expect("op in the demo block")
+    m.graph
+        .nodes
+        .iter()
+        .find(|n| n.op_type == op)
+        .map(|n| n.name.clone())
+        .expect("op in the demo block")
 }
 
 #[test]
@@ -35,11 +53,25 @@ fn same_device_agrees_exactly_and_exits_0() {
     assert_eq!(r.exit_code(), 0);
     let d = &r.devices[0];
     assert_eq!(d.verdict, Verdict::Pass);
-    assert_eq!((d.summary.max_abs, d.summary.nmse, d.summary.cosine), (0.0, 0.0, 1.0));
+    assert_eq!(
+        (d.summary.max_abs, d.summary.nmse, d.summary.cosine),
+        (0.0, 0.0, 1.0)
+    );
     assert!(d.latency.is_some() && d.speedup.is_some() && r.baseline.as_deref() == Some("cpu"));
     assert!(d.nodes.is_none(), "no bisection when everything passes");
     let text = table::device_table(&r);
-    for col in ["device", "verdict", "max abs", "max rel", "NMSE", "cosine", ">1e-3 rel", ">5e-3 rel", "median ms", "vs cpu"] {
+    for col in [
+        "device",
+        "verdict",
+        "max abs",
+        "max rel",
+        "NMSE",
+        "cosine",
+        ">1e-3 rel",
+        ">5e-3 rel",
+        "median ms",
+        "vs cpu",
+    ] {
         assert!(text.contains(col), "{col} missing from\n{text}");
     }
 }
@@ -52,31 +84,83 @@ fn f64_reference_is_close_but_not_identical() {
     let d = &r.devices[0];
     assert_eq!(d.verdict, Verdict::Pass, "{}", table::failures(&r, false));
     // f32 rounding shows against f64, within tolerance.
-    assert!(d.summary.max_abs > 0.0 && d.summary.nmse < 1e-10, "{:?}", d.summary);
+    assert!(
+        d.summary.max_abs > 0.0 && d.summary.nmse < 1e-10,
+        "{:?}",
+        d.summary
+    );
     assert_eq!(r.closest_to_f64().map(|d| d.device.as_str()), Some("cpu"));
     let t = d.nodes.as_ref().unwrap();
     assert!(t.first_divergence.is_none());
-    assert!(t.nodes.iter().all(|n| n.status == NodeStatus::Pass), "{}", table::failures(&r, false));
+    assert!(
+        t.nodes.iter().all(|n| n.status == NodeStatus::Pass),
+        "{}",
+        table::failures(&r, false)
+    );
 }
 
 #[test]
 fn promotion_makes_every_float_f64() {
     let mut m = model();
     let attrs = |v: Vec<(&str, Attr)>| v.into_iter().map(|(k, a)| (k.to_string(), a)).collect();
-    let node = |name: &str, op: &str, ins: Vec<&str>, a| Node { name: name.into(), op_type: op.into(), domain: String::new(), inputs: ins.into_iter().map(String::from).collect(), outputs: vec![format!("{name}_out")], attrs: a };
-    m.graph.nodes.push(node("c", "Constant", vec![], attrs(vec![("value_float", Attr::Float(0.5))])));
-    m.graph.nodes.push(node("cast", "Cast", vec!["x"], attrs(vec![("to", Attr::Int(1))])));
-    m.graph.nodes.push(node("cast_int", "Cast", vec!["x"], attrs(vec![("to", Attr::Int(7))])));
-    m.graph.nodes.push(node("zeros", "ConstantOfShape", vec!["heads_shape"], attrs(vec![])));
+    let node = |name: &str, op: &str, ins: Vec<&str>, a| Node {
+        name: name.into(),
+        op_type: op.into(),
+        domain: String::new(),
+        inputs: ins.into_iter().map(String::from).collect(),
+        outputs: vec![format!("{name}_out")],
+        attrs: a,
+    };
+    m.graph.nodes.push(node(
+        "c",
+        "Constant",
+        vec![],
+        attrs(vec![("value_float", Attr::Float(0.5))]),
+    ));
+    m.graph.nodes.push(node(
+        "cast",
+        "Cast",
+        vec!["x"],
+        attrs(vec![("to", Attr::Int(1))]),
+    ));
+    m.graph.nodes.push(node(
+        "cast_int",
+        "Cast",
+        vec!["x"],
+        attrs(vec![("to", Attr::Int(7))]),
+    ));
+    m.graph.nodes.push(node(
+        "zeros",
+        "ConstantOfShape",
+        vec!["heads_shape"],
+        attrs(vec![]),
+    ));
     let p = promote_to_f64(&m);
-    assert!(p.graph.initializers.iter().all(|(_, t)| t.dtype() == DType::F64 || !t.dtype().is_float()));
-    assert!(p.graph.initializers.iter().any(|(_, t)| t.dtype() == DType::I64), "integer initializers stay");
-    assert!(p.graph.inputs.iter().chain(&p.graph.outputs).all(|vi| vi.ty.to_string().starts_with("f64")));
+    assert!(p
+        .graph
+        .initializers
+        .iter()
+        .all(|(_, t)| t.dtype() == DType::F64 || !t.dtype().is_float()));
+    assert!(
+        p.graph
+            .initializers
+            .iter()
+            .any(|(_, t)| t.dtype() == DType::I64),
+        "integer initializers stay"
+    );
+    assert!(p
+        .graph
+        .inputs
+        .iter()
+        .chain(&p.graph.outputs)
+        .all(|vi| vi.ty.to_string().starts_with("f64")));
     let find = |n: &str| p.graph.nodes.iter().find(|x| x.name == n).unwrap().clone();
     assert!(matches!(find("c").attr("value"), Some(Attr::Tensor(t)) if t.dtype() == DType::F64));
     assert!(matches!(find("cast").attr("to"), Some(Attr::Int(11))));
     assert!(matches!(find("cast_int").attr("to"), Some(Attr::Int(7))));
-    assert!(matches!(find("zeros").attr("value"), Some(Attr::Tensor(t)) if t.dtype() == DType::F64));
+    assert!(
+        matches!(find("zeros").attr("value"), Some(Attr::Tensor(t)) if t.dtype() == DType::F64)
+    );
 }
 
 fn perturbed(mode: BisectMode, reference: Reference) -> (CheckReport, String) {
@@ -90,26 +174,54 @@ fn perturbed(mode: BisectMode, reference: Reference) -> (CheckReport, String) {
 
 #[test]
 fn planted_fault_is_named_exactly_in_both_modes() {
-    for (mode, reference) in [(BisectMode::Isolated, Reference::Device("cpu".into())), (BisectMode::Cumulative, Reference::Device("cpu".into())), (BisectMode::Isolated, Reference::F64), (BisectMode::Cumulative, Reference::F64)] {
+    for (mode, reference) in [
+        (BisectMode::Isolated, Reference::Device("cpu".into())),
+        (BisectMode::Cumulative, Reference::Device("cpu".into())),
+        (BisectMode::Isolated, Reference::F64),
+        (BisectMode::Cumulative, Reference::F64),
+    ] {
         let (r, target) = perturbed(mode, reference.clone());
         assert_eq!(r.exit_code(), 1, "{mode:?} {reference:?}");
         let d = &r.devices[0];
         assert_eq!(d.verdict, Verdict::Fail);
         let t = d.nodes.as_ref().expect("a failing device is bisected");
         let first = &t.nodes[t.first_divergence.expect("a divergence")];
-        assert_eq!(first.name, target, "{mode:?} {reference:?}: {}", table::failures(&r, false));
+        assert_eq!(
+            first.name,
+            target,
+            "{mode:?} {reference:?}: {}",
+            table::failures(&r, false)
+        );
         assert_eq!(first.op_type, "Softmax");
-        assert!(first.inputs.iter().any(|i| i.contains("f32[1, 2, 6, 6]")), "{:?}", first.inputs);
+        assert!(
+            first.inputs.iter().any(|i| i.contains("f32[1, 2, 6, 6]")),
+            "{:?}",
+            first.inputs
+        );
         assert!(!first.kernel.is_empty());
         if mode == BisectMode::Isolated {
             // Fed the reference's inputs, every other node agrees.
-            assert_eq!(t.nodes.iter().filter(|n| n.status.diverges()).count(), 1, "{}", table::failures(&r, false));
+            assert_eq!(
+                t.nodes.iter().filter(|n| n.status.diverges()).count(),
+                1,
+                "{}",
+                table::failures(&r, false)
+            );
         }
         let text = table::failures(&r, true);
-        assert!(text.contains(&format!("first diverging node: '{target}' (Softmax)")), "{text}");
+        assert!(
+            text.contains(&format!("first diverging node: '{target}' (Softmax)")),
+            "{text}"
+        );
         // Softmax runs in fused kernels: named, and printed with --show-kernel.
-        assert!(text.contains(&format!("kernel: {}", first.kernel_names())) && !first.fused.is_empty(), "{text}");
-        assert!(text.contains("Exp(v"), "--show-kernel prints the kernel: {text}");
+        assert!(
+            text.contains(&format!("kernel: {}", first.kernel_names())) && !first.fused.is_empty(),
+            "{text}"
+        );
+        assert!(
+            text.contains("Exp(v"),
+            "--show-kernel prints the kernel: {text}"
+        );
     }
 }
 
@@ -135,7 +247,11 @@ fn saved_bundle_is_a_reference_with_intermediates() {
     let path = dir.join("ref.npz");
     kuaxin_npy::write_npz(&path, &arrays).unwrap();
     let reference = Reference::parse(path.to_str().unwrap()).unwrap();
-    assert_eq!(reference.bundle_inputs(&m).len(), 1, "the bundle carries the input");
+    assert_eq!(
+        reference.bundle_inputs(&m).len(),
+        1,
+        "the bundle carries the input"
+    );
     let r = run_check(&m, &inputs(), &opts(reference.clone())).unwrap();
     assert_eq!(r.exit_code(), 0, "{}", table::failures(&r, false));
     let target = node_named(&m, "Erf");
@@ -152,21 +268,43 @@ fn reports_carry_plots_data_and_coverage() {
     let (r, target) = perturbed(BisectMode::Isolated, Reference::Device("cpu".into()));
     let j = json::to_json(&r);
     assert_eq!(j["exit_code"], 1);
-    assert_eq!(j["devices"][0]["nodes"]["first_divergence"], target.as_str());
+    assert_eq!(
+        j["devices"][0]["nodes"]["first_divergence"],
+        target.as_str()
+    );
     let cov = r.coverage();
-    let mut ops: Vec<String> = model().graph.nodes.iter().map(|n| n.op_type.clone()).collect();
+    let mut ops: Vec<String> = model()
+        .graph
+        .nodes
+        .iter()
+        .map(|n| n.op_type.clone())
+        .collect();
     ops.sort();
     ops.dedup();
     assert_eq!(cov.ops.keys().cloned().collect::<Vec<_>>(), ops);
     assert_eq!(cov.ops["Softmax"][0].status(), "fail");
     assert_eq!(cov.ops["MatMul"][0].status(), "pass");
     let html = report_html::to_html(&r, false);
-    for id in ["id=\"node-error\"", "id=\"latency\"", "id=\"coverage\"", "id=\"report-data\""] {
+    for id in [
+        "id=\"node-error\"",
+        "id=\"latency\"",
+        "id=\"coverage\"",
+        "id=\"report-data\"",
+    ] {
         assert!(html.contains(id), "{id}");
     }
-    assert!(!html.contains("src=\"http") && !html.contains("href=\"http"), "no network resources");
+    assert!(
+        !html.contains("src=\"http") && !html.contains("href=\"http"),
+        "no network resources"
+    );
     // The embedded data cannot close its script element.
-    let data = html.split("id=\"report-data\">").nth(1).unwrap().split("</script>").next().unwrap();
+    let data = html
+        .split("id=\"report-data\">")
+        .nth(1)
+        .unwrap()
+        .split("</script>")
+        .next()
+        .unwrap();
     assert!(serde_json::from_str::<serde_json::Value>(data).is_ok());
 }
 
@@ -179,15 +317,35 @@ fn fusion_check_passes_on_the_demo_block_and_counts_kernels() {
     let d = &r.devices[0];
     let f = d.fusion.as_ref().expect("the fusion check ran");
     assert_eq!(f.verdict, Verdict::Pass, "{}", table::fusion_table(&r));
-    assert!(f.kernels >= 1, "the demo block fuses: {}", table::fusion_table(&r));
+    assert!(
+        f.kernels >= 1,
+        "the demo block fuses: {}",
+        table::fusion_table(&r)
+    );
     assert_eq!(f.kernels, d.kernels.len());
-    assert!(f.unfused_instructions > f.fused_instructions, "{}", table::fusion_table(&r));
+    assert!(
+        f.unfused_instructions > f.fused_instructions,
+        "{}",
+        table::fusion_table(&r)
+    );
     assert!(f.outputs.iter().all(|o| o.passed()) && !f.outputs.is_empty());
     let text = table::fusion_table(&r);
-    for col in ["fusion check", "device", "verdict", "kernels", "max abs", "max rel", "unfused ms"] {
+    for col in [
+        "fusion check",
+        "device",
+        "verdict",
+        "kernels",
+        "max abs",
+        "max rel",
+        "unfused ms",
+    ] {
         assert!(text.contains(col), "{col} missing from\n{text}");
     }
-    assert!(text.lines().any(|l| l.starts_with("cpu ") && l.contains("PASS")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("cpu ") && l.contains("PASS")),
+        "{text}"
+    );
     assert_eq!(json::to_json(&r)["devices"][0]["fusion"]["verdict"], "PASS");
     // Without the option there is no fusion table.
     let r = run_check(&model(), &inputs(), &opts(Reference::Device("cpu".into()))).unwrap();
@@ -207,13 +365,31 @@ fn bisection_names_the_fused_kernel_a_node_ran_in() {
         let n = t.nodes.iter().find(|n| n.name == name).unwrap();
         assert!(!n.fused.is_empty(), "{op} runs in a fused kernel");
         for k in &n.fused {
-            assert!(k.origins.contains(&format!("node '{name}' ({op})")), "{:?}", k.origins);
-            assert!(d.kernels.iter().any(|dk| std::sync::Arc::ptr_eq(dk, k)), "a kernel of the device's program");
+            assert!(
+                k.origins.contains(&format!("node '{name}' ({op})")),
+                "{:?}",
+                k.origins
+            );
+            assert!(
+                d.kernels.iter().any(|dk| std::sync::Arc::ptr_eq(dk, k)),
+                "a kernel of the device's program"
+            );
         }
-        assert_eq!(n.kernel_names(), n.fused.iter().map(|k| k.name.clone()).collect::<Vec<_>>().join(", "));
+        assert_eq!(
+            n.kernel_names(),
+            n.fused
+                .iter()
+                .map(|k| k.name.clone())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     // MatMul does not fuse: no kernel holds it, and it is reported unfused.
-    let mm = t.nodes.iter().find(|n| n.name == node_named(&m, "MatMul")).unwrap();
+    let mm = t
+        .nodes
+        .iter()
+        .find(|n| n.name == node_named(&m, "MatMul"))
+        .unwrap();
     assert!(mm.fused.is_empty() && mm.kernel_names() == "(unfused)");
 
     // A planted fault inside a fused kernel: the report names that kernel and prints its text.
@@ -224,11 +400,20 @@ fn bisection_names_the_fused_kernel_a_node_ran_in() {
     assert!(!first.fused.is_empty(), "Softmax fuses");
     let names = first.kernel_names();
     let text = table::failures(&r, false);
-    assert!(text.contains(&format!("kernel: {names}")) && !text.contains("kernel: (unfused)"), "{text}");
+    assert!(
+        text.contains(&format!("kernel: {names}")) && !text.contains("kernel: (unfused)"),
+        "{text}"
+    );
     let shown = table::failures(&r, true);
     for k in &first.fused {
-        assert!(shown.contains(&format!("kernel {} domain", k.name)), "--show-kernel prints the kernel's text: {shown}");
+        assert!(
+            shown.contains(&format!("kernel {} domain", k.name)),
+            "--show-kernel prints the kernel's text: {shown}"
+        );
     }
     assert!(shown.contains("Exp(v"), "{shown}");
-    assert_eq!(json::to_json(&r)["devices"][0]["nodes"]["nodes"][first.index]["kernel"], names.as_str());
+    assert_eq!(
+        json::to_json(&r)["devices"][0]["nodes"]["nodes"][first.index]["kernel"],
+        names.as_str()
+    );
 }

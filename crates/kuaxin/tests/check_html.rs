@@ -9,7 +9,15 @@ use kuaxin::{DType, HostValue};
 use std::process::Command;
 
 fn chromium() -> Option<String> {
-    ["chromium", "chromium-browser", "google-chrome"].into_iter().map(String::from).find(|b| Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()))
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .map(String::from)
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
 }
 
 #[test]
@@ -18,8 +26,23 @@ fn html_report_renders_in_headless_chromium() {
         eprintln!("SKIP html_report_renders_in_headless_chromium: no chromium on PATH (apt-get install chromium)");
         return;
     };
-    let model = transformer_block(&BlockConfig { hidden: 32, heads: 2, ffn: 64 }, DType::F32, 3);
-    let target = model.graph.nodes.iter().find(|n| n.op_type == "Softmax").unwrap().name.clone();
+    let model = transformer_block(
+        &BlockConfig {
+            hidden: 32,
+            heads: 2,
+            ffn: 64,
+        },
+        DType::F32,
+        3,
+    );
+    let target = model
+        .graph
+        .nodes
+        .iter()
+        .find(|n| n.op_type == "Softmax")
+        .unwrap()
+        .name
+        .clone();
     let x = random_tensor(&mut Rng::new(9), DType::F32, vec![1, 6, 32]);
     let mut o = CheckOptions::new(vec!["cpu".into()], Reference::F64);
     o.iters = 2;
@@ -32,7 +55,15 @@ fn html_report_renders_in_headless_chromium() {
     let page = dir.join("report.html");
     std::fs::write(&page, report_html::to_html(&r, true)).unwrap();
     let out = Command::new(&browser)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+        ])
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(["--enable-logging=stderr", "--v=0", "--dump-dom"])
         .arg(format!("file://{}", page.display()))
@@ -42,16 +73,41 @@ fn html_report_renders_in_headless_chromium() {
     let log = String::from_utf8_lossy(&out.stderr);
     std::fs::remove_dir_all(&dir).ok();
     assert!(out.status.success(), "chromium failed: {log}");
-    let console_errors: Vec<&str> = log.lines().filter(|l| l.contains("CONSOLE") || l.contains("Uncaught")).collect();
-    assert!(console_errors.is_empty(), "console errors: {console_errors:?}");
-    assert!(!dom.contains("data-error=\""), "script error: {}", dom.split("data-error=\"").nth(1).unwrap_or("").chars().take(300).collect::<String>());
-    assert!(dom.contains("data-rendered=\"ok\""), "the script did not finish drawing");
+    let console_errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("CONSOLE") || l.contains("Uncaught"))
+        .collect();
+    assert!(
+        console_errors.is_empty(),
+        "console errors: {console_errors:?}"
+    );
+    assert!(
+        !dom.contains("data-error=\""),
+        "script error: {}",
+        dom.split("data-error=\"")
+            .nth(1)
+            .unwrap_or("")
+            .chars()
+            .take(300)
+            .collect::<String>()
+    );
+    assert!(
+        dom.contains("data-rendered=\"ok\""),
+        "the script did not finish drawing"
+    );
     let nodes = r.devices[0].nodes.as_ref().unwrap().nodes.len();
     let count = |class: &str| dom.matches(&format!("class=\"{class}\"")).count();
     assert_eq!(count("node-point"), nodes, "one point per node");
     assert_eq!(count("node-line"), 1);
-    assert_eq!(count("lat-bar"), 1, "one latency bar per timed device (the f64 reference is not timed)");
+    assert_eq!(
+        count("lat-bar"),
+        1,
+        "one latency bar per timed device (the f64 reference is not timed)"
+    );
     assert_eq!(count("cov-cell"), r.coverage().ops.len());
     // The planted fault is drawn as a failing point.
-    assert!(dom.contains("FAIL"), "the failing node is in the plot's titles");
+    assert!(
+        dom.contains("FAIL"),
+        "the failing node is in the plot's titles"
+    );
 }

@@ -39,7 +39,9 @@ fn try_model(bytes: &[u8]) -> Result<bool, String> {
             return Ok(false);
         }
     };
-    let Ok(inputs) = random_inputs(&model, &Default::default(), 1) else { return Ok(false) };
+    let Ok(inputs) = random_inputs(&model, &Default::default(), 1) else {
+        return Ok(false);
+    };
     let device = open_device("cpu", Some(1)).map_err(|e| e.to_string())?;
     let session = Session::new(model, device).map_err(|e| e.to_string())?;
     Ok(session.run(&inputs).is_ok())
@@ -49,7 +51,10 @@ fn try_model(bytes: &[u8]) -> Result<bool, String> {
 fn mutated_models_never_panic() {
     // SAFETY of the test process: set before any thread reads it.
     std::env::set_var("KUAXIN_MAX_TENSOR_BYTES", (64u64 << 20).to_string());
-    assert!(try_model(SEED_MODEL).expect("seed model") , "the seed model itself must run");
+    assert!(
+        try_model(SEED_MODEL).expect("seed model"),
+        "the seed model itself must run"
+    );
     let prev = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let mut rng = Rng::new(20261129);
@@ -61,13 +66,23 @@ fn mutated_models_never_panic() {
             Ok(Ok(false)) => refused += 1,
             Ok(Err(msg)) => panics.push(format!("case {case}: {msg}")),
             Err(p) => {
-                let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+                let msg = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
                 panics.push(format!("case {case}: panic: {msg}"));
             }
         }
     }
     std::panic::set_hook(prev);
-    println!("{ran} mutants ran, {refused} were refused cleanly, {} misbehaved", panics.len());
+    println!(
+        "{ran} mutants ran, {refused} were refused cleanly, {} misbehaved",
+        panics.len()
+    );
     assert!(panics.is_empty(), "{}", panics.join("\n"));
-    assert!(ran > 0 && refused > 0, "the mutations should produce both runnable and broken models");
+    assert!(
+        ran > 0 && refused > 0,
+        "the mutations should produce both runnable and broken models"
+    );
 }

@@ -61,10 +61,15 @@ pub fn main(a: Args) -> Result<i32> {
     let inputs = super::inputs::prepare(&model, &a.inputs, &a.dims, a.seed)?;
     let rss_before = peak_rss();
     let device = kuaxin::open_device(&a.device, a.threads)?;
-    let opts = kuaxin::SessionOptions { fuse: !a.no_fuse, ..Default::default() };
+    let opts = kuaxin::SessionOptions {
+        fuse: !a.no_fuse,
+        ..Default::default()
+    };
     let session = kuaxin::Session::with_options(model, device, opts)?;
     let t1 = Instant::now();
-    session.run(&inputs).map_err(|e| anyhow!("{}: {e}", a.model.display()))?;
+    session
+        .run(&inputs)
+        .map_err(|e| anyhow!("{}: {e}", a.model.display()))?;
     let compile_ms = t1.elapsed().as_secs_f64() * 1e3;
     let stats = session.last_stats();
     let pb = bar((a.warmup + a.iters) as u64, "bench");
@@ -85,17 +90,39 @@ pub fn main(a: Args) -> Result<i32> {
     let rss = peak_rss();
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     println!("model      {}", a.model.display());
-    println!("device     {} ({} threads)", session.device().name(), a.threads.map(|t| t.to_string()).unwrap_or_else(|| "all".into()));
+    println!(
+        "device     {} ({} threads)",
+        session.device().name(),
+        a.threads
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "all".into())
+    );
     println!("load       {load_ms:.1} ms");
     println!("compile    {compile_ms:.1} ms (first run: trace, fold, run)");
-    println!("latency    min {min:.3} ms, median {median:.3} ms, p90 {p90:.3} ms ({} runs)", a.iters);
+    println!(
+        "latency    min {min:.3} ms, median {median:.3} ms, p90 {p90:.3} ms ({} runs)",
+        a.iters
+    );
     println!("throughput {:.1} runs/s", 1e3 / median);
-    println!("program    {} instructions, {} fused kernels{}", stats.instructions, stats.kernels, if stats.reusable { "" } else { " (re-traced every run: data-dependent shapes)" });
+    println!(
+        "program    {} instructions, {} fused kernels{}",
+        stats.instructions,
+        stats.kernels,
+        if stats.reusable {
+            ""
+        } else {
+            " (re-traced every run: data-dependent shapes)"
+        }
+    );
     if let Some(p) = stats.planned_peak_bytes {
         println!("memory     planned peak of intermediates {:.1} MiB", mib(p));
     }
     if let (Some(b), Some(r)) = (rss_before, rss) {
-        println!("memory     measured peak RSS {:.1} MiB ({:.1} MiB before the first run)", mib(r), mib(b));
+        println!(
+            "memory     measured peak RSS {:.1} MiB ({:.1} MiB before the first run)",
+            mib(r),
+            mib(b)
+        );
     }
     if let Some(path) = &a.json {
         let j = serde_json::json!({
@@ -104,7 +131,8 @@ pub fn main(a: Args) -> Result<i32> {
             "runs_per_s": 1e3 / median, "instructions": stats.instructions, "kernels": stats.kernels, "fused": !a.no_fuse, "times_ms": times,
             "planned_peak_bytes": stats.planned_peak_bytes, "peak_rss_bytes": rss,
         });
-        std::fs::write(path, serde_json::to_string_pretty(&j)?).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, serde_json::to_string_pretty(&j)?)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(0)
 }

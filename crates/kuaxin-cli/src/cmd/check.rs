@@ -78,9 +78,16 @@ fn device_list(spec: &str) -> Result<Vec<String>> {
     if spec == "all" {
         return Ok(known);
     }
-    let list: Vec<String> = spec.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    let list: Vec<String> = spec
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
     if list.is_empty() {
-        return Err(anyhow!("--devices '{spec}': no device named (available: {})", known.join(", ")));
+        return Err(anyhow!(
+            "--devices '{spec}': no device named (available: {})",
+            known.join(", ")
+        ));
     }
     Ok(list)
 }
@@ -90,7 +97,11 @@ fn write(path: &Path, body: &str) -> Result<()> {
 }
 
 /// The model, its complete inputs and the check's options.
-type Prepared = (kuaxin_core::graph::Model, Vec<(String, HostValue)>, CheckOptions);
+type Prepared = (
+    kuaxin_core::graph::Model,
+    Vec<(String, HostValue)>,
+    CheckOptions,
+);
 
 fn prepare(a: &Args) -> Result<Prepared> {
     let model = kuaxin::load_model(&a.model)?;
@@ -98,19 +109,27 @@ fn prepare(a: &Args) -> Result<Prepared> {
     let mut given = Vec::new();
     for s in &a.inputs {
         let (name, file) = split_pair(s, "--input")?;
-        given.push((name, HostValue::Tensor(kuaxin_npy::read_npy(Path::new(&file))?)));
+        given.push((
+            name,
+            HostValue::Tensor(kuaxin_npy::read_npy(Path::new(&file))?),
+        ));
     }
     for (n, v) in reference.bundle_inputs(&model) {
         if !given.iter().any(|(g, _)| *g == n) {
             given.push((n, v));
         }
     }
-    let inputs = resolve_inputs(&model, given, &parse_dims(&a.dims)?, a.seed).map_err(|e| anyhow!("{}: {e}", a.model.display()))?;
+    let inputs = resolve_inputs(&model, given, &parse_dims(&a.dims)?, a.seed)
+        .map_err(|e| anyhow!("{}: {e}", a.model.display()))?;
     let mut opts = CheckOptions::new(device_list(&a.devices)?, reference);
     opts.iters = a.iters;
     opts.bisect_mode = BisectMode::parse(&a.bisect_mode)?;
     opts.node_trace_always = a.bisect || a.html.is_some();
-    opts.perturb = a.perturb.clone().or_else(|| std::env::var("KUAXIN_PERTURB").ok().filter(|s| !s.is_empty()));
+    opts.perturb = a.perturb.clone().or_else(|| {
+        std::env::var("KUAXIN_PERTURB")
+            .ok()
+            .filter(|s| !s.is_empty())
+    });
     opts.threads = a.threads;
     opts.fusion_check = a.fusion_check;
     Ok((model, inputs, opts))
@@ -138,7 +157,10 @@ pub fn main(a: Args) -> Result<i32> {
     print!("{}", table::failures(&report, a.show_kernel));
     let written = (|| -> Result<()> {
         if let Some(p) = &a.json {
-            write(p, &serde_json::to_string_pretty(&kuaxin::check::json::to_json(&report))?)?;
+            write(
+                p,
+                &serde_json::to_string_pretty(&kuaxin::check::json::to_json(&report))?,
+            )?;
         }
         if let Some(p) = &a.html {
             write(p, &report_html::to_html(&report, a.show_kernel))?;

@@ -37,7 +37,10 @@ pub fn main(a: Args) -> Result<i32> {
     println!("kuaxin demo: transformer block (hidden {}, {} heads, ffn {}), input x f32[{}, {}, {}], {} nodes",
         cfg.hidden, cfg.heads, cfg.ffn, a.batch, a.seq, cfg.hidden, model.graph.nodes.len());
     let device = kuaxin::open_device(&a.device, None)?;
-    let opts = kuaxin::SessionOptions { fuse: !a.no_fuse, ..Default::default() };
+    let opts = kuaxin::SessionOptions {
+        fuse: !a.no_fuse,
+        ..Default::default()
+    };
     let session = Session::with_options(model, device, opts)?;
     let t0 = Instant::now();
     let out = session.run(&[("x".into(), HostValue::Tensor(x32.clone()))])?;
@@ -52,15 +55,33 @@ pub fn main(a: Args) -> Result<i32> {
     let median = times.get(times.len() / 2).copied().unwrap_or(first_ms);
     let ref_session = Session::new(reference, kuaxin::open_device("cpu", None)?)?;
     let want = ref_session.run(&[("x".into(), HostValue::Tensor(x64))])?;
-    let got: &Tensor = out[0].1.as_tensor().ok_or_else(|| anyhow::anyhow!("output is not a tensor"))?;
-    let want: Tensor = want[0].1.as_tensor().ok_or_else(|| anyhow::anyhow!("reference is not a tensor"))?.cast(DType::F32);
+    let got: &Tensor = out[0]
+        .1
+        .as_tensor()
+        .ok_or_else(|| anyhow::anyhow!("output is not a tensor"))?;
+    let want: Tensor = want[0]
+        .1
+        .as_tensor()
+        .ok_or_else(|| anyhow::anyhow!("reference is not a tensor"))?
+        .cast(DType::F32);
     let scale = want.to_f64_vec().iter().fold(0.0f64, |m, x| m.max(x.abs()));
-    let tol = Tolerance::for_class(kuaxin::compare::OpClass::Accumulating, DType::F32, cfg.ffn, scale);
+    let tol = Tolerance::for_class(
+        kuaxin::compare::OpClass::Accumulating,
+        DType::F32,
+        cfg.ffn,
+        scale,
+    );
     let m = metrics(got, &want, tol);
     let stats = session.last_stats();
     println!("device {}: first run (trace + compile + run) {first_ms:.2} ms, median of {} runs {median:.3} ms, {} instructions ({} fused kernels)",
         session.device().name(), a.iters, stats.instructions, stats.kernels);
-    println!("vs f64 reference: max abs {:.2e}, max rel {:.2e}, cosine {:.9}, nmse {:.2e} -> {}",
-        m.max_abs, m.max_rel, m.cosine, m.nmse, if m.mismatches == 0 { "PASS" } else { "FAIL" });
+    println!(
+        "vs f64 reference: max abs {:.2e}, max rel {:.2e}, cosine {:.9}, nmse {:.2e} -> {}",
+        m.max_abs,
+        m.max_rel,
+        m.cosine,
+        m.nmse,
+        if m.mismatches == 0 { "PASS" } else { "FAIL" }
+    );
     Ok(if m.mismatches == 0 { 0 } else { 1 })
 }

@@ -34,7 +34,11 @@ pub fn main(a: Args) -> Result<i32> {
     if !m.producer.is_empty() {
         println!("producer {}", m.producer);
     }
-    let opsets: Vec<String> = m.opsets.iter().map(|(d, v)| format!("{}={v}", if d.is_empty() { "ai.onnx" } else { d })).collect();
+    let opsets: Vec<String> = m
+        .opsets
+        .iter()
+        .map(|(d, v)| format!("{}={v}", if d.is_empty() { "ai.onnx" } else { d }))
+        .collect();
     println!("opsets   {}", opsets.join(", "));
     println!("inputs");
     for vi in g.real_inputs() {
@@ -50,7 +54,10 @@ pub fn main(a: Args) -> Result<i32> {
     g.op_histogram(&mut hist);
     let mut ops: Vec<(String, usize)> = hist.into_iter().collect();
     ops.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    println!("ops      {} nodes", ops.iter().map(|(_, n)| n).sum::<usize>());
+    println!(
+        "ops      {} nodes",
+        ops.iter().map(|(_, n)| n).sum::<usize>()
+    );
     for (op, n) in ops {
         println!("  {op:<24} {n}");
     }
@@ -64,7 +71,11 @@ fn print_plan(a: &Args, m: &kuaxin_core::graph::Model) -> Result<()> {
     let inputs = super::inputs::prepare(m, &a.inputs, &a.dims, 0)?;
     let device = kuaxin::open_device(&a.device, None)?;
     let p = kuaxin::plan::plan(m, &*device, &inputs, !a.no_fuse)?;
-    println!("plan on {} ({})", device.name(), if a.no_fuse { "fusion off" } else { "fused" });
+    println!(
+        "plan on {} ({})",
+        device.name(),
+        if a.no_fuse { "fusion off" } else { "fused" }
+    );
     for line in p.describe() {
         println!("  {line}");
     }
@@ -77,9 +88,15 @@ fn print_plan(a: &Args, m: &kuaxin_core::graph::Model) -> Result<()> {
     }
     println!(
         "instructions: {} before fusion, {} after ({} kernels replacing {} primitives)",
-        p.unfused_instrs, p.program.instrs.len(), p.kernels, p.fused_instrs
+        p.unfused_instrs,
+        p.program.instrs.len(),
+        p.kernels,
+        p.fused_instrs
     );
-    println!("planned peak of intermediates: {:.2} MiB", p.peak_bytes as f64 / (1024.0 * 1024.0));
+    println!(
+        "planned peak of intermediates: {:.2} MiB",
+        p.peak_bytes as f64 / (1024.0 * 1024.0)
+    );
     if !p.program.host_ops.is_empty() {
         println!("ran on the host: {}", p.program.host_ops.join("; "));
     }

@@ -4,7 +4,12 @@ use anyhow::{anyhow, Result};
 use kuaxin::HostValue;
 use kuaxin_core::graph::Model;
 
-pub fn prepare(model: &Model, input_args: &[String], dims: &[String], seed: u64) -> Result<Vec<(String, HostValue)>> {
+pub fn prepare(
+    model: &Model,
+    input_args: &[String],
+    dims: &[String],
+    seed: u64,
+) -> Result<Vec<(String, HostValue)>> {
     let dims = parse_dims(dims)?;
     let mut given = Vec::new();
     for s in input_args {
@@ -15,7 +20,10 @@ pub fn prepare(model: &Model, input_args: &[String], dims: &[String], seed: u64)
     // Random values for inputs not given; symbolic dims may also come from given inputs.
     let mut dims = dims;
     for (name, v) in &given {
-        if let (Some(vi), Some(t)) = (model.graph.inputs.iter().find(|vi| vi.name == *name), v.as_tensor()) {
+        if let (Some(vi), Some(t)) = (
+            model.graph.inputs.iter().find(|vi| vi.name == *name),
+            v.as_tensor(),
+        ) {
             if let kuaxin_core::graph::ValueType::Tensor { shape: Some(s), .. } = &vi.ty {
                 for (d, &n) in s.iter().zip(&t.shape) {
                     if let kuaxin_core::graph::Dim::Sym(sym) = d {
@@ -24,11 +32,19 @@ pub fn prepare(model: &Model, input_args: &[String], dims: &[String], seed: u64)
                 }
             }
         } else if !model.graph.inputs.iter().any(|vi| vi.name == *name) {
-            return Err(anyhow!("--input {name}: the model has no input named '{name}'"));
+            return Err(anyhow!(
+                "--input {name}: the model has no input named '{name}'"
+            ));
         }
     }
     let mut inputs = given.clone();
-    let missing: Vec<_> = model.graph.real_inputs().iter().filter(|vi| !given.iter().any(|(n, _)| *n == vi.name)).map(|vi| vi.name.clone()).collect();
+    let missing: Vec<_> = model
+        .graph
+        .real_inputs()
+        .iter()
+        .filter(|vi| !given.iter().any(|(n, _)| *n == vi.name))
+        .map(|vi| vi.name.clone())
+        .collect();
     if !missing.is_empty() {
         let random = kuaxin::random_inputs(model, &dims, seed)?;
         inputs.extend(random.into_iter().filter(|(n, _)| missing.contains(n)));

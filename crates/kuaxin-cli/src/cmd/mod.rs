@@ -21,7 +21,9 @@ pub fn parse_dims(dims: &[String]) -> Result<HashMap<String, usize>> {
     dims.iter()
         .map(|d| {
             let (k, v) = split_pair(d, "--dim")?;
-            let n: usize = v.parse().map_err(|_| anyhow!("--dim {k}={v}: not a non-negative integer"))?;
+            let n: usize = v
+                .parse()
+                .map_err(|_| anyhow!("--dim {k}={v}: not a non-negative integer"))?;
             Ok((k, n))
         })
         .collect()

@@ -33,7 +33,16 @@ pub struct Args {
 
 /// File name for an output: characters outside [A-Za-z0-9._-] become `_`.
 pub fn output_file_name(name: &str) -> String {
-    let s: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect();
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     format!("{}.npy", if s.is_empty() { "_".to_string() } else { s })
 }
 
@@ -41,8 +50,16 @@ fn summary(t: &Tensor) -> String {
     let v = t.to_f64_vec();
     let head: Vec<String> = v.iter().take(6).map(|x| format!("{x:.6}")).collect();
     let finite: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
-    let mean = if finite.is_empty() { f64::NAN } else { finite.iter().sum::<f64>() / finite.len() as f64 };
-    format!("[{}{}] mean {mean:.6}", head.join(", "), if v.len() > 6 { ", ..." } else { "" })
+    let mean = if finite.is_empty() {
+        f64::NAN
+    } else {
+        finite.iter().sum::<f64>() / finite.len() as f64
+    };
+    format!(
+        "[{}{}] mean {mean:.6}",
+        head.join(", "),
+        if v.len() > 6 { ", ..." } else { "" }
+    )
 }
 
 pub fn main(a: Args) -> Result<i32> {
@@ -53,10 +70,15 @@ pub fn main(a: Args) -> Result<i32> {
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     sp.set_message("compiling and running");
     let device = kuaxin::open_device(&a.device, a.threads)?;
-    let opts = kuaxin::SessionOptions { fuse: !a.no_fuse, ..Default::default() };
+    let opts = kuaxin::SessionOptions {
+        fuse: !a.no_fuse,
+        ..Default::default()
+    };
     let session = kuaxin::Session::with_options(model, device, opts)?;
     let t1 = Instant::now();
-    let outputs = session.run(&inputs).map_err(|e| anyhow!("{}: {e}", a.model.display()))?;
+    let outputs = session
+        .run(&inputs)
+        .map_err(|e| anyhow!("{}: {e}", a.model.display()))?;
     let run_ms = t1.elapsed().as_secs_f64() * 1e3;
     sp.finish_and_clear();
     if let Some(dir) = &a.output_dir {
@@ -71,7 +93,10 @@ pub fn main(a: Args) -> Result<i32> {
                     kuaxin_npy::write_npy(&path, t)?;
                 }
             }
-            other => println!("{name}: {} (not written: only tensors are saved as .npy)", other.describe()),
+            other => println!(
+                "{name}: {} (not written: only tensors are saved as .npy)",
+                other.describe()
+            ),
         }
     }
     let stats = session.last_stats();
@@ -79,7 +104,11 @@ pub fn main(a: Args) -> Result<i32> {
         "load {load_ms:.1} ms, compile+run {run_ms:.1} ms on {}, {} primitive instructions{}",
         session.device().name(),
         stats.instructions,
-        if stats.host_ops.is_empty() { String::new() } else { format!(", host ops: {}", stats.host_ops.join("; ")) }
+        if stats.host_ops.is_empty() {
+            String::new()
+        } else {
+            format!(", host ops: {}", stats.host_ops.join("; "))
+        }
     );
     Ok(0)
 }

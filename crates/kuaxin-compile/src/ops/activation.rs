@@ -81,7 +81,11 @@ fn hard_sigmoid_of(cx: &mut Cx, x: &TVal, alpha: f64, beta: f64) -> Result<TVal>
 
 /// `x * sigmoid(alpha * x)`.
 fn swish_of(cx: &mut Cx, x: &TVal, alpha: f64) -> Result<TVal> {
-    let ax = if alpha == 1.0 { x.clone() } else { cx.binary_scalar(BinaryOp::Mul, x, alpha)? };
+    let ax = if alpha == 1.0 {
+        x.clone()
+    } else {
+        cx.binary_scalar(BinaryOp::Mul, x, alpha)?
+    };
     let s = cx.unary(UnaryOp::Sigmoid, &ax)?;
     cx.mul(x, &s)
 }
@@ -191,7 +195,11 @@ fn thresholded_relu(cx: &mut Cx, n: &Node, x: &TVal) -> Result<TVal> {
 fn shrink(cx: &mut Cx, n: &Node, x: &TVal) -> Result<TVal> {
     let lambd = n.float_or("lambd", 0.5)? as f64;
     let bias = n.float_or("bias", 0.0)? as f64;
-    let xc = if x.dtype().is_float() { x.clone() } else { cx.cast(x, DType::F64)? };
+    let xc = if x.dtype().is_float() {
+        x.clone()
+    } else {
+        cx.cast(x, DType::F64)?
+    };
     let lo = cx.scalar(-lambd, xc.dtype());
     let hi = cx.scalar(lambd, xc.dtype());
     let below = cx.binary(BinaryOp::Lt, &xc, &lo)?;
@@ -271,7 +279,11 @@ fn swiglu(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
     let a = tensor_arg(ins, 0, "A")?;
     let b = tensor_arg(ins, 1, "B")?;
     if a.ty != b.ty {
-        bail_invalid!("SwiGLU inputs must have the same type and shape: {} vs {}", a.ty, b.ty);
+        bail_invalid!(
+            "SwiGLU inputs must have the same type and shape: {} vs {}",
+            a.ty,
+            b.ty
+        );
     }
     let s = swish_of(cx, a, alpha(n, 1.0)?)?;
     Ok(vec![tv(cx.mul(&s, b)?)])

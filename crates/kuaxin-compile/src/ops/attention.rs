@@ -85,7 +85,10 @@ impl Cx<'_, '_> {
 
 fn i64_table(shape: Vec<usize>, f: impl Fn(usize) -> i64) -> Result<TVal> {
     let n = shape.iter().product::<usize>();
-    Ok(TVal::constant(Tensor::from_vec(shape, (0..n).map(f).collect::<Vec<_>>())?))
+    Ok(TVal::constant(Tensor::from_vec(
+        shape,
+        (0..n).map(f).collect::<Vec<_>>(),
+    )?))
 }
 
 /// Where each query may look, before masks: causal and sliding-window limits on
@@ -149,14 +152,25 @@ impl Structure {
 /// The user mask as an additive bias in `dtype`, padded on the key axis up to `kv`.
 fn mask_bias(cx: &mut Cx, mask: &TVal, kv: usize, dtype: DType) -> Result<TVal> {
     let r = mask.rank();
-    let last = *mask.shape().last().ok_or_else(|| Error::invalid("attn_mask must have rank >= 1"))?;
+    let last = *mask
+        .shape()
+        .last()
+        .ok_or_else(|| Error::invalid("attn_mask must have rank >= 1"))?;
     if last > kv {
         bail_invalid!("attn_mask {} is longer than the {kv} keys", mask.ty);
     }
     let is_bool = mask.dtype() == DType::Bool;
-    let mut m = if is_bool { mask.clone() } else { cx.cast(mask, dtype)? };
+    let mut m = if is_bool {
+        mask.clone()
+    } else {
+        cx.cast(mask, dtype)?
+    };
     if last < kv {
-        let fill = if is_bool { cx.scalar(0.0, DType::Bool) } else { cx.scalar(f64::NEG_INFINITY, dtype) };
+        let fill = if is_bool {
+            cx.scalar(0.0, DType::Bool)
+        } else {
+            cx.scalar(f64::NEG_INFINITY, dtype)
+        };
         let mut pads = vec![(0, 0); r];
         pads[r - 1] = (0, kv - last);
         m = cx.emit1(Prim::PadConstant { pads }, &[&m, &fill])?;
@@ -168,32 +182,65 @@ fn mask_bias(cx: &mut Cx, mask: &TVal, kv: usize, dtype: DType) -> Result<TVal> 
 }
 
 fn attention(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
-    let (q, k, v) = (tensor_arg(ins, 0, "Q")?, tensor_arg(ins, 1, "K")?, tensor_arg(ins, 2, "V")?);
+    let (q, k, v) = (
+        tensor_arg(ins, 0, "Q")?,
+        tensor_arg(ins, 1, "K")?,
+        tensor_arg(ins, 2, "V")?,
+    );
     let mask = opt_tensor(ins, 3)?;
     let (past_k, past_v) = (opt_tensor(ins, 4)?, opt_tensor(ins, 5)?);
     let nonpad = opt_tensor(ins, 6)?;
     let dt = q.dtype();
     let rank = q.rank();
-    if !dt.is_float() || k.dtype() != dt || v.dtype() != dt || !(rank == 3 || rank == 4) || k.rank() != rank || v.rank() != rank {
-        bail_invalid!("Attention needs float Q, K, V of one dtype and rank 3 or 4, got {}, {}, {}", q.ty, k.ty, v.ty);
+    if !dt.is_float()
+        || k.dtype() != dt
+        || v.dtype() != dt
+        || !(rank == 3 || rank == 4)
+        || k.rank() != rank
+        || v.rank() != rank
+    {
+        bail_invalid!(
+            "Attention needs float Q, K, V of one dtype and rank 3 or 4, got {}, {}, {}",
+            q.ty,
+            k.ty,
+            v.ty
+        );
     }
     if past_k.is_some() != past_v.is_some() {
         bail_invalid!("past_key and past_value must be given together");
     }
     let (q4, k4, v4) = if rank == 3 {
-        let hq = n.attr_int("q_num_heads")?.ok_or_else(|| Error::invalid("3-d Attention needs q_num_heads"))?;
-        let hk = n.attr_int("kv_num_heads")?.ok_or_else(|| Error::invalid("3-d Attention needs kv_num_heads"))?;
+        let hq = n
+            .attr_int("q_num_heads")?
+            .ok_or_else(|| Error::invalid("3-d Attention needs q_num_heads"))?;
+        let hk = n
+            .attr_int("kv_num_heads")?
+            .ok_or_else(|| Error::invalid("3-d Attention needs kv_num_heads"))?;
         if hq <= 0 || hk <= 0 {
             bail_invalid!("Attention head counts must be positive");
         }
-        (cx.split_heads(q, hq as usize)?, cx.split_heads(k, hk as usize)?, cx.split_heads(v, hk as usize)?)
+        (
+            cx.split_heads(q, hq as usize)?,
+            cx.split_heads(k, hk as usize)?,
+            cx.split_heads(v, hk as usize)?,
+        )
     } else {
         (q.clone(), k.clone(), v.clone())
     };
     let (b, hq, sq, dq) = (q4.shape()[0], q4.shape()[1], q4.shape()[2], q4.shape()[3]);
     let hk = k4.shape()[1];
-    if k4.shape()[0] != b || v4.shape()[0] != b || v4.shape()[1] != hk || k4.shape()[3] != dq || v4.shape()[2] != k4.shape()[2] {
-        bail_invalid!("Attention: Q {}, K {}, V {} do not fit", q4.ty, k4.ty, v4.ty);
+    if k4.shape()[0] != b
+        || v4.shape()[0] != b
+        || v4.shape()[1] != hk
+        || k4.shape()[3] != dq
+        || v4.shape()[2] != k4.shape()[2]
+    {
+        bail_invalid!(
+            "Attention: Q {}, K {}, V {} do not fit",
+            q4.ty,
+            k4.ty,
+            v4.ty
+        );
     }
     if hk == 0 || hq % hk != 0 {
         bail_invalid!("Attention: {hq} query heads are not a multiple of {hk} key/value heads");
@@ -228,7 +275,11 @@ fn attention(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>>
         causal: n.int_or("is_causal", 0)? != 0,
         left: n.int_or("left_window_size", -1)?,
         right: n.int_or("right_window_size", -1)?,
-        nonpad: if past_k.is_none() { nonpad.cloned() } else { None },
+        nonpad: if past_k.is_none() {
+            nonpad.cloned()
+        } else {
+            None
+        },
         past: past_len,
     };
     if nonpad.is_some() && past_k.is_some() {
@@ -302,7 +353,10 @@ fn rotary_embedding(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<
             let h = n.int_or("num_heads", 0)?;
             let s = x.shape();
             if h <= 0 || s[2] % h as usize != 0 {
-                bail_invalid!("RotaryEmbedding on 3-d input needs num_heads dividing {}", s[2]);
+                bail_invalid!(
+                    "RotaryEmbedding on 3-d input needs num_heads dividing {}",
+                    s[2]
+                );
             }
             cx.reshape(x, &[s[0], s[1], h as usize, s[2] / h as usize])?
         }
@@ -321,7 +375,11 @@ fn rotary_embedding(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<
         sin = cx.emit1(Prim::Gather { axis: 0 }, &[&sin, p])?;
     }
     if cos.shape().last() != Some(&half) || sin.shape() != cos.shape() {
-        bail_invalid!("RotaryEmbedding caches {} / {} do not match rotary dim {rd}", cos.ty, sin.ty);
+        bail_invalid!(
+            "RotaryEmbedding caches {} / {} do not match rotary dim {rd}",
+            cos.ty,
+            sin.ty
+        );
     }
     let ax = cos.rank() as i64 - 1;
     let cos = cx.unsqueeze(&cos, &[ax])?;
@@ -330,9 +388,15 @@ fn rotary_embedding(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<
     let sin = cx.cast(&sin, x.dtype())?;
     let interleaved = n.int_or("interleaved", 0)? != 0;
     let (x1, x2) = if interleaved {
-        (cx.slice_axis(&x4, 3, 0, half, 2)?, cx.slice_axis(&x4, 3, 1, half, 2)?)
+        (
+            cx.slice_axis(&x4, 3, 0, half, 2)?,
+            cx.slice_axis(&x4, 3, 1, half, 2)?,
+        )
     } else {
-        (cx.slice_axis(&x4, 3, 0, half, 1)?, cx.slice_axis(&x4, 3, half, half, 1)?)
+        (
+            cx.slice_axis(&x4, 3, 0, half, 1)?,
+            cx.slice_axis(&x4, 3, half, half, 1)?,
+        )
     };
     let (c1, s2) = (cx.mul(&cos, &x1)?, cx.mul(&sin, &x2)?);
     let real = cx.sub(&c1, &s2)?;
@@ -354,14 +418,22 @@ fn rotary_embedding(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<
     } else {
         rotated
     };
-    let out = if x.rank() == 4 { cx.permute(&out, &[0, 2, 1, 3])? } else { cx.reshape(&out, x.shape())? };
+    let out = if x.rank() == 4 {
+        cx.permute(&out, &[0, 2, 1, 3])?
+    } else {
+        cx.reshape(&out, x.shape())?
+    };
     Ok(vec![tv(out)])
 }
 
 /// Recurrent linear attention, unrolled over time in f32:
 /// `S = S * exp(g)` (gated), `v = beta * (v - S^T k)` (delta), `S += k v^T`, `o = scale q^T S`.
 fn linear_attention(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
-    let (q, k, v) = (tensor_arg(ins, 0, "query")?, tensor_arg(ins, 1, "key")?, tensor_arg(ins, 2, "value")?);
+    let (q, k, v) = (
+        tensor_arg(ins, 0, "query")?,
+        tensor_arg(ins, 1, "key")?,
+        tensor_arg(ins, 2, "value")?,
+    );
     let past = opt_tensor(ins, 3)?;
     let decay = opt_tensor(ins, 4)?;
     let beta = opt_tensor(ins, 5)?;
@@ -374,12 +446,16 @@ fn linear_attention(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<
         other => bail_invalid!("LinearAttention update_rule '{other}' is unknown"),
     };
     if gating != decay.is_some() || delta != beta.is_some() {
-        bail_invalid!("LinearAttention update_rule '{rule}' does not match the decay / beta inputs given");
+        bail_invalid!(
+            "LinearAttention update_rule '{rule}' does not match the decay / beta inputs given"
+        );
     }
     let hq = n.attr_int("q_num_heads")?.unwrap_or(0);
     let hk = n.attr_int("kv_num_heads")?.unwrap_or(0);
     if hq <= 0 || hk <= 0 || hq % hk != 0 || q.rank() != 3 || k.rank() != 3 || v.rank() != 3 {
-        bail_invalid!("LinearAttention needs 3-d inputs and q_num_heads a positive multiple of kv_num_heads");
+        bail_invalid!(
+            "LinearAttention needs 3-d inputs and q_num_heads a positive multiple of kv_num_heads"
+        );
     }
     let (hq, hk) = (hq as usize, hk as usize);
     let (b, t) = (q.shape()[0], q.shape()[1]);
@@ -390,7 +466,12 @@ fn linear_attention(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<
     let v4 = cx.split_heads(&vf, hk)?;
     let (dk, dv) = (k4.shape()[3], v4.shape()[3]);
     if q4.shape()[3] != dk || k4.shape()[2] != t || v4.shape()[2] != t {
-        bail_invalid!("LinearAttention query {} / key {} / value {} do not fit", q.ty, k.ty, v.ty);
+        bail_invalid!(
+            "LinearAttention query {} / key {} / value {} do not fit",
+            q.ty,
+            k.ty,
+            v.ty
+        );
     }
     // Per-step gate [B, Hk, T, 1 or dk] and beta [B, Hk|1, T, 1].
     let decay4 = match decay {
@@ -418,7 +499,10 @@ fn linear_attention(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<
     };
     let mut state = match past {
         Some(p) if p.shape() == [b, hk, dk, dv] => cx.cast(p, f)?,
-        Some(p) => bail_invalid!("LinearAttention past_state {} should be [{b}, {hk}, {dk}, {dv}]", p.ty),
+        Some(p) => bail_invalid!(
+            "LinearAttention past_state {} should be [{b}, {hk}, {dk}, {dv}]",
+            p.ty
+        ),
         None => cx.full(0.0, f, &[b, hk, dk, dv])?,
     };
     let scale = match n.float_or("scale", 0.0)? {
@@ -459,7 +543,9 @@ fn linear_attention(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<
 
 /// Runs a score / prob modifier subgraph on one tensor, keeping `dtype`.
 fn call_mod(cx: &mut Cx, n: &Node, attr: &str, x: TVal) -> Result<TVal> {
-    let Some(g) = n.attr_graph(attr)? else { return Ok(x) };
+    let Some(g) = n.attr_graph(attr)? else {
+        return Ok(x);
+    };
     let dtype = x.dtype();
     let outs = cx.run_subgraph(&g, vec![tv(x)])?;
     match outs.into_iter().next() {
@@ -471,14 +557,33 @@ fn call_mod(cx: &mut Cx, n: &Node, attr: &str, x: TVal) -> Result<TVal> {
 /// FlexAttention (ai.onnx.preview): softmax(score_mod(Q K^T * scale)) then prob_mod, times V,
 /// in f32 for half-precision inputs unless softmax_precision says otherwise.
 fn flex_attention(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
-    let (q, k, v) = (tensor_arg(ins, 0, "Q")?, tensor_arg(ins, 1, "K")?, tensor_arg(ins, 2, "V")?);
+    let (q, k, v) = (
+        tensor_arg(ins, 0, "Q")?,
+        tensor_arg(ins, 1, "K")?,
+        tensor_arg(ins, 2, "V")?,
+    );
     let dt = q.dtype();
     if !dt.is_float() || q.rank() != 4 || k.rank() != 4 || v.rank() != 4 || k.dtype() != dt {
-        bail_invalid!("FlexAttention needs float rank-4 Q, K, V, got {}, {}, {}", q.ty, k.ty, v.ty);
+        bail_invalid!(
+            "FlexAttention needs float rank-4 Q, K, V, got {}, {}, {}",
+            q.ty,
+            k.ty,
+            v.ty
+        );
     }
     let (hq, hk, e) = (q.shape()[1], k.shape()[1], q.shape()[3]);
-    if hk == 0 || hq % hk != 0 || v.shape()[1] != hk || v.shape()[2] != k.shape()[2] || k.shape()[3] != e {
-        bail_invalid!("FlexAttention: Q {}, K {}, V {} do not fit", q.ty, k.ty, v.ty);
+    if hk == 0
+        || hq % hk != 0
+        || v.shape()[1] != hk
+        || v.shape()[2] != k.shape()[2]
+        || k.shape()[3] != e
+    {
+        bail_invalid!(
+            "FlexAttention: Q {}, K {}, V {} do not fit",
+            q.ty,
+            k.ty,
+            v.ty
+        );
     }
     let scale = match n.attr_float("scale")? {
         Some(s) => s,

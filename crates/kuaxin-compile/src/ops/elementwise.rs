@@ -68,7 +68,11 @@ fn bit_shift(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>>
     let op = match dir.as_str() {
         "LEFT" => BinaryOp::Shl,
         "RIGHT" => BinaryOp::Shr,
-        other => return Err(Error::invalid(format!("BitShift direction must be LEFT or RIGHT, got '{other}'"))),
+        other => {
+            return Err(Error::invalid(format!(
+                "BitShift direction must be LEFT or RIGHT, got '{other}'"
+            )))
+        }
     };
     binary(cx, ins, op)
 }
@@ -92,7 +96,11 @@ fn is_inf(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
 
 fn mean(cx: &mut Cx, _n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
     let s = variadic(cx, ins, BinaryOp::Add)?;
-    Ok(vec![tv(cx.binary_scalar(BinaryOp::Div, &s, ins.len() as f64)?)])
+    Ok(vec![tv(cx.binary_scalar(
+        BinaryOp::Div,
+        &s,
+        ins.len() as f64,
+    )?)])
 }
 
 fn where_op(cx: &mut Cx, _n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
@@ -126,9 +134,15 @@ pub fn register(r: &mut Registry) {
     r.insert("Mod", modulo);
     r.insert("BitShift", bit_shift);
     r.insert("IsInf", is_inf);
-    r.insert("Max", |cx, _n, ins| Ok(vec![tv(variadic(cx, ins, BinaryOp::Max)?)]));
-    r.insert("Min", |cx, _n, ins| Ok(vec![tv(variadic(cx, ins, BinaryOp::Min)?)]));
-    r.insert("Sum", |cx, _n, ins| Ok(vec![tv(variadic(cx, ins, BinaryOp::Add)?)]));
+    r.insert("Max", |cx, _n, ins| {
+        Ok(vec![tv(variadic(cx, ins, BinaryOp::Max)?)])
+    });
+    r.insert("Min", |cx, _n, ins| {
+        Ok(vec![tv(variadic(cx, ins, BinaryOp::Min)?)])
+    });
+    r.insert("Sum", |cx, _n, ins| {
+        Ok(vec![tv(variadic(cx, ins, BinaryOp::Add)?)])
+    });
     r.insert("Mean", mean);
     r.insert("Where", where_op);
 }

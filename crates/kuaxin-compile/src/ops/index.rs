@@ -16,7 +16,11 @@ fn wrap_indices(cx: &mut Cx, idx: &TVal, dims: &[usize], scalar: bool) -> Result
     }
     let idx = cx.cast(idx, DType::I64)?;
     let d: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
-    let dims = if scalar { TVal::constant(Tensor::scalar(d[0])) } else { TVal::constant(Tensor::from_vec(vec![d.len()], d)?) };
+    let dims = if scalar {
+        TVal::constant(Tensor::scalar(d[0]))
+    } else {
+        TVal::constant(Tensor::from_vec(vec![d.len()], d)?)
+    };
     let zero = cx.scalar(0.0, DType::I64);
     let neg = cx.binary(BinaryOp::Lt, &idx, &zero)?;
     let shifted = cx.add(&idx, &dims)?;
@@ -45,12 +49,17 @@ fn gather_elements(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<V
     let x = tensor_arg(ins, 0, "data")?;
     let axis = norm_axis(n.int_or("axis", 0)?, x.rank())?;
     let idx = wrap_indices(cx, tensor_arg(ins, 1, "indices")?, &[x.shape()[axis]], true)?;
-    Ok(vec![tv(cx.emit1(Prim::GatherElements { axis }, &[x, &idx])?)])
+    Ok(vec![tv(
+        cx.emit1(Prim::GatherElements { axis }, &[x, &idx])?
+    )])
 }
 
 /// The dims an ND index tuple addresses: `data[first..first + last]` where last is the tuple size.
 fn nd_dims(x: &TVal, idx: &TVal, first: usize) -> Result<Vec<usize>> {
-    let last = *idx.shape().last().ok_or_else(|| Error::invalid("ND indices must have rank >= 1"))?;
+    let last = *idx
+        .shape()
+        .last()
+        .ok_or_else(|| Error::invalid("ND indices must have rank >= 1"))?;
     match x.shape().get(first..first + last) {
         Some(d) => Ok(d.to_vec()),
         None => bail_invalid!("ND indices {} too deep for {}", idx.ty, x.ty),
@@ -60,10 +69,13 @@ fn nd_dims(x: &TVal, idx: &TVal, first: usize) -> Result<Vec<usize>> {
 fn gather_nd(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
     let x = tensor_arg(ins, 0, "data")?;
     let idx = tensor_arg(ins, 1, "indices")?;
-    let b = usize::try_from(n.int_or("batch_dims", 0)?).map_err(|_| Error::invalid("GatherND: negative batch_dims"))?;
+    let b = usize::try_from(n.int_or("batch_dims", 0)?)
+        .map_err(|_| Error::invalid("GatherND: negative batch_dims"))?;
     let dims = nd_dims(x, idx, b)?;
     let idx = wrap_indices(cx, idx, &dims, false)?;
-    Ok(vec![tv(cx.emit1(Prim::GatherNd { batch_dims: b }, &[x, &idx])?)])
+    Ok(vec![tv(
+        cx.emit1(Prim::GatherNd { batch_dims: b }, &[x, &idx])?
+    )])
 }
 
 fn scatter_elements(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
@@ -71,7 +83,10 @@ fn scatter_elements(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<
     let u = tensor_arg(ins, 2, "updates")?;
     let axis = norm_axis(n.int_or("axis", 0)?, x.rank())?;
     let idx = wrap_indices(cx, tensor_arg(ins, 1, "indices")?, &[x.shape()[axis]], true)?;
-    let prim = Prim::ScatterElements { axis, reduction: reduction(n)? };
+    let prim = Prim::ScatterElements {
+        axis,
+        reduction: reduction(n)?,
+    };
     Ok(vec![tv(cx.emit1(prim, &[x, &idx, u])?)])
 }
 
@@ -81,7 +96,12 @@ fn scatter_nd(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>
     let u = tensor_arg(ins, 2, "updates")?;
     let dims = nd_dims(x, idx, 0)?;
     let idx = wrap_indices(cx, idx, &dims, false)?;
-    Ok(vec![tv(cx.emit1(Prim::ScatterNd { reduction: reduction(n)? }, &[x, &idx, u])?)])
+    Ok(vec![tv(cx.emit1(
+        Prim::ScatterNd {
+            reduction: reduction(n)?,
+        },
+        &[x, &idx, u],
+    )?)])
 }
 
 /// TensorScatter: writes `update` into the cache along `axis` at per-batch offsets (linear or
@@ -91,9 +111,20 @@ fn tensor_scatter(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Va
     let upd = tensor_arg(ins, 1, "update")?;
     let r = cache.rank();
     let axis = norm_axis(n.int_or("axis", -2)?, r)?;
-    let fits = upd.rank() == r && (0..r).all(|i| if i == axis { upd.shape()[i] <= cache.shape()[i] } else { upd.shape()[i] == cache.shape()[i] });
+    let fits = upd.rank() == r
+        && (0..r).all(|i| {
+            if i == axis {
+                upd.shape()[i] <= cache.shape()[i]
+            } else {
+                upd.shape()[i] == cache.shape()[i]
+            }
+        });
     if axis == 0 || !fits {
-        bail_invalid!("TensorScatter: update {} does not fit cache {} on axis {axis}", upd.ty, cache.ty);
+        bail_invalid!(
+            "TensorScatter: update {} does not fit cache {} on axis {axis}",
+            upd.ty,
+            cache.ty
+        );
     }
     let circular = match n.string_or("mode", "linear")?.as_str() {
         "linear" => false,
@@ -105,7 +136,10 @@ fn tensor_scatter(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Va
     wshape[0] = batch;
     let w = match opt_tensor(ins, 2)? {
         Some(w) if w.shape() == [batch] => cx.cast(w, DType::I64)?,
-        Some(w) => bail_invalid!("TensorScatter: write_indices {} should have shape [{batch}]", w.ty),
+        Some(w) => bail_invalid!(
+            "TensorScatter: write_indices {} should have shape [{batch}]",
+            w.ty
+        ),
         None => TVal::constant(Tensor::zeros(DType::I64, vec![batch])),
     };
     let w = cx.reshape(&w, &wshape)?;
@@ -115,7 +149,10 @@ fn tensor_scatter(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Va
         idx = cx.binary_scalar(BinaryOp::Mod, &idx, cache.shape()[axis] as f64)?;
     }
     let idx = cx.expand(&idx, upd.shape())?;
-    let prim = Prim::ScatterElements { axis, reduction: ScatterReduction::None };
+    let prim = Prim::ScatterElements {
+        axis,
+        reduction: ScatterReduction::None,
+    };
     Ok(vec![tv(cx.emit1(prim, &[cache, &idx, upd])?)])
 }
 
@@ -123,7 +160,10 @@ fn one_hot(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
     let idx = tensor_arg(ins, 0, "indices")?;
     let depth = tensor_arg(ins, 1, "depth")?;
     let values = tensor_arg(ins, 2, "values")?;
-    let depth = *cx.floats(depth)?.first().ok_or_else(|| Error::invalid("OneHot: empty depth"))?;
+    let depth = *cx
+        .floats(depth)?
+        .first()
+        .ok_or_else(|| Error::invalid("OneHot: empty depth"))?;
     if !(depth >= 1.0 && depth <= (1u64 << 31) as f64) || values.shape() != [2] {
         bail_invalid!("OneHot: depth {depth} / values {} invalid", values.ty);
     }
@@ -141,7 +181,11 @@ fn one_hot(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
 }
 
 fn host(cx: &mut Cx, op: HostOp, inputs: &[&TVal]) -> Result<Vec<Value>> {
-    Ok(cx.emit(Prim::Host(op), inputs)?.into_iter().map(tv).collect())
+    Ok(cx
+        .emit(Prim::Host(op), inputs)?
+        .into_iter()
+        .map(tv)
+        .collect())
 }
 
 fn non_zero(cx: &mut Cx, _n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
@@ -160,7 +204,11 @@ fn compress(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> 
         None => (cx.reshape(x, &[x.numel()])?, 0),
     };
     if cond.shape()[0] > x.shape()[axis] {
-        bail_invalid!("Compress: condition {} longer than axis {axis} of {}", cond.ty, x.ty);
+        bail_invalid!(
+            "Compress: condition {} longer than axis {axis} of {}",
+            cond.ty,
+            x.ty
+        );
     }
     let cond = cx.cast(cond, DType::Bool)?;
     let pos = cx.emit1(Prim::Host(HostOp::NonZero), &[&cond])?;
@@ -182,13 +230,23 @@ fn top_k(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
     let x = tensor_arg(ins, 0, "X")?;
     let axis = norm_axis(n.int_or("axis", -1)?, x.rank())?;
     let k = match opt_tensor(ins, 1)? {
-        Some(t) => *cx.ints(t)?.first().ok_or_else(|| Error::invalid("TopK: empty K"))?,
-        None => n.attr_int("k")?.ok_or_else(|| Error::invalid("TopK needs k"))?,
+        Some(t) => *cx
+            .ints(t)?
+            .first()
+            .ok_or_else(|| Error::invalid("TopK: empty K"))?,
+        None => n
+            .attr_int("k")?
+            .ok_or_else(|| Error::invalid("TopK needs k"))?,
     };
     if k < 0 || k as u64 > x.shape()[axis] as u64 {
         bail_invalid!("TopK: k {k} out of range for axis {axis} of {}", x.ty);
     }
-    let op = HostOp::TopK { k: k as usize, axis, largest: n.int_or("largest", 1)? != 0, sorted: n.int_or("sorted", 1)? != 0 };
+    let op = HostOp::TopK {
+        k: k as usize,
+        axis,
+        largest: n.int_or("largest", 1)? != 0,
+        sorted: n.int_or("sorted", 1)? != 0,
+    };
     host(cx, op, &[x])
 }
 

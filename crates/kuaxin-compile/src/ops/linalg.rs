@@ -54,7 +54,11 @@ fn gemm(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
     let mut a = tensor_arg(ins, 0, "A")?.clone();
     let mut b = tensor_arg(ins, 1, "B")?.clone();
     if a.rank() != 2 || b.rank() != 2 || a.dtype() != b.dtype() {
-        bail_invalid!("Gemm needs two 2-d operands of one dtype, got {} and {}", a.ty, b.ty);
+        bail_invalid!(
+            "Gemm needs two 2-d operands of one dtype, got {} and {}",
+            a.ty,
+            b.ty
+        );
     }
     if n.int_or("transA", 0)? != 0 {
         a = cx.transpose_last2(&a)?;
@@ -87,18 +91,30 @@ const ELLIPSIS: u32 = 1000;
 fn parse_term(term: &str, rank: Option<usize>, ell_total: usize) -> Result<Vec<u32>> {
     let letters = term.chars().filter(|c| c.is_ascii_alphabetic()).count();
     let has_ell = term.contains("...");
-    if term.matches("...").count() > 1 || term.chars().any(|c| !(c.is_ascii_alphabetic() || c == '.')) {
+    if term.matches("...").count() > 1
+        || term.chars().any(|c| !(c.is_ascii_alphabetic() || c == '.'))
+    {
         bail_invalid!("Einsum: bad term '{term}'");
     }
     let ell = match rank {
-        Some(r) if has_ell => r.checked_sub(letters).ok_or_else(|| Error::invalid(format!("Einsum: term '{term}' has more labels than rank {r}")))?,
+        Some(r) if has_ell => r.checked_sub(letters).ok_or_else(|| {
+            Error::invalid(format!(
+                "Einsum: term '{term}' has more labels than rank {r}"
+            ))
+        })?,
         Some(r) => {
             if r != letters {
                 bail_invalid!("Einsum: term '{term}' does not match rank {r}");
             }
             0
         }
-        None => if has_ell { ell_total } else { 0 },
+        None => {
+            if has_ell {
+                ell_total
+            } else {
+                0
+            }
+        }
     };
     let mut out = Vec::new();
     let mut rest = term;
@@ -125,7 +141,11 @@ fn parse_equation(eq: &str, ranks: &[usize]) -> Result<(Vec<Vec<u32>>, Vec<u32>)
     };
     let terms: Vec<&str> = lhs.split(',').collect();
     if terms.len() != ranks.len() {
-        bail_invalid!("Einsum: equation has {} terms for {} inputs", terms.len(), ranks.len());
+        bail_invalid!(
+            "Einsum: equation has {} terms for {} inputs",
+            terms.len(),
+            ranks.len()
+        );
     }
     let mut ell_total = 0;
     for (t, &r) in terms.iter().zip(ranks) {
@@ -134,15 +154,28 @@ fn parse_equation(eq: &str, ranks: &[usize]) -> Result<(Vec<Vec<u32>>, Vec<u32>)
             ell_total = ell_total.max(r.saturating_sub(letters));
         }
     }
-    let inputs: Vec<Vec<u32>> = terms.iter().zip(ranks).map(|(t, &r)| parse_term(t, Some(r), ell_total)).collect::<Result<_>>()?;
+    let inputs: Vec<Vec<u32>> = terms
+        .iter()
+        .zip(ranks)
+        .map(|(t, &r)| parse_term(t, Some(r), ell_total))
+        .collect::<Result<_>>()?;
     let output = match rhs {
         Some(r) => parse_term(r, None, ell_total)?,
         None => {
             // Implicit mode: broadcast dims, then labels seen exactly once, alphabetically.
             let mut out: Vec<u32> = (0..ell_total as u32).map(|k| ELLIPSIS + k).collect();
-            let mut letters: Vec<u32> = inputs.iter().flatten().copied().filter(|&l| l < ELLIPSIS).collect();
+            let mut letters: Vec<u32> = inputs
+                .iter()
+                .flatten()
+                .copied()
+                .filter(|&l| l < ELLIPSIS)
+                .collect();
             letters.sort_unstable();
-            let once: Vec<u32> = letters.iter().copied().filter(|l| letters.iter().filter(|m| *m == l).count() == 1).collect();
+            let once: Vec<u32> = letters
+                .iter()
+                .copied()
+                .filter(|l| letters.iter().filter(|m| *m == l).count() == 1)
+                .collect();
             out.extend(once);
             out
         }
@@ -167,7 +200,10 @@ impl Operand {
         self.labels.contains(&l)
     }
     fn dim(&self, l: u32) -> usize {
-        self.labels.iter().position(|&m| m == l).map_or(1, |i| self.x.shape()[i])
+        self.labels
+            .iter()
+            .position(|&m| m == l)
+            .map_or(1, |i| self.x.shape()[i])
     }
 }
 
@@ -180,7 +216,11 @@ fn distinct_labels(cx: &mut Cx, x: &TVal, labels: &[u32]) -> Result<Operand> {
         match uniq.iter().position(|&m| m == l) {
             Some(j) => {
                 if shape[j] != x.shape()[i] {
-                    bail_invalid!("Einsum: repeated label has sizes {} and {}", shape[j], x.shape()[i]);
+                    bail_invalid!(
+                        "Einsum: repeated label has sizes {} and {}",
+                        shape[j],
+                        x.shape()[i]
+                    );
                 }
                 st[j] += strides[i];
             }
@@ -191,13 +231,19 @@ fn distinct_labels(cx: &mut Cx, x: &TVal, labels: &[u32]) -> Result<Operand> {
             }
         }
     }
-    let x = if uniq.len() == labels.len() { x.clone() } else { cx.view(x, shape, st, 0)? };
+    let x = if uniq.len() == labels.len() {
+        x.clone()
+    } else {
+        cx.view(x, shape, st, 0)?
+    };
     Ok(Operand { x, labels: uniq })
 }
 
 /// Sums out the labels of `op` that `keep` rejects.
 fn sum_unneeded(cx: &mut Cx, op: Operand, keep: impl Fn(u32) -> bool) -> Result<Operand> {
-    let axes: Vec<usize> = (0..op.labels.len()).filter(|&i| !keep(op.labels[i])).collect();
+    let axes: Vec<usize> = (0..op.labels.len())
+        .filter(|&i| !keep(op.labels[i]))
+        .collect();
     if axes.is_empty() {
         return Ok(op);
     }
@@ -208,7 +254,10 @@ fn sum_unneeded(cx: &mut Cx, op: Operand, keep: impl Fn(u32) -> bool) -> Result<
 
 /// Permutes `op` to `order` (a permutation of its labels), then broadcasts each axis to `sizes`.
 fn arrange(cx: &mut Cx, op: &Operand, order: &[u32], sizes: &[usize]) -> Result<TVal> {
-    let perm: Vec<usize> = order.iter().map(|&l| op.labels.iter().position(|&m| m == l).unwrap_or(0)).collect();
+    let perm: Vec<usize> = order
+        .iter()
+        .map(|&l| op.labels.iter().position(|&m| m == l).unwrap_or(0))
+        .collect();
     let x = cx.permute(&op.x, &perm)?;
     cx.expand(&x, sizes)
 }
@@ -227,8 +276,23 @@ fn contract(cx: &mut Cx, a: &Operand, b: &Operand, keep: &dyn Fn(u32) -> bool) -
             bail_invalid!("Einsum: label sizes {da} and {db} do not broadcast");
         }
     }
-    let dims = |ls: &[u32], own: &Operand| -> Vec<usize> { ls.iter().map(|&l| if own.has(l) && !shared.contains(&l) { own.dim(l) } else { size(l) }).collect() };
-    let (bd, ad, sd, od) = (dims(&batch, a), dims(&a_only, a), dims(&summed, a), dims(&b_only, b));
+    let dims = |ls: &[u32], own: &Operand| -> Vec<usize> {
+        ls.iter()
+            .map(|&l| {
+                if own.has(l) && !shared.contains(&l) {
+                    own.dim(l)
+                } else {
+                    size(l)
+                }
+            })
+            .collect()
+    };
+    let (bd, ad, sd, od) = (
+        dims(&batch, a),
+        dims(&a_only, a),
+        dims(&summed, a),
+        dims(&b_only, b),
+    );
     let prod = |v: &[usize]| v.iter().product::<usize>();
     let order_a: Vec<u32> = [batch.as_slice(), &a_only, &summed].concat();
     let xa = arrange(cx, a, &order_a, &[bd.as_slice(), &ad, &sd].concat())?;
@@ -238,12 +302,19 @@ fn contract(cx: &mut Cx, a: &Operand, b: &Operand, keep: &dyn Fn(u32) -> bool) -
     let xb = cx.reshape(&xb, &[prod(&bd), prod(&sd), prod(&od)])?;
     let y = cx.matmul(&xa, &xb)?;
     let y = cx.reshape(&y, &[bd.as_slice(), &ad, &od].concat())?;
-    Ok(Operand { x: y, labels: [batch, a_only, b_only].concat() })
+    Ok(Operand {
+        x: y,
+        labels: [batch, a_only, b_only].concat(),
+    })
 }
 
 fn einsum(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
-    let eq = n.attr_string("equation")?.ok_or_else(|| Error::invalid("Einsum needs an equation"))?;
-    let xs: Vec<&TVal> = (0..ins.len()).map(|i| tensor_arg(ins, i, "Inputs")).collect::<Result<_>>()?;
+    let eq = n
+        .attr_string("equation")?
+        .ok_or_else(|| Error::invalid("Einsum needs an equation"))?;
+    let xs: Vec<&TVal> = (0..ins.len())
+        .map(|i| tensor_arg(ins, i, "Inputs"))
+        .collect::<Result<_>>()?;
     if xs.is_empty() {
         bail_invalid!("Einsum needs at least one input");
     }
@@ -252,7 +323,11 @@ fn einsum(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
         bail_invalid!("Einsum inputs differ in dtype");
     }
     // Half precision accumulates in f32 like the reference.
-    let work = if matches!(dtype, DType::F16 | DType::BF16) { DType::F32 } else { dtype };
+    let work = if matches!(dtype, DType::F16 | DType::BF16) {
+        DType::F32
+    } else {
+        dtype
+    };
     let ranks: Vec<usize> = xs.iter().map(|x| x.rank()).collect();
     let (labels, output) = parse_equation(&eq, &ranks)?;
     let mut ops = Vec::with_capacity(xs.len());
@@ -261,17 +336,29 @@ fn einsum(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
         ops.push(distinct_labels(cx, &x, l)?);
     }
     let mut rest = ops.into_iter();
-    let mut acc = rest.next().ok_or_else(|| Error::invalid("Einsum needs an input"))?;
+    let mut acc = rest
+        .next()
+        .ok_or_else(|| Error::invalid("Einsum needs an input"))?;
     let later: Vec<Operand> = rest.collect();
     for (j, b) in later.iter().enumerate() {
         let needed = |l: u32| output.contains(&l) || later[j + 1..].iter().any(|o| o.has(l));
         let acc_r = sum_unneeded(cx, acc, |l| needed(l) || b.has(l))?;
-        let b_r = sum_unneeded(cx, Operand { x: b.x.clone(), labels: b.labels.clone() }, |l| needed(l) || acc_r.has(l))?;
+        let b_r = sum_unneeded(
+            cx,
+            Operand {
+                x: b.x.clone(),
+                labels: b.labels.clone(),
+            },
+            |l| needed(l) || acc_r.has(l),
+        )?;
         acc = contract(cx, &acc_r, &b_r, &needed)?;
     }
     let acc = sum_unneeded(cx, acc, |l| output.contains(&l))?;
     if let Some(l) = output.iter().find(|&&l| !acc.has(l)) {
-        bail_invalid!("Einsum: output label {} appears in no input", char::from_u32(*l).unwrap_or('?'));
+        bail_invalid!(
+            "Einsum: output label {} appears in no input",
+            char::from_u32(*l).unwrap_or('?')
+        );
     }
     let sizes: Vec<usize> = output.iter().map(|&l| acc.dim(l)).collect();
     let y = arrange(cx, &acc, &output, &sizes)?;
@@ -301,8 +388,18 @@ fn det(cx: &mut Cx, _n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
         // Pivot: the row with the largest |a[i, 0]|, swapped to the top.
         let col = cx.slice_axis(&a, r - 1, 0, 1, 1)?;
         let abs = cx.unary(UnaryOp::Abs, &col)?;
-        let p = cx.emit1(Prim::ArgReduce { max: true, axis: r - 2, select_last: false }, &[&abs])?;
-        let rows = TVal::constant(Tensor::from_vec(vec![m, 1], (0..m as i64).collect::<Vec<_>>())?);
+        let p = cx.emit1(
+            Prim::ArgReduce {
+                max: true,
+                axis: r - 2,
+                select_last: false,
+            },
+            &[&abs],
+        )?;
+        let rows = TVal::constant(Tensor::from_vec(
+            vec![m, 1],
+            (0..m as i64).collect::<Vec<_>>(),
+        )?);
         let zero = cx.scalar(0.0, DType::I64);
         let is_top = cx.binary(BinaryOp::Eq, &rows, &zero)?;
         let is_piv = cx.binary(BinaryOp::Eq, &rows, &p)?;

@@ -10,9 +10,19 @@ use kuaxin_core::prim::{BinaryOp, Prim, ReduceOp, UnaryOp};
 use kuaxin_core::{bail_invalid, DType, Result};
 
 /// `-log_prob[n, target[n, ..], ..] * weight[target]`, reduced per `reduction`.
-fn nll(cx: &mut Cx, n: &Node, log_prob: &TVal, target: &TVal, weight: Option<&TVal>) -> Result<TVal> {
+fn nll(
+    cx: &mut Cx,
+    n: &Node,
+    log_prob: &TVal,
+    target: &TVal,
+    weight: Option<&TVal>,
+) -> Result<TVal> {
     if log_prob.rank() < 2 || target.rank() != log_prob.rank() - 1 || !target.dtype().is_int() {
-        bail_invalid!("input {} and target {} do not fit (input [N, C, ...], integer target [N, ...])", log_prob.ty, target.ty);
+        bail_invalid!(
+            "input {} and target {} do not fit (input [N, C, ...], integer target [N, ...])",
+            log_prob.ty,
+            target.ty
+        );
     }
     let reduction = n.string_or("reduction", "mean")?;
     let ignore = n.attr_int("ignore_index")?;

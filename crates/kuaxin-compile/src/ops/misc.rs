@@ -24,7 +24,9 @@ pub fn onnx_dtype(code: i64) -> Result<DType> {
         16 => DType::BF16,
         8 => bail_unsupported!("dtype STRING is not supported"),
         14 | 15 => bail_unsupported!("complex dtypes are not supported"),
-        17..=26 => bail_unsupported!("dtype code {code} (float8/int4/int2/float4) is not supported"),
+        17..=26 => {
+            bail_unsupported!("dtype code {code} (float8/int4/int2/float4) is not supported")
+        }
         _ => bail_invalid!("unknown dtype code {code}"),
     })
 }
@@ -59,7 +61,10 @@ fn identity(_cx: &mut Cx, _n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>
 
 fn cast(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
     let x = tensor_arg(ins, 0, "input")?;
-    let to = onnx_dtype(n.attr_int("to")?.ok_or_else(|| Error::invalid("Cast needs attribute 'to'"))?)?;
+    let to = onnx_dtype(
+        n.attr_int("to")?
+            .ok_or_else(|| Error::invalid("Cast needs attribute 'to'"))?,
+    )?;
     Ok(vec![tv(cx.cast(x, to)?)])
 }
 
@@ -76,7 +81,11 @@ fn shape(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
     let start = clamp(n.int_or("start", 0)?);
     let end = clamp(n.int_or("end", r)?);
     let dims: Vec<i64> = x.shape().iter().map(|&d| d as i64).collect();
-    let sel = if start < end { dims[start..end].to_vec() } else { vec![] };
+    let sel = if start < end {
+        dims[start..end].to_vec()
+    } else {
+        vec![]
+    };
     Ok(vec![tv(cx.i64s(&sel))])
 }
 
@@ -89,7 +98,10 @@ fn size(_cx: &mut Cx, _n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
 pub fn shape_arg(cx: &mut Cx, v: &TVal, what: &str) -> Result<Vec<usize>> {
     cx.ints(v)?
         .into_iter()
-        .map(|d| usize::try_from(d).map_err(|_| Error::invalid(format!("{what}: negative dimension {d}"))))
+        .map(|d| {
+            usize::try_from(d)
+                .map_err(|_| Error::invalid(format!("{what}: negative dimension {d}")))
+        })
         .collect()
 }
 
@@ -98,7 +110,10 @@ fn constant_of_shape(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec
     let shape = shape_arg(cx, s, "ConstantOfShape")?;
     let value = match n.attr_tensor("value")? {
         Some(t) if t.numel() == 1 => (*t).clone(),
-        Some(t) => bail_invalid!("ConstantOfShape value must have one element, has {}", t.numel()),
+        Some(t) => bail_invalid!(
+            "ConstantOfShape value must have one element, has {}",
+            t.numel()
+        ),
         None => Tensor::scalar(0f32),
     };
     let scalar = TVal::constant(value.reshaped(vec![])?);
@@ -110,7 +125,11 @@ fn range(cx: &mut Cx, _n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
     let limit = tensor_arg(ins, 1, "limit")?;
     let delta = tensor_arg(ins, 2, "delta")?;
     let dtype = start.dtype();
-    let (s, l, d) = (cx.floats(start)?[0], cx.floats(limit)?[0], cx.floats(delta)?[0]);
+    let (s, l, d) = (
+        cx.floats(start)?[0],
+        cx.floats(limit)?[0],
+        cx.floats(delta)?[0],
+    );
     if d == 0.0 {
         bail_invalid!("Range delta is zero");
     }
@@ -141,8 +160,17 @@ fn eye_like(_cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>>
     };
     let k = n.int_or("k", 0)?;
     let (r, c) = (x.shape()[0], x.shape()[1]);
-    let vals = (0..r * c).map(|i| if (i % c) as i64 - (i / c) as i64 == k { 1.0 } else { 0.0 });
-    Ok(vec![tv(TVal::constant(Tensor::new(vec![r, c], Data::from_f64_iter(dtype, vals))?))])
+    let vals = (0..r * c).map(|i| {
+        if (i % c) as i64 - (i / c) as i64 == k {
+            1.0
+        } else {
+            0.0
+        }
+    });
+    Ok(vec![tv(TVal::constant(Tensor::new(
+        vec![r, c],
+        Data::from_f64_iter(dtype, vals),
+    )?))])
 }
 
 fn dropout(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
@@ -166,7 +194,11 @@ fn flatten(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
     let x = tensor_arg(ins, 0, "input")?;
     let r = x.rank();
     let axis = n.int_or("axis", 1)?;
-    let axis = if axis == r as i64 { r } else { norm_axis(axis, r)? };
+    let axis = if axis == r as i64 {
+        r
+    } else {
+        norm_axis(axis, r)?
+    };
     let a: usize = x.shape()[..axis].iter().product();
     let b: usize = x.shape()[axis..].iter().product();
     Ok(vec![tv(cx.reshape(x, &[a, b])?)])

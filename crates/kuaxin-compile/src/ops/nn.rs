@@ -21,7 +21,9 @@ pub(crate) struct Window {
 
 /// A per-axis attribute of `n` values, all >= `min` (default `dflt` each).
 fn spatial_ints(n: &Node, name: &str, len: usize, dflt: usize, min: usize) -> Result<Vec<usize>> {
-    let Some(v) = n.attr_ints(name)? else { return Ok(vec![dflt; len]) };
+    let Some(v) = n.attr_ints(name)? else {
+        return Ok(vec![dflt; len]);
+    };
     if v.len() != len || v.iter().any(|&x| x < min as i64) {
         bail_invalid!("{name} {v:?} must have {len} values >= {min}");
     }
@@ -40,10 +42,19 @@ impl Window {
         let flat = spatial_ints(n, "pads", 2 * sp, 0, 0)?;
         let pads = (0..sp).map(|i| (flat[i], flat[sp + i])).collect();
         let auto_pad = n.string_or("auto_pad", "NOTSET")?;
-        if !matches!(auto_pad.as_str(), "NOTSET" | "SAME_UPPER" | "SAME_LOWER" | "VALID") {
+        if !matches!(
+            auto_pad.as_str(),
+            "NOTSET" | "SAME_UPPER" | "SAME_LOWER" | "VALID"
+        ) {
             bail_invalid!("unknown auto_pad '{auto_pad}'");
         }
-        Ok(Window { kernel, strides, dilations, pads, auto_pad })
+        Ok(Window {
+            kernel,
+            strides,
+            dilations,
+            pads,
+            auto_pad,
+        })
     }
 
     /// Kernel extent with dilation on axis `i`.
@@ -67,7 +78,8 @@ impl Window {
             "SAME_UPPER" | "SAME_LOWER" => (0..input.len())
                 .map(|i| {
                     let out = input[i].div_ceil(self.strides[i]);
-                    let total = ((out.max(1) - 1) * self.strides[i] + self.extent(i)).saturating_sub(input[i]);
+                    let total = ((out.max(1) - 1) * self.strides[i] + self.extent(i))
+                        .saturating_sub(input[i]);
                     self.split_same(total)
                 })
                 .collect(),
@@ -78,7 +90,12 @@ impl Window {
 }
 
 /// Pads the spatial dims (all but the first two) of `x` with the scalar `value`.
-pub(crate) fn pad_spatial(cx: &mut Cx, x: &TVal, pads: &[(usize, usize)], value: f64) -> Result<TVal> {
+pub(crate) fn pad_spatial(
+    cx: &mut Cx,
+    x: &TVal,
+    pads: &[(usize, usize)],
+    value: f64,
+) -> Result<TVal> {
     if pads.iter().all(|&p| p == (0, 0)) {
         return Ok(x.clone());
     }
@@ -89,7 +106,12 @@ pub(crate) fn pad_spatial(cx: &mut Cx, x: &TVal, pads: &[(usize, usize)], value:
 }
 
 /// Like [`pad_spatial`] with signed pads: negative amounts crop.
-pub(crate) fn pad_or_crop_spatial(cx: &mut Cx, x: &TVal, pads: &[(i64, i64)], value: f64) -> Result<TVal> {
+pub(crate) fn pad_or_crop_spatial(
+    cx: &mut Cx,
+    x: &TVal,
+    pads: &[(i64, i64)],
+    value: f64,
+) -> Result<TVal> {
     let mut y = x.clone();
     for (i, &(b, e)) in pads.iter().enumerate() {
         let axis = i + 2;
@@ -102,7 +124,10 @@ pub(crate) fn pad_or_crop_spatial(cx: &mut Cx, x: &TVal, pads: &[(i64, i64)], va
             y = cx.slice_axis(&y, axis, cb, d - cb - ce, 1)?;
         }
     }
-    let pos: Vec<(usize, usize)> = pads.iter().map(|&(b, e)| (b.max(0) as usize, e.max(0) as usize)).collect();
+    let pos: Vec<(usize, usize)> = pads
+        .iter()
+        .map(|&(b, e)| (b.max(0) as usize, e.max(0) as usize))
+        .collect();
     pad_spatial(cx, &y, &pos, value)
 }
 
@@ -131,7 +156,11 @@ pub(crate) fn add_channel_bias(cx: &mut Cx, y: TVal, b: Option<&TVal>) -> Result
 
 fn check_conv_operands(x: &TVal, w: &TVal) -> Result<()> {
     if x.rank() < 3 || w.rank() != x.rank() {
-        bail_invalid!("input {} and weight {} must be [N, C, spatial..] with equal ranks", x.ty, w.ty);
+        bail_invalid!(
+            "input {} and weight {} must be [N, C, spatial..] with equal ranks",
+            x.ty,
+            w.ty
+        );
     }
     Ok(())
 }
@@ -150,7 +179,14 @@ fn conv_nobias(cx: &mut Cx, n: &Node, x: &TVal, w: &TVal) -> Result<TVal> {
     let win = Window::from_node(n, w.shape()[2..].to_vec())?;
     let pads = win.conv_pads(&x.shape()[2..]);
     let xp = pad_spatial(cx, x, &pads, 0.0)?;
-    cx.emit1(Prim::Conv { strides: win.strides, dilations: win.dilations, groups: group(n)? }, &[&xp, w])
+    cx.emit1(
+        Prim::Conv {
+            strides: win.strides,
+            dilations: win.dilations,
+            groups: group(n)?,
+        },
+        &[&xp, w],
+    )
 }
 
 fn conv(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
@@ -198,7 +234,11 @@ fn conv_transpose(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Va
     let sp = x.rank() - 2;
     let (c, m_g) = (w.shape()[0], w.shape()[1]);
     if x.shape()[1] != c || c % g != 0 {
-        bail_invalid!("ConvTranspose: weight {} does not fit input {} with group {g}", w.ty, x.ty);
+        bail_invalid!(
+            "ConvTranspose: weight {} does not fit input {} with group {g}",
+            w.ty,
+            x.ty
+        );
     }
     let win = Window::from_node(n, w.shape()[2..].to_vec())?;
     let out_pad = spatial_ints(n, "output_padding", sp, 0, 0)?;
@@ -219,13 +259,20 @@ fn conv_transpose(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Va
             .map(|i| {
                 let total = full[i] - target[i];
                 let half = total.div_euclid(2);
-                if upper { (half, total - half) } else { (total - half, half) }
+                if upper {
+                    (half, total - half)
+                } else {
+                    (total - half, half)
+                }
             })
             .collect()
     } else if win.auto_pad == "VALID" {
         vec![(0, 0); sp]
     } else {
-        win.pads.iter().map(|&(b, e)| (b as i64, e as i64)).collect()
+        win.pads
+            .iter()
+            .map(|&(b, e)| (b as i64, e as i64))
+            .collect()
     };
     // Zero-stuff: [N, C, i1, 1, i2, 1, ..] padded to [.., i1, s1, i2, s2, ..], then merged.
     let mut split = x.shape()[..2].to_vec();
@@ -248,7 +295,10 @@ fn conv_transpose(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Va
     let conv_pads: Vec<(i64, i64)> = (0..sp)
         .map(|i| {
             let e = win.extent(i) as i64 - 1;
-            (e - pads[i].0, e - pads[i].1 + out_pad[i] as i64 - (win.strides[i] as i64 - 1))
+            (
+                e - pads[i].0,
+                e - pads[i].1 + out_pad[i] as i64 - (win.strides[i] as i64 - 1),
+            )
         })
         .collect();
     let xp = pad_or_crop_spatial(cx, &xs, &conv_pads, 0.0)?;
@@ -264,7 +314,14 @@ fn conv_transpose(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Va
     wshape.extend(ks);
     let wt = cx.reshape(&wt, &wshape)?;
     let wt = flip_spatial(cx, &wt)?;
-    let y = cx.emit1(Prim::Conv { strides: vec![1; sp], dilations: win.dilations.clone(), groups: g }, &[&xp, &wt])?;
+    let y = cx.emit1(
+        Prim::Conv {
+            strides: vec![1; sp],
+            dilations: win.dilations.clone(),
+            groups: g,
+        },
+        &[&xp, &wt],
+    )?;
     Ok(vec![tv(add_channel_bias(cx, y, opt_tensor(ins, 2)?)?)])
 }
 
@@ -273,7 +330,13 @@ fn requested_size(os: Option<&[i64]>, input: &[usize], strides: &[usize]) -> Opt
     match os {
         Some(o) if o.len() >= input.len() => Some(o[o.len() - input.len()..].to_vec()),
         Some(_) => None,
-        None => Some(input.iter().zip(strides).map(|(&i, &s)| (i * s) as i64).collect()),
+        None => Some(
+            input
+                .iter()
+                .zip(strides)
+                .map(|(&i, &s)| (i * s) as i64)
+                .collect(),
+        ),
     }
 }
 
@@ -294,8 +357,18 @@ fn deform_conv(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value
     let (oc, (kh, kw)) = (w.shape()[0], (win.kernel[0], win.kernel[1]));
     let (oh, ow) = (off.shape()[2], off.shape()[3]);
     let k = kh * kw;
-    if og < 1 || c % og as usize != 0 || off.shape()[1] != og as usize * 2 * k || c != w.shape()[1] * g || oc % g != 0 {
-        bail_invalid!("DeformConv: X {}, W {}, offset {} do not fit", x.ty, w.ty, off.ty);
+    if og < 1
+        || c % og as usize != 0
+        || off.shape()[1] != og as usize * 2 * k
+        || c != w.shape()[1] * g
+        || oc % g != 0
+    {
+        bail_invalid!(
+            "DeformConv: X {}, W {}, offset {} do not fit",
+            x.ty,
+            w.ty,
+            off.ty
+        );
     }
     let og = og as usize;
     let p = oh * ow;
@@ -304,10 +377,17 @@ fn deform_conv(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value
     let base = |axis: usize| -> Result<TVal> {
         let vals = (0..k * p).map(|i| {
             let (t, q) = (i / p, i % p);
-            let (tap, o) = if axis == 0 { (t / kw, q / ow) } else { (t % kw, q % ow) };
+            let (tap, o) = if axis == 0 {
+                (t / kw, q / ow)
+            } else {
+                (t % kw, q % ow)
+            };
             (o * win.strides[axis] + tap * win.dilations[axis]) as f64 - win.pads[axis].0 as f64
         });
-        Ok(TVal::constant(Tensor::new(vec![k, p], kuaxin_core::Data::from_f64_iter(dt, vals))?))
+        Ok(TVal::constant(Tensor::new(
+            vec![k, p],
+            kuaxin_core::Data::from_f64_iter(dt, vals),
+        )?))
     };
     let off5 = cx.reshape(off, &[nb, og, k, 2, p])?;
     let mut coords = vec![];
@@ -350,7 +430,10 @@ fn deform_conv(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value
             let wgt = cx.mul(wy, wx)?;
             let wgt = cx.reshape(&wgt, &[nb, og, 1, k * p])?;
             let v = cx.mul(&v, &wgt)?;
-            cols = Some(match cols { Some(a) => cx.add(&a, &v)?, None => v });
+            cols = Some(match cols {
+                Some(a) => cx.add(&a, &v)?,
+                None => v,
+            });
         }
     }
     let mut cols = cols.ok_or_else(|| kuaxin_core::Error::invalid("DeformConv without taps"))?;
@@ -375,16 +458,34 @@ fn deform_conv(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value
 fn causal_conv_with_state(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
     let x = tensor_arg(ins, 0, "input")?;
     let w = tensor_arg(ins, 1, "weight")?;
-    if x.rank() != 3 || w.rank() != 3 || w.shape()[0] != x.shape()[1] || w.shape()[1] != 1 || w.shape()[2] == 0 {
-        bail_invalid!("CausalConvWithState: input {} / weight {} must be [B, C, L] / [C, 1, k]", x.ty, w.ty);
+    if x.rank() != 3
+        || w.rank() != 3
+        || w.shape()[0] != x.shape()[1]
+        || w.shape()[1] != 1
+        || w.shape()[2] == 0
+    {
+        bail_invalid!(
+            "CausalConvWithState: input {} / weight {} must be [B, C, L] / [C, 1, k]",
+            x.ty,
+            w.ty
+        );
     }
     let (b, c, k) = (x.shape()[0], x.shape()[1], w.shape()[2]);
     let padded = match opt_tensor(ins, 3)? {
-        Some(p) if p.shape() != [b, c, k - 1] => bail_invalid!("past_state {} must be [{b}, {c}, {}]", p.ty, k - 1),
+        Some(p) if p.shape() != [b, c, k - 1] => {
+            bail_invalid!("past_state {} must be [{b}, {c}, {}]", p.ty, k - 1)
+        }
         Some(p) if k > 1 => cx.concat(&[p.clone(), x.clone()], 2)?,
         _ => pad_spatial(cx, x, &[(k - 1, 0)], 0.0)?,
     };
-    let y = cx.emit1(Prim::Conv { strides: vec![1], dilations: vec![1], groups: c }, &[&padded, w])?;
+    let y = cx.emit1(
+        Prim::Conv {
+            strides: vec![1],
+            dilations: vec![1],
+            groups: c,
+        },
+        &[&padded, w],
+    )?;
     let y = add_channel_bias(cx, y, opt_tensor(ins, 2)?)?;
     let y = match n.string_or("activation", "none")?.as_str() {
         "none" => y,

@@ -63,7 +63,14 @@ fn log_softmax(cx: &mut Cx, x: &TVal, axis: usize) -> Result<TVal> {
 
 /// One-hot of the (first) max along `axis`.
 fn hardmax(cx: &mut Cx, x: &TVal, axis: usize) -> Result<TVal> {
-    let idx = cx.emit1(Prim::ArgReduce { max: true, axis, select_last: false }, &[x])?;
+    let idx = cx.emit1(
+        Prim::ArgReduce {
+            max: true,
+            axis,
+            select_last: false,
+        },
+        &[x],
+    )?;
     let len = x.shape()[axis];
     let mut shape = vec![1; x.rank()];
     shape[axis] = len;
@@ -173,14 +180,26 @@ fn rms_norm(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> 
 }
 
 /// `scale * (x - mean) / sqrt(var + eps) + bias` with per-channel statistics `[C]`.
-fn batch_norm_apply(cx: &mut Cx, x: &TVal, ins: &[Option<Value>], mean: &TVal, var: &TVal, eps: f32) -> Result<TVal> {
+fn batch_norm_apply(
+    cx: &mut Cx,
+    x: &TVal,
+    ins: &[Option<Value>],
+    mean: &TVal,
+    var: &TVal,
+    eps: f32,
+) -> Result<TVal> {
     let (r, c) = (x.rank(), x.shape()[1]);
     let m = per_channel(cx, mean, r, c, "mean")?;
     let v = per_channel(cx, var, r, c, "var")?;
     let d = cx.sub(x, &m)?;
     let inv = inv_std(cx, &v, eps)?;
     let y = cx.mul(&d, &inv)?;
-    channel_affine(cx, &y, tensor_arg(ins, 1, "scale")?, tensor_arg(ins, 2, "B")?)
+    channel_affine(
+        cx,
+        &y,
+        tensor_arg(ins, 1, "scale")?,
+        tensor_arg(ins, 2, "B")?,
+    )
 }
 
 fn batch_norm(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
@@ -192,7 +211,9 @@ fn batch_norm(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>
     let extra_outputs = n.outputs.iter().skip(1).any(|o| !o.is_empty());
     if cx.opset < 14 || n.int_or("training_mode", 0)? == 0 {
         if extra_outputs && cx.opset < 14 {
-            bail_unsupported!("BatchNormalization before opset 14 in training mode is not supported");
+            bail_unsupported!(
+                "BatchNormalization before opset 14 in training mode is not supported"
+            );
         }
         return Ok(vec![tv(batch_norm_apply(cx, x, ins, mean, var, eps)?)]);
     }
@@ -220,7 +241,12 @@ fn instance_norm(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Val
     let eps = n.float_or("epsilon", 1e-5)?;
     let axes: Vec<usize> = (2..x.rank()).collect();
     let (y, _, _) = standardize(cx, x, &axes, eps)?;
-    Ok(vec![tv(channel_affine(cx, &y, tensor_arg(ins, 1, "scale")?, tensor_arg(ins, 2, "B")?)?)])
+    Ok(vec![tv(channel_affine(
+        cx,
+        &y,
+        tensor_arg(ins, 1, "scale")?,
+        tensor_arg(ins, 2, "B")?,
+    )?)])
 }
 
 /// Scale or bias of GroupNormalization as one value per channel: opset 21 gives `[C]`; opset 18
@@ -237,10 +263,16 @@ fn group_param(cx: &mut Cx, v: &TVal, groups: usize, c: usize) -> Result<TVal> {
 fn group_norm(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
     let x = tensor_arg(ins, 0, "X")?;
     need_channels(x, "GroupNormalization")?;
-    let groups = n.attr_int("num_groups")?.ok_or_else(|| Error::invalid("GroupNormalization needs num_groups"))?;
+    let groups = n
+        .attr_int("num_groups")?
+        .ok_or_else(|| Error::invalid("GroupNormalization needs num_groups"))?;
     let (nb, c) = (x.shape()[0], x.shape()[1]);
-    let groups = usize::try_from(groups).ok().filter(|&g| g > 0 && c % g == 0);
-    let Some(groups) = groups else { bail_invalid!("num_groups must be a positive divisor of the {c} channels") };
+    let groups = usize::try_from(groups)
+        .ok()
+        .filter(|&g| g > 0 && c % g == 0);
+    let Some(groups) = groups else {
+        bail_invalid!("num_groups must be a positive divisor of the {c} channels")
+    };
     let eps = n.float_or("epsilon", 1e-5)?;
     let xu = cx.cast(x, stash_dtype(n, x.dtype())?)?;
     let per_group = x.numel().checked_div(nb * groups).unwrap_or(0);
@@ -278,7 +310,10 @@ fn lp_norm(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
 /// `(x - E[x]) / (sqrt(E[x^2] - E[x]^2) + 1e-9)` over `axes`, as the spec's function body.
 fn mean_variance_norm(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
     let x = tensor_arg(ins, 0, "X")?;
-    let axes = norm_axes(&n.attr_ints("axes")?.unwrap_or_else(|| vec![0, 2, 3]), x.rank())?;
+    let axes = norm_axes(
+        &n.attr_ints("axes")?.unwrap_or_else(|| vec![0, 2, 3]),
+        x.rank(),
+    )?;
     let mean = cx.mean(x, &axes, true)?;
     let sq = cx.mul(x, x)?;
     let mean_sq = cx.mean(&sq, &axes, true)?;
@@ -296,7 +331,9 @@ fn mean_variance_norm(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Ve
 fn lrn(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
     let x = tensor_arg(ins, 0, "X")?;
     need_channels(x, "LRN")?;
-    let size = n.attr_int("size")?.ok_or_else(|| Error::invalid("LRN needs attribute 'size'"))?;
+    let size = n
+        .attr_int("size")?
+        .ok_or_else(|| Error::invalid("LRN needs attribute 'size'"))?;
     if size <= 0 {
         bail_invalid!("LRN size must be positive, got {size}");
     }
@@ -326,7 +363,9 @@ fn lrn(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
 
 pub fn register(r: &mut Registry) {
     r.insert("Softmax", |cx, n, ins| along_axis(cx, n, ins, softmax));
-    r.insert("LogSoftmax", |cx, n, ins| along_axis(cx, n, ins, log_softmax));
+    r.insert("LogSoftmax", |cx, n, ins| {
+        along_axis(cx, n, ins, log_softmax)
+    });
     r.insert("Hardmax", |cx, n, ins| along_axis(cx, n, ins, hardmax));
     r.insert("LayerNormalization", layer_norm);
     r.insert("RMSNormalization", rms_norm);

@@ -6,7 +6,7 @@ use crate::builder::{opt_tensor, tensor_arg, tv};
 use crate::lower::Cx;
 use crate::value::{TVal, Value};
 use kuaxin_core::graph::Node;
-use kuaxin_core::prim::{BinaryOp, Prim, ReduceOp, UnaryOp, ScatterReduction};
+use kuaxin_core::prim::{BinaryOp, Prim, ReduceOp, ScatterReduction, UnaryOp};
 use kuaxin_core::tensor::contiguous_strides;
 use kuaxin_core::{bail_invalid, DType, Data, Result, Tensor};
 
@@ -40,9 +40,17 @@ fn geometry(win: &Window, input: &[usize], ceil: bool) -> Result<Geom> {
                 pads[i] = win.pads[i];
                 let padded = input[i] + pads[i].0 + pads[i].1;
                 if padded < k || pads[i].0 >= k || pads[i].1 >= k {
-                    bail_invalid!("pooling window {k} does not fit input {} with pads {:?}", input[i], pads[i]);
+                    bail_invalid!(
+                        "pooling window {k} does not fit input {} with pads {:?}",
+                        input[i],
+                        pads[i]
+                    );
                 }
-                out[i] = if ceil { (padded - k).div_ceil(s) + 1 } else { (padded - k) / s + 1 };
+                out[i] = if ceil {
+                    (padded - k).div_ceil(s) + 1
+                } else {
+                    (padded - k) / s + 1
+                };
                 // The last window must start inside the input or the begin padding.
                 if ceil && (out[i] - 1) * s >= input[i] + pads[i].0 {
                     out[i] -= 1;
@@ -56,7 +64,12 @@ fn geometry(win: &Window, input: &[usize], ceil: bool) -> Result<Geom> {
 
 /// Every window of `x` as a view `[N, C, out.., k..]`, after padding with `fill`.
 fn windows(cx: &mut Cx, x: &TVal, win: &Window, g: &Geom, fill: f64) -> Result<TVal> {
-    let pads: Vec<(usize, usize)> = g.pads.iter().zip(&g.extra).map(|(&(b, e), &x)| (b, e + x)).collect();
+    let pads: Vec<(usize, usize)> = g
+        .pads
+        .iter()
+        .zip(&g.extra)
+        .map(|(&(b, e), &x)| (b, e + x))
+        .collect();
     let xp = pad_spatial(cx, x, &pads, fill)?;
     let st = contiguous_strides(xp.shape());
     let sp = g.out.len();
@@ -96,7 +109,11 @@ fn window_axes(x: &TVal) -> Vec<usize> {
 
 /// The lowest value of `dtype` (what max pooling pads with).
 fn lowest(dtype: DType) -> f64 {
-    if dtype.is_float() { f64::NEG_INFINITY } else { f64::MIN }
+    if dtype.is_float() {
+        f64::NEG_INFINITY
+    } else {
+        f64::MIN
+    }
 }
 
 fn max_pool(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
@@ -133,7 +150,8 @@ fn max_indices(cx: &mut Cx, n: &Node, x: &TVal, win: &Window, g: &Geom, w: &TVal
             let kpos = unravel(k, &win.kernel);
             let mut flat = 0i64;
             for i in 0..sp {
-                let c = (opos[i] * win.strides[i] + kpos[i] * win.dilations[i]) as i64 - g.pads[i].0 as i64;
+                let c = (opos[i] * win.strides[i] + kpos[i] * win.dilations[i]) as i64
+                    - g.pads[i].0 as i64;
                 flat += c.clamp(0, input[i] as i64 - 1) * spatial_strides[i] as i64;
             }
             table.push(flat);
@@ -144,7 +162,14 @@ fn max_indices(cx: &mut Cx, n: &Node, x: &TVal, win: &Window, g: &Geom, w: &TVal
     flat_shape.extend(&g.out);
     flat_shape.push(kn);
     let wf = cx.reshape(w, &flat_shape)?;
-    let arg = cx.emit1(Prim::ArgReduce { max: true, axis: sp + 2, select_last: false }, &[&wf])?;
+    let arg = cx.emit1(
+        Prim::ArgReduce {
+            max: true,
+            axis: sp + 2,
+            select_last: false,
+        },
+        &[&wf],
+    )?;
     let mut tshape = vec![1, 1];
     tshape.extend(&g.out);
     tshape.push(kn);
@@ -154,7 +179,10 @@ fn max_indices(cx: &mut Cx, n: &Node, x: &TVal, win: &Window, g: &Geom, w: &TVal
     let plane: usize = input.iter().product();
     let mut bshape = vec![nb, c];
     bshape.extend(vec![1; sp + 1]);
-    let base = TVal::constant(Tensor::new(bshape, Data::I64((0..nb * c).map(|i| (i * plane) as i64).collect()))?);
+    let base = TVal::constant(Tensor::new(
+        bshape,
+        Data::I64((0..nb * c).map(|i| (i * plane) as i64).collect()),
+    )?);
     let idx = cx.add(&idx, &base)?;
     let mut out_shape = vec![nb, c];
     out_shape.extend(&g.out);
@@ -172,7 +200,13 @@ fn unravel(mut i: usize, dims: &[usize]) -> Vec<usize> {
 
 /// Per output position, how many window taps land in `[lo, hi)` of input coordinates; the
 /// product over axes, shaped `[1, 1, out..]`.
-fn tap_counts(win: &Window, g: &Geom, input: &[usize], include_pad: bool, dtype: DType) -> Result<TVal> {
+fn tap_counts(
+    win: &Window,
+    g: &Geom,
+    input: &[usize],
+    include_pad: bool,
+    dtype: DType,
+) -> Result<TVal> {
     let sp = g.out.len();
     let per_axis: Vec<Vec<f64>> = (0..sp)
         .map(|i| {
@@ -194,10 +228,19 @@ fn tap_counts(win: &Window, g: &Geom, input: &[usize], include_pad: bool, dtype:
         })
         .collect();
     let on: usize = g.out.iter().product();
-    let vals = (0..on).map(|o| unravel(o, &g.out).iter().enumerate().map(|(i, &p)| per_axis[i][p]).product::<f64>());
+    let vals = (0..on).map(|o| {
+        unravel(o, &g.out)
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| per_axis[i][p])
+            .product::<f64>()
+    });
     let mut shape = vec![1, 1];
     shape.extend(&g.out);
-    Ok(TVal::constant(Tensor::new(shape, Data::from_f64_iter(dtype, vals))?))
+    Ok(TVal::constant(Tensor::new(
+        shape,
+        Data::from_f64_iter(dtype, vals),
+    )?))
 }
 
 fn average_pool(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
@@ -236,7 +279,13 @@ fn lp_p(n: &Node) -> Result<i64> {
 fn lp_pool(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
     let (x, win, g) = setup(n, ins)?;
     let w = windows(cx, &x, &win, &g, 0.0)?;
-    Ok(vec![tv(lp_reduce(cx, &w, &window_axes(&x), lp_p(n)?, false)?)])
+    Ok(vec![tv(lp_reduce(
+        cx,
+        &w,
+        &window_axes(&x),
+        lp_p(n)?,
+        false,
+    )?)])
 }
 
 fn global_input(ins: &[Option<Value>]) -> Result<(TVal, Vec<usize>)> {
@@ -268,7 +317,11 @@ fn max_unpool(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>
     let x = tensor_arg(ins, 0, "X")?;
     let idx = tensor_arg(ins, 1, "I")?;
     if x.rank() < 3 || idx.shape() != x.shape() {
-        bail_invalid!("MaxUnpool: X {} and I {} must match, rank >= 3", x.ty, idx.ty);
+        bail_invalid!(
+            "MaxUnpool: X {} and I {} must match, rank >= 3",
+            x.ty,
+            idx.ty
+        );
     }
     let kernel = n.attr_ints("kernel_shape")?.unwrap_or_default();
     if kernel.len() != x.rank() - 2 || kernel.iter().any(|&k| k < 1) {
@@ -297,9 +350,17 @@ fn max_unpool(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>
     let i = cx.reshape(idx, &[idx.numel()])?;
     let i = cx.cast(&i, DType::I64)?;
     let u = cx.reshape(x, &[x.numel()])?;
-    let y = cx.emit1(Prim::ScatterElements { axis: 0, reduction: ScatterReduction::None }, &[&zeros, &i, &u])?;
+    let y = cx.emit1(
+        Prim::ScatterElements {
+            axis: 0,
+            reduction: ScatterReduction::None,
+        },
+        &[&zeros, &i, &u],
+    )?;
     let y = cx.reshape(&y, &shape)?;
-    let grow: Vec<(i64, i64)> = (2..x.rank()).map(|a| (0, target[a] as i64 - shape[a] as i64)).collect();
+    let grow: Vec<(i64, i64)> = (2..x.rank())
+        .map(|a| (0, target[a] as i64 - shape[a] as i64))
+        .collect();
     Ok(vec![tv(pad_or_crop_spatial(cx, &y, &grow, 0.0)?)])
 }
 

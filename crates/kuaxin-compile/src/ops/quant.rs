@@ -23,7 +23,10 @@ fn quant_range(dt: DType) -> Result<(f64, f64)> {
 
 /// A float type wide enough to hold every value of `dt` (and of f32) exactly.
 fn wide_float(dt: DType) -> DType {
-    if matches!(dt, DType::I32 | DType::U32 | DType::I64 | DType::U64 | DType::F64) {
+    if matches!(
+        dt,
+        DType::I32 | DType::U32 | DType::I64 | DType::U64 | DType::F64
+    ) {
         DType::F64
     } else {
         DType::F32
@@ -32,7 +35,13 @@ fn wide_float(dt: DType) -> DType {
 
 impl Cx<'_, '_> {
     /// Rounds half to even and clamps to `[lo, hi]`, then casts to `to`.
-    pub(crate) fn round_clamp_cast(&mut self, x: &TVal, lo: f64, hi: f64, to: DType) -> Result<TVal> {
+    pub(crate) fn round_clamp_cast(
+        &mut self,
+        x: &TVal,
+        lo: f64,
+        hi: f64,
+        to: DType,
+    ) -> Result<TVal> {
         let r = self.unary(UnaryOp::Round, x)?;
         self.clamp_cast(&r, lo, hi, to)
     }
@@ -53,7 +62,10 @@ impl Cx<'_, '_> {
         let d = x_shape[axis];
         if block <= 0 {
             if v.rank() != 1 || v.shape()[0] != d {
-                bail_invalid!("per-axis quantization parameter {} does not fit axis {axis} of {x_shape:?}", v.ty);
+                bail_invalid!(
+                    "per-axis quantization parameter {} does not fit axis {axis} of {x_shape:?}",
+                    v.ty
+                );
             }
             let mut s = vec![1; x_shape.len()];
             s[axis] = d;
@@ -63,10 +75,16 @@ impl Cx<'_, '_> {
         if v.rank() != x_shape.len() || v.shape()[axis] != d.div_ceil(block) {
             bail_invalid!("blocked quantization parameter {} does not fit {x_shape:?} (axis {axis}, block {block})", v.ty);
         }
-        let idx = TVal::constant(Tensor::from_vec(vec![d], (0..d as i64).map(|i| i / block as i64).collect::<Vec<_>>())?);
+        let idx = TVal::constant(Tensor::from_vec(
+            vec![d],
+            (0..d as i64).map(|i| i / block as i64).collect::<Vec<_>>(),
+        )?);
         let g = self.emit1(Prim::Gather { axis }, &[v, &idx])?;
         if g.shape() != x_shape {
-            bail_invalid!("blocked quantization parameter {} does not fit {x_shape:?}", v.ty);
+            bail_invalid!(
+                "blocked quantization parameter {} does not fit {x_shape:?}",
+                v.ty
+            );
         }
         Ok(g)
     }
@@ -119,7 +137,11 @@ fn dequantize_linear(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec
     let mut dx = cx.cast(&xf, work)?;
     if let Some(z) = opt_tensor(ins, 2)? {
         if z.dtype() != x.dtype() {
-            bail_invalid!("DequantizeLinear zero point {} differs in type from x {}", z.ty, x.ty);
+            bail_invalid!(
+                "DequantizeLinear zero point {} differs in type from x {}",
+                z.ty,
+                x.ty
+            );
         }
         let z = cx.quant_param(z, x.shape(), axis, block)?;
         let z = cx.cast(&z, work)?;

@@ -98,7 +98,11 @@ fn reduce_kept(cx: &mut Cx, x: &TVal, axes: &[usize], kind: Kind) -> Result<TVal
         Kind::SumSquare | Kind::L2 => {
             let sq = cx.mul(x, x)?;
             let s = sum(cx, &sq)?;
-            if kind == Kind::L2 { cx.unary(UnaryOp::Sqrt, &s) } else { Ok(s) }
+            if kind == Kind::L2 {
+                cx.unary(UnaryOp::Sqrt, &s)
+            } else {
+                Ok(s)
+            }
         }
         Kind::LogSum => {
             let s = sum(cx, x)?;
@@ -127,7 +131,10 @@ fn lower_reduce(cx: &mut Cx, n: &Node, ins: &[Option<Value>], kind: Kind) -> Res
     if keepdims {
         return Ok(vec![tv(y)]);
     }
-    let shape: Vec<usize> = (0..x.rank()).filter(|i| !axes.contains(i)).map(|i| x.shape()[i]).collect();
+    let shape: Vec<usize> = (0..x.rank())
+        .filter(|i| !axes.contains(i))
+        .map(|i| x.shape()[i])
+        .collect();
     Ok(vec![tv(cx.reshape(&y, &shape)?)])
 }
 
@@ -138,7 +145,14 @@ fn arg_reduce(cx: &mut Cx, n: &Node, ins: &[Option<Value>], max: bool) -> Result
     }
     let axis = norm_axis(n.int_or("axis", 0)?, x.rank())?;
     let select_last = n.int_or("select_last_index", 0)? != 0;
-    let y = cx.emit1(Prim::ArgReduce { max, axis, select_last }, &[x])?;
+    let y = cx.emit1(
+        Prim::ArgReduce {
+            max,
+            axis,
+            select_last,
+        },
+        &[x],
+    )?;
     if n.int_or("keepdims", 1)? != 0 {
         return Ok(vec![tv(y)]);
     }
@@ -154,7 +168,15 @@ fn cumulative(cx: &mut Cx, n: &Node, ins: &[Option<Value>], prod: bool) -> Resul
     };
     let exclusive = n.int_or("exclusive", 0)? != 0;
     let reverse = n.int_or("reverse", 0)? != 0;
-    Ok(vec![tv(cx.emit1(Prim::Cumulative { prod, axis, exclusive, reverse }, &[x])?)])
+    Ok(vec![tv(cx.emit1(
+        Prim::Cumulative {
+            prod,
+            axis,
+            exclusive,
+            reverse,
+        },
+        &[x],
+    )?)])
 }
 
 macro_rules! reduce_ops {

@@ -72,7 +72,9 @@ fn cubic_coeffs_antialias(r: f64, scale: f64, a: f64) -> Vec<f64> {
         }
     };
     let start = (-2.0 / scale).floor() as i64 + 1;
-    let c: Vec<f64> = (start..2 - start).map(|i| k(scale * (i as f64 - r))).collect();
+    let c: Vec<f64> = (start..2 - start)
+        .map(|i| k(scale * (i as f64 - r)))
+        .collect();
     let sum: f64 = c.iter().sum();
     c.into_iter().map(|v| v / sum).collect()
 }
@@ -80,7 +82,9 @@ fn cubic_coeffs_antialias(r: f64, scale: f64, a: f64) -> Vec<f64> {
 fn linear_coeffs_antialias(r: f64, scale: f64) -> Vec<f64> {
     let scale = scale.min(1.0);
     let start = (-1.0 / scale).floor() as i64 + 1;
-    let c: Vec<f64> = (start..start + 2 - 2 * start).map(|i| (1.0 - ((i as f64 - r) * scale).abs()).clamp(0.0, 1.0)).collect();
+    let c: Vec<f64> = (start..start + 2 - 2 * start)
+        .map(|i| (1.0 - ((i as f64 - r) * scale).abs()).clamp(0.0, 1.0))
+        .collect();
     let sum: f64 = c.iter().sum();
     c.into_iter().map(|v| v / sum).collect()
 }
@@ -97,11 +101,24 @@ impl Attrs {
     }
 
     /// Source coordinate of output `y`, and whether it lies outside the input (crop mode).
-    fn source(&self, y: f64, scale: f64, input: usize, out: usize, roi: (f64, f64)) -> Result<(f64, bool)> {
+    fn source(
+        &self,
+        y: f64,
+        scale: f64,
+        input: usize,
+        out: usize,
+        roi: (f64, f64),
+    ) -> Result<(f64, bool)> {
         let iw = input as f64;
         let ow = scale * iw;
         let x = match self.coord.as_str() {
-            "align_corners" => if ow == 1.0 { 0.0 } else { y * (iw - 1.0) / (ow - 1.0) },
+            "align_corners" => {
+                if ow == 1.0 {
+                    0.0
+                } else {
+                    y * (iw - 1.0) / (ow - 1.0)
+                }
+            }
             "asymmetric" => y / scale,
             "tf_crop_and_resize" => {
                 let x = if ow == 1.0 {
@@ -111,7 +128,13 @@ impl Attrs {
                 } + roi.0 * (iw - 1.0);
                 return Ok((x, x < 0.0 || x > iw - 1.0));
             }
-            "pytorch_half_pixel" => if ow == 1.0 { -0.5 } else { (y + 0.5) / scale - 0.5 },
+            "pytorch_half_pixel" => {
+                if ow == 1.0 {
+                    -0.5
+                } else {
+                    (y + 0.5) / scale - 0.5
+                }
+            }
             "half_pixel" => (y + 0.5) / scale - 0.5,
             "half_pixel_symmetric" => {
                 let offset = iw / 2.0 * (1.0 - out as f64 / ow);
@@ -125,7 +148,12 @@ impl Attrs {
     /// The tap table of one axis, following the ONNX reference exactly (edge clamping,
     /// tie-breaking towards the left, optional renormalization when excluding outside taps).
     fn plan(&self, input: usize, out: usize, scale: f64, roi: (f64, f64)) -> Result<AxisPlan> {
-        let mut plan = AxisPlan { n: 0, idx: vec![], w: vec![], extrapolate: None };
+        let mut plan = AxisPlan {
+            n: 0,
+            idx: vec![],
+            w: vec![],
+            extrapolate: None,
+        };
         let mut extra = vec![false; out];
         for o in 0..out {
             let (x, outside) = self.source(o as f64, scale, input, out, roi)?;
@@ -140,10 +168,18 @@ impl Attrs {
             let p = xp.floor();
             let frac = xp - p;
             let off = if n % 2 == 0 {
-                if frac == 0.0 { -((n / 2) as i64) } else { -((n / 2) as i64) + 1 }
+                if frac == 0.0 {
+                    -((n / 2) as i64)
+                } else {
+                    -((n / 2) as i64) + 1
+                }
             } else {
                 let base = -(((n - 1) / 2) as i64);
-                if frac <= 0.5 { base } else { base + 1 }
+                if frac <= 0.5 {
+                    base
+                } else {
+                    base + 1
+                }
             };
             let start = p as i64 + off - pad as i64;
             let taps: Vec<i64> = (0..n as i64).map(|j| start + j).collect();
@@ -157,7 +193,8 @@ impl Attrs {
                 let s = if s == 0.0 { 1.0 } else { s };
                 c.iter_mut().for_each(|v| *v /= s);
             }
-            plan.idx.extend(taps.iter().map(|&t| t.clamp(0, input as i64 - 1)));
+            plan.idx
+                .extend(taps.iter().map(|&t| t.clamp(0, input as i64 - 1)));
             plan.w.extend(c);
         }
         if extra.iter().any(|&e| e) {
@@ -168,7 +205,14 @@ impl Attrs {
 }
 
 /// Applies one axis' plan to `x` (float dtype for weighted modes).
-fn resize_axis(cx: &mut Cx, x: &TVal, axis: usize, out: usize, plan: &AxisPlan, attrs: &Attrs) -> Result<TVal> {
+fn resize_axis(
+    cx: &mut Cx,
+    x: &TVal,
+    axis: usize,
+    out: usize,
+    plan: &AxisPlan,
+    attrs: &Attrs,
+) -> Result<TVal> {
     let mut y = if attrs.mode == Mode::Nearest {
         // One-hot weights: read only the chosen tap.
         let idx: Vec<i64> = (0..out)
@@ -185,7 +229,10 @@ fn resize_axis(cx: &mut Cx, x: &TVal, axis: usize, out: usize, plan: &AxisPlan, 
         let g = cx.emit1(Prim::Gather { axis }, &[x, &i])?;
         let mut wshape = vec![out, plan.n];
         wshape.extend(vec![1; x.rank() - axis - 1]);
-        let w = TVal::constant(Tensor::new(wshape, Data::from_f64_iter(x.dtype(), plan.w.iter().copied()))?);
+        let w = TVal::constant(Tensor::new(
+            wshape,
+            Data::from_f64_iter(x.dtype(), plan.w.iter().copied()),
+        )?);
         let prod = cx.mul(&g, &w)?;
         cx.reduce(ReduceOp::Sum, &prod, &[axis + 1], false)?
     };
@@ -245,17 +292,32 @@ fn sizes_and_scales(
 }
 
 /// Resizes `x` along `axes` (sorted) to `out` with the given per-axis scales and roi.
-fn resize_to(cx: &mut Cx, x: &TVal, axes: &[usize], out: &[usize], scales: &[f64], roi: &[(f64, f64)], attrs: &Attrs) -> Result<TVal> {
+fn resize_to(
+    cx: &mut Cx,
+    x: &TVal,
+    axes: &[usize],
+    out: &[usize],
+    scales: &[f64],
+    roi: &[(f64, f64)],
+    attrs: &Attrs,
+) -> Result<TVal> {
     if axes.iter().any(|&a| x.shape()[a] == 0) {
         bail_invalid!("cannot resize an empty axis of {}", x.ty);
     }
     let dtype = x.dtype();
-    let work = if attrs.mode != Mode::Nearest && !dtype.is_float() { DType::F64 } else { dtype };
+    let work = if attrs.mode != Mode::Nearest && !dtype.is_float() {
+        DType::F64
+    } else {
+        dtype
+    };
     let mut y = cx.cast(x, work)?;
     for &a in axes {
         let (input, o, s, rr) = (x.shape()[a], out[a], scales[a], roi[a]);
         let identity_roi = (rr.0).abs() < 1e-9 && (rr.1 - 1.0).abs() < 1e-9;
-        if (s - 1.0).abs() <= 1e-9 && o == input && (attrs.coord != "tf_crop_and_resize" || identity_roi) {
+        if (s - 1.0).abs() <= 1e-9
+            && o == input
+            && (attrs.coord != "tf_crop_and_resize" || identity_roi)
+        {
             continue;
         }
         let plan = attrs.plan(input, o, s, rr)?;
@@ -263,8 +325,16 @@ fn resize_to(cx: &mut Cx, x: &TVal, axes: &[usize], out: &[usize], scales: &[f64
     }
     if work != dtype {
         // Saturate like the reference before casting back.
-        let lo = if dtype.is_unsigned_int() { 0.0 } else { -(2f64.powi(dtype.size() as i32 * 8 - 1)) };
-        let hi = if dtype.is_unsigned_int() { 2f64.powi(dtype.size() as i32 * 8) - 1.0 } else { 2f64.powi(dtype.size() as i32 * 8 - 1) - 1.0 };
+        let lo = if dtype.is_unsigned_int() {
+            0.0
+        } else {
+            -(2f64.powi(dtype.size() as i32 * 8 - 1))
+        };
+        let hi = if dtype.is_unsigned_int() {
+            2f64.powi(dtype.size() as i32 * 8) - 1.0
+        } else {
+            2f64.powi(dtype.size() as i32 * 8 - 1) - 1.0
+        };
         let r = cx.unary(UnaryOp::Round, &y)?;
         let r = cx.binary_scalar(BinaryOp::Max, &r, lo)?;
         let r = cx.binary_scalar(BinaryOp::Min, &r, hi)?;
@@ -288,7 +358,11 @@ fn resize(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
     let (roi_in, scales_in, sizes_in) = if legacy {
         (None, opt_tensor(ins, 1)?, None)
     } else {
-        (opt_tensor(ins, 1)?, opt_tensor(ins, 2)?, opt_tensor(ins, 3)?)
+        (
+            opt_tensor(ins, 1)?,
+            opt_tensor(ins, 2)?,
+            opt_tensor(ins, 3)?,
+        )
     };
     // Scales, sizes and roi follow the order of the axes attribute; interpolate in sorted order.
     let axes_given: Vec<usize> = match n.attr_ints("axes")? {
@@ -304,8 +378,16 @@ fn resize(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
     };
     let attrs = Attrs {
         mode,
-        coord: if legacy { "asymmetric".into() } else { n.string_or("coordinate_transformation_mode", "half_pixel")? },
-        nearest: if legacy { "floor".into() } else { n.string_or("nearest_mode", "round_prefer_floor")? },
+        coord: if legacy {
+            "asymmetric".into()
+        } else {
+            n.string_or("coordinate_transformation_mode", "half_pixel")?
+        },
+        nearest: if legacy {
+            "floor".into()
+        } else {
+            n.string_or("nearest_mode", "round_prefer_floor")?
+        },
         cubic_a: n.float_or("cubic_coeff_a", -0.75)? as f64,
         exclude_outside: n.int_or("exclude_outside", 0)? != 0,
         extrapolation: n.float_or("extrapolation_value", 0.0)? as f64,
@@ -320,7 +402,8 @@ fn resize(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
     let (out, sc) = sizes_and_scales(x, &axes_given, scales, sizes, &policy)?;
     let mut roi = vec![(0.0, 1.0); r];
     if attrs.coord == "tf_crop_and_resize" {
-        let v = floats_of(cx, roi_in)?.ok_or_else(|| Error::invalid("tf_crop_and_resize needs roi"))?;
+        let v =
+            floats_of(cx, roi_in)?.ok_or_else(|| Error::invalid("tf_crop_and_resize needs roi"))?;
         let k = axes_given.len();
         if v.len() != 2 * k {
             bail_invalid!("roi has {} values, expected {}", v.len(), 2 * k);
@@ -336,7 +419,12 @@ fn upsample(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> 
     let x = tensor_arg(ins, 0, "X")?;
     let scales = match opt_tensor(ins, 1)? {
         Some(s) => cx.floats(s)?,
-        None => n.attr_floats("scales")?.ok_or_else(|| Error::invalid("Upsample needs scales"))?.into_iter().map(|v| v as f64).collect(),
+        None => n
+            .attr_floats("scales")?
+            .ok_or_else(|| Error::invalid("Upsample needs scales"))?
+            .into_iter()
+            .map(|v| v as f64)
+            .collect(),
     };
     let mode = match n.string_or("mode", "nearest")?.as_str() {
         "nearest" => Mode::Nearest,
@@ -365,7 +453,11 @@ fn linspace(d: usize, align_corners: bool) -> Vec<f64> {
     (0..d)
         .map(|i| {
             if align_corners {
-                if d == 1 { -1.0 } else { -1.0 + 2.0 * i as f64 / (d - 1) as f64 }
+                if d == 1 {
+                    -1.0
+                } else {
+                    -1.0 + 2.0 * i as f64 / (d - 1) as f64
+                }
             } else {
                 -1.0 + (2 * i + 1) as f64 / d as f64
             }
@@ -399,7 +491,10 @@ fn affine_grid(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value
         }
         base.push(1.0);
     }
-    let base = TVal::constant(Tensor::new(vec![s, sp + 1], Data::from_f64_iter(theta.dtype(), base.into_iter()))?);
+    let base = TVal::constant(Tensor::new(
+        vec![s, sp + 1],
+        Data::from_f64_iter(theta.dtype(), base.into_iter()),
+    )?);
     let tt = cx.permute(theta, &[0, 2, 1])?;
     let g = cx.matmul(&base, &tt)?;
     let mut shape = vec![size[0]];
@@ -432,7 +527,12 @@ fn cubic_weights(cx: &mut Cx, t: &TVal) -> Result<Vec<TVal>> {
     let t1 = cx.binary_scalar(BinaryOp::Add, t, 1.0)?;
     let s = cx.sub(&one, t)?;
     let s1 = cx.binary_scalar(BinaryOp::Add, &s, 1.0)?;
-    Ok(vec![far(cx, &t1)?, near(cx, t)?, near(cx, &s)?, far(cx, &s1)?])
+    Ok(vec![
+        far(cx, &t1)?,
+        near(cx, t)?,
+        near(cx, &s)?,
+        far(cx, &s1)?,
+    ])
 }
 
 /// Reflects `x` into `[lo, hi]` by repeated mirroring at the borders (values inside stay).
@@ -474,7 +574,12 @@ fn grid_sample(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value
     let x = tensor_arg(ins, 0, "X")?;
     let grid = tensor_arg(ins, 1, "grid")?;
     let sp = x.rank().saturating_sub(2);
-    if sp == 0 || grid.rank() != sp + 2 || grid.shape()[0] != x.shape()[0] || grid.shape()[sp + 1] != sp || !x.dtype().is_float() {
+    if sp == 0
+        || grid.rank() != sp + 2
+        || grid.shape()[0] != x.shape()[0]
+        || grid.shape()[sp + 1] != sp
+        || !x.dtype().is_float()
+    {
         bail_invalid!("GridSample: grid {} does not fit X {}", grid.ty, x.ty);
     }
     let mode = match n.string_or("mode", "linear")?.as_str() {
@@ -510,8 +615,16 @@ fn grid_sample(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value
             let t = cx.binary_scalar(BinaryOp::Sub, &t, 1.0)?;
             cx.binary_scalar(BinaryOp::Mul, &t, 0.5)?
         };
-        let xc = if mode == Mode::Nearest { cx.unary(UnaryOp::Round, &xc)? } else { xc };
-        let (lo, hi) = if align { (0.0, df - 1.0) } else { (-0.5, df - 0.5) };
+        let xc = if mode == Mode::Nearest {
+            cx.unary(UnaryOp::Round, &xc)?
+        } else {
+            xc
+        };
+        let (lo, hi) = if align {
+            (0.0, df - 1.0)
+        } else {
+            (-0.5, df - 0.5)
+        };
         let xc = match padding.as_str() {
             "border" => {
                 let below = cx.binary_scalar(BinaryOp::Lt, &xc, lo)?;
@@ -528,7 +641,10 @@ fn grid_sample(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value
             Mode::Nearest => {
                 // Truncate toward zero like the reference's int cast.
                 let t = cx.cast(&xc, DType::I64)?;
-                vec![Tap { pos: cx.cast(&t, x.dtype())?, weight: None }]
+                vec![Tap {
+                    pos: cx.cast(&t, x.dtype())?,
+                    weight: None,
+                }]
             }
             Mode::Linear | Mode::Cubic => {
                 let x0 = cx.unary(UnaryOp::Floor, &xc)?;
@@ -542,7 +658,10 @@ fn grid_sample(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value
                 let mut v = vec![];
                 for (k, w) in weights.into_iter().enumerate() {
                     let pos = cx.binary_scalar(BinaryOp::Add, &x0, first + k as f64)?;
-                    v.push(Tap { pos, weight: Some(w) });
+                    v.push(Tap {
+                        pos,
+                        weight: Some(w),
+                    });
                 }
                 v
             }
@@ -580,17 +699,27 @@ fn grid_sample(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value
     let mut acc: Option<TVal> = None;
     for combo in 0..combos {
         let mut rem = combo;
-        let (mut idx, mut weight, mut valid): (Option<TVal>, Option<TVal>, Option<TVal>) = (None, None, None);
+        let (mut idx, mut weight, mut valid): (Option<TVal>, Option<TVal>, Option<TVal>) =
+            (None, None, None);
         for i in (0..sp).rev() {
             let (pos, w, ok) = &axes_taps[i][rem % counts[i]];
             rem /= counts[i];
             let term = cx.binary_scalar(BinaryOp::Mul, pos, strides[i] as f64)?;
-            idx = Some(match idx { Some(a) => cx.add(&a, &term)?, None => term });
+            idx = Some(match idx {
+                Some(a) => cx.add(&a, &term)?,
+                None => term,
+            });
             if let Some(w) = w {
-                weight = Some(match weight { Some(a) => cx.mul(&a, w)?, None => w.clone() });
+                weight = Some(match weight {
+                    Some(a) => cx.mul(&a, w)?,
+                    None => w.clone(),
+                });
             }
             if let Some(ok) = ok {
-                valid = Some(match valid { Some(a) => cx.binary(BinaryOp::And, &a, ok)?, None => ok.clone() });
+                valid = Some(match valid {
+                    Some(a) => cx.binary(BinaryOp::And, &a, ok)?,
+                    None => ok.clone(),
+                });
             }
         }
         let idx = idx.ok_or_else(|| Error::invalid("GridSample without spatial dims"))?;
@@ -603,7 +732,10 @@ fn grid_sample(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value
         if let Some(w) = weight {
             v = cx.mul(&v, &w)?;
         }
-        acc = Some(match acc { Some(a) => cx.add(&a, &v)?, None => v });
+        acc = Some(match acc {
+            Some(a) => cx.add(&a, &v)?,
+            None => v,
+        });
     }
     let y = acc.ok_or_else(|| Error::invalid("GridSample without taps"))?;
     let mut shape = vec![nb, c];
@@ -630,16 +762,32 @@ fn roi_taps(cx: &mut Cx, c: &TVal, d: usize) -> Result<[(TVal, TVal); 2]> {
     let one = cx.scalar(1.0, c.dtype());
     let h = cx.sub(&one, &l)?;
     let zero = cx.scalar(0.0, c.dtype());
-    let (wl, wh) = (cx.where_(&outside, &zero, &h)?, cx.where_(&outside, &zero, &l)?);
-    Ok([(cx.cast(&low, DType::I64)?, wl), (cx.cast(&high, DType::I64)?, wh)])
+    let (wl, wh) = (
+        cx.where_(&outside, &zero, &h)?,
+        cx.where_(&outside, &zero, &l)?,
+    );
+    Ok([
+        (cx.cast(&low, DType::I64)?, wl),
+        (cx.cast(&high, DType::I64)?, wh),
+    ])
 }
 
 fn roi_align(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
     let x = tensor_arg(ins, 0, "X")?;
     let rois = tensor_arg(ins, 1, "rois")?;
     let bi = tensor_arg(ins, 2, "batch_indices")?;
-    if x.rank() != 4 || rois.rank() != 2 || rois.shape()[1] != 4 || bi.shape() != [rois.shape()[0]] || !x.dtype().is_float() {
-        bail_invalid!("RoiAlign: X {}, rois {}, batch_indices {} do not fit", x.ty, rois.ty, bi.ty);
+    if x.rank() != 4
+        || rois.rank() != 2
+        || rois.shape()[1] != 4
+        || bi.shape() != [rois.shape()[0]]
+        || !x.dtype().is_float()
+    {
+        bail_invalid!(
+            "RoiAlign: X {}, rois {}, batch_indices {} do not fit",
+            x.ty,
+            rois.ty,
+            bi.ty
+        );
     }
     let (oh, ow) = (n.int_or("output_height", 1)?, n.int_or("output_width", 1)?);
     let ratio = n.int_or("sampling_ratio", 0)?;
@@ -651,7 +799,8 @@ fn roi_align(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>>
     }
     let (oh, ow, g) = (oh as usize, ow as usize, ratio as usize);
     let scale = n.float_or("spatial_scale", 1.0)? as f64;
-    let legacy = n.string_or("coordinate_transformation_mode", "half_pixel")? == "output_half_pixel";
+    let legacy =
+        n.string_or("coordinate_transformation_mode", "half_pixel")? == "output_half_pixel";
     let max = n.string_or("mode", "avg")? == "max";
     let (r, c, hh, ww) = (rois.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
     let dt = x.dtype();
@@ -666,10 +815,19 @@ fn roi_align(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>>
         let hi = cx.binary_scalar(BinaryOp::Mul, &hi, scale)?;
         let hi = cx.binary_scalar(BinaryOp::Sub, &hi, off)?;
         let len = cx.sub(&hi, &lo)?;
-        let len = if legacy { cx.binary_scalar(BinaryOp::Max, &len, 1.0)? } else { len };
+        let len = if legacy {
+            cx.binary_scalar(BinaryOp::Max, &len, 1.0)?
+        } else {
+            len
+        };
         let bin = cx.binary_scalar(BinaryOp::Div, &len, out as f64)?;
-        let t: Vec<f64> = (0..out * g).map(|k| (k / g) as f64 + ((k % g) as f64 + 0.5) / g as f64).collect();
-        let t = TVal::constant(Tensor::new(vec![1, out * g], Data::from_f64_iter(dt, t.into_iter()))?);
+        let t: Vec<f64> = (0..out * g)
+            .map(|k| (k / g) as f64 + ((k % g) as f64 + 0.5) / g as f64)
+            .collect();
+        let t = TVal::constant(Tensor::new(
+            vec![1, out * g],
+            Data::from_f64_iter(dt, t.into_iter()),
+        )?);
         let step = cx.mul(&bin, &t)?;
         cx.add(&lo, &step)
     };

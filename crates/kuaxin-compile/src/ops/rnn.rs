@@ -28,12 +28,19 @@ enum Act {
 /// functions that take them. Returns one list of `per_dir` functions per direction.
 fn activations(n: &Node, defaults: &[&str], dirs: usize) -> Result<Vec<Vec<Act>>> {
     let names: Vec<String> = match n.attr("activations") {
-        Some(Attr::Strings(v)) => v.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect(),
+        Some(Attr::Strings(v)) => v
+            .iter()
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect(),
         Some(_) => bail_invalid!("activations must be a list of strings"),
         None => defaults.iter().map(|s| s.to_string()).collect(),
     };
     let k = defaults.len();
-    let names = if names.len() == k && dirs == 2 { [names.clone(), names].concat() } else { names };
+    let names = if names.len() == k && dirs == 2 {
+        [names.clone(), names].concat()
+    } else {
+        names
+    };
     if names.len() != k * dirs {
         bail_invalid!("expected {} activations, got {}", k * dirs, names.len());
     }
@@ -139,7 +146,10 @@ impl Cx<'_, '_> {
 
     /// Stacks equal-shaped values along a new axis.
     fn stack(&mut self, xs: &[TVal], axis: usize) -> Result<TVal> {
-        let xs: Vec<TVal> = xs.iter().map(|x| self.unsqueeze(x, &[axis as i64])).collect::<Result<_>>()?;
+        let xs: Vec<TVal> = xs
+            .iter()
+            .map(|x| self.unsqueeze(x, &[axis as i64]))
+            .collect::<Result<_>>()?;
         self.concat(&xs, axis)
     }
 }
@@ -202,9 +212,14 @@ impl Rnn {
             Cell::Rnn => {
                 let hr = cx.matmul(&s.h, &w.rt)?;
                 let pre = cx.add(xw, &hr)?;
-                Ok(State { h: cx.gate(w.acts[0], &pre, clip)?, c: None })
+                Ok(State {
+                    h: cx.gate(w.acts[0], &pre, clip)?,
+                    c: None,
+                })
             }
-            Cell::Gru { linear_before_reset } => {
+            Cell::Gru {
+                linear_before_reset,
+            } => {
                 let xzr = cx.chunk(xw, 0, 2 * h)?;
                 let xh = cx.chunk(xw, 2, h)?;
                 let hzr = cx.matmul(&s.h, &w.rt)?;
@@ -212,7 +227,10 @@ impl Rnn {
                 let (z, r) = (cx.chunk(&zr, 0, h)?, cx.chunk(&zr, 1, h)?);
                 let z = cx.gate(w.acts[0], &z, clip)?;
                 let r = cx.gate(w.acts[0], &r, clip)?;
-                let rht = w.rht.as_ref().ok_or_else(|| kuaxin_core::Error::backend("GRU weights missing"))?;
+                let rht = w
+                    .rht
+                    .as_ref()
+                    .ok_or_else(|| kuaxin_core::Error::backend("GRU weights missing"))?;
                 let rec = if linear_before_reset {
                     let mut hr = cx.matmul(&s.h, rht)?;
                     if let Some(b) = &w.rbh {
@@ -230,13 +248,23 @@ impl Rnn {
                 let omz = cx.sub(&one, &z)?;
                 let a = cx.mul(&omz, &cand)?;
                 let b = cx.mul(&z, &s.h)?;
-                Ok(State { h: cx.add(&a, &b)?, c: None })
+                Ok(State {
+                    h: cx.add(&a, &b)?,
+                    c: None,
+                })
             }
             Cell::Lstm { input_forget } => {
-                let c_prev = s.c.as_ref().ok_or_else(|| kuaxin_core::Error::backend("LSTM cell state missing"))?;
+                let c_prev =
+                    s.c.as_ref()
+                        .ok_or_else(|| kuaxin_core::Error::backend("LSTM cell state missing"))?;
                 let hr = cx.matmul(&s.h, &w.rt)?;
                 let g = cx.add(xw, &hr)?;
-                let (mut i, mut o, mut f, c) = (cx.chunk(&g, 0, h)?, cx.chunk(&g, 1, h)?, cx.chunk(&g, 2, h)?, cx.chunk(&g, 3, h)?);
+                let (mut i, mut o, mut f, c) = (
+                    cx.chunk(&g, 0, h)?,
+                    cx.chunk(&g, 1, h)?,
+                    cx.chunk(&g, 2, h)?,
+                    cx.chunk(&g, 3, h)?,
+                );
                 if let Some((pi, _, pf)) = &w.peep {
                     let a = cx.mul(pi, c_prev)?;
                     i = cx.add(&i, &a)?;
@@ -260,7 +288,10 @@ impl Rnn {
                 }
                 let o = cx.gate(w.acts[0], &o, clip)?;
                 let hc = cx.activate(w.acts[2], &c_new)?;
-                Ok(State { h: cx.mul(&o, &hc)?, c: Some(c_new) })
+                Ok(State {
+                    h: cx.mul(&o, &hc)?,
+                    c: Some(c_new),
+                })
             }
         }
     }
@@ -269,7 +300,10 @@ impl Rnn {
 /// Per-batch time reversal within each sequence's length: `idx[t, b] = len[b] - 1 - t` for
 /// `t < len[b]`, else `t` (an involution, so it also undoes itself). `lens` is `[1, B]` i64.
 fn reverse_index(cx: &mut Cx, lens: &TVal, t: usize) -> Result<TVal> {
-    let ts = TVal::constant(Tensor::from_vec(vec![t, 1], (0..t as i64).collect::<Vec<_>>())?);
+    let ts = TVal::constant(Tensor::from_vec(
+        vec![t, 1],
+        (0..t as i64).collect::<Vec<_>>(),
+    )?);
     let valid = cx.binary(BinaryOp::Lt, &ts, lens)?;
     let back = cx.binary_scalar(BinaryOp::Sub, lens, 1.0)?;
     let back = cx.sub(&back, &ts)?;
@@ -299,14 +333,28 @@ fn recurrent(cx: &mut Cx, n: &Node, ins: &[Option<Value>], cell: Cell) -> Result
     let seq_lens = opt_tensor(ins, 4)?;
     let mut init_h = opt_tensor(ins, 5)?.cloned();
     let is_lstm = matches!(cell, Cell::Lstm { .. });
-    let mut init_c = if is_lstm { opt_tensor(ins, 6)?.cloned() } else { None };
+    let mut init_c = if is_lstm {
+        opt_tensor(ins, 6)?.cloned()
+    } else {
+        None
+    };
     let peep = if is_lstm { opt_tensor(ins, 7)? } else { None };
     let dt = x.dtype();
     if !dt.is_float() || x.rank() != 3 || w.rank() != 3 || r.rank() != 3 {
-        bail_invalid!("{} needs float X, W, R of rank 3, got {}, {}, {}", n.op_type, x.ty, w.ty, r.ty);
+        bail_invalid!(
+            "{} needs float X, W, R of rank 3, got {}, {}, {}",
+            n.op_type,
+            x.ty,
+            w.ty,
+            r.ty
+        );
     }
     let layout = n.int_or("layout", 0)?;
-    let x = if layout != 0 { cx.permute(x, &[1, 0, 2])? } else { x.clone() };
+    let x = if layout != 0 {
+        cx.permute(x, &[1, 0, 2])?
+    } else {
+        x.clone()
+    };
     if layout != 0 {
         if let Some(h) = &init_h {
             init_h = Some(cx.permute(h, &[1, 0, 2])?);
@@ -331,7 +379,12 @@ fn recurrent(cx: &mut Cx, n: &Node, ins: &[Option<Value>], cell: Cell) -> Result
     };
     let g = cell.gates();
     if w.shape() != [dirs, g * hidden, input] || r.shape() != [dirs, g * hidden, hidden] {
-        bail_invalid!("{}: W {} / R {} do not fit {dirs} directions, hidden {hidden}, input {input}", n.op_type, w.ty, r.ty);
+        bail_invalid!(
+            "{}: W {} / R {} do not fit {dirs} directions, hidden {hidden}, input {input}",
+            n.op_type,
+            w.ty,
+            r.ty
+        );
     }
     if t == 0 {
         bail_unsupported!("{} over an empty sequence is not supported", n.op_type);
@@ -339,21 +392,34 @@ fn recurrent(cx: &mut Cx, n: &Node, ins: &[Option<Value>], cell: Cell) -> Result
     let state_shape = [dirs, b, hidden];
     for s in [&init_h, &init_c].into_iter().flatten() {
         if s.shape() != state_shape {
-            bail_invalid!("{}: initial state {} should be {state_shape:?}", n.op_type, s.ty);
+            bail_invalid!(
+                "{}: initial state {} should be {state_shape:?}",
+                n.op_type,
+                s.ty
+            );
         }
     }
     let acts = activations(n, cell.default_acts(), dirs)?;
     let clip = n.attr_float("clip")?.map(|c| c as f64);
     let cell = match cell {
-        Cell::Gru { .. } => Cell::Gru { linear_before_reset: n.int_or("linear_before_reset", 0)? != 0 },
-        Cell::Lstm { .. } => Cell::Lstm { input_forget: n.int_or("input_forget", 0)? != 0 },
+        Cell::Gru { .. } => Cell::Gru {
+            linear_before_reset: n.int_or("linear_before_reset", 0)? != 0,
+        },
+        Cell::Lstm { .. } => Cell::Lstm {
+            input_forget: n.int_or("input_forget", 0)? != 0,
+        },
         c => c,
     };
     let rnn = Rnn { cell, hidden, clip };
 
     // Sequence lengths: a per-step validity mask [T, B, 1] unless every sequence is full.
     let lens = match seq_lens {
-        Some(l) if l.as_const().is_some_and(|c| c.to_i64_vec().iter().all(|&v| v == t as i64)) => None,
+        Some(l)
+            if l.as_const()
+                .is_some_and(|c| c.to_i64_vec().iter().all(|&v| v == t as i64)) =>
+        {
+            None
+        }
         Some(l) if l.shape() == [b] => {
             let l = cx.cast(l, DType::I64)?;
             Some(cx.reshape(&l, &[1, b])?)
@@ -363,9 +429,15 @@ fn recurrent(cx: &mut Cx, n: &Node, ins: &[Option<Value>], cell: Cell) -> Result
     };
     let (valid, rev_idx) = match &lens {
         Some(l) => {
-            let ts = TVal::constant(Tensor::from_vec(vec![t, 1], (0..t as i64).collect::<Vec<_>>())?);
+            let ts = TVal::constant(Tensor::from_vec(
+                vec![t, 1],
+                (0..t as i64).collect::<Vec<_>>(),
+            )?);
             let v = cx.binary(BinaryOp::Lt, &ts, l)?;
-            (Some(cx.unsqueeze(&v, &[2])?), Some(reverse_index(cx, l, t)?))
+            (
+                Some(cx.unsqueeze(&v, &[2])?),
+                Some(reverse_index(cx, l, t)?),
+            )
         }
         None => (None, None),
     };
@@ -382,12 +454,20 @@ fn recurrent(cx: &mut Cx, n: &Node, ins: &[Option<Value>], cell: Cell) -> Result
         let mut rbh = None;
         if let Some(bias) = bias {
             if bias.shape() != [dirs, 2 * g * hidden] {
-                bail_invalid!("{}: B {} should be [{dirs}, {}]", n.op_type, bias.ty, 2 * g * hidden);
+                bail_invalid!(
+                    "{}: B {} should be [{dirs}, {}]",
+                    n.op_type,
+                    bias.ty,
+                    2 * g * hidden
+                );
             }
             let bd = cx.index0(bias, d)?;
             let wb = cx.chunk(&bd, 0, g * hidden)?;
             let mut rb = cx.chunk(&bd, 1, g * hidden)?;
-            if let Cell::Gru { linear_before_reset: true } = cell {
+            if let Cell::Gru {
+                linear_before_reset: true,
+            } = cell
+            {
                 // The hidden gate's recurrent bias sits inside the reset product.
                 rbh = Some(cx.chunk(&rb, 2, hidden)?);
                 let zr = cx.chunk(&rb, 0, 2 * hidden)?;
@@ -401,18 +481,31 @@ fn recurrent(cx: &mut Cx, n: &Node, ins: &[Option<Value>], cell: Cell) -> Result
             xw = reverse_time(cx, &xw, rev_idx.as_ref())?;
         }
         let (rt, rht) = match cell {
-            Cell::Gru { .. } => (cx.chunk(&rdt, 0, 2 * hidden)?, Some(cx.chunk(&rdt, 2, hidden)?)),
+            Cell::Gru { .. } => (
+                cx.chunk(&rdt, 0, 2 * hidden)?,
+                Some(cx.chunk(&rdt, 2, hidden)?),
+            ),
             _ => (rdt, None),
         };
         let peep = match peep {
             Some(p) if p.shape() == [dirs, 3 * hidden] => {
                 let pd = cx.index0(p, d)?;
-                Some((cx.chunk(&pd, 0, hidden)?, cx.chunk(&pd, 1, hidden)?, cx.chunk(&pd, 2, hidden)?))
+                Some((
+                    cx.chunk(&pd, 0, hidden)?,
+                    cx.chunk(&pd, 1, hidden)?,
+                    cx.chunk(&pd, 2, hidden)?,
+                ))
             }
             Some(p) => bail_invalid!("LSTM: P {} should be [{dirs}, {}]", p.ty, 3 * hidden),
             None => None,
         };
-        let weights = DirWeights { rt, rht, rbh, peep, acts: acts[d].clone() };
+        let weights = DirWeights {
+            rt,
+            rht,
+            rbh,
+            peep,
+            acts: acts[d].clone(),
+        };
         let zeros = cx.full(0.0, dt, &[b, hidden])?;
         let h0 = match &init_h {
             Some(h) => cx.index0(h, d)?,
@@ -423,7 +516,10 @@ fn recurrent(cx: &mut Cx, n: &Node, ins: &[Option<Value>], cell: Cell) -> Result
             None if is_lstm => Some(zeros.clone()),
             None => None,
         };
-        let mut state = State { h: cx.cast(&h0, dt)?, c: c0 };
+        let mut state = State {
+            h: cx.cast(&h0, dt)?,
+            c: c0,
+        };
         let mut steps = Vec::with_capacity(t);
         for i in 0..t {
             let xi = cx.index0(&xw, i)?;
@@ -458,7 +554,11 @@ fn recurrent(cx: &mut Cx, n: &Node, ins: &[Option<Value>], cell: Cell) -> Result
     }
     let mut y = cx.stack(&ys, 1)?; // [T, dirs, B, H]
     let mut yh = cx.stack(&hs, 0)?; // [dirs, B, H]
-    let mut yc = if is_lstm { Some(cx.stack(&cs, 0)?) } else { None };
+    let mut yc = if is_lstm {
+        Some(cx.stack(&cs, 0)?)
+    } else {
+        None
+    };
     if layout != 0 {
         y = cx.permute(&y, &[2, 0, 1, 3])?;
         yh = cx.permute(&yh, &[1, 0, 2])?;
@@ -475,6 +575,24 @@ fn recurrent(cx: &mut Cx, n: &Node, ins: &[Option<Value>], cell: Cell) -> Result
 
 pub fn register(r: &mut Registry) {
     r.insert("RNN", |cx, n, ins| recurrent(cx, n, ins, Cell::Rnn));
-    r.insert("GRU", |cx, n, ins| recurrent(cx, n, ins, Cell::Gru { linear_before_reset: false }));
-    r.insert("LSTM", |cx, n, ins| recurrent(cx, n, ins, Cell::Lstm { input_forget: false }));
+    r.insert("GRU", |cx, n, ins| {
+        recurrent(
+            cx,
+            n,
+            ins,
+            Cell::Gru {
+                linear_before_reset: false,
+            },
+        )
+    });
+    r.insert("LSTM", |cx, n, ins| {
+        recurrent(
+            cx,
+            n,
+            ins,
+            Cell::Lstm {
+                input_forget: false,
+            },
+        )
+    });
 }

@@ -9,15 +9,23 @@ use kuaxin_core::{bail_invalid, Error, Result, Tensor};
 fn seq_arg(ins: &[Option<Value>], i: usize) -> Result<Vec<Value>> {
     match ins.get(i) {
         Some(Some(Value::Sequence(s))) => Ok(s.clone()),
-        Some(Some(v)) => Err(Error::invalid(format!("input {i} must be a sequence, got a {}", v.kind()))),
+        Some(Some(v)) => Err(Error::invalid(format!(
+            "input {i} must be a sequence, got a {}",
+            v.kind()
+        ))),
         _ => Err(Error::invalid(format!("missing sequence input {i}"))),
     }
 }
 
 /// A position in a sequence of `len` (negative counts from the end); `insert` allows `len`.
 fn position(cx: &mut Cx, p: Option<&TVal>, len: usize, insert: bool) -> Result<usize> {
-    let Some(p) = p else { return Ok(if insert { len } else { len.saturating_sub(1) }) };
-    let v = *cx.ints(p)?.first().ok_or_else(|| Error::invalid("empty position"))?;
+    let Some(p) = p else {
+        return Ok(if insert { len } else { len.saturating_sub(1) });
+    };
+    let v = *cx
+        .ints(p)?
+        .first()
+        .ok_or_else(|| Error::invalid("empty position"))?;
     let l = len as i64;
     let hi = if insert { l } else { l - 1 };
     if v < -l || v > hi {
@@ -31,7 +39,9 @@ fn sequence_empty(_cx: &mut Cx, _n: &Node, _ins: &[Option<Value>]) -> Result<Vec
 }
 
 fn sequence_construct(_cx: &mut Cx, _n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
-    let items = (0..ins.len()).map(|i| tensor_arg(ins, i, "input").map(|t| tv(t.clone()))).collect::<Result<_>>()?;
+    let items = (0..ins.len())
+        .map(|i| tensor_arg(ins, i, "input").map(|t| tv(t.clone())))
+        .collect::<Result<_>>()?;
     Ok(vec![Value::Sequence(items)])
 }
 
@@ -74,14 +84,20 @@ fn split_to_sequence(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec
         Some(s) => {
             let v = cx.ints(s)?;
             if s.rank() == 0 {
-                let chunk = usize::try_from(v[0]).ok().filter(|&c| c > 0).ok_or_else(|| Error::invalid("split size must be positive"))?;
+                let chunk = usize::try_from(v[0])
+                    .ok()
+                    .filter(|&c| c > 0)
+                    .ok_or_else(|| Error::invalid("split size must be positive"))?;
                 let mut out = vec![chunk; dim / chunk];
                 if dim % chunk != 0 {
                     out.push(dim % chunk);
                 }
                 out
             } else {
-                let out: Vec<usize> = v.iter().map(|&d| usize::try_from(d).map_err(|_| Error::invalid("negative split"))).collect::<Result<_>>()?;
+                let out: Vec<usize> = v
+                    .iter()
+                    .map(|&d| usize::try_from(d).map_err(|_| Error::invalid("negative split")))
+                    .collect::<Result<_>>()?;
                 if out.iter().sum::<usize>() != dim {
                     bail_invalid!("split sizes {out:?} do not sum to {dim}");
                 }
@@ -94,7 +110,11 @@ fn split_to_sequence(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec
     let mut items = Vec::new();
     for s in sizes {
         let part = cx.slice_axis(x, axis, start, s, 1)?;
-        let part = if squeeze { cx.squeeze(&part, Some(&[axis as i64]))? } else { part };
+        let part = if squeeze {
+            cx.squeeze(&part, Some(&[axis as i64]))?
+        } else {
+            part
+        };
         items.push(tv(part));
         start += s;
     }
@@ -104,7 +124,9 @@ fn split_to_sequence(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec
 fn concat_from_sequence(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
     let s = seq_arg(ins, 0)?;
     let new_axis = n.int_or("new_axis", 0)? != 0;
-    let axis = n.attr_int("axis")?.ok_or_else(|| Error::invalid("ConcatFromSequence needs axis"))?;
+    let axis = n
+        .attr_int("axis")?
+        .ok_or_else(|| Error::invalid("ConcatFromSequence needs axis"))?;
     let ts: Vec<TVal> = s
         .iter()
         .map(|v| match v {
@@ -112,15 +134,25 @@ fn concat_from_sequence(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<
             _ => Err(Error::invalid("ConcatFromSequence of non-tensors")),
         })
         .collect::<Result<_>>()?;
-    let first = ts.first().ok_or_else(|| Error::invalid("ConcatFromSequence of an empty sequence"))?;
+    let first = ts
+        .first()
+        .ok_or_else(|| Error::invalid("ConcatFromSequence of an empty sequence"))?;
     let rank = first.rank() + new_axis as usize;
     let a = norm_axis(axis, rank)?;
-    let parts: Vec<TVal> = if new_axis { ts.iter().map(|t| cx.unsqueeze(t, &[a as i64])).collect::<Result<_>>()? } else { ts };
+    let parts: Vec<TVal> = if new_axis {
+        ts.iter()
+            .map(|t| cx.unsqueeze(t, &[a as i64]))
+            .collect::<Result<_>>()?
+    } else {
+        ts
+    };
     Ok(vec![tv(cx.concat(&parts, a)?)])
 }
 
 fn sequence_map(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
-    let body = n.attr_graph("body")?.ok_or_else(|| Error::invalid("SequenceMap needs body"))?;
+    let body = n
+        .attr_graph("body")?
+        .ok_or_else(|| Error::invalid("SequenceMap needs body"))?;
     let first = seq_arg(ins, 0)?;
     let len = first.len();
     let mut outs: Vec<Vec<Value>> = vec![Vec::new(); body.outputs.len()];
@@ -130,7 +162,10 @@ fn sequence_map(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Valu
             match v {
                 Some(Value::Sequence(s)) => {
                     if s.len() != len {
-                        bail_invalid!("SequenceMap input {k} has length {} but the first has {len}", s.len());
+                        bail_invalid!(
+                            "SequenceMap input {k} has length {} but the first has {len}",
+                            s.len()
+                        );
                     }
                     args.push(s[i].clone());
                 }
@@ -164,7 +199,9 @@ fn optional_has_element(_cx: &mut Cx, _n: &Node, ins: &[Option<Value>]) -> Resul
 fn optional_get_element(_cx: &mut Cx, _n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
     match ins.first() {
         Some(Some(Value::Optional(Some(v)))) => Ok(vec![(**v).clone()]),
-        Some(Some(Value::Optional(None))) => bail_invalid!("OptionalGetElement of an empty optional"),
+        Some(Some(Value::Optional(None))) => {
+            bail_invalid!("OptionalGetElement of an empty optional")
+        }
         Some(Some(v)) => Ok(vec![v.clone()]),
         _ => bail_invalid!("OptionalGetElement needs an input"),
     }

@@ -12,7 +12,10 @@ use std::f64::consts::PI;
 /// An `[rows, cols]` constant of `dtype` with entries `f(r, c)`.
 fn matrix(rows: usize, cols: usize, dtype: DType, f: impl Fn(usize, usize) -> f64) -> Result<TVal> {
     let vals = (0..rows * cols).map(|i| f(i / cols, i % cols));
-    Ok(TVal::constant(Tensor::new(vec![rows, cols], Data::from_f64_iter(dtype, vals))?))
+    Ok(TVal::constant(Tensor::new(
+        vec![rows, cols],
+        Data::from_f64_iter(dtype, vals),
+    )?))
 }
 
 /// `a @ m + b @ m2`, skipping absent or all-zero operands.
@@ -32,7 +35,14 @@ fn mix(cx: &mut Cx, terms: &[(Option<&TVal>, &TVal)]) -> Result<TVal> {
 /// DFT of `x` `[.., L, .., c]` (c = 1 real or 2 complex) along `axis` with `n` points (input
 /// truncated or zero-padded). Output `[.., K, .., 2]`, or `[.., n, .., 1]` for the inverse of a
 /// one-sided spectrum.
-fn dft(cx: &mut Cx, x: &TVal, axis: usize, n: usize, inverse: bool, onesided: bool) -> Result<TVal> {
+fn dft(
+    cx: &mut Cx,
+    x: &TVal,
+    axis: usize,
+    n: usize,
+    inverse: bool,
+    onesided: bool,
+) -> Result<TVal> {
     let r = x.rank();
     let c = x.shape()[r - 1];
     if r < 2 || axis >= r - 1 || !(c == 1 || c == 2) || n == 0 {
@@ -55,16 +65,46 @@ fn dft(cx: &mut Cx, x: &TVal, axis: usize, n: usize, inverse: bool, onesided: bo
     let outs: Vec<TVal> = if inverse && onesided {
         // Hermitian-symmetric inverse: bins 0..=n/2 weighted 1 (DC, Nyquist) or 2.
         let bins = n / 2 + 1;
-        let wt = move |k: usize| if k >= bins { 0.0 } else if k == 0 || (n.is_multiple_of(2) && k == n / 2) { 1.0 } else { 2.0 };
+        let wt = move |k: usize| {
+            if k >= bins {
+                0.0
+            } else if k == 0 || (n.is_multiple_of(2) && k == n / 2) {
+                1.0
+            } else {
+                2.0
+            }
+        };
         let cr = matrix(len, n, dt, |k, t| wt(k) * ang(k, t).cos() / nf)?;
         let ci = matrix(len, n, dt, |k, t| -wt(k) * ang(k, t).sin() / nf)?;
         vec![mix(cx, &[(Some(&xr), &cr), (xi.as_ref(), &ci)])?]
     } else {
         let k = if onesided { n / 2 + 1 } else { n };
-        let (sign, scale) = if inverse { (1.0, 1.0 / nf) } else { (-1.0, 1.0) };
-        let cos = matrix(len, k, dt, |t, f| if t < n { ang(t, f).cos() * scale } else { 0.0 })?;
-        let sin = matrix(len, k, dt, |t, f| if t < n { sign * ang(t, f).sin() * scale } else { 0.0 })?;
-        let neg_sin = matrix(len, k, dt, |t, f| if t < n { -sign * ang(t, f).sin() * scale } else { 0.0 })?;
+        let (sign, scale) = if inverse {
+            (1.0, 1.0 / nf)
+        } else {
+            (-1.0, 1.0)
+        };
+        let cos = matrix(len, k, dt, |t, f| {
+            if t < n {
+                ang(t, f).cos() * scale
+            } else {
+                0.0
+            }
+        })?;
+        let sin = matrix(len, k, dt, |t, f| {
+            if t < n {
+                sign * ang(t, f).sin() * scale
+            } else {
+                0.0
+            }
+        })?;
+        let neg_sin = matrix(len, k, dt, |t, f| {
+            if t < n {
+                -sign * ang(t, f).sin() * scale
+            } else {
+                0.0
+            }
+        })?;
         // (xr + i xi)(cos + i sin) = (xr cos - xi sin) + i (xr sin + xi cos)
         let re = mix(cx, &[(Some(&xr), &cos), (xi.as_ref(), &neg_sin)])?;
         let im = mix(cx, &[(Some(&xr), &sin), (xi.as_ref(), &cos)])?;
@@ -86,7 +126,10 @@ fn dft(cx: &mut Cx, x: &TVal, axis: usize, n: usize, inverse: bool, onesided: bo
 }
 
 fn scalar_int(cx: &mut Cx, v: &TVal, what: &str) -> Result<i64> {
-    cx.ints(v)?.first().copied().ok_or_else(|| kuaxin_core::Error::invalid(format!("{what} is empty")))
+    cx.ints(v)?
+        .first()
+        .copied()
+        .ok_or_else(|| kuaxin_core::Error::invalid(format!("{what} is empty")))
 }
 
 fn dft_op(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
@@ -130,11 +173,19 @@ fn stft(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
     };
     let (b, l, c) = (x.shape()[0], x.shape()[1], x.shape()[2]);
     if step < 1 || frame < 1 || frame as usize > l {
-        bail_invalid!("STFT frame_step {step} / frame_length {frame} invalid for {}", x.ty);
+        bail_invalid!(
+            "STFT frame_step {step} / frame_length {frame} invalid for {}",
+            x.ty
+        );
     }
     let (step, frame) = (step as usize, frame as usize);
     let frames = 1 + (l - frame) / step;
-    let f = cx.view(x, vec![b, frames, frame, c], vec![(l * c) as isize, (step * c) as isize, c as isize, 1], 0)?;
+    let f = cx.view(
+        x,
+        vec![b, frames, frame, c],
+        vec![(l * c) as isize, (step * c) as isize, c as isize, 1],
+        0,
+    )?;
     let f = match window {
         Some(w) => {
             if w.numel() != frame {
@@ -159,12 +210,19 @@ fn cosine_window(cx: &mut Cx, n: &Node, ins: &[Option<Value>], a: [f64; 3]) -> R
     let size = size as usize;
     let periodic = n.int_or("periodic", 1)? != 0;
     let dtype = onnx_dtype(n.int_or("output_datatype", 1)?)?;
-    let denom = if periodic { size as f64 } else { size as f64 - 1.0 };
+    let denom = if periodic {
+        size as f64
+    } else {
+        size as f64 - 1.0
+    };
     let vals = (0..size).map(|k| {
         let t = 2.0 * PI * k as f64 / denom;
         a[0] - a[1] * t.cos() + a[2] * (2.0 * t).cos()
     });
-    Ok(vec![tv(TVal::constant(Tensor::new(vec![size], Data::from_f64_iter(dtype, vals))?))])
+    Ok(vec![tv(TVal::constant(Tensor::new(
+        vec![size],
+        Data::from_f64_iter(dtype, vals),
+    )?))])
 }
 
 fn mel_weight_matrix(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>> {
@@ -176,7 +234,9 @@ fn mel_weight_matrix(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec
     let lo = cx.floats(lo_t)?.first().copied().unwrap_or(0.0);
     let hi = cx.floats(hi_t)?.first().copied().unwrap_or(0.0);
     if mels < 1 || dft_len < 1 || rate < 1 || mels > 1 << 20 || dft_len > 1 << 24 {
-        bail_invalid!("MelWeightMatrix: invalid sizes (mels {mels}, dft_length {dft_len}, rate {rate})");
+        bail_invalid!(
+            "MelWeightMatrix: invalid sizes (mels {mels}, dft_length {dft_len}, rate {rate})"
+        );
     }
     let (mels, spec) = (mels as usize, dft_len as usize / 2 + 1);
     let dtype = onnx_dtype(n.int_or("output_datatype", 1)?)?;
@@ -210,14 +270,23 @@ fn mel_weight_matrix(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec
             }
         }
     }
-    Ok(vec![tv(TVal::constant(Tensor::new(vec![spec, mels], Data::from_f64_iter(dtype, out.into_iter()))?))])
+    Ok(vec![tv(TVal::constant(Tensor::new(
+        vec![spec, mels],
+        Data::from_f64_iter(dtype, out.into_iter()),
+    )?))])
 }
 
 pub fn register(r: &mut Registry) {
     r.insert("DFT", dft_op);
     r.insert("STFT", stft);
-    r.insert("HannWindow", |cx, n, ins| cosine_window(cx, n, ins, [0.5, 0.5, 0.0]));
-    r.insert("HammingWindow", |cx, n, ins| cosine_window(cx, n, ins, [25.0 / 46.0, 21.0 / 46.0, 0.0]));
-    r.insert("BlackmanWindow", |cx, n, ins| cosine_window(cx, n, ins, [0.42, 0.5, 0.08]));
+    r.insert("HannWindow", |cx, n, ins| {
+        cosine_window(cx, n, ins, [0.5, 0.5, 0.0])
+    });
+    r.insert("HammingWindow", |cx, n, ins| {
+        cosine_window(cx, n, ins, [25.0 / 46.0, 21.0 / 46.0, 0.0])
+    });
+    r.insert("BlackmanWindow", |cx, n, ins| {
+        cosine_window(cx, n, ins, [0.42, 0.5, 0.08])
+    });
     r.insert("MelWeightMatrix", mel_weight_matrix);
 }

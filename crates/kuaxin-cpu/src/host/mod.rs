@@ -14,12 +14,20 @@ pub fn eval(op: &HostOp, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
         _ => 1,
     };
     if inputs.len() != want {
-        return Err(Error::invalid(format!("Host{op:?} takes {want} inputs, got {}", inputs.len())));
+        return Err(Error::invalid(format!(
+            "Host{op:?} takes {want} inputs, got {}",
+            inputs.len()
+        )));
     }
     match op {
         HostOp::NonZero => nonzero::nonzero(inputs[0]),
         HostOp::Unique { axis, sorted } => unique::unique(inputs[0], *axis, *sorted),
-        HostOp::TopK { k, axis, largest, sorted: _ } => topk::topk(inputs[0], *k, *axis, *largest),
+        HostOp::TopK {
+            k,
+            axis,
+            largest,
+            sorted: _,
+        } => topk::topk(inputs[0], *k, *axis, *largest),
         HostOp::NonMaxSuppression { center_point_box } => nms::nms(inputs, *center_point_box),
     }
 }

@@ -10,7 +10,13 @@ use kuaxin_core::{DType, Data, Error, Result, Tensor};
 
 pub fn nms(inputs: &[&Tensor], center_point_box: bool) -> Result<Vec<Tensor>> {
     let (boxes, scores) = (inputs[0], inputs[1]);
-    let bad = || Error::invalid(format!("NonMaxSuppression: boxes {} / scores {} do not fit", boxes.type_string(), scores.type_string()));
+    let bad = || {
+        Error::invalid(format!(
+            "NonMaxSuppression: boxes {} / scores {} do not fit",
+            boxes.type_string(),
+            scores.type_string()
+        ))
+    };
     if boxes.shape.len() != 3 || boxes.shape[2] != 4 || scores.shape.len() != 3 {
         return Err(bad());
     }
@@ -19,18 +25,35 @@ pub fn nms(inputs: &[&Tensor], center_point_box: bool) -> Result<Vec<Tensor>> {
         return Err(bad());
     }
     if !boxes.dtype().is_float() || !scores.dtype().is_float() {
-        return Err(Error::invalid("NonMaxSuppression: boxes and scores must be float"));
+        return Err(Error::invalid(
+            "NonMaxSuppression: boxes and scores must be float",
+        ));
     }
     let max_out = match &inputs[2].data {
         d if d.dtype().is_int() => d.to_i64_vec().first().copied().unwrap_or(0).max(0) as u64,
-        d => return Err(Error::invalid(format!("NonMaxSuppression: max_output_boxes_per_class must be an integer, got {}", d.dtype()))),
+        d => {
+            return Err(Error::invalid(format!(
+                "NonMaxSuppression: max_output_boxes_per_class must be an integer, got {}",
+                d.dtype()
+            )))
+        }
     };
     let first_f32 = |t: &Tensor| t.data.to_f64_vec().first().map(|&x| x as f32);
     let iou_threshold = first_f32(inputs[3]).unwrap_or(0.0);
     let score_threshold = first_f32(inputs[4]);
 
-    let bx: Vec<f32> = boxes.data.to_f64_vec().into_iter().map(|x| x as f32).collect();
-    let sc: Vec<f32> = scores.data.to_f64_vec().into_iter().map(|x| x as f32).collect();
+    let bx: Vec<f32> = boxes
+        .data
+        .to_f64_vec()
+        .into_iter()
+        .map(|x| x as f32)
+        .collect();
+    let sc: Vec<f32> = scores
+        .data
+        .to_f64_vec()
+        .into_iter()
+        .map(|x| x as f32)
+        .collect();
     let mut out: Vec<i64> = vec![];
     let mut cand: Vec<(f32, usize)> = Vec::with_capacity(nbox);
     let mut kept: Vec<usize> = vec![];
@@ -39,7 +62,12 @@ pub fn nms(inputs: &[&Tensor], center_point_box: bool) -> Result<Vec<Tensor>> {
         for c in 0..nc {
             let s = &sc[(b * nc + c) * nbox..(b * nc + c + 1) * nbox];
             cand.clear();
-            cand.extend(s.iter().enumerate().filter(|(_, &v)| score_threshold.is_none_or(|t| v > t)).map(|(i, &v)| (v, i)));
+            cand.extend(
+                s.iter()
+                    .enumerate()
+                    .filter(|(_, &v)| score_threshold.is_none_or(|t| v > t))
+                    .map(|(i, &v)| (v, i)),
+            );
             cand.sort_by(|x, y| total_cmp(&y.0, &x.0).then(x.1.cmp(&y.1)));
             kept.clear();
             for &(_, i) in &cand {
@@ -47,7 +75,10 @@ pub fn nms(inputs: &[&Tensor], center_point_box: bool) -> Result<Vec<Tensor>> {
                     break;
                 }
                 let bi = &bb[i * 4..i * 4 + 4];
-                if kept.iter().all(|&j| !suppress(bi, &bb[j * 4..j * 4 + 4], center_point_box, iou_threshold)) {
+                if kept
+                    .iter()
+                    .all(|&j| !suppress(bi, &bb[j * 4..j * 4 + 4], center_point_box, iou_threshold))
+                {
                     kept.push(i);
                     out.extend([b as i64, c as i64, i as i64]);
                 }

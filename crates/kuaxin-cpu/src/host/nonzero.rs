@@ -7,7 +7,11 @@ use kuaxin_core::{DType, Data, Result, Tensor};
 
 pub fn nonzero(x: &Tensor) -> Result<Vec<Tensor>> {
     let flat: Vec<usize> = dispatch1!(&x.data, v, any => positions(v));
-    let shape: Vec<usize> = if x.shape.is_empty() { vec![1] } else { x.shape.clone() };
+    let shape: Vec<usize> = if x.shape.is_empty() {
+        vec![1]
+    } else {
+        x.shape.clone()
+    };
     let (rank, nnz) = (shape.len(), flat.len());
     limits::check_alloc(DType::I64, rank * nnz)?;
     let mut out = vec![0i64; rank * nnz];
@@ -22,5 +26,9 @@ pub fn nonzero(x: &Tensor) -> Result<Vec<Tensor>> {
 }
 
 fn positions<T: Scalar>(v: &[T]) -> Vec<usize> {
-    v.iter().enumerate().filter(|(_, x)| !x.is_zero()).map(|(i, _)| i).collect()
+    v.iter()
+        .enumerate()
+        .filter(|(_, x)| !x.is_zero())
+        .map(|(i, _)| i)
+        .collect()
 }

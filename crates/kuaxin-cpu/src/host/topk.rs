@@ -9,11 +9,16 @@ use std::cmp::Ordering;
 
 pub fn topk(x: &Tensor, k: usize, axis: usize, largest: bool) -> Result<Vec<Tensor>> {
     if axis >= x.shape.len() {
-        return Err(Error::invalid(format!("TopK: axis {axis} out of range for {}", x.type_string())));
+        return Err(Error::invalid(format!(
+            "TopK: axis {axis} out of range for {}",
+            x.type_string()
+        )));
     }
     let n = x.shape[axis];
     if k > n {
-        return Err(Error::invalid(format!("TopK: k = {k} is larger than axis {axis} of size {n}")));
+        return Err(Error::invalid(format!(
+            "TopK: k = {k} is larger than axis {axis} of size {n}"
+        )));
     }
     let mut shape = x.shape.clone();
     shape[axis] = k;
@@ -23,13 +28,28 @@ pub fn topk(x: &Tensor, k: usize, axis: usize, largest: bool) -> Result<Vec<Tens
     let (outer, _, inner) = split_at_axis(&x.shape, axis);
     let mut indices = vec![0i64; len];
     let values = dispatch1!(&x.data, v, any => Element::wrap(select(v, outer, n, inner, k, largest, &mut indices)));
-    Ok(vec![Tensor::new(shape.clone(), values)?, Tensor::new(shape, Data::I64(indices))?])
+    Ok(vec![
+        Tensor::new(shape.clone(), values)?,
+        Tensor::new(shape, Data::I64(indices))?,
+    ])
 }
 
-fn select<T: Element + PartialOrd>(v: &[T], outer: usize, n: usize, inner: usize, k: usize, largest: bool, indices: &mut [i64]) -> Vec<T> {
+fn select<T: Element + PartialOrd>(
+    v: &[T],
+    outer: usize,
+    n: usize,
+    inner: usize,
+    k: usize,
+    largest: bool,
+    indices: &mut [i64],
+) -> Vec<T> {
     let mut values = vec![T::default(); outer * k * inner];
     let order = |a: &(T, usize), b: &(T, usize)| -> Ordering {
-        let by_value = if largest { total_cmp(&b.0, &a.0) } else { total_cmp(&a.0, &b.0) };
+        let by_value = if largest {
+            total_cmp(&b.0, &a.0)
+        } else {
+            total_cmp(&a.0, &b.0)
+        };
         by_value.then(a.1.cmp(&b.1))
     };
     let mut lane: Vec<(T, usize)> = Vec::with_capacity(n);

@@ -20,7 +20,12 @@ pub fn unique(x: &Tensor, axis: Option<usize>, sorted: bool) -> Result<Vec<Tenso
     let (shape, axis) = match axis {
         None => (vec![x.numel()], 0),
         Some(a) if a < x.shape.len() => (x.shape.clone(), a),
-        Some(a) => return Err(Error::invalid(format!("Unique: axis {a} out of range for {}", x.type_string()))),
+        Some(a) => {
+            return Err(Error::invalid(format!(
+                "Unique: axis {a} out of range for {}",
+                x.type_string()
+            )))
+        }
     };
     let (outer, n, inner) = split_at_axis(&shape, axis);
     let found = dispatch1!(&x.data, v, any => find(v, outer, n, inner, sorted));
@@ -40,12 +45,26 @@ pub fn unique(x: &Tensor, axis: Option<usize>, sorted: bool) -> Result<Vec<Tenso
     });
     let i64s = |v: &[usize]| -> Result<Tensor> {
         limits::check_alloc(DType::I64, v.len())?;
-        Tensor::new(vec![v.len()], Data::I64(v.iter().map(|&i| i as i64).collect()))
+        Tensor::new(
+            vec![v.len()],
+            Data::I64(v.iter().map(|&i| i as i64).collect()),
+        )
     };
-    Ok(vec![Tensor::new(y_shape, y)?, i64s(&found.first)?, i64s(&found.inverse)?, i64s(&found.counts)?])
+    Ok(vec![
+        Tensor::new(y_shape, y)?,
+        i64s(&found.first)?,
+        i64s(&found.inverse)?,
+        i64s(&found.counts)?,
+    ])
 }
 
-fn find<T: Element + PartialOrd>(v: &[T], outer: usize, n: usize, inner: usize, sorted: bool) -> Found {
+fn find<T: Element + PartialOrd>(
+    v: &[T],
+    outer: usize,
+    n: usize,
+    inner: usize,
+    sorted: bool,
+) -> Found {
     let cmp = |a: usize, b: usize| -> Ordering {
         for o in 0..outer {
             let (sa, sb) = ((o * n + a) * inner, (o * n + b) * inner);
@@ -86,5 +105,9 @@ fn find<T: Element + PartialOrd>(v: &[T], outer: usize, n: usize, inner: usize, 
             *i = new_id[*i];
         }
     }
-    Found { first, counts, inverse }
+    Found {
+        first,
+        counts,
+        inverse,
+    }
 }

@@ -63,7 +63,10 @@ pub fn bools(t: &Tensor) -> Vec<bool> {
 
 /// Element-wise equality that treats NaN as equal to NaN (and -0 as equal to +0).
 pub fn same_f64(a: &[f64], b: &[f64]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x.is_nan() && y.is_nan()) || x == y)
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| (x.is_nan() && y.is_nan()) || x == y)
 }
 
 pub fn assert_same_f32(got: &[f32], want: &[f32]) {
@@ -76,7 +79,10 @@ pub fn assert_close(got: &[f64], want: &[f64], rtol: f64, atol: f64) {
     assert_eq!(got.len(), want.len(), "length");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let ok = (g.is_nan() && w.is_nan()) || (g - w).abs() <= atol + rtol * w.abs();
-        assert!(ok, "element {i}: got {g}, want {w} (rtol {rtol}, atol {atol})");
+        assert!(
+            ok,
+            "element {i}: got {g}, want {w} (rtol {rtol}, atol {atol})"
+        );
     }
 }
 

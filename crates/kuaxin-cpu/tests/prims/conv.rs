@@ -29,8 +29,9 @@ fn reference(c: &Case, x: &[f64], w: &[f64]) -> (Vec<usize>, Vec<f64>) {
     let sp = c.x.len() - 2;
     let (n, m, cg) = (c.x[0], c.w[0], c.w[1]);
     let mg = m / c.groups;
-    let out_sp: Vec<usize> =
-        (0..sp).map(|d| (c.x[2 + d] - ((c.w[2 + d] - 1) * c.dilations[d] + 1)) / c.strides[d] + 1).collect();
+    let out_sp: Vec<usize> = (0..sp)
+        .map(|d| (c.x[2 + d] - ((c.w[2 + d] - 1) * c.dilations[d] + 1)) / c.strides[d] + 1)
+        .collect();
     let mut oshape = vec![n, m];
     oshape.extend(&out_sp);
     let total: usize = oshape.iter().product();
@@ -57,7 +58,11 @@ fn reference(c: &Case, x: &[f64], w: &[f64]) -> (Vec<usize>, Vec<f64>) {
 }
 
 fn prim(c: &Case) -> Prim {
-    Prim::Conv { strides: c.strides.clone(), dilations: c.dilations.clone(), groups: c.groups }
+    Prim::Conv {
+        strides: c.strides.clone(),
+        dilations: c.dilations.clone(),
+        groups: c.groups,
+    }
 }
 
 fn check(c: Case, rng: &mut Rng, dtype: DType) {
@@ -65,9 +70,18 @@ fn check(c: Case, rng: &mut Rng, dtype: DType) {
     let nw: usize = c.w.iter().product();
     let (x, w) = (rng.vec(nx), rng.vec(nw));
     let (x, w): (Vec<f64>, Vec<f64>) = match dtype {
-        DType::F32 => (x.iter().map(|&v| v as f32 as f64).collect(), w.iter().map(|&v| v as f32 as f64).collect()),
-        DType::F16 => (x.iter().map(|&v| f16::from_f64(v).to_f64()).collect(), w.iter().map(|&v| f16::from_f64(v).to_f64()).collect()),
-        DType::BF16 => (x.iter().map(|&v| bf16::from_f64(v).to_f64()).collect(), w.iter().map(|&v| bf16::from_f64(v).to_f64()).collect()),
+        DType::F32 => (
+            x.iter().map(|&v| v as f32 as f64).collect(),
+            w.iter().map(|&v| v as f32 as f64).collect(),
+        ),
+        DType::F16 => (
+            x.iter().map(|&v| f16::from_f64(v).to_f64()).collect(),
+            w.iter().map(|&v| f16::from_f64(v).to_f64()).collect(),
+        ),
+        DType::BF16 => (
+            x.iter().map(|&v| bf16::from_f64(v).to_f64()).collect(),
+            w.iter().map(|&v| bf16::from_f64(v).to_f64()).collect(),
+        ),
         _ => (x, w),
     };
     let (oshape, want) = reference(&c, &x, &w);
@@ -86,7 +100,13 @@ fn check(c: Case, rng: &mut Rng, dtype: DType) {
 }
 
 fn case(x: &[usize], w: &[usize], strides: &[usize], dilations: &[usize], groups: usize) -> Case {
-    Case { x: x.to_vec(), w: w.to_vec(), strides: strides.to_vec(), dilations: dilations.to_vec(), groups }
+    Case {
+        x: x.to_vec(),
+        w: w.to_vec(),
+        strides: strides.to_vec(),
+        dilations: dilations.to_vec(),
+        groups,
+    }
 }
 
 #[test]
@@ -94,10 +114,27 @@ fn conv_small_hand_example() {
     // x = [[1, 2, 3], [4, 5, 6], [7, 8, 9]], w = [[1, 0], [0, -1]]: y[i, j] = x[i, j] - x[i+1, j+1].
     let x = t(&[1, 1, 3, 3], (1..=9).map(|v| v as f32).collect());
     let w = t(&[1, 1, 2, 2], vec![1.0f32, 0.0, 0.0, -1.0]);
-    let y = run1(Prim::Conv { strides: vec![1, 1], dilations: vec![1, 1], groups: 1 }, &[&x, &w]);
-    assert_eq!((y.shape.clone(), f32s(&y)), (vec![1, 1, 2, 2], vec![-4.0; 4]));
+    let y = run1(
+        Prim::Conv {
+            strides: vec![1, 1],
+            dilations: vec![1, 1],
+            groups: 1,
+        },
+        &[&x, &w],
+    );
+    assert_eq!(
+        (y.shape.clone(), f32s(&y)),
+        (vec![1, 1, 2, 2], vec![-4.0; 4])
+    );
     // Stride 2 picks y[0, 0] only; dilation 2 with a 2x2 kernel: x[0,0] - x[2,2] = -8.
-    let y = run1(Prim::Conv { strides: vec![1, 1], dilations: vec![2, 2], groups: 1 }, &[&x, &w]);
+    let y = run1(
+        Prim::Conv {
+            strides: vec![1, 1],
+            dilations: vec![2, 2],
+            groups: 1,
+        },
+        &[&x, &w],
+    );
     assert_eq!((y.shape.clone(), f32s(&y)), (vec![1, 1, 1, 1], vec![-8.0]));
 }
 
@@ -106,73 +143,136 @@ fn conv_2d_f32_against_naive() {
     let mut rng = Rng(7);
     let cpu = kuaxin_cpu::CpuBackend::new(Some(2)).unwrap();
     cpu.install(|| {
-        check(case(&[1, 3, 8, 8], &[4, 3, 3, 3], &[1, 1], &[1, 1], 1), &mut rng, DType::F32);
-        check(case(&[2, 4, 9, 7], &[6, 2, 3, 2], &[2, 1], &[1, 2], 2), &mut rng, DType::F32);
-        check(case(&[3, 6, 10, 10], &[6, 1, 3, 3], &[1, 2], &[2, 1], 6), &mut rng, DType::F32);
-        check(case(&[2, 8, 5, 5], &[16, 8, 1, 1], &[1, 1], &[1, 1], 1), &mut rng, DType::F32);
-        check(case(&[2, 8, 5, 5], &[4, 8, 1, 1], &[2, 2], &[1, 1], 1), &mut rng, DType::F32);
+        check(
+            case(&[1, 3, 8, 8], &[4, 3, 3, 3], &[1, 1], &[1, 1], 1),
+            &mut rng,
+            DType::F32,
+        );
+        check(
+            case(&[2, 4, 9, 7], &[6, 2, 3, 2], &[2, 1], &[1, 2], 2),
+            &mut rng,
+            DType::F32,
+        );
+        check(
+            case(&[3, 6, 10, 10], &[6, 1, 3, 3], &[1, 2], &[2, 1], 6),
+            &mut rng,
+            DType::F32,
+        );
+        check(
+            case(&[2, 8, 5, 5], &[16, 8, 1, 1], &[1, 1], &[1, 1], 1),
+            &mut rng,
+            DType::F32,
+        );
+        check(
+            case(&[2, 8, 5, 5], &[4, 8, 1, 1], &[2, 2], &[1, 1], 1),
+            &mut rng,
+            DType::F32,
+        );
         // Big enough for the threaded gemm path.
-        check(case(&[1, 32, 30, 30], &[64, 32, 3, 3], &[1, 1], &[1, 1], 1), &mut rng, DType::F32);
-        check(case(&[4, 16, 12, 12], &[32, 4, 3, 3], &[1, 1], &[1, 1], 4), &mut rng, DType::F32);
-        check(case(&[2, 3, 23, 23], &[8, 3, 7, 7], &[2, 2], &[1, 1], 1), &mut rng, DType::F32);
+        check(
+            case(&[1, 32, 30, 30], &[64, 32, 3, 3], &[1, 1], &[1, 1], 1),
+            &mut rng,
+            DType::F32,
+        );
+        check(
+            case(&[4, 16, 12, 12], &[32, 4, 3, 3], &[1, 1], &[1, 1], 4),
+            &mut rng,
+            DType::F32,
+        );
+        check(
+            case(&[2, 3, 23, 23], &[8, 3, 7, 7], &[2, 2], &[1, 1], 1),
+            &mut rng,
+            DType::F32,
+        );
     });
 }
 
 #[test]
 fn conv_1d_and_3d() {
     let mut rng = Rng(8);
-    check(case(&[2, 4, 17], &[6, 2, 3], &[2], &[2], 2), &mut rng, DType::F32);
-    check(case(&[1, 1, 5], &[1, 1, 5], &[1], &[1], 1), &mut rng, DType::F32);
-    check(case(&[2, 2, 5, 6, 7], &[4, 2, 2, 3, 2], &[1, 2, 1], &[2, 1, 1], 1), &mut rng, DType::F32);
-    check(case(&[1, 4, 4, 4, 4], &[2, 2, 1, 1, 1], &[1, 1, 1], &[1, 1, 1], 2), &mut rng, DType::F64);
+    check(
+        case(&[2, 4, 17], &[6, 2, 3], &[2], &[2], 2),
+        &mut rng,
+        DType::F32,
+    );
+    check(
+        case(&[1, 1, 5], &[1, 1, 5], &[1], &[1], 1),
+        &mut rng,
+        DType::F32,
+    );
+    check(
+        case(
+            &[2, 2, 5, 6, 7],
+            &[4, 2, 2, 3, 2],
+            &[1, 2, 1],
+            &[2, 1, 1],
+            1,
+        ),
+        &mut rng,
+        DType::F32,
+    );
+    check(
+        case(
+            &[1, 4, 4, 4, 4],
+            &[2, 2, 1, 1, 1],
+            &[1, 1, 1],
+            &[1, 1, 1],
+            2,
+        ),
+        &mut rng,
+        DType::F64,
+    );
 }
 
 #[test]
 fn conv_other_float_types() {
     let mut rng = Rng(9);
-    check(case(&[2, 4, 7, 6], &[4, 2, 3, 3], &[1, 2], &[1, 1], 2), &mut rng, DType::F64);
-    check(case(&[2, 4, 7, 6], &[4, 2, 3, 3], &[1, 2], &[1, 1], 2), &mut rng, DType::F16);
-    check(case(&[2, 4, 7, 6], &[4, 2, 3, 3], &[1, 2], &[1, 1], 2), &mut rng, DType::BF16);
+    check(
+        case(&[2, 4, 7, 6], &[4, 2, 3, 3], &[1, 2], &[1, 1], 2),
+        &mut rng,
+        DType::F64,
+    );
+    check(
+        case(&[2, 4, 7, 6], &[4, 2, 3, 3], &[1, 2], &[1, 1], 2),
+        &mut rng,
+        DType::F16,
+    );
+    check(
+        case(&[2, 4, 7, 6], &[4, 2, 3, 3], &[1, 2], &[1, 1], 2),
+        &mut rng,
+        DType::BF16,
+    );
 }
 
 #[test]
 fn conv_errors() {
     let x = t(&[1, 1, 3], vec![0f32; 3]);
     // Empty kernel dim: an error, not a panic.
-    err(Prim::Conv { strides: vec![1], dilations: vec![1], groups: 1 }, &[&x, &t(&[1, 1, 0], Vec::<f32>::new())]);
+    err(
+        Prim::Conv {
+            strides: vec![1],
+            dilations: vec![1],
+            groups: 1,
+        },
+        &[&x, &t(&[1, 1, 0], Vec::<f32>::new())],
+    );
     // Kernel larger than the input.
-    err(Prim::Conv { strides: vec![1], dilations: vec![1], groups: 1 }, &[&x, &t(&[1, 1, 4], vec![0f32; 4])]);
+    err(
+        Prim::Conv {
+            strides: vec![1],
+            dilations: vec![1],
+            groups: 1,
+        },
+        &[&x, &t(&[1, 1, 4], vec![0f32; 4])],
+    );
     // Integer convolution is not supported.
-    let e = err(Prim::Conv { strides: vec![1], dilations: vec![1], groups: 1 }, &[&t(&[1, 1, 3], vec![0i32; 3]), &t(&[1, 1, 1], vec![0i32])]);
+    let e = err(
+        Prim::Conv {
+            strides: vec![1],
+            dilations: vec![1],
+            groups: 1,
+        },
+        &[&t(&[1, 1, 3], vec![0i32; 3]), &t(&[1, 1, 1], vec![0i32])],
+    );
     assert!(e.is_unsupported());
-}
-
-/// Timing of ResNet-50-like layers: `cargo test --release -p kuaxin-cpu -- --ignored --nocapture bench`.
-#[test]
-#[ignore]
-fn bench_resnet_convs() {
-    let cpu = kuaxin_cpu::CpuBackend::new(None).unwrap();
-    let layers: [(&[usize], &[usize], usize); 6] = [
-        (&[1, 3, 230, 230], &[64, 3, 7, 7], 2),
-        (&[1, 64, 58, 58], &[64, 64, 3, 3], 1),
-        (&[1, 64, 56, 56], &[256, 64, 1, 1], 1),
-        (&[1, 128, 58, 58], &[128, 128, 3, 3], 2),
-        (&[1, 256, 16, 16], &[256, 256, 3, 3], 1),
-        (&[8, 64, 58, 58], &[64, 64, 3, 3], 1),
-    ];
-    for (xs, ws, s) in layers {
-        let mut rng = Rng(3);
-        let x = t(xs, rng.vec(xs.iter().product()).into_iter().map(|v| v as f32).collect());
-        let w = t(ws, rng.vec(ws.iter().product()).into_iter().map(|v| v as f32).collect());
-        let p = Prim::Conv { strides: vec![s, s], dilations: vec![1, 1], groups: 1 };
-        let y = cpu.install(|| run1(p.clone(), &[&x, &w]));
-        let flops = 2.0 * (y.numel() * ws[1..].iter().product::<usize>()) as f64;
-        let start = std::time::Instant::now();
-        let reps = 5;
-        for _ in 0..reps {
-            cpu.install(|| run1(p.clone(), &[&x, &w]));
-        }
-        let secs = start.elapsed().as_secs_f64() / reps as f64;
-        println!("conv x{xs:?} w{ws:?} s{s}: {:.2} ms, {:.1} GFLOP/s", secs * 1e3, flops / secs / 1e9);
-    }
 }

@@ -79,7 +79,10 @@ fn matmul_f64_f16_bf16() {
     let a = rng.vec(2 * m * k);
     let b = rng.vec(2 * k * n);
     let want = reference(&a, &b, 2, m, k, n);
-    let y = run1(Prim::MatMul, &[&t(&[2, m, k], a.clone()), &t(&[2, k, n], b.clone())]);
+    let y = run1(
+        Prim::MatMul,
+        &[&t(&[2, m, k], a.clone()), &t(&[2, k, n], b.clone())],
+    );
     assert_close(&f64s(&y), &want, 1e-12, 1e-13);
 
     let ah: Vec<f16> = a.iter().map(|&x| f16::from_f64(x)).collect();
@@ -87,22 +90,38 @@ fn matmul_f64_f16_bf16() {
     let want = reference(
         &ah.iter().map(|x| x.to_f64()).collect::<Vec<_>>(),
         &bh.iter().map(|x| x.to_f64()).collect::<Vec<_>>(),
-        2, m, k, n,
+        2,
+        m,
+        k,
+        n,
     );
     let y = run1(Prim::MatMul, &[&t(&[2, m, k], ah), &t(&[2, k, n], bh)]);
     let Data::F16(v) = &y.data else { panic!() };
-    assert_close(&v.iter().map(|x| x.to_f64()).collect::<Vec<_>>(), &want, 1e-2, 1e-2);
+    assert_close(
+        &v.iter().map(|x| x.to_f64()).collect::<Vec<_>>(),
+        &want,
+        1e-2,
+        1e-2,
+    );
 
     let ab: Vec<bf16> = a.iter().map(|&x| bf16::from_f64(x)).collect();
     let bb: Vec<bf16> = b.iter().map(|&x| bf16::from_f64(x)).collect();
     let want = reference(
         &ab.iter().map(|x| x.to_f64()).collect::<Vec<_>>(),
         &bb.iter().map(|x| x.to_f64()).collect::<Vec<_>>(),
-        2, m, k, n,
+        2,
+        m,
+        k,
+        n,
     );
     let y = run1(Prim::MatMul, &[&t(&[2, m, k], ab), &t(&[2, k, n], bb)]);
     let Data::BF16(v) = &y.data else { panic!() };
-    assert_close(&v.iter().map(|x| x.to_f64()).collect::<Vec<_>>(), &want, 1e-2, 1e-2);
+    assert_close(
+        &v.iter().map(|x| x.to_f64()).collect::<Vec<_>>(),
+        &want,
+        1e-2,
+        1e-2,
+    );
 }
 
 #[test]
@@ -110,7 +129,10 @@ fn matmul_integers_wrap() {
     // [[1, 2], [3, 4]] x [[5, 6], [7, 8]] = [[19, 22], [43, 50]]
     let a = t(&[2, 2], vec![1i32, 2, 3, 4]);
     let b = t(&[2, 2], vec![5i32, 6, 7, 8]);
-    assert_eq!(run1(Prim::MatMul, &[&a, &b]).data, Data::I32(vec![19, 22, 43, 50]));
+    assert_eq!(
+        run1(Prim::MatMul, &[&a, &b]).data,
+        Data::I32(vec![19, 22, 43, 50])
+    );
     let a = t(&[1, 1], vec![65536i32]);
     assert_eq!(run1(Prim::MatMul, &[&a, &a]).data, Data::I32(vec![0]));
     let a = t(&[1, 2], vec![100i8, 100]);
@@ -127,7 +149,10 @@ fn matmul_integers_wrap() {
     let want: Vec<i64> = reference(
         &av.iter().map(|&x| x as f64).collect::<Vec<_>>(),
         &bv.iter().map(|&x| x as f64).collect::<Vec<_>>(),
-        1, m, k, n,
+        1,
+        m,
+        k,
+        n,
     )
     .into_iter()
     .map(|x| x as i64)
@@ -139,6 +164,12 @@ fn matmul_integers_wrap() {
 
 #[test]
 fn matmul_shape_errors() {
-    err(Prim::MatMul, &[&t(&[2, 3], vec![0f32; 6]), &t(&[2, 3], vec![0f32; 6])]);
-    err(Prim::MatMul, &[&t(&[2, 2], vec![false; 4]), &t(&[2, 2], vec![false; 4])]);
+    err(
+        Prim::MatMul,
+        &[&t(&[2, 3], vec![0f32; 6]), &t(&[2, 3], vec![0f32; 6])],
+    );
+    err(
+        Prim::MatMul,
+        &[&t(&[2, 2], vec![false; 4]), &t(&[2, 2], vec![false; 4])],
+    );
 }

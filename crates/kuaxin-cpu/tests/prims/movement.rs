@@ -3,14 +3,21 @@ use kuaxin_core::prim::Prim;
 use kuaxin_core::Data;
 
 fn view(shape: &[usize], strides: &[isize], offset: usize) -> Prim {
-    Prim::View { shape: shape.to_vec(), strides: strides.to_vec(), offset }
+    Prim::View {
+        shape: shape.to_vec(),
+        strides: strides.to_vec(),
+        offset,
+    }
 }
 
 #[test]
 fn view_transpose_reverse_expand_diagonal() {
     let x = t(&[2, 3], vec![1i32, 2, 3, 4, 5, 6]);
     let y = run1(view(&[3, 2], &[1, 3], 0), &[&x]);
-    assert_eq!((y.shape.clone(), y.data), (vec![3, 2], Data::I32(vec![1, 4, 2, 5, 3, 6])));
+    assert_eq!(
+        (y.shape.clone(), y.data),
+        (vec![3, 2], Data::I32(vec![1, 4, 2, 5, 3, 6]))
+    );
     let y = run1(view(&[6], &[-1], 5), &[&x]);
     assert_eq!(y.data, Data::I32(vec![6, 5, 4, 3, 2, 1]));
     let y = run1(view(&[2, 2, 3], &[0, 3, 1], 0), &[&x]);
@@ -43,19 +50,35 @@ fn large_transpose_in_parallel() {
     let x = t(&[r, c], (0..r * c).map(|i| i as u32).collect());
     let cpu = kuaxin_cpu::CpuBackend::new(Some(2)).unwrap();
     let y = cpu.install(|| run1(view(&[c, r], &[1, c as isize], 0), &[&x]));
-    let want: Vec<u32> = (0..c).flat_map(|j| (0..r).map(move |i| (i * c + j) as u32)).collect();
+    let want: Vec<u32> = (0..c)
+        .flat_map(|j| (0..r).map(move |i| (i * c + j) as u32))
+        .collect();
     assert_eq!(y.data, Data::U32(want));
 }
 
 #[test]
 fn pad_constant() {
     let x = t(&[2, 2], vec![1.0f32, 2.0, 3.0, 4.0]);
-    let y = run1(Prim::PadConstant { pads: vec![(1, 0), (0, 2)] }, &[&x, &scalar(9.0f32)]);
+    let y = run1(
+        Prim::PadConstant {
+            pads: vec![(1, 0), (0, 2)],
+        },
+        &[&x, &scalar(9.0f32)],
+    );
     assert_eq!(y.shape, vec![3, 4]);
-    assert_eq!(f32s(&y), vec![9.0, 9.0, 9.0, 9.0, 1.0, 2.0, 9.0, 9.0, 3.0, 4.0, 9.0, 9.0]);
-    let y = run1(Prim::PadConstant { pads: vec![(2, 1)] }, &[&v1(vec![true]), &scalar(false)]);
+    assert_eq!(
+        f32s(&y),
+        vec![9.0, 9.0, 9.0, 9.0, 1.0, 2.0, 9.0, 9.0, 3.0, 4.0, 9.0, 9.0]
+    );
+    let y = run1(
+        Prim::PadConstant { pads: vec![(2, 1)] },
+        &[&v1(vec![true]), &scalar(false)],
+    );
     assert_eq!(y.data, Data::Bool(vec![false, false, true, false]));
-    err(Prim::PadConstant { pads: vec![(1, 1)] }, &[&v1(vec![1i32]), &scalar(1i64)]);
+    err(
+        Prim::PadConstant { pads: vec![(1, 1)] },
+        &[&v1(vec![1i32]), &scalar(1i64)],
+    );
 }
 
 #[test]
@@ -63,9 +86,15 @@ fn concat_along_axes() {
     let a = t(&[2, 1], vec![1i64, 2]);
     let b = t(&[2, 2], vec![3i64, 4, 5, 6]);
     let y = run1(Prim::Concat { axis: 1 }, &[&a, &b]);
-    assert_eq!((y.shape.clone(), i64s(&y)), (vec![2, 3], vec![1, 3, 4, 2, 5, 6]));
+    assert_eq!(
+        (y.shape.clone(), i64s(&y)),
+        (vec![2, 3], vec![1, 3, 4, 2, 5, 6])
+    );
     let c = t(&[1, 2], vec![7i64, 8]);
     let y = run1(Prim::Concat { axis: 0 }, &[&b, &c]);
-    assert_eq!((y.shape.clone(), i64s(&y)), (vec![3, 2], vec![3, 4, 5, 6, 7, 8]));
+    assert_eq!(
+        (y.shape.clone(), i64s(&y)),
+        (vec![3, 2], vec![3, 4, 5, 6, 7, 8])
+    );
     err(Prim::Concat { axis: 0 }, &[&a, &b]);
 }

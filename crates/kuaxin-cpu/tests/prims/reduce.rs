@@ -4,7 +4,13 @@ use kuaxin_core::prim::{Prim, ReduceOp as R};
 use kuaxin_core::{Data, Tensor};
 
 fn red(op: R, axes: &[usize], x: &Tensor) -> Tensor {
-    run1(Prim::Reduce { op, axes: axes.to_vec() }, &[x])
+    run1(
+        Prim::Reduce {
+            op,
+            axes: axes.to_vec(),
+        },
+        &[x],
+    )
 }
 
 #[test]
@@ -13,7 +19,10 @@ fn sum_over_axes_keeps_dims() {
     let y = red(R::Sum, &[1], &x);
     assert_eq!((y.shape.clone(), f32s(&y)), (vec![2, 1], vec![6.0, 15.0]));
     let y = red(R::Sum, &[0], &x);
-    assert_eq!((y.shape.clone(), f32s(&y)), (vec![1, 3], vec![5.0, 7.0, 9.0]));
+    assert_eq!(
+        (y.shape.clone(), f32s(&y)),
+        (vec![1, 3], vec![5.0, 7.0, 9.0])
+    );
     let y = red(R::Sum, &[0, 1], &x);
     assert_eq!((y.shape.clone(), f32s(&y)), (vec![1, 1], vec![21.0]));
     let y = red(R::Sum, &[], &x);
@@ -58,7 +67,10 @@ fn empty_reductions_give_identities() {
     let y = red(R::Sum, &[1], &x);
     assert_eq!(y.shape, vec![0, 1]);
     let x = Tensor::zeros(kuaxin_core::DType::F16, vec![0]);
-    assert_eq!(red(R::Max, &[0], &x).data, Data::F16(vec![f16::NEG_INFINITY]));
+    assert_eq!(
+        red(R::Max, &[0], &x).data,
+        Data::F16(vec![f16::NEG_INFINITY])
+    );
 }
 
 #[test]
@@ -68,13 +80,22 @@ fn float_sums_accumulate_in_f64() {
     assert_eq!(f32s(&red(R::Sum, &[0], &x)), vec![2.0]);
     let x = v1(vec![f16::from_f32(2048.0), f16::ONE, f16::ONE]);
     // f16 accumulation would stick at 2048 (2049 rounds to even); exact: 2050.
-    assert_eq!(red(R::Sum, &[0], &x).data, Data::F16(vec![f16::from_f32(2050.0)]));
+    assert_eq!(
+        red(R::Sum, &[0], &x).data,
+        Data::F16(vec![f16::from_f32(2050.0)])
+    );
 }
 
 #[test]
 fn integer_sums_wrap_and_bool_reduces_logically() {
-    assert_eq!(red(R::Sum, &[0], &v1(vec![100i8, 100])).data, Data::I8(vec![-56]));
-    assert_eq!(red(R::Prod, &[0], &v1(vec![16u8, 16])).data, Data::U8(vec![0]));
+    assert_eq!(
+        red(R::Sum, &[0], &v1(vec![100i8, 100])).data,
+        Data::I8(vec![-56])
+    );
+    assert_eq!(
+        red(R::Prod, &[0], &v1(vec![16u8, 16])).data,
+        Data::U8(vec![0])
+    );
     let b = t(&[2, 2], vec![true, false, false, false]);
     assert_eq!(red(R::Max, &[1], &b).data, Data::Bool(vec![true, false]));
     assert_eq!(red(R::Min, &[0], &b).data, Data::Bool(vec![false, false]));
@@ -98,7 +119,14 @@ fn large_reductions_in_parallel() {
 }
 
 fn arg(max: bool, axis: usize, last: bool, x: &Tensor) -> Tensor {
-    run1(Prim::ArgReduce { max, axis, select_last: last }, &[x])
+    run1(
+        Prim::ArgReduce {
+            max,
+            axis,
+            select_last: last,
+        },
+        &[x],
+    )
 }
 
 #[test]
@@ -115,24 +143,62 @@ fn argmax_argmin_ties_and_nan() {
     assert_eq!(i64s(&arg(true, 0, false, &x)), vec![1]);
     assert_eq!(i64s(&arg(false, 0, false, &x)), vec![1]);
     assert_eq!(i64s(&arg(true, 0, true, &x)), vec![3]);
-    assert_eq!(i64s(&arg(true, 0, false, &v1(vec![3u64, u64::MAX, 2]))), vec![1]);
+    assert_eq!(
+        i64s(&arg(true, 0, false, &v1(vec![3u64, u64::MAX, 2]))),
+        vec![1]
+    );
 }
 
 fn cum(prod: bool, axis: usize, exclusive: bool, reverse: bool, x: &Tensor) -> Tensor {
-    run1(Prim::Cumulative { prod, axis, exclusive, reverse }, &[x])
+    run1(
+        Prim::Cumulative {
+            prod,
+            axis,
+            exclusive,
+            reverse,
+        },
+        &[x],
+    )
 }
 
 #[test]
 fn cumulative_sum_and_prod() {
     let x = v1(vec![1.0f64, 2.0, 3.0, 4.0]);
-    assert_eq!(f64s(&cum(false, 0, false, false, &x)), vec![1.0, 3.0, 6.0, 10.0]);
-    assert_eq!(f64s(&cum(false, 0, true, false, &x)), vec![0.0, 1.0, 3.0, 6.0]);
-    assert_eq!(f64s(&cum(false, 0, false, true, &x)), vec![10.0, 9.0, 7.0, 4.0]);
-    assert_eq!(f64s(&cum(false, 0, true, true, &x)), vec![9.0, 7.0, 4.0, 0.0]);
-    assert_eq!(f64s(&cum(true, 0, false, false, &x)), vec![1.0, 2.0, 6.0, 24.0]);
-    assert_eq!(f64s(&cum(true, 0, true, false, &x)), vec![1.0, 1.0, 2.0, 6.0]);
+    assert_eq!(
+        f64s(&cum(false, 0, false, false, &x)),
+        vec![1.0, 3.0, 6.0, 10.0]
+    );
+    assert_eq!(
+        f64s(&cum(false, 0, true, false, &x)),
+        vec![0.0, 1.0, 3.0, 6.0]
+    );
+    assert_eq!(
+        f64s(&cum(false, 0, false, true, &x)),
+        vec![10.0, 9.0, 7.0, 4.0]
+    );
+    assert_eq!(
+        f64s(&cum(false, 0, true, true, &x)),
+        vec![9.0, 7.0, 4.0, 0.0]
+    );
+    assert_eq!(
+        f64s(&cum(true, 0, false, false, &x)),
+        vec![1.0, 2.0, 6.0, 24.0]
+    );
+    assert_eq!(
+        f64s(&cum(true, 0, true, false, &x)),
+        vec![1.0, 1.0, 2.0, 6.0]
+    );
     let x = t(&[2, 3], vec![1i32, 2, 3, 4, 5, 6]);
-    assert_eq!(cum(false, 0, false, false, &x).data, Data::I32(vec![1, 2, 3, 5, 7, 9]));
-    assert_eq!(cum(false, 1, false, false, &x).data, Data::I32(vec![1, 3, 6, 4, 9, 15]));
-    assert_eq!(cum(false, 0, false, false, &v1(vec![200u8, 100])).data, Data::U8(vec![200, 44]));
+    assert_eq!(
+        cum(false, 0, false, false, &x).data,
+        Data::I32(vec![1, 2, 3, 5, 7, 9])
+    );
+    assert_eq!(
+        cum(false, 1, false, false, &x).data,
+        Data::I32(vec![1, 3, 6, 4, 9, 15])
+    );
+    assert_eq!(
+        cum(false, 0, false, false, &v1(vec![200u8, 100])).data,
+        Data::U8(vec![200, 44])
+    );
 }

@@ -31,13 +31,20 @@ pub fn tensor_type(elem: i32, dims: Option<&[D]>) -> TypeProto {
             .collect(),
     });
     TypeProto {
-        value: Some(Value::TensorType(type_proto::Tensor { elem_type: Some(elem), shape })),
+        value: Some(Value::TensorType(type_proto::Tensor {
+            elem_type: Some(elem),
+            shape,
+        })),
         denotation: None,
     }
 }
 
 pub fn vi(name: &str, ty: TypeProto) -> ValueInfoProto {
-    ValueInfoProto { name: Some(name.into()), r#type: Some(ty), ..Default::default() }
+    ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(ty),
+        ..Default::default()
+    }
 }
 
 pub fn tensor_vi(name: &str, elem: i32, dims: &[D]) -> ValueInfoProto {
@@ -55,7 +62,11 @@ pub fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str]) -> NodeProt
 }
 
 pub fn attr(name: &str, ty: AttributeType) -> AttributeProto {
-    AttributeProto { name: Some(name.into()), r#type: Some(ty as i32), ..Default::default() }
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(ty as i32),
+        ..Default::default()
+    }
 }
 
 pub fn f32_tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
@@ -89,7 +100,10 @@ pub fn model(g: GraphProto) -> ModelProto {
     ModelProto {
         ir_version: Some(8),
         producer_name: Some("kuaxin-tests".into()),
-        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(17) }],
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(17),
+        }],
         graph: Some(g),
         ..Default::default()
     }
@@ -108,7 +122,9 @@ pub fn relu_model() -> ModelProto {
 
 /// A fresh, empty scratch directory for one test.
 pub fn scratch(test: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kuaxin-onnx").join(test);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("kuaxin-onnx")
+        .join(test);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create scratch dir");
     dir

@@ -34,7 +34,9 @@ impl BisectMode {
         match s {
             "isolated" => Ok(BisectMode::Isolated),
             "cumulative" => Ok(BisectMode::Cumulative),
-            _ => Err(Error::invalid(format!("--bisect-mode '{s}': use isolated or cumulative"))),
+            _ => Err(Error::invalid(format!(
+                "--bisect-mode '{s}': use isolated or cumulative"
+            ))),
         }
     }
     pub fn name(self) -> &'static str {
@@ -69,7 +71,10 @@ impl NodeStatus {
         }
     }
     pub fn diverges(self) -> bool {
-        matches!(self, NodeStatus::Fail | NodeStatus::Unsupported | NodeStatus::Error)
+        matches!(
+            self,
+            NodeStatus::Fail | NodeStatus::Unsupported | NodeStatus::Error
+        )
     }
 }
 
@@ -101,7 +106,11 @@ impl NodeCheck {
         if self.fused.is_empty() {
             "(unfused)".into()
         } else {
-            self.fused.iter().map(|k| k.name.as_str()).collect::<Vec<_>>().join(", ")
+            self.fused
+                .iter()
+                .map(|k| k.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         }
     }
 }
@@ -120,7 +129,11 @@ pub fn program_kernels(p: &Program) -> Vec<Arc<Kernel>> {
 /// The kernels among `kernels` that hold `node` (whose origins name its `describe()`).
 pub fn kernels_of(node: &Node, kernels: &[Arc<Kernel>]) -> Vec<Arc<Kernel>> {
     let d = node.describe();
-    kernels.iter().filter(|k| k.origins.contains(&d)).cloned().collect()
+    kernels
+        .iter()
+        .filter(|k| k.origins.contains(&d))
+        .cloned()
+        .collect()
 }
 
 #[derive(Debug, Clone)]
@@ -146,7 +159,11 @@ pub struct NodeContext<'a> {
 
 fn src_type(p: &Program, s: &Src) -> String {
     match s {
-        Src::Slot(i) => p.slot_types.get(*i).map(|t| t.to_string()).unwrap_or_else(|| "?".into()),
+        Src::Slot(i) => p
+            .slot_types
+            .get(*i)
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "?".into()),
         Src::Const(t) => format!("const {}", t.type_string()),
     }
 }
@@ -168,20 +185,39 @@ pub fn kernel_lines(p: &Program) -> Vec<String> {
 }
 
 fn describe_inputs(reads: &[(String, HostValue)]) -> Vec<String> {
-    reads.iter().map(|(n, v)| format!("{n}: {}", v.describe())).collect()
+    reads
+        .iter()
+        .map(|(n, v)| format!("{n}: {}", v.describe()))
+        .collect()
 }
 
 /// Compares a node's outputs; returns the status, message and worst metrics.
-fn compare_node(node: &Node, class: OpClass, got: &dyn Fn(&str) -> Option<HostValue>, reference: &HashMap<String, HostValue>, acc_len: usize) -> (NodeStatus, String, Option<Metrics>) {
+fn compare_node(
+    node: &Node,
+    class: OpClass,
+    got: &dyn Fn(&str) -> Option<HostValue>,
+    reference: &HashMap<String, HostValue>,
+    acc_len: usize,
+) -> (NodeStatus, String, Option<Metrics>) {
     let mut worst: Option<Metrics> = None;
     let mut compared = 0;
     for out in node.outputs.iter().filter(|o| !o.is_empty()) {
-        let (Some(g), Some(w)) = (got(out), reference.get(out)) else { continue };
+        let (Some(g), Some(w)) = (got(out), reference.get(out)) else {
+            continue;
+        };
         let (mut gs, mut ws) = (Vec::new(), Vec::new());
         flatten(out, &g, &mut gs);
         flatten(out, w, &mut ws);
         if gs.len() != ws.len() {
-            return (NodeStatus::Fail, format!("output '{out}': {} but the reference is {}", g.describe(), w.describe()), worst);
+            return (
+                NodeStatus::Fail,
+                format!(
+                    "output '{out}': {} but the reference is {}",
+                    g.describe(),
+                    w.describe()
+                ),
+                worst,
+            );
         }
         for ((n, gt), (_, wt)) in gs.iter().zip(&ws) {
             compared += 1;
@@ -204,19 +240,31 @@ fn compare_node(node: &Node, class: OpClass, got: &dyn Fn(&str) -> Option<HostVa
         }
     }
     if compared == 0 {
-        return (NodeStatus::NoReference, "no reference value for its outputs".into(), None);
+        return (
+            NodeStatus::NoReference,
+            "no reference value for its outputs".into(),
+            None,
+        );
     }
     (NodeStatus::Pass, String::new(), worst)
 }
 
 fn largest(reads: &[(String, HostValue)]) -> usize {
-    reads.iter().filter_map(|(_, v)| v.as_tensor().map(|t| t.numel())).max().unwrap_or(1)
+    reads
+        .iter()
+        .filter_map(|(_, v)| v.as_tensor().map(|t| t.numel()))
+        .max()
+        .unwrap_or(1)
 }
 
 /// Casts a reference value to the dtype the device uses for that value.
 fn as_dtype(v: &HostValue, dtype: Option<DType>) -> HostValue {
     match (v, dtype) {
-        (HostValue::Tensor(t), Some(d)) if t.dtype() != d && t.dtype().is_float() && d.is_float() => HostValue::Tensor(t.cast(d)),
+        (HostValue::Tensor(t), Some(d))
+            if t.dtype() != d && t.dtype().is_float() && d.is_float() =>
+        {
+            HostValue::Tensor(t.cast(d))
+        }
         _ => v.clone(),
     }
 }
@@ -234,11 +282,27 @@ fn error_status(e: &Error) -> NodeStatus {
 }
 
 fn new_check(index: usize, node: &Node) -> NodeCheck {
-    NodeCheck { index, name: node.name.clone(), op_type: node.op_type.clone(), inputs: vec![], status: NodeStatus::Pass, message: String::new(), metrics: None, on_host: false, kernel: vec![], fused: vec![] }
+    NodeCheck {
+        index,
+        name: node.name.clone(),
+        op_type: node.op_type.clone(),
+        inputs: vec![],
+        status: NodeStatus::Pass,
+        message: String::new(),
+        metrics: None,
+        on_host: false,
+        kernel: vec![],
+        fused: vec![],
+    }
 }
 
 /// Runs `node` alone on `device` with the given input values.
-pub fn run_node_alone(cx: &NodeContext, node: &Node, device: &dyn Backend, reads: &[(String, HostValue)]) -> Result<(Program, HashMap<String, HostValue>)> {
+pub fn run_node_alone(
+    cx: &NodeContext,
+    node: &Node,
+    device: &dyn Backend,
+    reads: &[(String, HostValue)],
+) -> Result<(Program, HashMap<String, HostValue>)> {
     let m = perturb_if_present(&single_node_model(node, cx.model), cx.perturb)?;
     let (compiled, outs) = compile_and_run(&m, device, &*cx.host, reads, true)?;
     Ok((compiled.program, outs.into_iter().collect()))
@@ -246,7 +310,11 @@ pub fn run_node_alone(cx: &NodeContext, node: &Node, device: &dyn Backend, reads
 
 /// The values `node` reads: initializers from the model, inputs as given, the rest from the
 /// reference (cast to the device's dtype for that value). `None` names a value with no reference.
-fn node_inputs(cx: &NodeContext, node: &Node, dtypes: &dyn Fn(&str) -> Option<DType>) -> std::result::Result<Vec<(String, HostValue)>, String> {
+fn node_inputs(
+    cx: &NodeContext,
+    node: &Node,
+    dtypes: &dyn Fn(&str) -> Option<DType>,
+) -> std::result::Result<Vec<(String, HostValue)>, String> {
     node_reads(node)
         .into_iter()
         .map(|r| {
@@ -263,7 +331,10 @@ fn node_inputs(cx: &NodeContext, node: &Node, dtypes: &dyn Fn(&str) -> Option<DT
 }
 
 /// The device's own value of every node output (one run of the whole, perturbed model).
-fn device_values(cx: &NodeContext, device: &Arc<dyn Backend>) -> Result<HashMap<String, HostValue>> {
+fn device_values(
+    cx: &NodeContext,
+    device: &Arc<dyn Backend>,
+) -> Result<HashMap<String, HostValue>> {
     let m = perturb_if_present(cx.model, cx.perturb)?;
     let exposed = expose(&m, &node_values(cx.model)?);
     let session = Session::new(exposed, device.clone())?;
@@ -274,19 +345,31 @@ fn device_values(cx: &NodeContext, device: &Arc<dyn Backend>) -> Result<HashMap<
 
 /// The node an error message names ("node 'x' (Op): ...").
 fn node_in_error(nodes: &[&Node], e: &Error) -> Option<usize> {
-    nodes.iter().position(|n| e.message.starts_with(&n.describe()))
+    nodes
+        .iter()
+        .position(|n| e.message.starts_with(&n.describe()))
 }
 
 /// Compares `device` with the reference node by node. `kernels` are the fused kernels of the
 /// device's whole-model program (see [`program_kernels`]): each node is matched to those that
 /// hold it.
-pub fn trace_nodes(cx: &NodeContext, device: &Arc<dyn Backend>, mode: BisectMode, kernels: &[Arc<Kernel>]) -> Result<NodeTrace> {
+pub fn trace_nodes(
+    cx: &NodeContext,
+    device: &Arc<dyn Backend>,
+    mode: BisectMode,
+    kernels: &[Arc<Kernel>],
+) -> Result<NodeTrace> {
     let nodes = node_order(cx.model)?;
     let (own, own_err) = match device_values(cx, device) {
         Ok(v) => (v, None),
         Err(e) => (HashMap::new(), Some(e)),
     };
-    let mut trace = NodeTrace { mode, nodes: vec![], first_divergence: None, note: None };
+    let mut trace = NodeTrace {
+        mode,
+        nodes: vec![],
+        first_divergence: None,
+        note: None,
+    };
     if let Some(e) = &own_err {
         trace.note = Some(format!("the device could not run the whole model: {e}"));
     }
@@ -310,7 +393,13 @@ pub fn trace_nodes(cx: &NodeContext, device: &Arc<dyn Backend>, mode: BisectMode
                             Ok((p, outs)) => {
                                 c.kernel = kernel_lines(&p);
                                 c.on_host = !p.host_ops.is_empty();
-                                (c.status, c.message, c.metrics) = compare_node(node, op_class(&node.op_type), &|n| outs.get(n).cloned(), cx.reference, largest(&reads));
+                                (c.status, c.message, c.metrics) = compare_node(
+                                    node,
+                                    op_class(&node.op_type),
+                                    &|n| outs.get(n).cloned(),
+                                    cx.reference,
+                                    largest(&reads),
+                                );
                             }
                         }
                     }
@@ -332,7 +421,10 @@ pub fn trace_nodes(cx: &NodeContext, device: &Arc<dyn Backend>, mode: BisectMode
             // after a MatMul moves MatMul-sized errors and is judged by the MatMul tolerance.
             let mut carried: HashMap<String, OpClass> = HashMap::new();
             for (k, node) in nodes.iter().enumerate() {
-                let class = node_reads(node).iter().filter_map(|r| carried.get(r)).fold(op_class(&node.op_type), |a, &b| a.max(b));
+                let class = node_reads(node)
+                    .iter()
+                    .filter_map(|r| carried.get(r))
+                    .fold(op_class(&node.op_type), |a, &b| a.max(b));
                 for o in &node.outputs {
                     carried.insert(o.clone(), class);
                 }
@@ -340,12 +432,23 @@ pub fn trace_nodes(cx: &NodeContext, device: &Arc<dyn Backend>, mode: BisectMode
                 let reads: Vec<(String, HostValue)> = node_reads(node)
                     .into_iter()
                     .filter_map(|r| {
-                        let v = own.get(&r).cloned().or_else(|| cx.model.graph.initializer(&r).map(|t| HostValue::Tensor((**t).clone())))?;
+                        let v = own.get(&r).cloned().or_else(|| {
+                            cx.model
+                                .graph
+                                .initializer(&r)
+                                .map(|t| HostValue::Tensor((**t).clone()))
+                        })?;
                         Some((r, v))
                     })
                     .collect();
                 c.inputs = describe_inputs(&reads);
-                (c.status, c.message, c.metrics) = compare_node(node, class, &|n| own.get(n).cloned(), cx.reference, largest(&reads));
+                (c.status, c.message, c.metrics) = compare_node(
+                    node,
+                    class,
+                    &|n| own.get(n).cloned(),
+                    cx.reference,
+                    largest(&reads),
+                );
                 trace.nodes.push(c);
             }
         }

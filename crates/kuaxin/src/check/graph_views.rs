@@ -20,7 +20,10 @@ pub fn node_order(model: &Model) -> Result<Vec<&Node>> {
 
 /// Every value a top-level node produces, in dependency order.
 pub fn node_values(model: &Model) -> Result<Vec<String>> {
-    Ok(node_order(model)?.iter().flat_map(|n| n.outputs.iter().filter(|o| !o.is_empty()).cloned()).collect())
+    Ok(node_order(model)?
+        .iter()
+        .flat_map(|n| n.outputs.iter().filter(|o| !o.is_empty()).cloned())
+        .collect())
 }
 
 /// The model with `names` added as graph outputs (those not already outputs).
@@ -29,7 +32,10 @@ pub fn expose(model: &Model, names: &[String]) -> Model {
     let mut have: HashSet<String> = m.graph.outputs.iter().map(|o| o.name.clone()).collect();
     for n in names {
         if have.insert(n.clone()) {
-            m.graph.outputs.push(ValueInfo { name: n.clone(), ty: ValueType::Unknown });
+            m.graph.outputs.push(ValueInfo {
+                name: n.clone(),
+                ty: ValueType::Unknown,
+            });
         }
     }
     m
@@ -37,7 +43,12 @@ pub fn expose(model: &Model, names: &[String]) -> Model {
 
 /// What a node reads: its inputs and the values its subgraphs capture from the enclosing graph.
 pub fn node_reads(node: &Node) -> Vec<String> {
-    let mut v: Vec<String> = node.inputs.iter().filter(|s| !s.is_empty()).cloned().collect();
+    let mut v: Vec<String> = node
+        .inputs
+        .iter()
+        .filter(|s| !s.is_empty())
+        .cloned()
+        .collect();
     for a in node.attrs.values() {
         match a {
             Attr::Graph(g) => v.extend(g.free_inputs()),
@@ -52,11 +63,24 @@ pub fn node_reads(node: &Node) -> Vec<String> {
 
 /// One node as a model: what it reads are inputs of unknown type, what it writes are outputs.
 pub fn single_node_model(node: &Node, parent: &Model) -> Model {
-    let unknown = |name: &String| ValueInfo { name: name.clone(), ty: ValueType::Unknown };
-    let mut m = Model { opsets: parent.opsets.clone(), producer: parent.producer.clone(), source: parent.source.clone(), ..Default::default() };
+    let unknown = |name: &String| ValueInfo {
+        name: name.clone(),
+        ty: ValueType::Unknown,
+    };
+    let mut m = Model {
+        opsets: parent.opsets.clone(),
+        producer: parent.producer.clone(),
+        source: parent.source.clone(),
+        ..Default::default()
+    };
     m.graph.name = format!("{} alone", node.describe());
     m.graph.nodes.push(node.clone());
     m.graph.inputs = node_reads(node).iter().map(unknown).collect();
-    m.graph.outputs = node.outputs.iter().filter(|o| !o.is_empty()).map(unknown).collect();
+    m.graph.outputs = node
+        .outputs
+        .iter()
+        .filter(|o| !o.is_empty())
+        .map(unknown)
+        .collect();
     m
 }

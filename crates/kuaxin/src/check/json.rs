@@ -27,7 +27,9 @@ fn metrics(m: &Metrics) -> Value {
 
 fn latency(l: &Option<Latency>) -> Value {
     match l {
-        Some(l) => json!({"first_ms": num(l.first_ms), "median_ms": num(l.median_ms), "samples_ms": l.samples.iter().map(|&x| num(x)).collect::<Vec<_>>()}),
+        Some(l) => {
+            json!({"first_ms": num(l.first_ms), "median_ms": num(l.median_ms), "samples_ms": l.samples.iter().map(|&x| num(x)).collect::<Vec<_>>()})
+        }
         None => Value::Null,
     }
 }

@@ -15,7 +15,11 @@ pub struct Latency {
 }
 
 /// Runs once (compiling), then `iters` timed replays.
-pub fn timed_run(session: &Session, inputs: &[(String, HostValue)], iters: usize) -> Result<(Vec<(String, HostValue)>, Latency)> {
+pub fn timed_run(
+    session: &Session,
+    inputs: &[(String, HostValue)],
+    iters: usize,
+) -> Result<(Vec<(String, HostValue)>, Latency)> {
     let t0 = Instant::now();
     let out = session.run(inputs)?;
     let first_ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -28,14 +32,24 @@ pub fn timed_run(session: &Session, inputs: &[(String, HostValue)], iters: usize
     let mut sorted = samples.clone();
     sorted.sort_by(|a, b| a.total_cmp(b));
     let median_ms = sorted.get(sorted.len() / 2).copied().unwrap_or(first_ms);
-    Ok((out, Latency { first_ms, median_ms, samples }))
+    Ok((
+        out,
+        Latency {
+            first_ms,
+            median_ms,
+            samples,
+        },
+    ))
 }
 
 /// The tensors inside a value, named `name`, `name[i]` for sequence items.
 pub fn flatten(name: &str, v: &HostValue, out: &mut Vec<(String, Tensor)>) {
     match v {
         HostValue::Tensor(t) => out.push((name.to_string(), t.clone())),
-        HostValue::Sequence(items) => items.iter().enumerate().for_each(|(i, x)| flatten(&format!("{name}[{i}]"), x, out)),
+        HostValue::Sequence(items) => items
+            .iter()
+            .enumerate()
+            .for_each(|(i, x)| flatten(&format!("{name}[{i}]"), x, out)),
         HostValue::Optional(Some(x)) => flatten(name, x, out),
         HostValue::Optional(None) => {}
     }
@@ -44,19 +58,35 @@ pub fn flatten(name: &str, v: &HostValue, out: &mut Vec<(String, Tensor)>) {
 /// Metrics of `got` against `want` with the tolerance of `class`. A float reference of another
 /// precision (the f64 reference) is rounded to `got`'s dtype first. Different shapes or
 /// non-float dtypes are an error describing the difference.
-pub fn compare_tensor(got: &Tensor, want: &Tensor, class: OpClass, acc_len: usize) -> std::result::Result<(Metrics, Tolerance), String> {
+pub fn compare_tensor(
+    got: &Tensor,
+    want: &Tensor,
+    class: OpClass,
+    acc_len: usize,
+) -> std::result::Result<(Metrics, Tolerance), String> {
     let want = if want.dtype() != got.dtype() && want.dtype().is_float() && got.dtype().is_float() {
         want.cast(got.dtype())
     } else {
         want.clone()
     };
     if want.dtype() != got.dtype() {
-        return Err(format!("dtype {} but the reference is {}", got.dtype(), want.dtype()));
+        return Err(format!(
+            "dtype {} but the reference is {}",
+            got.dtype(),
+            want.dtype()
+        ));
     }
     if want.shape != got.shape {
-        return Err(format!("shape {:?} but the reference has {:?}", got.shape, want.shape));
+        return Err(format!(
+            "shape {:?} but the reference has {:?}",
+            got.shape, want.shape
+        ));
     }
-    let scale = want.to_f64_vec().iter().filter(|x| x.is_finite()).fold(0.0f64, |a, &b| a.max(b.abs()));
+    let scale = want
+        .to_f64_vec()
+        .iter()
+        .filter(|x| x.is_finite())
+        .fold(0.0f64, |a, &b| a.max(b.abs()));
     let tol = Tolerance::for_class(class, got.dtype(), acc_len, scale);
     Ok((metrics(got, &want, tol), tol))
 }
@@ -81,7 +111,12 @@ impl OutputCheck {
 }
 
 /// Compares every output the reference has (others are reported as not compared).
-pub fn compare_outputs(got: &[(String, HostValue)], want: &dyn Fn(&str) -> Option<HostValue>, class: OpClass, acc_len: usize) -> Vec<OutputCheck> {
+pub fn compare_outputs(
+    got: &[(String, HostValue)],
+    want: &dyn Fn(&str) -> Option<HostValue>,
+    class: OpClass,
+    acc_len: usize,
+) -> Vec<OutputCheck> {
     let mut checks = Vec::new();
     for (name, v) in got {
         let mut g = Vec::new();
@@ -91,7 +126,14 @@ pub fn compare_outputs(got: &[(String, HostValue)], want: &dyn Fn(&str) -> Optio
             flatten(name, &wv, &mut w);
         }
         for (n, t) in g {
-            let mut c = OutputCheck { name: n.clone(), ty: t.type_string(), numel: t.numel(), metrics: None, tol: None, problem: None };
+            let mut c = OutputCheck {
+                name: n.clone(),
+                ty: t.type_string(),
+                numel: t.numel(),
+                metrics: None,
+                tol: None,
+                problem: None,
+            };
             match w.iter().find(|(wn, _)| *wn == n) {
                 None => c.problem = Some("no reference value".into()),
                 Some((_, wt)) => match compare_tensor(&t, wt, class, acc_len) {
@@ -111,7 +153,10 @@ pub fn compare_outputs(got: &[(String, HostValue)], want: &dyn Fn(&str) -> Optio
 /// One line of metrics for several outputs: worst max errors, NMSE and cosine; element-weighted
 /// shares; summed mismatches.
 pub fn aggregate(checks: &[OutputCheck]) -> Metrics {
-    let mut total = Metrics { cosine: 1.0, ..Default::default() };
+    let mut total = Metrics {
+        cosine: 1.0,
+        ..Default::default()
+    };
     let (mut n, mut n1, mut n5) = (0.0, 0.0, 0.0);
     for c in checks {
         let Some(m) = &c.metrics else { continue };

@@ -51,7 +51,16 @@ pub struct CheckOptions {
 
 impl CheckOptions {
     pub fn new(devices: Vec<String>, reference: Reference) -> CheckOptions {
-        CheckOptions { devices, reference, iters: 10, bisect_mode: BisectMode::Isolated, node_trace_always: false, perturb: None, threads: None, fusion_check: false }
+        CheckOptions {
+            devices,
+            reference,
+            iters: 10,
+            bisect_mode: BisectMode::Isolated,
+            node_trace_always: false,
+            perturb: None,
+            threads: None,
+            fusion_check: false,
+        }
     }
 }
 
@@ -132,8 +141,13 @@ impl CheckReport {
     /// 0 when every device is within tolerance (and, with the fusion check, agrees fused with
     /// unfused), 1 otherwise.
     pub fn exit_code(&self) -> i32 {
-        let fusion_ok = |d: &DeviceReport| d.fusion.as_ref().is_none_or(|f| f.verdict == Verdict::Pass);
-        if self.devices.iter().all(|d| d.verdict == Verdict::Pass && fusion_ok(d)) {
+        let fusion_ok =
+            |d: &DeviceReport| d.fusion.as_ref().is_none_or(|f| f.verdict == Verdict::Pass);
+        if self
+            .devices
+            .iter()
+            .all(|d| d.verdict == Verdict::Pass && fusion_ok(d))
+        {
             0
         } else {
             1
@@ -145,7 +159,10 @@ impl CheckReport {
         if !self.reference_is_f64 {
             return None;
         }
-        self.devices.iter().filter(|d| d.verdict != Verdict::Error).min_by(|a, b| a.summary.nmse.total_cmp(&b.summary.nmse))
+        self.devices
+            .iter()
+            .filter(|d| d.verdict != Verdict::Error)
+            .min_by(|a, b| a.summary.nmse.total_cmp(&b.summary.nmse))
     }
 
     /// Op x device coverage of the model, from the node-by-node comparisons.
@@ -171,25 +188,38 @@ impl CheckReport {
 }
 
 fn describe_values(v: &[(String, HostValue)]) -> Vec<String> {
-    v.iter().map(|(n, v)| format!("{n}: {}", v.describe())).collect()
+    v.iter()
+        .map(|(n, v)| format!("{n}: {}", v.describe()))
+        .collect()
 }
 
 /// Largest input, as the accumulation length of a whole model's tolerance (as the
 /// conformance harness does for its test models).
 fn acc_len(inputs: &[(String, HostValue)]) -> usize {
-    inputs.iter().filter_map(|(_, v)| v.as_tensor().map(|t| t.numel())).max().unwrap_or(1)
+    inputs
+        .iter()
+        .filter_map(|(_, v)| v.as_tensor().map(|t| t.numel()))
+        .max()
+        .unwrap_or(1)
 }
 
 /// Checks `model` on every device of `opts` with `inputs` (already complete: see
 /// [`inputs::resolve_inputs`]). Errors are usage or load errors (a device that cannot be
 /// opened, a reference that cannot run); a device failing to run the model is a verdict.
-pub fn run_check(model: &Model, inputs: &[(String, HostValue)], opts: &CheckOptions) -> Result<CheckReport> {
+pub fn run_check(
+    model: &Model,
+    inputs: &[(String, HostValue)],
+    opts: &CheckOptions,
+) -> Result<CheckReport> {
     let model = graph_views::live(model);
     if let Some(p) = &opts.perturb {
         perturb::perturb_patch(&model, p)?;
     }
-    let devices: Vec<(String, Arc<dyn Backend>)> =
-        opts.devices.iter().map(|d| Ok((d.clone(), crate::open_device(d, opts.threads)?))).collect::<Result<_>>()?;
+    let devices: Vec<(String, Arc<dyn Backend>)> = opts
+        .devices
+        .iter()
+        .map(|d| Ok((d.clone(), crate::open_device(d, opts.threads)?)))
+        .collect::<Result<_>>()?;
     let reference = run_reference(&opts.reference, &model, inputs, opts.iters, opts.threads)?;
     let class = model_class(&model);
     let acc = acc_len(inputs);
@@ -217,7 +247,8 @@ pub fn run_check(model: &Model, inputs: &[(String, HostValue)], opts: &CheckOpti
                 r.error = Some(e.to_string());
             }
             Ok((out, latency)) => {
-                r.outputs = compare_outputs(&out, &|n| reference.outputs.get(n).cloned(), class, acc);
+                r.outputs =
+                    compare_outputs(&out, &|n| reference.outputs.get(n).cloned(), class, acc);
                 r.summary = aggregate(&r.outputs);
                 r.latency = Some(latency);
                 let stats = session.last_stats();
@@ -226,19 +257,39 @@ pub fn run_check(model: &Model, inputs: &[(String, HostValue)], opts: &CheckOpti
                 r.kernels = match session.program_for(inputs) {
                     Some(p) => program_kernels(&p),
                     // Programs that depend on input data are not cached: trace once more.
-                    None => device_program(&runnable, device, inputs, opts.threads).map(|p| program_kernels(&p)).unwrap_or_default(),
+                    None => device_program(&runnable, device, inputs, opts.threads)
+                        .map(|p| program_kernels(&p))
+                        .unwrap_or_default(),
                 };
                 if !r.outputs.iter().all(|o| o.passed()) {
                     r.verdict = Verdict::Fail;
                 }
                 if opts.fusion_check {
-                    r.fusion = Some(fusion_check(&runnable, device, inputs, &out, r.instructions, r.kernels.len(), class, acc, opts));
+                    r.fusion = Some(fusion_check(
+                        &runnable,
+                        device,
+                        inputs,
+                        &out,
+                        r.instructions,
+                        r.kernels.len(),
+                        class,
+                        acc,
+                        opts,
+                    ));
                 }
             }
         }
         if opts.fusion_check && r.fusion.is_none() {
             // The fused run failed: a fusion bug when the unfused run works.
-            let unfused = crate::Session::with_options(runnable.clone(), device.clone(), crate::SessionOptions { host_threads: opts.threads, fuse: false }).and_then(|s| s.run(inputs));
+            let unfused = crate::Session::with_options(
+                runnable.clone(),
+                device.clone(),
+                crate::SessionOptions {
+                    host_threads: opts.threads,
+                    fuse: false,
+                },
+            )
+            .and_then(|s| s.run(inputs));
             let e = r.error.clone().unwrap_or_default();
             r.fusion = Some(FusionCheck {
                 verdict: Verdict::Error,
@@ -258,7 +309,8 @@ pub fn run_check(model: &Model, inputs: &[(String, HostValue)], opts: &CheckOpti
     }
     let need_nodes = opts.node_trace_always || reports.iter().any(|r| r.verdict != Verdict::Pass);
     if need_nodes {
-        let values: HashMap<String, HostValue> = reference_values(&opts.reference, &model, inputs, opts.threads)?;
+        let values: HashMap<String, HostValue> =
+            reference_values(&opts.reference, &model, inputs, opts.threads)?;
         let cx = NodeContext {
             model: &model,
             inputs,
@@ -276,8 +328,14 @@ pub fn run_check(model: &Model, inputs: &[(String, HostValue)], opts: &CheckOpti
     let (baseline, base_ms) = match (&opts.reference, &reference.latency) {
         (Reference::Device(d), Some(l)) => (Some(d.clone()), Some(l.median_ms)),
         _ => {
-            let b = reports.iter().find(|r| r.device == "cpu").or(reports.first());
-            (b.map(|r| r.device.clone()), b.and_then(|r| r.latency.as_ref().map(|l| l.median_ms)))
+            let b = reports
+                .iter()
+                .find(|r| r.device == "cpu")
+                .or(reports.first());
+            (
+                b.map(|r| r.device.clone()),
+                b.and_then(|r| r.latency.as_ref().map(|l| l.median_ms)),
+            )
         }
     };
     for r in &mut reports {
@@ -301,9 +359,18 @@ pub fn run_check(model: &Model, inputs: &[(String, HostValue)], opts: &CheckOpti
 }
 
 /// The fused program `model` runs as on `device` for `inputs` (traced afresh).
-fn device_program(model: &Model, device: &Arc<dyn Backend>, inputs: &[(String, HostValue)], threads: Option<usize>) -> Result<kuaxin_compile::Program> {
+fn device_program(
+    model: &Model,
+    device: &Arc<dyn Backend>,
+    inputs: &[(String, HostValue)],
+    threads: Option<usize>,
+) -> Result<kuaxin_compile::Program> {
     let host = kuaxin_cpu::CpuBackend::new(threads)?;
-    Ok(kuaxin_compile::compile_and_run(model, &**device, &host, inputs, true)?.0.program)
+    Ok(
+        kuaxin_compile::compile_and_run(model, &**device, &host, inputs, true)?
+            .0
+            .program,
+    )
 }
 
 /// Runs `model` on `device` with fusion off and compares the fused run's outputs (`fused`) with
@@ -330,8 +397,15 @@ fn fusion_check(
         summary: Metrics::default(),
         unfused_latency: None,
     };
-    let unfused = crate::Session::with_options(model.clone(), device.clone(), crate::SessionOptions { host_threads: opts.threads, fuse: false })
-        .and_then(|s| timed_run(&s, inputs, opts.iters).map(|(out, l)| (out, l, s.last_stats())));
+    let unfused = crate::Session::with_options(
+        model.clone(),
+        device.clone(),
+        crate::SessionOptions {
+            host_threads: opts.threads,
+            fuse: false,
+        },
+    )
+    .and_then(|s| timed_run(&s, inputs, opts.iters).map(|(out, l)| (out, l, s.last_stats())));
     match unfused {
         Err(e) => {
             f.verdict = Verdict::Error;
@@ -353,11 +427,19 @@ fn fusion_check(
 
 /// The reference's value of every input and node output, for `--save-reference` bundles
 /// (tensors only).
-pub fn reference_bundle(model: &Model, inputs: &[(String, HostValue)], reference: &Reference, threads: Option<usize>) -> Result<Vec<(String, kuaxin_core::Tensor)>> {
+pub fn reference_bundle(
+    model: &Model,
+    inputs: &[(String, HostValue)],
+    reference: &Reference,
+    threads: Option<usize>,
+) -> Result<Vec<(String, kuaxin_core::Tensor)>> {
     let model = graph_views::live(model);
     let values = reference_values(reference, &model, inputs, threads)?;
     // Inputs as given (the f64 reference holds promoted copies).
-    let mut out: Vec<(String, kuaxin_core::Tensor)> = inputs.iter().filter_map(|(n, v)| v.as_tensor().map(|t| (n.clone(), t.clone()))).collect();
+    let mut out: Vec<(String, kuaxin_core::Tensor)> = inputs
+        .iter()
+        .filter_map(|(n, v)| v.as_tensor().map(|t| (n.clone(), t.clone())))
+        .collect();
     for n in graph_views::node_values(&model)? {
         if let Some(HostValue::Tensor(t)) = values.get(&n) {
             out.push((n, t.clone()));

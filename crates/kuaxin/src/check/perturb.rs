@@ -12,7 +12,14 @@ pub const SCALE: f64 = 1.01;
 pub const SHIFT: f64 = 0.01;
 
 fn node(name: String, op: &str, inputs: Vec<String>, output: String) -> Node {
-    Node { name, op_type: op.into(), domain: String::new(), inputs, outputs: vec![output], attrs: Default::default() }
+    Node {
+        name,
+        op_type: op.into(),
+        domain: String::new(),
+        inputs,
+        outputs: vec![output],
+        attrs: Default::default(),
+    }
 }
 
 /// The patch that perturbs node `target`'s first output. Errors when no node has that name.
@@ -26,8 +33,18 @@ pub fn perturb_patch(model: &Model, target: &str) -> Result<GraphPatch> {
         .iter()
         .enumerate()
         .find(|(_, n)| n.name == target)
-        .ok_or_else(|| Error::invalid(format!("perturb: the model ({}) has no node named '{target}'", model.source)))?;
-    let y = n.outputs.first().filter(|o| !o.is_empty()).ok_or_else(|| Error::invalid(format!("perturb: {} has no first output", n.describe())))?.clone();
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "perturb: the model ({}) has no node named '{target}'",
+                model.source
+            ))
+        })?;
+    let y = n
+        .outputs
+        .first()
+        .filter(|o| !o.is_empty())
+        .ok_or_else(|| Error::invalid(format!("perturb: {} has no first output", n.describe())))?
+        .clone();
     let p = |s: &str| format!("{y}.__perturb_{s}");
     let mut moved = n.clone();
     moved.outputs[0] = p("raw");
@@ -35,12 +52,35 @@ pub fn perturb_patch(model: &Model, target: &str) -> Result<GraphPatch> {
     patch.remove_nodes.insert(i);
     patch.add_nodes = vec![
         moved,
-        node(p("scale_like"), "CastLike", vec![p("scale"), p("raw")], p("scale_cast")),
-        node(p("shift_like"), "CastLike", vec![p("shift"), p("raw")], p("shift_cast")),
-        node(p("mul"), "Mul", vec![p("raw"), p("scale_cast")], p("scaled")),
-        node(p("add"), "Add", vec![p("scaled"), p("shift_cast")], y.clone()),
+        node(
+            p("scale_like"),
+            "CastLike",
+            vec![p("scale"), p("raw")],
+            p("scale_cast"),
+        ),
+        node(
+            p("shift_like"),
+            "CastLike",
+            vec![p("shift"), p("raw")],
+            p("shift_cast"),
+        ),
+        node(
+            p("mul"),
+            "Mul",
+            vec![p("raw"), p("scale_cast")],
+            p("scaled"),
+        ),
+        node(
+            p("add"),
+            "Add",
+            vec![p("scaled"), p("shift_cast")],
+            y.clone(),
+        ),
     ];
-    patch.add_initializers = vec![(p("scale"), Arc::new(Tensor::scalar(SCALE))), (p("shift"), Arc::new(Tensor::scalar(SHIFT)))];
+    patch.add_initializers = vec![
+        (p("scale"), Arc::new(Tensor::scalar(SCALE))),
+        (p("shift"), Arc::new(Tensor::scalar(SHIFT))),
+    ];
     Ok(patch)
 }
 

@@ -34,7 +34,10 @@ fn promote_tensor(t: &Arc<Tensor>) -> Option<Arc<Tensor>> {
 
 fn promote_type(ty: &ValueType) -> ValueType {
     match ty {
-        ValueType::Tensor { dtype, shape } if dtype.is_float() => ValueType::Tensor { dtype: DType::F64, shape: shape.clone() },
+        ValueType::Tensor { dtype, shape } if dtype.is_float() => ValueType::Tensor {
+            dtype: DType::F64,
+            shape: shape.clone(),
+        },
         ValueType::Sequence(t) => ValueType::Sequence(Box::new(promote_type(t))),
         ValueType::Optional(t) => ValueType::Optional(Box::new(promote_type(t))),
         other => other.clone(),
@@ -42,19 +45,30 @@ fn promote_type(ty: &ValueType) -> ValueType {
 }
 
 fn promote_infos(v: &[ValueInfo]) -> Vec<ValueInfo> {
-    v.iter().map(|vi| ValueInfo { name: vi.name.clone(), ty: promote_type(&vi.ty) }).collect()
+    v.iter()
+        .map(|vi| ValueInfo {
+            name: vi.name.clone(),
+            ty: promote_type(&vi.ty),
+        })
+        .collect()
 }
 
 fn promote_attr(name: &str, a: &Attr) -> Option<Attr> {
     match a {
-        Attr::Int(code) if DTYPE_ATTRS.contains(&name) && FLOAT_CODES.contains(code) => Some(Attr::Int(DOUBLE)),
-        Attr::Tensor(t) => promote_tensor(t).map(Attr::Tensor),
-        Attr::Tensors(ts) if ts.iter().any(|t| promote_tensor(t).is_some()) => {
-            Some(Attr::Tensors(ts.iter().map(|t| promote_tensor(t).unwrap_or_else(|| t.clone())).collect()))
+        Attr::Int(code) if DTYPE_ATTRS.contains(&name) && FLOAT_CODES.contains(code) => {
+            Some(Attr::Int(DOUBLE))
         }
+        Attr::Tensor(t) => promote_tensor(t).map(Attr::Tensor),
+        Attr::Tensors(ts) if ts.iter().any(|t| promote_tensor(t).is_some()) => Some(Attr::Tensors(
+            ts.iter()
+                .map(|t| promote_tensor(t).unwrap_or_else(|| t.clone()))
+                .collect(),
+        )),
         Attr::Type(ty) => Some(Attr::Type(promote_type(ty))),
         Attr::Graph(g) => Some(Attr::Graph(Arc::new(promote_graph(g)))),
-        Attr::Graphs(gs) => Some(Attr::Graphs(gs.iter().map(|g| Arc::new(promote_graph(g))).collect())),
+        Attr::Graphs(gs) => Some(Attr::Graphs(
+            gs.iter().map(|g| Arc::new(promote_graph(g))).collect(),
+        )),
         _ => None,
     }
 }
@@ -72,7 +86,9 @@ fn promote_node(n: &Node) -> Option<Node> {
     if n.op_type == "Constant" {
         let floats = match (n.attr("value_float"), n.attr("value_floats")) {
             (Some(Attr::Float(v)), _) => Some(Tensor::scalar(*v as f64)),
-            (_, Some(Attr::Floats(v))) => Tensor::from_vec(vec![v.len()], v.iter().map(|&x| x as f64).collect()).ok(),
+            (_, Some(Attr::Floats(v))) => {
+                Tensor::from_vec(vec![v.len()], v.iter().map(|&x| x as f64).collect()).ok()
+            }
             _ => None,
         };
         if let Some(t) = floats {
@@ -83,7 +99,10 @@ fn promote_node(n: &Node) -> Option<Node> {
         }
     }
     if n.op_type == "ConstantOfShape" && n.attr("value").is_none() {
-        out.attrs.insert("value".into(), Attr::Tensor(Arc::new(Tensor::zeros(DType::F64, vec![1]))));
+        out.attrs.insert(
+            "value".into(),
+            Attr::Tensor(Arc::new(Tensor::zeros(DType::F64, vec![1]))),
+        );
         changed = true;
     }
     for (op, attr) in DEFAULT_FLOAT {
@@ -104,7 +123,11 @@ pub fn promotion_patch(g: &Graph) -> GraphPatch {
             patch.add_nodes.push(p);
         }
     }
-    patch.add_initializers = g.initializers.iter().filter_map(|(n, t)| promote_tensor(t).map(|p| (n.clone(), p))).collect();
+    patch.add_initializers = g
+        .initializers
+        .iter()
+        .filter_map(|(n, t)| promote_tensor(t).map(|p| (n.clone(), p)))
+        .collect();
     patch
 }
 
@@ -119,7 +142,10 @@ fn promote_graph(g: &Graph) -> Graph {
 
 /// The model with all float computation in f64.
 pub fn promote_to_f64(model: &Model) -> Model {
-    Model { graph: promote_graph(&model.graph), ..model.clone() }
+    Model {
+        graph: promote_graph(&model.graph),
+        ..model.clone()
+    }
 }
 
 /// Inputs for the promoted model: float tensors become f64.

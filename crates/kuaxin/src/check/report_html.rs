@@ -7,7 +7,10 @@ use super::table;
 use super::CheckReport;
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 const STYLE: &str = r#"
@@ -125,7 +128,11 @@ window.onerror = function (msg) { document.body.setAttribute('data-error', Strin
 pub fn to_html(r: &CheckReport, show_kernel: bool) -> String {
     // '<' inside the JSON would let a value close the script element.
     let data = super::json::to_json(r).to_string().replace('<', "\\u003c");
-    let verdict = if r.exit_code() == 0 { "all devices within tolerance" } else { "mismatch" };
+    let verdict = if r.exit_code() == 0 {
+        "all devices within tolerance"
+    } else {
+        "mismatch"
+    };
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>kuaxin check: {title}</title><style>{STYLE}</style></head>\n<body>\n\
 <h1>kuaxin check: {title}</h1>\n<p>Verdict: <b>{verdict}</b></p>\n<pre>{table}</pre>\n<pre>{failures}</pre>\n\
