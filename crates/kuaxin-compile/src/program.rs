@@ -283,34 +283,77 @@ impl Program {
         inputs: &[Tensor],
         consts: &mut ConstCache,
     ) -> Result<Vec<(String, HostValue)>> {
-        if inputs.len() != self.inputs.len() {
+        self.check_arity(inputs.len())?;
+        let uploaded = inputs
+            .iter()
+            .map(|t| device.upload(t))
+            .collect::<Result<Vec<_>>>()?;
+        self.execute(device, host, uploaded, consts, |ex, outputs| {
+            outputs
+                .iter()
+                .map(|(n, s)| Ok((n.clone(), ex.fetch(s)?)))
+                .collect()
+        })
+    }
+
+    /// Like [`Program::run`] with inputs and outputs that stay on the device (a KV cache fed
+    /// back step after step). Every output must be a tensor.
+    pub fn run_device(
+        &self,
+        device: &dyn Backend,
+        host: &dyn Backend,
+        inputs: Vec<DeviceTensor>,
+        consts: &mut ConstCache,
+    ) -> Result<Vec<(String, DeviceTensor)>> {
+        self.check_arity(inputs.len())?;
+        self.execute(device, host, inputs, consts, |ex, outputs| {
+            outputs
+                .iter()
+                .map(|(n, s)| match s {
+                    OutputSpec::Tensor(src) => Ok((n.clone(), ex.operand(src)?)),
+                    _ => Err(Error::unsupported(format!(
+                        "output '{n}' is not a tensor; run it with Program::run"
+                    ))),
+                })
+                .collect()
+        })
+    }
+
+    fn check_arity(&self, given: usize) -> Result<()> {
+        if given != self.inputs.len() {
             return Err(Error::invalid(format!(
-                "program takes {} inputs, got {}",
-                self.inputs.len(),
-                inputs.len()
+                "program takes {} inputs, got {given}",
+                self.inputs.len()
             )));
         }
+        Ok(())
+    }
+
+    fn execute<T>(
+        &self,
+        device: &dyn Backend,
+        host: &dyn Backend,
+        inputs: Vec<DeviceTensor>,
+        consts: &mut ConstCache,
+        collect: impl FnOnce(&mut Executor, &[(String, OutputSpec)]) -> Result<T>,
+    ) -> Result<T> {
         let mut ex = Executor::new(device, host, self.slot_types.len());
         ex.consts = std::mem::take(consts);
         for (slot, t) in self.inputs.iter().zip(inputs) {
             let want = &self.slot_types[*slot];
-            if t.dtype() != want.dtype || t.shape != want.shape {
+            if t.ty != *want {
+                *consts = std::mem::take(&mut ex.consts);
                 return Err(Error::invalid(format!(
                     "input {} does not match the compiled type {want}",
-                    t.type_string()
+                    t.ty
                 )));
             }
-            ex.slots[*slot] = Some(device.upload(t)?);
+            ex.slots[*slot] = Some(t);
         }
         let ran = ex
             .run_all(&self.instrs, &self.output_slots())
             .and_then(|_| device.synchronize());
-        let out = ran.and_then(|_| {
-            self.outputs
-                .iter()
-                .map(|(n, s)| Ok((n.clone(), ex.fetch(s)?)))
-                .collect()
-        });
+        let out = ran.and_then(|_| collect(&mut ex, &self.outputs));
         *consts = std::mem::take(&mut ex.consts);
         out
     }

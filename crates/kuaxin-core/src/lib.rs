@@ -8,6 +8,7 @@ pub mod backend;
 pub mod dtype;
 pub mod error;
 pub mod graph;
+pub mod graph_builder;
 pub mod kernel;
 pub mod limits;
 pub mod patch;

@@ -1,10 +1,9 @@
 //! A small transformer encoder block built in memory (no files), used by `kuaxin demo` and the
 //! tests: the same graph in f32 and in f64 lets a run be checked against a more precise reference.
 use crate::random::{random_tensor, Rng};
-use kuaxin_core::graph::{Attr, Dim, Graph, Model, Node, ValueInfo, ValueType};
+use kuaxin_core::graph::{Attr, Dim, Model};
+use kuaxin_core::graph_builder::GraphBuilder;
 use kuaxin_core::{DType, Data, Tensor};
-use std::collections::BTreeMap;
-use std::sync::Arc;
 
 pub struct BlockConfig {
     pub hidden: usize,
@@ -23,28 +22,14 @@ impl Default for BlockConfig {
 }
 
 struct Builder {
-    g: Graph,
+    g: GraphBuilder,
     rng: Rng,
     dtype: DType,
-    n: usize,
 }
 
 impl Builder {
     fn node(&mut self, op: &str, inputs: &[&str], attrs: Vec<(&str, Attr)>) -> String {
-        self.n += 1;
-        let out = format!("{}_{}", op.to_lowercase(), self.n);
-        self.g.nodes.push(Node {
-            name: format!("{op}_{}", self.n),
-            op_type: op.into(),
-            domain: String::new(),
-            inputs: inputs.iter().map(|s| s.to_string()).collect(),
-            outputs: vec![out.clone()],
-            attrs: attrs
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect::<BTreeMap<_, _>>(),
-        });
-        out
+        self.g.node(op, inputs, attrs)
     }
     fn weight(&mut self, name: &str, shape: Vec<usize>, scale: f64) -> String {
         let t = random_tensor(&mut self.rng, DType::F64, shape);
@@ -52,24 +37,13 @@ impl Builder {
             shape: t.shape.clone(),
             data: Data::from_f64_iter(self.dtype, t.to_f64_vec().into_iter().map(|x| x * scale)),
         };
-        self.g.initializers.push((name.into(), Arc::new(scaled)));
-        name.into()
+        self.g.constant(name, scaled)
     }
     fn ones(&mut self, name: &str, n: usize, v: f64) -> String {
-        self.g
-            .initializers
-            .push((name.into(), Arc::new(Tensor::full(self.dtype, vec![n], v))));
-        name.into()
+        self.g.constant(name, Tensor::full(self.dtype, vec![n], v))
     }
     fn shape(&mut self, name: &str, dims: &[i64]) -> String {
-        self.g.initializers.push((
-            name.into(),
-            Arc::new(Tensor {
-                shape: vec![dims.len()],
-                data: Data::I64(dims.to_vec()),
-            }),
-        ));
-        name.into()
+        self.g.ints(name, dims)
     }
 }
 
@@ -77,13 +51,9 @@ impl Builder {
 /// `[batch, seq, hidden]` with symbolic batch and seq.
 pub fn transformer_block(cfg: &BlockConfig, dtype: DType, seed: u64) -> Model {
     let mut b = Builder {
-        g: Graph {
-            name: "kuaxin_demo_block".into(),
-            ..Default::default()
-        },
+        g: GraphBuilder::new("kuaxin_demo_block"),
         rng: Rng::new(seed),
         dtype,
-        n: 0,
     };
     let (h, nh, f) = (cfg.hidden, cfg.heads, cfg.ffn);
     let hd = h / nh;
@@ -154,26 +124,7 @@ pub fn transformer_block(cfg: &BlockConfig, dtype: DType, seed: u64) -> Model {
         Dim::Sym("seq".into()),
         Dim::Known(h),
     ];
-    b.g.inputs.push(ValueInfo {
-        name: "x".into(),
-        ty: ValueType::Tensor {
-            dtype,
-            shape: Some(dims.clone()),
-        },
-    });
-    b.g.outputs.push(ValueInfo {
-        name: y,
-        ty: ValueType::Tensor {
-            dtype,
-            shape: Some(dims),
-        },
-    });
-    let mut opsets = BTreeMap::new();
-    opsets.insert(String::new(), 17);
-    Model {
-        graph: b.g,
-        opsets,
-        producer: "kuaxin demo".into(),
-        source: "built-in transformer block".into(),
-    }
+    b.g.input("x", dtype, dims.clone());
+    b.g.output(&y, dtype, Some(dims));
+    b.g.finish("kuaxin demo", "built-in transformer block")
 }

@@ -3,7 +3,7 @@ use kuaxin_compile::program::ConstCache;
 use kuaxin_compile::{compile_and_run, Program};
 use kuaxin_core::graph::Model;
 use kuaxin_core::prim::TensorType;
-use kuaxin_core::{Backend, HostValue, Result};
+use kuaxin_core::{Backend, DeviceTensor, HostValue, Result, Tensor};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -120,16 +120,17 @@ impl Session {
     /// Orders the given inputs like the model's graph inputs, so cached programs bind right.
     fn ordered<'v>(&self, inputs: &'v [(String, HostValue)]) -> Vec<&'v (String, HostValue)> {
         let mut v: Vec<&(String, HostValue)> = inputs.iter().collect();
-        let pos = |n: &str| {
-            self.model
-                .graph
-                .inputs
-                .iter()
-                .position(|vi| vi.name == n)
-                .unwrap_or(usize::MAX)
-        };
-        v.sort_by_key(|(n, _)| pos(n));
+        v.sort_by_key(|(n, _)| self.input_position(n));
         v
+    }
+
+    fn input_position(&self, name: &str) -> usize {
+        self.model
+            .graph
+            .inputs
+            .iter()
+            .position(|vi| vi.name == name)
+            .unwrap_or(usize::MAX)
     }
 
     /// Runs the model. The first run for given input types traces and compiles; later runs
@@ -137,55 +138,103 @@ impl Session {
     pub fn run(&self, inputs: &[(String, HostValue)]) -> Result<Vec<(String, HostValue)>> {
         let ordered: Vec<(String, HostValue)> = self.ordered(inputs).into_iter().cloned().collect();
         let key = input_key(&ordered);
-        if let Some(k) = &key {
-            let cached = self.cache.lock().ok().and_then(|c| c.get(k).cloned());
-            if let Some(p) = cached {
-                let tensors: Vec<kuaxin_core::Tensor> = ordered
-                    .iter()
-                    .filter_map(|(_, v)| v.as_tensor().cloned())
-                    .collect();
-                let mut consts = self
-                    .consts
-                    .lock()
-                    .ok()
-                    .and_then(|mut c| c.remove(k))
-                    .unwrap_or_default();
-                let out = p.run(&*self.device, &*self.host, &tensors, &mut consts);
-                if let Ok(mut c) = self.consts.lock() {
-                    c.insert(k.clone(), consts);
-                }
-                let out = out?;
-                if let Ok(mut s) = self.last.lock() {
-                    *s = RunStats {
-                        compiled: false,
-                        instructions: p.instrs.len(),
-                        host_ops: p.host_ops.clone(),
-                        reusable: true,
-                        planned_peak_bytes: Some(p.planned_peak_bytes()),
-                        kernels: count_kernels(&p),
-                    };
-                }
-                return Ok(out);
-            }
+        if let Some(p) = key.as_ref().and_then(|k| self.cached(k)) {
+            let tensors: Vec<Tensor> = ordered
+                .iter()
+                .filter_map(|(_, v)| v.as_tensor().cloned())
+                .collect();
+            let k = key.unwrap_or_default();
+            return self.with_consts(&k, &p, |consts| {
+                p.run(&*self.device, &*self.host, &tensors, consts)
+            });
         }
+        self.compile(&ordered, key)
+    }
+
+    /// Runs the model on tensors that already live on the device, leaving the outputs there:
+    /// what a KV cache fed back step after step needs. The first run for given input types
+    /// compiles through the host path (inputs are downloaded once); later runs replay.
+    pub fn run_device(
+        &self,
+        inputs: &[(String, DeviceTensor)],
+    ) -> Result<Vec<(String, DeviceTensor)>> {
+        let mut ordered: Vec<&(String, DeviceTensor)> = inputs.iter().collect();
+        ordered.sort_by_key(|(n, _)| self.input_position(n));
+        let key: Vec<TensorType> = ordered.iter().map(|(_, t)| t.ty.clone()).collect();
+        if let Some(p) = self.cached(&key) {
+            let tensors: Vec<DeviceTensor> = ordered.iter().map(|(_, t)| t.clone()).collect();
+            return self.with_consts(&key, &p, |consts| {
+                p.run_device(&*self.device, &*self.host, tensors, consts)
+            });
+        }
+        let host_inputs = ordered
+            .iter()
+            .map(|(n, t)| Ok((n.clone(), HostValue::Tensor(self.device.download(t)?))))
+            .collect::<Result<Vec<_>>>()?;
+        let outs = self.compile(&host_inputs, Some(key))?;
+        outs.into_iter()
+            .map(|(n, v)| match v.as_tensor() {
+                Some(t) => Ok((n, self.device.upload(t)?)),
+                None => Err(kuaxin_core::Error::unsupported(format!(
+                    "output '{n}' is not a tensor; use Session::run"
+                ))),
+            })
+            .collect()
+    }
+
+    fn cached(&self, key: &[TensorType]) -> Option<Arc<Program>> {
+        self.cache.lock().ok().and_then(|c| c.get(key).cloned())
+    }
+
+    /// Runs a cached program with its device constants and records the stats.
+    fn with_consts<T>(
+        &self,
+        key: &[TensorType],
+        p: &Program,
+        run: impl FnOnce(&mut ConstCache) -> Result<T>,
+    ) -> Result<T> {
+        let mut consts = self
+            .consts
+            .lock()
+            .ok()
+            .and_then(|mut c| c.remove(key))
+            .unwrap_or_default();
+        let out = run(&mut consts);
+        if let Ok(mut c) = self.consts.lock() {
+            c.insert(key.to_vec(), consts);
+        }
+        self.record(p, false, true);
+        out
+    }
+
+    fn record(&self, p: &Program, compiled: bool, reusable: bool) {
+        if let Ok(mut s) = self.last.lock() {
+            *s = RunStats {
+                compiled,
+                instructions: p.instrs.len(),
+                host_ops: p.host_ops.clone(),
+                reusable,
+                planned_peak_bytes: Some(p.planned_peak_bytes()),
+                kernels: count_kernels(p),
+            };
+        }
+    }
+
+    /// Traces, compiles and runs; keeps the program when it can be replayed.
+    fn compile(
+        &self,
+        ordered: &[(String, HostValue)],
+        key: Option<Vec<TensorType>>,
+    ) -> Result<Vec<(String, HostValue)>> {
         let (compiled, out) = compile_and_run(
             &self.model,
             &*self.device,
             &*self.host,
-            &ordered,
+            ordered,
             self.opts.fuse,
         )?;
         let p = compiled.program;
-        if let Ok(mut s) = self.last.lock() {
-            *s = RunStats {
-                compiled: true,
-                instructions: p.instrs.len(),
-                host_ops: p.host_ops.clone(),
-                reusable: p.reusable,
-                planned_peak_bytes: Some(p.planned_peak_bytes()),
-                kernels: count_kernels(&p),
-            };
-        }
+        self.record(&p, true, p.reusable);
         // Only programs whose inputs are all plain tensors bound in graph order are replayable.
         if let (true, Some(k)) = (p.reusable && p.inputs.len() == ordered.len(), key) {
             if let Ok(mut c) = self.cache.lock() {
