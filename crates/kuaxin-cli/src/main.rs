@@ -31,6 +31,10 @@ enum Command {
     Check(cmd::check::Args),
     /// Build a small transformer block in memory and run it (no files needed).
     Demo(cmd::demo::Args),
+    /// Generate text with a Hugging Face LLM folder, streamed to standard output.
+    Generate(cmd::generate::Args),
+    /// LLM prompt-processing and generation rates (pp/tg) and the bandwidth they imply.
+    BenchLlm(cmd::bench_llm::Args),
 }
 
 fn main() {
@@ -43,6 +47,8 @@ fn main() {
         Command::Conformance(a) => cmd::conformance::main(a),
         Command::Check(a) => cmd::check::main(a),
         Command::Demo(a) => cmd::demo::main(a),
+        Command::Generate(a) => cmd::generate::main(a),
+        Command::BenchLlm(a) => cmd::bench_llm::main(a),
     };
     match result {
         Ok(code) => std::process::exit(code),

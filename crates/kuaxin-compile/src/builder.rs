@@ -338,6 +338,18 @@ impl Cx<'_, '_> {
             b.clone()
         };
         let (ra, rb) = (a2.rank(), b2.rank());
+        if b.rank() == 2 && ra > 2 {
+            // [.., M, K] x [K, N]: one [M', K] x [K, N] product. The weight is used as it is
+            // (broadcasting it to the batch would copy it when the batch is 1).
+            let lead = a2.shape()[..ra - 1].to_vec();
+            let k = a2.shape()[ra - 1];
+            let m: usize = lead.iter().product();
+            let flat = self.reshape(&a2, &[m, k])?;
+            let out = self.emit1(Prim::MatMul, &[&flat, &b2])?;
+            let mut shape = lead;
+            shape.push(b2.shape()[1]);
+            return self.reshape(&out, &shape);
+        }
         let batch = broadcast_shapes(&a2.shape()[..ra - 2], &b2.shape()[..rb - 2])?;
         let mut sa = batch.clone();
         sa.extend(&a2.shape()[ra - 2..]);

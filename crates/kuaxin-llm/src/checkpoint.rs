@@ -25,6 +25,62 @@ pub struct Checkpoint {
     /// Tensor name -> shard index.
     index: HashMap<String, usize>,
     used: Mutex<BTreeSet<String>>,
+    /// Synthesised weights instead of files (benchmarks at a real model's shape).
+    random: Option<RandomWeights>,
+}
+
+/// Seeded random weights for any tensor asked for: norms 1, biases 0, other weights uniform
+/// with the spread of a 0.02-std normal init.
+#[derive(Debug, Clone, Copy)]
+pub struct RandomWeights {
+    pub seed: u64,
+    /// Whether the LM head is tied (no `lm_head.weight`).
+    pub tied: bool,
+}
+
+impl RandomWeights {
+    fn make(&self, name: &str, shape: &[usize], dtype: DType) -> Tensor {
+        let n: usize = shape.iter().product();
+        let constant = if name.ends_with("norm.weight") {
+            Some(1.0)
+        } else if name.ends_with(".bias") {
+            Some(0.0)
+        } else {
+            None
+        };
+        if let Some(c) = constant {
+            return Tensor::full(dtype, shape.to_vec(), c);
+        }
+        let mut h = self.seed ^ 0xcbf2_9ce4_8422_2325;
+        for b in name.bytes() {
+            h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+        }
+        const CHUNK: usize = 1 << 16;
+        let vals: Vec<f32> = (0..n.div_ceil(CHUNK))
+            .into_par_iter()
+            .flat_map_iter(|c| {
+                let mut x = h ^ (c as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                let len = CHUNK.min(n - c * CHUNK);
+                (0..len).map(move |_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    // Uniform on [-a, a] with a = 0.02 * sqrt(3): std 0.02.
+                    ((x >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * 0.034_641
+                })
+            })
+            .collect();
+        let data = match dtype {
+            DType::BF16 => Data::BF16(vals.par_iter().map(|&v| bf16::from_f32(v)).collect()),
+            DType::F16 => Data::F16(vals.par_iter().map(|&v| f16::from_f32(v)).collect()),
+            DType::F64 => Data::F64(vals.par_iter().map(|&v| v as f64).collect()),
+            _ => Data::F32(vals),
+        };
+        Tensor {
+            shape: shape.to_vec(),
+            data,
+        }
+    }
 }
 
 fn shard_files(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -167,11 +223,25 @@ impl Checkpoint {
             shards,
             index,
             used: Mutex::new(BTreeSet::new()),
+            random: None,
         })
     }
 
+    /// A checkpoint that synthesises every tensor asked for.
+    pub fn random(r: RandomWeights) -> Checkpoint {
+        Checkpoint {
+            shards: Vec::new(),
+            index: HashMap::new(),
+            used: Mutex::new(BTreeSet::new()),
+            random: Some(r),
+        }
+    }
+
     pub fn contains(&self, name: &str) -> bool {
-        self.index.contains_key(name)
+        match &self.random {
+            Some(r) => !(r.tied && name == "lm_head.weight"),
+            None => self.index.contains_key(name),
+        }
     }
 
     /// The stored dtype of a tensor, if present.
@@ -182,6 +252,9 @@ impl Checkpoint {
 
     /// Reads `name`, checks its shape, and converts it to `dtype`.
     pub fn tensor(&self, name: &str, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        if let Some(r) = &self.random {
+            return Ok(r.make(name, shape, dtype));
+        }
         let shard = self.index.get(name).map(|&i| &self.shards[i]).ok_or_else(|| {
             Error::invalid(format!(
                 "tensor '{name}' is missing from the checkpoint (the config needs it)"
@@ -225,6 +298,9 @@ impl Checkpoint {
     /// A linear layer's weight stored `[out, in]` (PyTorch), returned as `[in, out]` so that
     /// `x @ w` needs no transpose at run time.
     pub fn linear(&self, name: &str, inp: usize, out: usize, dtype: DType) -> Result<Tensor> {
+        if let Some(r) = &self.random {
+            return Ok(r.make(name, &[inp, out], dtype));
+        }
         let t = self.tensor(name, &[out, inp], dtype)?;
         let data = match t.data {
             Data::F32(v) => Data::F32(transpose(&v, out, inp)),

@@ -36,7 +36,7 @@ pub struct Args {
 }
 
 /// The process's peak resident memory so far (Linux), in bytes.
-fn peak_rss() -> Option<u64> {
+pub fn peak_rss() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

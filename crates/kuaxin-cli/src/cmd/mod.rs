@@ -1,10 +1,13 @@
 pub mod bench;
+pub mod bench_llm;
 pub mod check;
 pub mod conformance;
 pub mod demo;
 pub mod devices;
+pub mod generate;
 pub mod info;
 pub mod inputs;
+pub mod llm_args;
 pub mod run;
 
 use anyhow::{anyhow, Result};
