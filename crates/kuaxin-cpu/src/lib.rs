@@ -37,6 +37,7 @@ mod scalar;
 mod scatter;
 mod select;
 mod shape;
+mod skinny;
 mod typed;
 mod unary;
 mod view;

@@ -1,6 +1,7 @@
 //! `Prim::MatMul`: `[.., M, K] x [.., K, N]` with identical batch dims.
 //!
-//! f32 / f64 / f16 go through gemm (bf16 via f32); integers use a plain loop that wraps in
+//! Products with a few rows stream the weights once (`skinny`); otherwise f32 / f64 / f16 go
+//! through gemm (bf16 via f32); integers use a plain loop that wraps in
 //! their own type. Small matrices run one per thread across the batch; large ones run one at
 //! a time with gemm's own threading.
 use crate::gemm::{gemm_rm, GemmEl, PAR_FLOPS};
@@ -31,6 +32,9 @@ impl Dims {
 }
 
 pub fn matmul(a: &Data, b: &Data, d: Dims) -> Result<Data> {
+    if let Some(c) = crate::skinny::matmul(a, b, d.batch, d.m, d.k, d.n) {
+        return Ok(c);
+    }
     Ok(match (a, b) {
         (Data::F32(x), Data::F32(y)) => Data::F32(gemm_batched(x, y, d)),
         (Data::F64(x), Data::F64(y)) => Data::F64(gemm_batched(x, y, d)),

@@ -94,13 +94,19 @@ fn shard_files(dir: &Path) -> Result<Vec<PathBuf>> {
             .map_err(|e| Error::io(format!("cannot read {}: {e}", index.display())))?;
         let v: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| Error::invalid(format!("{} is not valid JSON: {e}", index.display())))?;
-        let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| {
-            Error::invalid(format!("{} has no 'weight_map' object", index.display()))
-        })?;
+        let map = v
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| {
+                Error::invalid(format!("{} has no 'weight_map' object", index.display()))
+            })?;
         let mut files: BTreeSet<String> = BTreeSet::new();
         for (name, f) in map {
             let f = f.as_str().ok_or_else(|| {
-                Error::invalid(format!("{}: shard of '{name}' is not a file name", index.display()))
+                Error::invalid(format!(
+                    "{}: shard of '{name}' is not a file name",
+                    index.display()
+                ))
             })?;
             if f.contains('/') || f.contains("..") {
                 return Err(Error::invalid(format!(
@@ -135,7 +141,10 @@ fn open_shard(path: &Path) -> Result<Shard> {
     let map = unsafe { Mmap::map(&file) }
         .map_err(|e| Error::io(format!("cannot map {}: {e}", path.display())))?;
     let (n, meta) = SafeTensors::read_metadata(&map).map_err(|e| {
-        Error::invalid(format!("{} is not a valid safetensors file: {e}", path.display()))
+        Error::invalid(format!(
+            "{} is not a valid safetensors file: {e}",
+            path.display()
+        ))
     })?;
     Ok(Shard {
         path: path.to_path_buf(),
@@ -255,13 +264,20 @@ impl Checkpoint {
         if let Some(r) = &self.random {
             return Ok(r.make(name, shape, dtype));
         }
-        let shard = self.index.get(name).map(|&i| &self.shards[i]).ok_or_else(|| {
-            Error::invalid(format!(
-                "tensor '{name}' is missing from the checkpoint (the config needs it)"
-            ))
-        })?;
+        let shard = self
+            .index
+            .get(name)
+            .map(|&i| &self.shards[i])
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "tensor '{name}' is missing from the checkpoint (the config needs it)"
+                ))
+            })?;
         let info = shard.meta.info(name).ok_or_else(|| {
-            Error::invalid(format!("tensor '{name}' is missing from {}", shard.path.display()))
+            Error::invalid(format!(
+                "tensor '{name}' is missing from {}",
+                shard.path.display()
+            ))
         })?;
         if info.shape != shape {
             return Err(Error::invalid(format!(

@@ -158,7 +158,8 @@ impl Fields<'_> {
         self.v.get(key).filter(|v| !v.is_null())
     }
     fn usize(&self, key: &str) -> Result<usize> {
-        self.opt_usize(key)?.ok_or_else(|| self.err(key, "a non-negative integer"))
+        self.opt_usize(key)?
+            .ok_or_else(|| self.err(key, "a non-negative integer"))
     }
     fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
         match self.get(key) {
@@ -196,7 +197,11 @@ impl Fields<'_> {
 fn token_ids(v: Option<&Value>) -> Vec<u32> {
     match v {
         Some(Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
-        Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_u64())
+            .map(|x| x as u32)
+            .collect(),
         _ => vec![],
     }
 }
@@ -252,12 +257,10 @@ fn rope(f: &Fields, max_positions: usize) -> Result<Rope> {
             attention_factor: p.get("attention_factor").and_then(|v| v.as_f64()),
             truncate: p.bool_or("truncate", true)?,
         },
-        other => {
-            return Err(Error::unsupported(format!(
-                "{}: rope type '{other}' is not supported (default, linear, dynamic, llama3, yarn are)",
-                f.file
-            )))
-        }
+        other => return Err(Error::unsupported(format!(
+            "{}: rope type '{other}' is not supported (default, linear, dynamic, llama3, yarn are)",
+            f.file
+        ))),
     };
     let partial = match p.get("partial_rotary_factor") {
         Some(_) => p.f64_or("partial_rotary_factor", 1.0)?,
@@ -346,7 +349,12 @@ impl LlmConfig {
             .map(|i| {
                 let sliding = match &layer_types {
                     Some(t) => t.get(i).is_some_and(|s| s == "sliding_attention"),
-                    None => use_window && (arch == Arch::Mistral || arch == Arch::Mixtral || i < max_window_layers),
+                    None => {
+                        use_window
+                            && (arch == Arch::Mistral
+                                || arch == Arch::Mixtral
+                                || i < max_window_layers)
+                    }
                 };
                 if sliding && use_window {
                     window
@@ -366,7 +374,12 @@ impl LlmConfig {
                 let dense: Vec<usize> = f
                     .get("mlp_only_layers")
                     .and_then(|v| v.as_array())
-                    .map(|a| a.iter().filter_map(|x| x.as_u64()).map(|x| x as usize).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.as_u64())
+                            .map(|x| x as usize)
+                            .collect()
+                    })
                     .unwrap_or_default();
                 Some(Moe {
                     experts,

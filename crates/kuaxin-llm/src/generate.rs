@@ -159,7 +159,11 @@ impl Generator {
         if b == 0 || prompts.iter().any(|p| p.is_empty()) {
             return Err(Error::invalid("every prompt needs at least one token"));
         }
-        if let Some(bad) = prompts.iter().flatten().find(|&&t| t as usize >= self.vocab) {
+        if let Some(bad) = prompts
+            .iter()
+            .flatten()
+            .find(|&&t| t as usize >= self.vocab)
+        {
             return Err(Error::invalid(format!(
                 "token id {bad} is outside the vocabulary of {}",
                 self.vocab
@@ -228,7 +232,11 @@ impl Generator {
                 if !opts.stop_strings.is_empty() {
                     if let Some(tok) = &self.tokenizer {
                         texts[r] = tok.decode(&out.tokens[r])?;
-                        if opts.stop_strings.iter().any(|s| texts[r].contains(s.as_str())) {
+                        if opts
+                            .stop_strings
+                            .iter()
+                            .any(|s| texts[r].contains(s.as_str()))
+                        {
                             done[r] = true;
                         }
                     }
@@ -276,7 +284,10 @@ pub fn prompt_logits(
     let mut inputs: Vec<(String, HostValue)> = vec![
         (
             INPUT_IDS.into(),
-            HostValue::Tensor(i64_tensor(vec![1, n], ids.iter().map(|&i| i as i64).collect())?),
+            HostValue::Tensor(i64_tensor(
+                vec![1, n],
+                ids.iter().map(|&i| i as i64).collect(),
+            )?),
         ),
         (
             POSITIONS.into(),

@@ -54,7 +54,8 @@ pub fn inv_freq(rope: &Rope, dim: usize, context: usize) -> (Vec<f32>, f64) {
                     let f = f as f64;
                     let wl = 2.0 * PI / f;
                     let scaled = if wl > low_wl { f / factor } else { f };
-                    let smooth = (old / wl - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                    let smooth =
+                        (old / wl - low_freq_factor) / (high_freq_factor - low_freq_factor);
                     let medium = !(wl < high_wl) && !(wl > low_wl);
                     if medium {
                         ((1.0 - smooth) * scaled / factor + smooth * scaled) as f32
@@ -154,7 +155,10 @@ mod tests {
         assert_eq!(s, 1.0);
         for (i, v) in f.iter().enumerate() {
             let want = 1.0 / 10000f64.powf(2.0 * i as f64 / 8.0);
-            assert!((*v as f64 - want).abs() < 1e-7 * want.max(1e-3), "{i}: {v} vs {want}");
+            assert!(
+                (*v as f64 - want).abs() < 1e-7 * want.max(1e-3),
+                "{i}: {v} vs {want}"
+            );
         }
     }
 

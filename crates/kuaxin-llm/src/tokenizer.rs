@@ -45,9 +45,8 @@ impl TextTokenizer {
                 .map(str::to_string),
             _ => None,
         };
-        let chat_template = chat_template.or_else(|| {
-            std::fs::read_to_string(dir.join("chat_template.jinja")).ok()
-        });
+        let chat_template =
+            chat_template.or_else(|| std::fs::read_to_string(dir.join("chat_template.jinja")).ok());
         Ok(TextTokenizer {
             inner,
             chat_template,
@@ -99,14 +98,22 @@ impl TextTokenizer {
         add_generation_prompt: bool,
     ) -> Result<String> {
         let tpl = self.chat_template.as_deref().ok_or_else(|| {
-            Error::invalid("this model has no chat template (tokenizer_config.json 'chat_template')")
+            Error::invalid(
+                "this model has no chat template (tokenizer_config.json 'chat_template')",
+            )
         })?;
         let mut env = minijinja::Environment::new();
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
-        });
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    msg,
+                ))
+            },
+        );
         env.add_template("chat", tpl)
             .map_err(|e| Error::invalid(format!("the chat template does not parse: {e}")))?;
         let msgs: Vec<Value> = messages

@@ -17,14 +17,23 @@ fn fixtures() -> Vec<PathBuf> {
         .filter(|p| p.join("reference.json").exists())
         .collect();
     v.sort();
-    assert!(v.len() >= 7, "expected the 7 architecture fixtures, found {}", v.len());
+    assert!(
+        v.len() >= 7,
+        "expected the 7 architecture fixtures, found {}",
+        v.len()
+    );
     v
 }
 
 fn devices() -> Vec<String> {
     let mut d = vec!["cpu".to_string()];
     if let Ok(extra) = std::env::var("KUAXIN_TEST_DEVICES") {
-        d.extend(extra.split(',').filter(|s| !s.is_empty()).map(str::to_string));
+        d.extend(
+            extra
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+        );
     }
     d
 }
@@ -38,9 +47,14 @@ struct Reference {
 
 fn reference(dir: &Path) -> Reference {
     let v: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+            .unwrap();
     let ids = |k: &str| -> Vec<u32> {
-        v[k].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+        v[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
     };
     let shape: Vec<usize> = v["logits_shape"]
         .as_array()
@@ -78,7 +92,12 @@ fn tokenizer_matches_the_python_library() {
         let r = reference(&dir);
         let m = HfModel::open(&dir).unwrap();
         let prompt = "The quick brown fox jumps over the lazy dog, 12 times.";
-        assert_eq!(m.tokenizer().unwrap().encode(prompt).unwrap(), r.ids, "{}", dir.display());
+        assert_eq!(
+            m.tokenizer().unwrap().encode(prompt).unwrap(),
+            r.ids,
+            "{}",
+            dir.display()
+        );
     }
 }
 
@@ -102,7 +121,8 @@ fn logits_match_transformers_on_every_device() {
                 tol.rtol
             );
             assert_eq!(
-                mt.mismatches, 0,
+                mt.mismatches,
+                0,
                 "{} on {device}: {} logits outside tolerance, first {:?}",
                 dir.display(),
                 mt.mismatches,
@@ -136,9 +156,17 @@ fn greedy_tokens_match_transformers_and_batching_changes_nothing() {
             // A shorter second prompt padded in the same batch: both rows as when alone.
             let short: Vec<u32> = r.ids[..r.ids.len() / 2].to_vec();
             let alone = g.generate(&[short.clone()], &opts, &mut |_, _| {}).unwrap();
-            let both = g.generate(&[r.ids.clone(), short], &opts, &mut |_, _| {}).unwrap();
-            assert_eq!(both.tokens[0], r.greedy, "{name} on {device}: batched row 0");
-            assert_eq!(both.tokens[1], alone.tokens[0], "{name} on {device}: batched row 1");
+            let both = g
+                .generate(&[r.ids.clone(), short], &opts, &mut |_, _| {})
+                .unwrap();
+            assert_eq!(
+                both.tokens[0], r.greedy,
+                "{name} on {device}: batched row 0"
+            );
+            assert_eq!(
+                both.tokens[1], alone.tokens[0],
+                "{name} on {device}: batched row 1"
+            );
         }
     }
 }

@@ -38,7 +38,10 @@ pub fn main(a: Args) -> Result<i32> {
     let dtype = a.m.dtype()?;
     let device = kuaxin::open_device(&a.m.device, a.m.threads)?;
     let context = a.n_prompt + a.n_gen.max(1);
-    eprintln!("building {} ({dtype}, context {context}) ...", model.config.arch_name);
+    eprintln!(
+        "building {} ({dtype}, context {context}) ...",
+        model.config.arch_name
+    );
     let mut gen = Generator::new(&model, device, &BuildOptions::generation(dtype, context))?;
     // A fixed pseudo-random prompt inside the vocabulary.
     let vocab = model.config.vocab as u64;
@@ -51,7 +54,14 @@ pub fn main(a: Args) -> Result<i32> {
         ..Default::default()
     };
     eprintln!("warm-up (compiles the prefill and decode programs) ...");
-    gen.generate(&[prompt.clone()], &GenerateOptions { max_tokens: 3, ..opts.clone() }, &mut |_, _| {})?;
+    gen.generate(
+        &[prompt.clone()],
+        &GenerateOptions {
+            max_tokens: 3,
+            ..opts.clone()
+        },
+        &mut |_, _| {},
+    )?;
     let (mut pp, mut tg) = (Vec::new(), Vec::new());
     for _ in 0..a.repetitions {
         let g = gen.generate(&[prompt.clone()], &opts, &mut |_, _| {})?;
@@ -65,13 +75,12 @@ pub fn main(a: Args) -> Result<i32> {
     let (tgm, tgs) = mean_sd(&tg);
     let weights_gb = gen.weight_bytes as f64 / 1e9;
     let implied = weights_gb * tgm;
-    let name = a
-        .m
-        .model
-        .as_ref()
-        .or(a.m.random_weights.as_ref())
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
+    let name =
+        a.m.model
+            .as_ref()
+            .or(a.m.random_weights.as_ref())
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
     println!("| model | dtype | weights | device | test | t/s |");
     println!("| --- | --- | ---: | --- | --- | ---: |");
     println!(

@@ -57,7 +57,11 @@ pub fn main(a: Args) -> Result<i32> {
     }
     let context = a.context.unwrap_or(ids.len() + a.max_tokens);
     let device = kuaxin::open_device(&a.m.device, a.m.threads)?;
-    let mut gen = Generator::new(&model, device, &BuildOptions::generation(a.m.dtype()?, context))?;
+    let mut gen = Generator::new(
+        &model,
+        device,
+        &BuildOptions::generation(a.m.dtype()?, context),
+    )?;
     let load_s = t0.elapsed().as_secs_f64();
     let opts = GenerateOptions {
         max_tokens: a.max_tokens,
@@ -74,14 +78,18 @@ pub fn main(a: Args) -> Result<i32> {
     let mut stream = StreamDecoder::new();
     let mut out = std::io::stdout().lock();
     let mut failed = None;
-    let g = gen.generate(&[ids.clone()], &opts, &mut |_, id| match stream.push(&tok, id) {
-        Ok(Some(piece)) => {
-            let _ = out.write_all(piece.as_bytes());
-            let _ = out.flush();
-        }
-        Ok(None) => {}
-        Err(e) => failed = Some(e),
-    })?;
+    let g = gen.generate(
+        &[ids.clone()],
+        &opts,
+        &mut |_, id| match stream.push(&tok, id) {
+            Ok(Some(piece)) => {
+                let _ = out.write_all(piece.as_bytes());
+                let _ = out.flush();
+            }
+            Ok(None) => {}
+            Err(e) => failed = Some(e),
+        },
+    )?;
     let _ = writeln!(out);
     if let Some(e) = failed {
         return Err(e.into());

@@ -37,7 +37,9 @@ impl ModelArgs {
         match (&self.model, &self.random_weights) {
             (Some(dir), _) => Ok(HfModel::open(dir)?),
             (None, Some(cfg)) => Ok(HfModel::random(cfg, 0)?),
-            (None, None) => Err(anyhow!("give --model DIR (or --random-weights CONFIG.json)")),
+            (None, None) => Err(anyhow!(
+                "give --model DIR (or --random-weights CONFIG.json)"
+            )),
         }
     }
 }

@@ -28,7 +28,9 @@ impl Net<'_> {
         let sin = self.g.constant("rope.sin", sin);
         // The cache is written from each row's first position on.
         let zero = self.index0("index0", 0);
-        let write_at = self.g.node("Gather", &[pos, &zero], vec![("axis", Attr::Int(1))]);
+        let write_at = self
+            .g
+            .node("Gather", &[pos, &zero], vec![("axis", Attr::Int(1))]);
         // allowed[b, 0, i, j] = j <= pos[b, i] (and j > pos[b, i] - window).
         let keys: Vec<i64> = (0..self.context as i64).collect();
         let keys = self.g.ints("cache_positions", &keys);
@@ -129,7 +131,12 @@ impl Net<'_> {
         let q = match m.q_lora_rank {
             Some(r) => {
                 let a = self.linear(x, &format!("{p}.q_a_proj"), c.hidden, r, c.qkv_bias)?;
-                let a = self.rms_norm_eps(&a, &format!("{p}.q_a_layernorm.weight"), r, LATENT_NORM_EPS)?;
+                let a = self.rms_norm_eps(
+                    &a,
+                    &format!("{p}.q_a_layernorm.weight"),
+                    r,
+                    LATENT_NORM_EPS,
+                )?;
                 self.linear(&a, &format!("{p}.q_b_proj"), r, h * qk, false)?
             }
             None => self.linear(x, &format!("{p}.q_proj"), c.hidden, h * qk, false)?,
@@ -137,7 +144,9 @@ impl Net<'_> {
         let q = self.heads(&q, h, qk, None)?;
         let qs = self.split_last(&q, &[m.qk_nope, m.qk_rope]);
         let q_rot = self.rotary(&qs[1], ctx, m.interleaved);
-        let q = self.g.node("Concat", &[&qs[0], &q_rot], vec![("axis", Attr::Int(-1))]);
+        let q = self
+            .g
+            .node("Concat", &[&qs[0], &q_rot], vec![("axis", Attr::Int(-1))]);
 
         let kv = self.linear(
             x,
@@ -175,7 +184,9 @@ impl Net<'_> {
         let kvs = self.split_last(&kv, &[m.qk_nope, m.v_head]);
         let heads_shape = self.shape_const(&format!("expand[1,{h},1,1]"), &[1, h as i64, 1, 1]);
         let k_rot = self.g.node("Expand", &[&k_rot, &heads_shape], vec![]);
-        let k = self.g.node("Concat", &[&kvs[0], &k_rot], vec![("axis", Attr::Int(-1))]);
+        let k = self
+            .g
+            .node("Concat", &[&kvs[0], &k_rot], vec![("axis", Attr::Int(-1))]);
 
         let mut scale = 1.0 / (qk as f64).sqrt();
         if let RopeScaling::Yarn {

@@ -113,9 +113,13 @@ impl Net<'_> {
         let logits = self.g.node("MatMul", &[&xf, &gate], vec![]);
         let dense = match &m.routing {
             Routing::Softmax { renormalize } => {
-                let probs = self.g.node("Softmax", &[&logits], vec![("axis", Attr::Int(-1))]);
+                let probs = self
+                    .g
+                    .node("Softmax", &[&logits], vec![("axis", Attr::Int(-1))]);
                 let k = self.shape_const(&format!("k{}", m.top_k), &[m.top_k as i64]);
-                let top = self.g.node_n("TopK", &[&probs, &k], vec![("axis", Attr::Int(-1))], 2);
+                let top = self
+                    .g
+                    .node_n("TopK", &[&probs, &k], vec![("axis", Attr::Int(-1))], 2);
                 let w = if *renormalize {
                     self.normalize_rows(&top[0], 0.0)
                 } else {
@@ -139,13 +143,25 @@ impl Net<'_> {
             )?,
         };
         // Experts: [N, h] @ [E, h, i] -> [E, N, i].
-        let names: Vec<ExpertNames> = (0..m.experts).map(|e| self.expert_names(layer, e)).collect();
+        let names: Vec<ExpertNames> = (0..m.experts)
+            .map(|e| self.expert_names(layer, e))
+            .collect();
         let gates: Vec<String> = names.iter().map(|n| n.gate.clone()).collect();
         let ups: Vec<String> = names.iter().map(|n| n.up.clone()).collect();
         let downs: Vec<String> = names.iter().map(|n| n.down.clone()).collect();
-        let wg = self.stacked(&format!("{p}.experts.gate.stacked"), &gates, h, m.intermediate)?;
+        let wg = self.stacked(
+            &format!("{p}.experts.gate.stacked"),
+            &gates,
+            h,
+            m.intermediate,
+        )?;
         let wu = self.stacked(&format!("{p}.experts.up.stacked"), &ups, h, m.intermediate)?;
-        let wd = self.stacked(&format!("{p}.experts.down.stacked"), &downs, m.intermediate, h)?;
+        let wd = self.stacked(
+            &format!("{p}.experts.down.stacked"),
+            &downs,
+            m.intermediate,
+            h,
+        )?;
         let g = self.g.node("MatMul", &[&flat, &wg], vec![]);
         let u = self.g.node("MatMul", &[&flat, &wu], vec![]);
         let a = self.act(&g)?;
@@ -172,9 +188,15 @@ impl Net<'_> {
     /// `w / (sum(w) + eps)` over the last axis.
     fn normalize_rows(&mut self, w: &str, eps: f64) -> String {
         let ax = self.shape_const("axes[-1]", &[-1]);
-        let s = self.g.node("ReduceSum", &[w, &ax], vec![("keepdims", Attr::Int(1))]);
+        let s = self
+            .g
+            .node("ReduceSum", &[w, &ax], vec![("keepdims", Attr::Int(1))]);
         let s = if eps > 0.0 {
-            let e = self.scalar(&format!("eps{eps:e}_{}", self.router_dtype()), self.router_dtype(), eps);
+            let e = self.scalar(
+                &format!("eps{eps:e}_{}", self.router_dtype()),
+                self.router_dtype(),
+                eps,
+            );
             self.g.node("Add", &[&s, &e], vec![])
         } else {
             s
@@ -184,7 +206,11 @@ impl Net<'_> {
 
     /// A `[N, E]` tensor (shaped like `like`) with `w` at `idx` and zeros elsewhere.
     fn scatter_rows(&mut self, like: &str, idx: &str, w: &str) -> String {
-        let zero = self.scalar(&format!("zero_{}", self.router_dtype()), self.router_dtype(), 0.0);
+        let zero = self.scalar(
+            &format!("zero_{}", self.router_dtype()),
+            self.router_dtype(),
+            0.0,
+        );
         let zeros = self.g.node("Mul", &[like, &zero], vec![]);
         self.g.node(
             "ScatterElements",
@@ -212,30 +238,54 @@ impl Net<'_> {
             )));
         }
         let scores = self.g.node("Sigmoid", &[logits], vec![]);
-        let bias = self.weight_as(&format!("{p}.gate.e_score_correction_bias"), &[e], self.router_dtype())?;
+        let bias = self.weight_as(
+            &format!("{p}.gate.e_score_correction_bias"),
+            &[e],
+            self.router_dtype(),
+        )?;
         let choice = self.g.node("Add", &[&scores, &bias], vec![]);
         // Group score: sum of the best two experts in each group.
         let grouped = self.reshape(&choice, &[-1, n_group as i64, per as i64]);
         let k2 = self.shape_const("k2", &[2]);
-        let best2 = self.g.node_n("TopK", &[&grouped, &k2], vec![("axis", Attr::Int(-1))], 2);
-        let ax = self.shape_const("axes[-1]", &[-1]);
-        let gscore = self
+        let best2 = self
             .g
-            .node("ReduceSum", &[&best2[0], &ax], vec![("keepdims", Attr::Int(0))]);
+            .node_n("TopK", &[&grouped, &k2], vec![("axis", Attr::Int(-1))], 2);
+        let ax = self.shape_const("axes[-1]", &[-1]);
+        let gscore = self.g.node(
+            "ReduceSum",
+            &[&best2[0], &ax],
+            vec![("keepdims", Attr::Int(0))],
+        );
         let kg = self.shape_const(&format!("k{topk_group}"), &[topk_group as i64]);
-        let gtop = self.g.node_n("TopK", &[&gscore, &kg], vec![("axis", Attr::Int(-1))], 2);
-        let one = self.scalar(&format!("one_{}", self.router_dtype()), self.router_dtype(), 1.0);
-        let zero = self.scalar(&format!("zero_{}", self.router_dtype()), self.router_dtype(), 0.0);
+        let gtop = self
+            .g
+            .node_n("TopK", &[&gscore, &kg], vec![("axis", Attr::Int(-1))], 2);
+        let one = self.scalar(
+            &format!("one_{}", self.router_dtype()),
+            self.router_dtype(),
+            1.0,
+        );
+        let zero = self.scalar(
+            &format!("zero_{}", self.router_dtype()),
+            self.router_dtype(),
+            0.0,
+        );
         let ones = self.g.node("Mul", &[&gtop[0], &zero], vec![]);
         let ones = self.g.node("Add", &[&ones, &one], vec![]);
         let gmask = self.scatter_rows(&gscore, &gtop[1], &ones);
         let gmask = self.g.node("Unsqueeze", &[&gmask, &ax], vec![]);
         let keep = self.g.node("Greater", &[&gmask, &zero], vec![]);
-        let ninf = self.scalar(&format!("ninf_{}", self.router_dtype()), self.router_dtype(), f64::NEG_INFINITY);
+        let ninf = self.scalar(
+            &format!("ninf_{}", self.router_dtype()),
+            self.router_dtype(),
+            f64::NEG_INFINITY,
+        );
         let masked = self.g.node("Where", &[&keep, &grouped, &ninf], vec![]);
         let masked = self.reshape(&masked, &[-1, e as i64]);
         let k = self.shape_const(&format!("k{}", m.top_k), &[m.top_k as i64]);
-        let top = self.g.node_n("TopK", &[&masked, &k], vec![("axis", Attr::Int(-1))], 2);
+        let top = self
+            .g
+            .node_n("TopK", &[&masked, &k], vec![("axis", Attr::Int(-1))], 2);
         let w = self.g.node(
             "GatherElements",
             &[&scores, &top[1]],
@@ -246,7 +296,11 @@ impl Net<'_> {
         } else {
             w
         };
-        let s = self.scalar(&format!("routed_scaling{scaling}_{}", self.router_dtype()), self.router_dtype(), scaling);
+        let s = self.scalar(
+            &format!("routed_scaling{scaling}_{}", self.router_dtype()),
+            self.router_dtype(),
+            scaling,
+        );
         let w = self.g.node("Mul", &[&w, &s], vec![]);
         Ok(self.scatter_rows(&scores, &top[1], &w))
     }

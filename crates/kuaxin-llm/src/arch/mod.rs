@@ -61,14 +61,19 @@ pub const LOGITS: &str = "logits";
 
 /// Builds the graph of `cfg` with the weights from `ck`.
 pub fn build(cfg: &LlmConfig, ck: &Checkpoint, opts: &BuildOptions) -> Result<LlmGraph> {
-    if !matches!(opts.dtype, DType::F32 | DType::F16 | DType::BF16 | DType::F64) {
+    if !matches!(
+        opts.dtype,
+        DType::F32 | DType::F16 | DType::BF16 | DType::F64
+    ) {
         return Err(kuaxin_core::Error::unsupported(format!(
             "LLM dtype {} is not supported (f32, f16, bf16 are)",
             opts.dtype
         )));
     }
     if opts.context == 0 {
-        return Err(kuaxin_core::Error::invalid("the context length must be positive"));
+        return Err(kuaxin_core::Error::invalid(
+            "the context length must be positive",
+        ));
     }
     let mut net = Net::new(cfg, ck, opts)?;
     let ids = net.g.input(
@@ -92,12 +97,18 @@ pub fn build(cfg: &LlmConfig, ck: &Checkpoint, opts: &BuildOptions) -> Result<Ll
             None => net.attention(&h, l, &attn_ctx)?,
         };
         x = net.g.node("Add", &[&x, &a], vec![]);
-        let h = net.rms_norm(&x, &format!("{p}.post_attention_layernorm.weight"), cfg.hidden)?;
+        let h = net.rms_norm(
+            &x,
+            &format!("{p}.post_attention_layernorm.weight"),
+            cfg.hidden,
+        )?;
         let f = net.feed_forward(&h, l)?;
         x = net.g.node("Add", &[&x, &f], vec![]);
     }
     if opts.logits == Logits::Rows {
-        let rows = net.g.input(LOGITS_ROWS, DType::I64, vec![Dim::Sym("batch".into())]);
+        let rows = net
+            .g
+            .input(LOGITS_ROWS, DType::I64, vec![Dim::Sym("batch".into())]);
         let flat_shape = net.g.ints("flat_tokens", &[-1, cfg.hidden as i64]);
         let flat = net.g.node("Reshape", &[&x, &flat_shape], vec![]);
         let picked = net.g.node("Gather", &[&flat, &rows], vec![]);

@@ -56,7 +56,14 @@ impl<'a> Net<'a> {
     }
 
     /// `x @ W (+ b)` for a PyTorch linear layer `prefix.weight` of shape `[out, inp]`.
-    pub fn linear(&mut self, x: &str, prefix: &str, inp: usize, out: usize, bias: bool) -> Result<String> {
+    pub fn linear(
+        &mut self,
+        x: &str,
+        prefix: &str,
+        inp: usize,
+        out: usize,
+        bias: bool,
+    ) -> Result<String> {
         let wname = format!("{prefix}.weight");
         let w = self.ck.linear(&wname, inp, out, self.dtype)?;
         self.weight_bytes += (w.numel() * self.dtype.size()) as u64;
@@ -115,7 +122,8 @@ impl<'a> Net<'a> {
     }
 
     pub fn transpose(&mut self, x: &str, perm: &[i64]) -> String {
-        self.g.node("Transpose", &[x], vec![("perm", Attr::Ints(perm.to_vec()))])
+        self.g
+            .node("Transpose", &[x], vec![("perm", Attr::Ints(perm.to_vec()))])
     }
 
     /// An i64 vector constant, added once per distinct name.
@@ -135,8 +143,12 @@ impl<'a> Net<'a> {
         let v: Vec<i64> = sizes.iter().map(|&s| s as i64).collect();
         let key: Vec<String> = v.iter().map(|d| d.to_string()).collect();
         let s = self.shape_const(&format!("split[{}]", key.join(",")), &v);
-        self.g
-            .node_n("Split", &[x, &s], vec![("axis", Attr::Int(-1))], sizes.len())
+        self.g.node_n(
+            "Split",
+            &[x, &s],
+            vec![("axis", Attr::Int(-1))],
+            sizes.len(),
+        )
     }
 
     /// Registers a KV-cache tensor and returns its graph input name.
@@ -221,7 +233,8 @@ impl<'a> Net<'a> {
         if from == to {
             return x.to_string();
         }
-        self.g.node("Cast", &[x], vec![("to", Attr::Int(onnx_code(to)))])
+        self.g
+            .node("Cast", &[x], vec![("to", Attr::Int(onnx_code(to)))])
     }
 
     pub fn scalar(&mut self, name: &str, dtype: DType, v: f64) -> String {
@@ -234,7 +247,13 @@ impl<'a> Net<'a> {
     /// A rank-0 i64 constant.
     pub fn index0(&mut self, name: &str, v: i64) -> String {
         if !self.has_const(name) {
-            self.g.constant(name, Tensor { shape: vec![], data: kuaxin_core::Data::I64(vec![v]) });
+            self.g.constant(
+                name,
+                Tensor {
+                    shape: vec![],
+                    data: kuaxin_core::Data::I64(vec![v]),
+                },
+            );
         }
         name.to_string()
     }
