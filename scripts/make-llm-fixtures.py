@@ -137,11 +137,41 @@ def fixtures():
     ), torch.bfloat16
 
 
+def variants():
+    """Other configurations than the committed fixtures: run with --variants OUT_DIR and point
+    KUAXIN_LLM_FIXTURES at OUT_DIR to check that they load and match too."""
+    small = {**BASE, "hidden_size": 48, "num_attention_heads": 6, "num_key_value_heads": 3,
+             "num_hidden_layers": 3, "intermediate_size": 80}
+    yield "qwen2_untied_dynamic", transformers.Qwen2Config(
+        **small, rope_parameters=dict(rope_type="dynamic", rope_theta=1e4, factor=2.0)
+    ), torch.float32
+    yield "llama_bias_mha", transformers.LlamaConfig(
+        **{**small, "num_key_value_heads": 6}, attention_bias=True, mlp_bias=True,
+        rope_parameters=dict(rope_type="linear", rope_theta=5e5, factor=3.0)
+    ), torch.float16
+    yield "qwen3_moe_sparse_step", transformers.Qwen3MoeConfig(
+        **small, head_dim=8, num_experts=6, num_experts_per_tok=3, moe_intermediate_size=16,
+        norm_topk_prob=False, decoder_sparse_step=2, mlp_only_layers=[]
+    ), torch.float32
+    yield "deepseek_no_q_lora", transformers.DeepseekV3Config(
+        **{**small, "num_key_value_heads": 6}, moe_intermediate_size=16, n_routed_experts=4,
+        n_shared_experts=2, num_experts_per_tok=2, n_group=1, topk_group=1,
+        first_k_dense_replace=2, routed_scaling_factor=1.0, norm_topk_prob=False,
+        q_lora_rank=None, kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=8,
+        rope_interleave=False, rope_parameters=dict(rope_type="default", rope_theta=1e4)
+    ), torch.float32
+
+
 def main():
-    only = set(sys.argv[1:])
+    global ROOT
+    args = sys.argv[1:]
+    chosen = fixtures
+    if args[:1] == ["--variants"]:
+        ROOT, args, chosen = args[1], args[2:], variants
+    only = set(args)
     tok = make_tokenizer()
     ids = tok.encode(PROMPT).ids
-    for name, cfg, dtype in fixtures():
+    for name, cfg, dtype in chosen():
         if only and name not in only:
             continue
         torch.manual_seed(0)

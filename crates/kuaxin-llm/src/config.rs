@@ -257,10 +257,12 @@ fn rope(f: &Fields, max_positions: usize) -> Result<Rope> {
             attention_factor: p.get("attention_factor").and_then(|v| v.as_f64()),
             truncate: p.bool_or("truncate", true)?,
         },
-        other => return Err(Error::unsupported(format!(
+        other => {
+            return Err(Error::unsupported(format!(
             "{}: rope type '{other}' is not supported (default, linear, dynamic, llama3, yarn are)",
             f.file
-        ))),
+        )))
+        }
     };
     let partial = match p.get("partial_rotary_factor") {
         Some(_) => p.f64_or("partial_rotary_factor", 1.0)?,

@@ -59,12 +59,18 @@ impl Net<'_> {
         })
     }
 
+    /// Rotates the first `rotary_dim` dims of each head (all of them unless the config has a
+    /// partial rotary factor).
     fn rotary(&mut self, x: &str, ctx: &AttnContext, interleaved: bool) -> String {
-        self.g.node(
-            "RotaryEmbedding",
-            &[x, &ctx.cos, &ctx.sin, &ctx.pos],
-            vec![("interleaved", Attr::Int(interleaved as i64))],
-        )
+        let mut attrs = vec![("interleaved", Attr::Int(interleaved as i64))];
+        if self.cfg.mla.is_none() && self.cfg.rotary_dim() < self.cfg.head_dim {
+            attrs.push((
+                "rotary_embedding_dim",
+                Attr::Int(self.cfg.rotary_dim() as i64),
+            ));
+        }
+        self.g
+            .node("RotaryEmbedding", &[x, &ctx.cos, &ctx.sin, &ctx.pos], attrs)
     }
 
     /// `[B, S, heads * dim]` -> `[B, heads, S, dim]`, with an optional per-head RMS norm.
