@@ -294,13 +294,16 @@ fn attention(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>>
         bias = Some(cx.add_opt(bias, add)?);
     }
 
+    // Grouped heads: query head h reads key/value head h / rep. Folding each group's queries
+    // into rows ([B, hk, rep * S, D]) shares one K and V per group instead of copying them
+    // rep times (in decoding, K and V are the whole cache).
     let rep = hq / hk;
-    let kr = cx.repeat_heads(&present_k, rep)?;
-    let vr = cx.repeat_heads(&present_v, rep)?;
     let qs = cx.mul(&q4, &s)?;
-    let ks = cx.mul(&kr, &s)?;
+    let qs = cx.reshape(&qs, &[b, hk, rep * sq, dq])?;
+    let ks = cx.mul(&present_k, &s)?;
     let kt = cx.transpose_last2(&ks)?;
-    let mut qk = cx.matmul(&qs, &kt)?;
+    let qk = cx.matmul(&qs, &kt)?;
+    let mut qk = cx.reshape(&qk, &[b, hq, sq, kv])?;
     let cap = n.float_or("softcap", 0.0)? as f64;
     if cap > 0.0 {
         qk = cx.softcap(&qk, cap)?;
@@ -324,7 +327,10 @@ fn attention(cx: &mut Cx, n: &Node, ins: &[Option<Value>]) -> Result<Vec<Value>>
         p = cx.where_(&dead, &zero, &p)?;
     }
     let p = cx.cast(&p, dt)?;
-    let mut y = cx.matmul(&p, &vr)?;
+    let pg = cx.reshape(&p, &[b, hk, rep * sq, kv])?;
+    let y = cx.matmul(&pg, &present_v)?;
+    let dv = present_v.shape()[3];
+    let mut y = cx.reshape(&y, &[b, hq, sq, dv])?;
     if rank == 3 {
         y = cx.merge_heads(&y)?;
     }
