@@ -10,8 +10,13 @@ use rayon::prelude::*;
 /// Row counts up to this take the streaming path.
 pub const SKINNY_M: usize = 4;
 
-/// Output columns per parallel task (accumulators: `SKINNY_M * TASK` f32 in L1).
-const TASK: usize = 512;
+/// Bytes of each weight row a parallel task reads: a few pages, a contiguous run the hardware
+/// prefetcher follows (short runs leave each one's first misses exposed).
+const TASK_BYTES: usize = 16384;
+
+/// Weight rows per task; tasks over the same columns add their partial sums in order, so the
+/// result does not depend on the thread count.
+const TASK_ROWS: usize = 256;
 
 /// A float type widened to f32.
 pub trait Widen: Copy + Send + Sync {
@@ -52,12 +57,22 @@ impl Widen for f16 {
 /// Columns `n0..n0 + out.len() / m` of `c[m, ..] = a[m, k] @ b[k, n]`: four rows of `b` at a
 /// time, each a contiguous run the prefetcher follows, added into accumulators that stay in L1.
 #[inline(always)]
-fn columns<B: Widen>(a: &[f32], b: &[B], m: usize, k: usize, n: usize, n0: usize, out: &mut [f32]) {
+#[allow(clippy::too_many_arguments)]
+fn columns<B: Widen>(
+    a: &[f32],
+    b: &[B],
+    m: usize,
+    k: usize,
+    n: usize,
+    rows: (usize, usize),
+    n0: usize,
+    out: &mut [f32],
+) {
     let w = out.len() / m;
     out.fill(0.0);
     let row = |p: usize| &b[p * n + n0..p * n + n0 + w];
-    let mut p = 0;
-    while p + 4 <= k {
+    let (mut p, end) = rows;
+    while p + 4 <= end {
         let (r0, r1, r2, r3) = (row(p), row(p + 1), row(p + 2), row(p + 3));
         for i in 0..m {
             let x = &a[i * k + p..i * k + p + 4];
@@ -69,7 +84,7 @@ fn columns<B: Widen>(a: &[f32], b: &[B], m: usize, k: usize, n: usize, n0: usize
         }
         p += 4;
     }
-    while p < k {
+    while p < end {
         let r = row(p);
         for i in 0..m {
             let x = a[i * k + p];
@@ -89,47 +104,61 @@ unsafe fn columns_avx2<B: Widen>(
     m: usize,
     k: usize,
     n: usize,
+    rows: (usize, usize),
     n0: usize,
     out: &mut [f32],
 ) {
-    columns(a, b, m, k, n, n0, out)
+    columns(a, b, m, k, n, rows, n0, out)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn columns_dispatch<B: Widen>(
     a: &[f32],
     b: &[B],
     m: usize,
     k: usize,
     n: usize,
+    rows: (usize, usize),
     n0: usize,
     out: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA, the features `columns_avx2` is compiled for.
-        return unsafe { columns_avx2(a, b, m, k, n, n0, out) };
+        return unsafe { columns_avx2(a, b, m, k, n, rows, n0, out) };
     }
-    columns(a, b, m, k, n, n0, out)
+    columns(a, b, m, k, n, rows, n0, out)
 }
 
-/// `c[m, n] = a[m, k] @ b[k, n]` for one matrix, `m <= SKINNY_M`, accumulated in f32.
+/// `c[m, n] = a[m, k] @ b[k, n]` for one matrix, `m <= SKINNY_M`, accumulated in f32: tasks
+/// of `TASK_ROWS` rows by `TASK_BYTES` of columns, whose partial sums are added in order.
 fn product<A: Widen, B: Widen>(a: &[A], b: &[B], m: usize, k: usize, n: usize) -> Vec<f32> {
     let a: Vec<f32> = a.iter().map(|x| x.widen()).collect();
-    let tasks: Vec<(usize, Vec<f32>)> = (0..n.div_ceil(TASK))
+    let width = TASK_BYTES / std::mem::size_of::<B>();
+    let (col_blocks, row_blocks) = (n.div_ceil(width), k.div_ceil(TASK_ROWS).max(1));
+    let partials: Vec<Vec<f32>> = (0..col_blocks * row_blocks)
         .into_par_iter()
         .map(|t| {
-            let n0 = t * TASK;
-            let w = TASK.min(n - n0);
+            let (cb, rb) = (t / row_blocks, t % row_blocks);
+            let n0 = cb * width;
+            let w = width.min(n - n0);
+            let rows = (rb * TASK_ROWS, ((rb + 1) * TASK_ROWS).min(k));
             let mut out = vec![0f32; m * w];
-            columns_dispatch(&a, b, m, k, n, n0, &mut out);
-            (n0, out)
+            columns_dispatch(&a, b, m, k, n, rows, n0, &mut out);
+            out
         })
         .collect();
     let mut c = vec![0f32; m * n];
-    for (n0, out) in tasks {
+    for (t, out) in partials.iter().enumerate() {
+        let n0 = (t / row_blocks) * width;
         let w = out.len() / m;
         for i in 0..m {
-            c[i * n + n0..i * n + n0 + w].copy_from_slice(&out[i * w..(i + 1) * w]);
+            for (o, &x) in c[i * n + n0..i * n + n0 + w]
+                .iter_mut()
+                .zip(&out[i * w..(i + 1) * w])
+            {
+                *o += x;
+            }
         }
     }
     c
