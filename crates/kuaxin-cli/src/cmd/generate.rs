@@ -11,9 +11,10 @@ use std::time::Instant;
 pub struct Args {
     #[command(flatten)]
     pub m: ModelArgs,
-    /// The prompt.
-    #[arg(long, short)]
-    pub prompt: String,
+    /// The prompt. Repeat it to generate for several prompts as one batch (their
+    /// continuations are printed when all are done, one block per prompt).
+    #[arg(long, short, required = true)]
+    pub prompt: Vec<String>,
     /// Wrap the prompt as a user message with the model's chat template.
     #[arg(long)]
     pub chat: bool,
@@ -46,16 +47,24 @@ pub fn main(a: Args) -> Result<i32> {
     let t0 = Instant::now();
     let model = a.m.open()?;
     let tok = model.tokenizer()?;
-    let text = if a.chat {
-        tok.apply_chat_template(&[("user", a.prompt.as_str())], true)?
-    } else {
-        a.prompt.clone()
-    };
-    let ids = tok.encode_with(&text, !a.chat)?;
-    if ids.is_empty() {
-        return Err(anyhow!("the prompt has no tokens"));
-    }
-    let context = a.context.unwrap_or(ids.len() + a.max_tokens);
+    let prompts = a
+        .prompt
+        .iter()
+        .map(|p| {
+            let text = if a.chat {
+                tok.apply_chat_template(&[("user", p.as_str())], true)?
+            } else {
+                p.clone()
+            };
+            let ids = tok.encode_with(&text, !a.chat)?;
+            if ids.is_empty() {
+                return Err(anyhow!("the prompt '{p}' has no tokens"));
+            }
+            Ok(ids)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let longest = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
+    let context = a.context.unwrap_or(longest + a.max_tokens);
     let device = kuaxin::open_device(&a.m.device, a.m.threads)?;
     let mut gen = Generator::new(
         &model,
@@ -75,34 +84,42 @@ pub fn main(a: Args) -> Result<i32> {
         stop_strings: a.stop.clone(),
         ignore_eos: a.ignore_eos,
     };
+    let batched = prompts.len() > 1;
     let mut stream = StreamDecoder::new();
     let mut out = std::io::stdout().lock();
     let mut failed = None;
-    let g = gen.generate(
-        &[ids.clone()],
-        &opts,
-        &mut |_, id| match stream.push(&tok, id) {
+    let g = gen.generate(&prompts, &opts, &mut |_, id| {
+        if batched {
+            return;
+        }
+        match stream.push(&tok, id) {
             Ok(Some(piece)) => {
                 let _ = out.write_all(piece.as_bytes());
                 let _ = out.flush();
             }
             Ok(None) => {}
             Err(e) => failed = Some(e),
-        },
-    )?;
-    let _ = writeln!(out);
+        }
+    })?;
     if let Some(e) = failed {
         return Err(e.into());
     }
-    let n = g.tokens[0].len();
+    if batched {
+        for (i, t) in g.tokens.iter().enumerate() {
+            let _ = writeln!(out, "[{i}] {}", tok.decode(t)?);
+        }
+    } else {
+        let _ = writeln!(out);
+    }
+    let n: usize = g.tokens.iter().map(|t| t.len()).sum();
     eprintln!(
-        "[{} on {}: load {:.2} s, prompt {} tokens in {:.3} s ({:.1} t/s), generated {n} tokens, {:.1} t/s]",
+        "[{} on {}: load {:.2} s, prompt {} tokens in {:.3} s ({:.1} t/s), generated {n} tokens, {:.1} steps/s]",
         model.config.arch_name,
         a.m.device,
         load_s,
-        ids.len(),
+        g.prompt_tokens,
         g.prefill_secs,
-        ids.len() as f64 / g.prefill_secs.max(1e-9),
+        g.prompt_tokens as f64 / g.prefill_secs.max(1e-9),
         g.decode_steps as f64 / g.decode_secs.max(1e-9),
     );
     Ok(0)
