@@ -13,6 +13,7 @@ pub mod kernel;
 pub mod limits;
 pub mod patch;
 pub mod prim;
+pub mod prim_kernel;
 pub mod tensor;
 pub mod value;
 

@@ -1,9 +1,10 @@
 //! WGSL for one primitive or one fused kernel. Elementwise primitives, views and reductions are
-//! first written as kernels of the kernel IR, so a single renderer covers them and
-//! `Prim::Fused`; the other primitives have their own templates. Sizes and strides are baked
+//! first written as kernels of the kernel IR (`kuaxin_core::prim_kernel`, shared with the CUDA
+//! back end), so a single renderer covers them and `Prim::Fused`; the other primitives have their own templates. Sizes and strides are baked
 //! into the source; the back end caches pipelines by source text.
 use kuaxin_core::kernel::{Expr, Kernel, Load, Op, Reduction};
 use kuaxin_core::prim::{BinaryOp as B, Prim, ReduceOp, TensorType, UnaryOp as U};
+use kuaxin_core::prim_kernel::prim_kernel;
 use kuaxin_core::tensor::contiguous_strides;
 use kuaxin_core::DType;
 use std::fmt::Write;
@@ -537,111 +538,14 @@ pub fn render_kernel(k: &Kernel, f16: bool) -> R<Shader> {
     per_element(&k.out, &args, f16, &b)
 }
 
-fn kernel(domain: Vec<usize>, loads: Vec<Load>, body: Vec<Op>, out: &TensorType) -> Kernel {
-    Kernel {
-        name: String::new(),
-        domain,
-        loads,
-        body,
-        reduce: None,
-        epilogue: vec![],
-        out: out.clone(),
-        origins: vec![],
-    }
-}
-
-/// Contiguous loads of every input over the output's shape, then `last`.
-fn elementwise(ins: &[TensorType], out: &TensorType, last: Expr) -> Kernel {
-    let loads: Vec<Load> = ins
-        .iter()
-        .enumerate()
-        .map(|(i, t)| Load {
-            arg: i,
-            dtype: t.dtype,
-            strides: contiguous_strides(&out.shape),
-            offset: 0,
-        })
-        .collect();
-    let mut body: Vec<Op> = ins
-        .iter()
-        .enumerate()
-        .map(|(i, t)| Op {
-            expr: Expr::Load(i),
-            dtype: t.dtype,
-        })
-        .collect();
-    body.push(Op {
-        expr: last,
-        dtype: out.dtype,
-    });
-    kernel(out.shape.clone(), loads, body, out)
-}
-
 pub fn render(p: &Prim, ins: &[TensorType], out: &TensorType, f16: bool) -> R<Shader> {
+    // Elementwise primitives, views and reductions are kernels of the kernel IR.
+    if let Some(k) = prim_kernel(p, ins, out) {
+        return render_kernel(&k, f16);
+    }
     let ty = |t: &TensorType| Some(t.dtype);
     let cs = |t: &TensorType| contiguous_strides(&t.shape);
     match p {
-        Prim::Unary(op) => render_kernel(&elementwise(ins, out, Expr::Unary(*op, 0)), f16),
-        Prim::Binary(op) => render_kernel(&elementwise(ins, out, Expr::Binary(*op, 0, 1)), f16),
-        Prim::Where => render_kernel(&elementwise(ins, out, Expr::Where(0, 1, 2)), f16),
-        Prim::Cast(_) => render_kernel(&elementwise(ins, out, Expr::Cast(0)), f16),
-        Prim::View {
-            shape,
-            strides,
-            offset,
-        } => {
-            let load = Load {
-                arg: 0,
-                dtype: ins[0].dtype,
-                strides: strides.clone(),
-                offset: *offset,
-            };
-            render_kernel(
-                &kernel(
-                    shape.clone(),
-                    vec![load],
-                    vec![Op {
-                        expr: Expr::Load(0),
-                        dtype: out.dtype,
-                    }],
-                    out,
-                ),
-                f16,
-            )
-        }
-        Prim::Reduce { op, axes } => {
-            let (s, shape) = (cs(&ins[0]), &ins[0].shape);
-            let order: Vec<usize> = (0..shape.len())
-                .filter(|a| !axes.contains(a))
-                .chain((0..shape.len()).filter(|a| axes.contains(a)))
-                .collect();
-            let load = Load {
-                arg: 0,
-                dtype: ins[0].dtype,
-                strides: order.iter().map(|&a| s[a]).collect(),
-                offset: 0,
-            };
-            let mut k = kernel(
-                order.iter().map(|&a| shape[a]).collect(),
-                vec![load],
-                vec![Op {
-                    expr: Expr::Load(0),
-                    dtype: ins[0].dtype,
-                }],
-                out,
-            );
-            let kept = (0..shape.len()).filter(|a| !axes.contains(a)).count();
-            k.reduce = Some(Reduction {
-                op: *op,
-                value: 0,
-                dims: shape.len() - kept,
-            });
-            k.epilogue = vec![Op {
-                expr: Expr::Reduced,
-                dtype: out.dtype,
-            }];
-            render_kernel(&k, f16)
-        }
         Prim::PadConstant { pads } => {
             let (x, s) = (&ins[0], cs(&ins[0]));
             let mut b = String::new();

@@ -34,8 +34,23 @@ pub fn open_device(name: &str, threads: Option<usize>) -> Result<Arc<dyn Backend
             };
             Ok(Arc::new(kuaxin_wgpu::WgpuBackend::new(i)?))
         }
+        #[cfg(feature = "cuda")]
+        "cuda" => {
+            let i = match index {
+                None => 0,
+                Some(i) => i.parse().map_err(|_| {
+                    Error::invalid(format!("device '{name}': expected cuda or cuda:N"))
+                })?,
+            };
+            Ok(Arc::new(kuaxin_cuda::CudaBackend::new(i)?))
+        }
+        // Runs on the CPU, compiling every kernel the CUDA back end would launch (no GPU needed).
+        #[cfg(feature = "cuda")]
+        "cuda-codegen" => Ok(Arc::new(kuaxin_cuda::CodegenCheck::new(Arc::new(
+            kuaxin_cpu::CpuBackend::new(threads)?,
+        ))?)),
         #[allow(unreachable_patterns)]
-        "cuda" | "wgpu" => Err(Error::unsupported(format!(
+        "cuda" | "cuda-codegen" | "wgpu" => Err(Error::unsupported(format!(
             "device '{name}': the {kind} back end is not built into this kuaxin (available: cpu)"
         ))),
         _ => Err(Error::invalid(format!(
@@ -64,7 +79,26 @@ pub fn list_devices() -> Vec<DeviceInfo> {
         kind: "wgpu".into(),
         description: a.description,
     }));
+    #[cfg(feature = "cuda")]
+    v.extend(kuaxin_cuda::list().into_iter().map(|g| DeviceInfo {
+        name: g.name,
+        kind: "cuda".into(),
+        description: g.description,
+    }));
     v
+}
+
+/// Lines about back ends built into this kuaxin that found no device (for `kuaxin devices`).
+pub fn device_notes() -> Vec<String> {
+    #[allow(unused_mut)]
+    let mut notes = Vec::new();
+    #[cfg(feature = "cuda")]
+    if !kuaxin_cuda::driver_present() {
+        notes.push("cuda: no CUDA driver (libcuda.so) found on this machine; `--device cuda-codegen` runs on the CPU and compiles every CUDA kernel with NVRTC".to_string());
+    } else if kuaxin_cuda::list().is_empty() {
+        notes.push("cuda: the CUDA driver is installed but reports no usable GPU".to_string());
+    }
+    notes
 }
 
 fn cpu_model_name() -> Option<String> {

@@ -18,7 +18,7 @@ pub mod plan;
 pub mod random;
 pub mod session;
 
-pub use devices::{list_devices, open_device, DeviceInfo};
+pub use devices::{device_notes, list_devices, open_device, DeviceInfo};
 pub use kuaxin_core::{DType, Error, HostValue, Result, Tensor};
 pub use random::random_inputs;
 pub use session::{RunStats, Session, SessionOptions};
