@@ -54,8 +54,8 @@ impl Widen for f16 {
     }
 }
 
-/// Columns `n0..n0 + out.len() / m` of `c[m, ..] = a[m, k] @ b[k, n]`: four rows of `b` at a
-/// time, each a contiguous run the prefetcher follows, added into accumulators that stay in L1.
+/// Columns `n0..n0 + out.len() / m` of `c[m, ..] = a[m, k] @ b[k, n]`: eight rows of `b` at a
+/// time (two independent sums of four), each a contiguous run the prefetcher follows, added into accumulators that stay in L1.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn columns<B: Widen>(
@@ -72,17 +72,24 @@ fn columns<B: Widen>(
     out.fill(0.0);
     let row = |p: usize| &b[p * n + n0..p * n + n0 + w];
     let (mut p, end) = rows;
-    while p + 4 <= end {
-        let (r0, r1, r2, r3) = (row(p), row(p + 1), row(p + 2), row(p + 3));
+    while p + 8 <= end {
+        let r: [&[B]; 8] = std::array::from_fn(|d| &row(p + d)[..w]);
         for i in 0..m {
-            let x = &a[i * k + p..i * k + p + 4];
-            let (x0, x1, x2, x3) = (x[0], x[1], x[2], x[3]);
+            let x: [f32; 8] = std::array::from_fn(|d| a[i * k + p + d]);
             let o = &mut out[i * w..(i + 1) * w];
-            for ((((o, &y0), &y1), &y2), &y3) in o.iter_mut().zip(r0).zip(r1).zip(r2).zip(r3) {
-                *o += x0 * y0.widen() + x1 * y1.widen() + x2 * y2.widen() + x3 * y3.widen();
+            for j in 0..w {
+                let lo = x[0] * r[0][j].widen()
+                    + x[1] * r[1][j].widen()
+                    + x[2] * r[2][j].widen()
+                    + x[3] * r[3][j].widen();
+                let hi = x[4] * r[4][j].widen()
+                    + x[5] * r[5][j].widen()
+                    + x[6] * r[6][j].widen()
+                    + x[7] * r[7][j].widen();
+                o[j] += lo + hi;
             }
         }
-        p += 4;
+        p += 8;
     }
     while p < end {
         let r = row(p);
