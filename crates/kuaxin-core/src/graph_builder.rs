@@ -3,7 +3,7 @@
 use crate::dtype::DType;
 use crate::graph::{Attr, Dim, Graph, Model, Node, ValueInfo, ValueType};
 use crate::tensor::{Data, Tensor};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 /// The default-domain opset built graphs are written against (Attention, RotaryEmbedding,
@@ -13,6 +13,8 @@ pub const BUILDER_OPSET: i64 = 24;
 pub struct GraphBuilder {
     g: Graph,
     n: usize,
+    /// Names of the constants added so far (lookups stay O(1) in models with many weights).
+    constants: HashSet<String>,
 }
 
 impl GraphBuilder {
@@ -23,6 +25,7 @@ impl GraphBuilder {
                 ..Default::default()
             },
             n: 0,
+            constants: HashSet::new(),
         }
     }
 
@@ -74,12 +77,13 @@ impl GraphBuilder {
 
     /// Adds a constant tensor and returns its name.
     pub fn constant(&mut self, name: &str, t: impl Into<Arc<Tensor>>) -> String {
+        self.constants.insert(name.into());
         self.g.initializers.push((name.into(), t.into()));
         name.into()
     }
 
     pub fn has_constant(&self, name: &str) -> bool {
-        self.g.initializers.iter().any(|(n, _)| n == name)
+        self.constants.contains(name)
     }
 
     /// An i64 vector constant (shapes, axes, indices).
@@ -112,10 +116,7 @@ impl GraphBuilder {
     pub fn output(&mut self, name: &str, dtype: DType, dims: Option<Vec<Dim>>) {
         self.g.outputs.push(ValueInfo {
             name: name.into(),
-            ty: ValueType::Tensor {
-                dtype,
-                shape: dims,
-            },
+            ty: ValueType::Tensor { dtype, shape: dims },
         });
     }
 

@@ -54,20 +54,32 @@ impl Widen for f16 {
     }
 }
 
-/// Columns `n0..n0 + out.len() / m` of `c[m, ..] = a[m, k] @ b[k, n]`: eight rows of `b` at a
-/// time (two independent sums of four), each a contiguous run the prefetcher follows, added into accumulators that stay in L1.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn columns<B: Widen>(
-    a: &[f32],
-    b: &[B],
+/// One task's share of `c[m, n] = a[m, k] @ b[k, n]`: weight rows `rows.0..rows.1` of the
+/// columns from `n0` on (as many as its output holds).
+#[derive(Clone, Copy)]
+struct Task<'a, B> {
+    a: &'a [f32],
+    b: &'a [B],
     m: usize,
     k: usize,
     n: usize,
     rows: (usize, usize),
     n0: usize,
-    out: &mut [f32],
-) {
+}
+
+/// Columns `n0..n0 + out.len() / m` of `c[m, ..] = a[m, k] @ b[k, n]`: eight rows of `b` at a
+/// time (two independent sums of four), each a contiguous run the prefetcher follows, added into accumulators that stay in L1.
+#[inline(always)]
+fn columns<B: Widen>(t: &Task<B>, out: &mut [f32]) {
+    let Task {
+        a,
+        b,
+        m,
+        k,
+        n,
+        rows,
+        n0,
+    } = *t;
     let w = out.len() / m;
     out.fill(0.0);
     let row = |p: usize| &b[p * n + n0..p * n + n0 + w];
@@ -105,36 +117,17 @@ fn columns<B: Widen>(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn columns_avx2<B: Widen>(
-    a: &[f32],
-    b: &[B],
-    m: usize,
-    k: usize,
-    n: usize,
-    rows: (usize, usize),
-    n0: usize,
-    out: &mut [f32],
-) {
-    columns(a, b, m, k, n, rows, n0, out)
+unsafe fn columns_avx2<B: Widen>(t: &Task<B>, out: &mut [f32]) {
+    columns(t, out)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn columns_dispatch<B: Widen>(
-    a: &[f32],
-    b: &[B],
-    m: usize,
-    k: usize,
-    n: usize,
-    rows: (usize, usize),
-    n0: usize,
-    out: &mut [f32],
-) {
+fn columns_dispatch<B: Widen>(t: &Task<B>, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA, the features `columns_avx2` is compiled for.
-        return unsafe { columns_avx2(a, b, m, k, n, rows, n0, out) };
+        return unsafe { columns_avx2(t, out) };
     }
-    columns(a, b, m, k, n, rows, n0, out)
+    columns(t, out)
 }
 
 /// `c[m, n] = a[m, k] @ b[k, n]` for one matrix, `m <= SKINNY_M`, accumulated in f32: tasks
@@ -151,7 +144,16 @@ fn product<A: Widen, B: Widen>(a: &[A], b: &[B], m: usize, k: usize, n: usize) -
             let w = width.min(n - n0);
             let rows = (rb * TASK_ROWS, ((rb + 1) * TASK_ROWS).min(k));
             let mut out = vec![0f32; m * w];
-            columns_dispatch(&a, b, m, k, n, rows, n0, &mut out);
+            let task = Task {
+                a: &a,
+                b,
+                m,
+                k,
+                n,
+                rows,
+                n0,
+            };
+            columns_dispatch(&task, &mut out);
             out
         })
         .collect();

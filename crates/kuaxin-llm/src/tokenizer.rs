@@ -133,32 +133,40 @@ impl TextTokenizer {
 }
 
 /// Turns a growing token list into text pieces, holding back bytes that do not yet form
-/// complete characters.
+/// complete characters. Each step decodes only the tokens since the last emitted piece plus
+/// the piece before it (context for tokenizers whose spacing depends on the previous token),
+/// so streaming stays linear in the length.
 pub struct StreamDecoder {
     ids: Vec<u32>,
-    emitted: usize,
+    /// Start of the context decoded with the new tokens.
+    prefix: usize,
+    /// Tokens before this index have been emitted.
+    read: usize,
 }
 
 impl StreamDecoder {
     pub fn new() -> Self {
         StreamDecoder {
             ids: Vec::new(),
-            emitted: 0,
+            prefix: 0,
+            read: 0,
         }
     }
 
     /// Adds a token; returns the new text, if any is complete.
     pub fn push(&mut self, tok: &TextTokenizer, id: u32) -> Result<Option<String>> {
         self.ids.push(id);
-        let text = tok.decode(&self.ids)?;
-        if text.ends_with('\u{FFFD}') || text.len() <= self.emitted {
+        let before = tok.decode(&self.ids[self.prefix..self.read])?;
+        let text = tok.decode(&self.ids[self.prefix..])?;
+        if text.len() <= before.len() || text.ends_with('\u{FFFD}') {
             return Ok(None);
         }
-        if !text.is_char_boundary(self.emitted) {
+        if !text.is_char_boundary(before.len()) {
             return Ok(None);
         }
-        let piece = text[self.emitted..].to_string();
-        self.emitted = text.len();
+        let piece = text[before.len()..].to_string();
+        self.prefix = self.read;
+        self.read = self.ids.len();
         Ok(Some(piece))
     }
 }
