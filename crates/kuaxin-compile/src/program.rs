@@ -153,8 +153,11 @@ impl<'a> Executor<'a> {
             frees[i].push(slot);
         }
         let device = self.device;
-        // KUAXIN_PROFILE=1 prints time per primitive kind after each run (to standard error).
-        let profile = std::env::var_os("KUAXIN_PROFILE").is_some();
+        // KUAXIN_PROFILE=1 prints time per primitive kind after each run (to standard error);
+        // KUAXIN_PROFILE=kernels lists every fused kernel with its domain and origin.
+        let profile_var = std::env::var("KUAXIN_PROFILE").ok();
+        let profile = profile_var.is_some();
+        let per_kernel = profile_var.as_deref() == Some("kernels");
         let mut spent: HashMap<String, (usize, f64)> = HashMap::new();
         let r = device.scope(&mut || {
             for (i, ins) in instrs.iter().enumerate() {
@@ -162,6 +165,9 @@ impl<'a> Executor<'a> {
                 self.run_instr(ins).map_err(|e| e.context(&*ins.origin))?;
                 if let Some(t0) = t0 {
                     let key = match &ins.prim {
+                        Prim::Fused(k) if per_kernel => {
+                            format!("{} {:?} {}", k.name, k.domain, ins.origin)
+                        }
                         Prim::Fused(k) => format!(
                             "Fused({})",
                             if k.reduce.is_some() {
@@ -192,18 +198,54 @@ impl<'a> Executor<'a> {
         r
     }
 
-    pub fn fetch(&mut self, spec: &OutputSpec) -> Result<HostValue> {
+    /// Downloads the program outputs. A slot's tensor is handed over (no copy on back ends that
+    /// share host memory) at its last use among the outputs; earlier uses copy.
+    pub fn fetch_outputs(
+        &mut self,
+        outputs: &[(String, OutputSpec)],
+    ) -> Result<Vec<(String, HostValue)>> {
+        let mut uses: HashMap<usize, usize> = HashMap::new();
+        for (_, s) in outputs {
+            let mut v = Vec::new();
+            output_slots(s, &mut v);
+            for slot in v {
+                *uses.entry(slot).or_default() += 1;
+            }
+        }
+        outputs
+            .iter()
+            .map(|(n, s)| Ok((n.clone(), self.fetch(s, &mut uses)?)))
+            .collect()
+    }
+
+    fn fetch(&mut self, spec: &OutputSpec, uses: &mut HashMap<usize, usize>) -> Result<HostValue> {
         Ok(match spec {
             OutputSpec::Tensor(src) => {
+                let last = match src {
+                    Src::Slot(id) => uses.get_mut(id).is_some_and(|n| {
+                        *n -= 1;
+                        *n == 0
+                    }),
+                    Src::Const(_) => false,
+                };
                 let d = self.operand(src)?;
-                HostValue::Tensor(self.device.download(&d)?)
+                HostValue::Tensor(match src {
+                    Src::Slot(id) if last => {
+                        self.slots[*id] = None;
+                        self.device.download_owned(d)?
+                    }
+                    _ => self.device.download(&d)?,
+                })
             }
-            OutputSpec::Sequence(items) => {
-                HostValue::Sequence(items.iter().map(|s| self.fetch(s)).collect::<Result<_>>()?)
-            }
+            OutputSpec::Sequence(items) => HostValue::Sequence(
+                items
+                    .iter()
+                    .map(|s| self.fetch(s, uses))
+                    .collect::<Result<_>>()?,
+            ),
             OutputSpec::Optional(o) => HostValue::Optional(match o {
                 None => None,
-                Some(s) => Some(Box::new(self.fetch(s)?)),
+                Some(s) => Some(Box::new(self.fetch(s, uses)?)),
             }),
         })
     }
@@ -280,19 +322,16 @@ impl Program {
         &self,
         device: &dyn Backend,
         host: &dyn Backend,
-        inputs: &[Tensor],
+        inputs: Vec<Tensor>,
         consts: &mut ConstCache,
     ) -> Result<Vec<(String, HostValue)>> {
         self.check_arity(inputs.len())?;
         let uploaded = inputs
-            .iter()
-            .map(|t| device.upload(t))
+            .into_iter()
+            .map(|t| device.upload_owned(t))
             .collect::<Result<Vec<_>>>()?;
         self.execute(device, host, uploaded, consts, |ex, outputs| {
-            outputs
-                .iter()
-                .map(|(n, s)| Ok((n.clone(), ex.fetch(s)?)))
-                .collect()
+            ex.fetch_outputs(outputs)
         })
     }
 

@@ -248,10 +248,7 @@ impl<'a> Trace<'a> {
         let instrs: Vec<Instr> = self.program.instrs[start..].to_vec();
         self.exec.run_all(&instrs, &keep)?;
         self.exec.device.synchronize()?;
-        let mut results = Vec::new();
-        for (n, s) in &self.program.outputs {
-            results.push((n.clone(), self.exec.fetch(s)?));
-        }
+        let results = self.exec.fetch_outputs(&self.program.outputs)?;
         Ok((self.program, results, self.fused_kernels, self.fused_instrs))
     }
 }

@@ -31,8 +31,18 @@ pub trait Backend: Send + Sync {
     fn upload_shared(&self, t: &Arc<Tensor>) -> Result<DeviceTensor> {
         self.upload(t)
     }
+    /// Moves a host tensor the caller no longer needs onto the device: back ends that share
+    /// host memory take it without a copy.
+    fn upload_owned(&self, t: Tensor) -> Result<DeviceTensor> {
+        self.upload(&t)
+    }
     /// Copies a device tensor out to the host.
     fn download(&self, t: &DeviceTensor) -> Result<Tensor>;
+    /// Downloads a device tensor the caller gives up: back ends that share host memory hand
+    /// the buffer over without a copy when this was its last handle.
+    fn download_owned(&self, t: DeviceTensor) -> Result<Tensor> {
+        self.download(&t)
+    }
     /// Allocates the outputs and runs one primitive on them. `outputs` are the types
     /// `Prim::infer` computed, already validated.
     fn execute(

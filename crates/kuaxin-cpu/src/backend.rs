@@ -76,8 +76,18 @@ impl Backend for CpuBackend {
         })
     }
 
+    fn upload_owned(&self, t: Tensor) -> Result<DeviceTensor> {
+        Ok(wrap(t))
+    }
+
     fn download(&self, t: &DeviceTensor) -> Result<Tensor> {
         Ok(host_tensor(t)?.as_ref().clone())
+    }
+
+    fn download_owned(&self, t: DeviceTensor) -> Result<Tensor> {
+        let held = host_tensor(&t)?;
+        drop(t);
+        Ok(Arc::try_unwrap(held).unwrap_or_else(|shared| shared.as_ref().clone()))
     }
 
     fn execute(

@@ -52,7 +52,7 @@ pub struct Session {
     last: Mutex<RunStats>,
 }
 
-fn input_key(inputs: &[(String, HostValue)]) -> Option<Vec<TensorType>> {
+fn input_key(inputs: &[&(String, HostValue)]) -> Option<Vec<TensorType>> {
     inputs
         .iter()
         .map(|(_, v)| {
@@ -108,8 +108,7 @@ impl Session {
 
     /// The cached program for these inputs' types, if one was compiled (for reports).
     pub fn program_for(&self, inputs: &[(String, HostValue)]) -> Option<Arc<Program>> {
-        let ordered: Vec<(String, HostValue)> = self.ordered(inputs).into_iter().cloned().collect();
-        let key = input_key(&ordered)?;
+        let key = input_key(&self.ordered(inputs))?;
         self.cache.lock().ok()?.get(&key).cloned()
     }
 
@@ -136,18 +135,20 @@ impl Session {
     /// Runs the model. The first run for given input types traces and compiles; later runs
     /// replay the program when it does not depend on input data.
     pub fn run(&self, inputs: &[(String, HostValue)]) -> Result<Vec<(String, HostValue)>> {
-        let ordered: Vec<(String, HostValue)> = self.ordered(inputs).into_iter().cloned().collect();
+        let ordered = self.ordered(inputs);
         let key = input_key(&ordered);
         if let Some(p) = key.as_ref().and_then(|k| self.cached(k)) {
+            // The one copy of the inputs a borrowed call needs (the CPU back end keeps it).
             let tensors: Vec<Tensor> = ordered
                 .iter()
                 .filter_map(|(_, v)| v.as_tensor().cloned())
                 .collect();
             let k = key.unwrap_or_default();
             return self.with_consts(&k, &p, |consts| {
-                p.run(&*self.device, &*self.host, &tensors, consts)
+                p.run(&*self.device, &*self.host, tensors, consts)
             });
         }
+        let ordered: Vec<(String, HostValue)> = ordered.into_iter().cloned().collect();
         self.compile(&ordered, key)
     }
 
