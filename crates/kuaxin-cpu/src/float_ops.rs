@@ -111,12 +111,15 @@ macro_rules! float_unary_op {
                 $then
             }
             U::Sigmoid => {
+                // e^-|x| never overflows; both quotients are formed and one kept, so the
+                // loop has no branch.
                 let $f = |x: $C| {
+                    let e = <$C as M>::exp(-<$C as M>::abs(x));
+                    let d = <$C as M>::ONE + e;
                     if x >= <$C as M>::ZERO {
-                        <$C as M>::ONE / (<$C as M>::ONE + (-x).exp())
+                        <$C as M>::ONE / d
                     } else {
-                        let e = x.exp();
-                        e / (<$C as M>::ONE + e)
+                        e / d
                     }
                 };
                 $then

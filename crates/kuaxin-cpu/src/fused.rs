@@ -4,6 +4,7 @@
 //! elements; each op of the expression DAG runs over a whole block before the next, so the
 //! loops vectorise and every intermediate stays in L1. Rows are spread over threads. Values
 //! are f32 (bools as 0/1), with the same scalar functions as the unfused primitives.
+use crate::fold;
 use crate::scalar::Scalar;
 use kuaxin_core::kernel::{Expr, Kernel, Load, Op};
 use kuaxin_core::prim::{BinaryOp, ReduceOp, UnaryOp};
@@ -142,10 +143,10 @@ fn eval_block_any(
             ),
             Expr::Unary(u, a) => {
                 let x = arg(*a);
-                float_unary_op!(*u, f32, f => out.iter_mut().zip(x).for_each(|(o, &v)| *o = f(v)), else
-                float_test_op!(*u, f32, f => out.iter_mut().zip(x).for_each(|(o, &v)| *o = bool_f32(f(v))), else
+                float_unary_op!(*u, f32, f => for j in 0..n { out[j] = f(x[j]) }, else
+                float_test_op!(*u, f32, f => for j in 0..n { out[j] = bool_f32(f(x[j])) }, else
                 if *u == UnaryOp::Not {
-                    out.iter_mut().zip(x).for_each(|(o, &v)| *o = bool_f32(v == 0.0));
+                    for j in 0..n { out[j] = bool_f32(x[j] == 0.0) }
                 } else {
                     return Err(Error::unsupported(format!("fused {u:?}")));
                 }));
@@ -157,11 +158,11 @@ fn eval_block_any(
                         .zip(x.iter().zip(y))
                         .for_each(|(o, (&a, &b))| *o = bool_f32(f(a != 0.0, b != 0.0)))
                 };
-                float_binary_op!(*b, f32, f => out.iter_mut().zip(x.iter().zip(y)).for_each(|(o, (&a, &c))| *o = f(a, c)), else
-                float_cmp_op!(*b, f32, f => out.iter_mut().zip(x.iter().zip(y)).for_each(|(o, (&a, &c))| *o = bool_f32(f(a, c))), else
+                float_binary_op!(*b, f32, f => for j in 0..n { out[j] = f(x[j], y[j]) }, else
+                float_cmp_op!(*b, f32, f => for j in 0..n { out[j] = bool_f32(f(x[j], y[j])) }, else
                 match b {
-                    BinaryOp::Max => out.iter_mut().zip(x.iter().zip(y)).for_each(|(o, (&a, &c))| *o = a.max_nan(c)),
-                    BinaryOp::Min => out.iter_mut().zip(x.iter().zip(y)).for_each(|(o, (&a, &c))| *o = a.min_nan(c)),
+                    BinaryOp::Max => for j in 0..n { out[j] = x[j].max_nan(y[j]) },
+                    BinaryOp::Min => for j in 0..n { out[j] = x[j].min_nan(y[j]) },
                     BinaryOp::And => logical(|a, b| a & b, out),
                     BinaryOp::Or => logical(|a, b| a | b, out),
                     BinaryOp::Xor => logical(|a, b| a ^ b, out),
@@ -268,27 +269,6 @@ fn elementwise(k: &Kernel, srcs: &[Cow<[f32]>]) -> Result<Data> {
 /// reduced axes (pooling windows, small groups).
 const SMALL_REDUCTION: usize = 64;
 
-fn reduce_init(op: ReduceOp) -> f64 {
-    match op {
-        ReduceOp::Sum => 0.0,
-        ReduceOp::Prod => 1.0,
-        ReduceOp::Max => f64::NEG_INFINITY,
-        ReduceOp::Min => f64::INFINITY,
-    }
-}
-
-fn reduce_step(op: ReduceOp, acc: f64, x: f32) -> f64 {
-    let x = x as f64;
-    match op {
-        ReduceOp::Sum => acc + x,
-        ReduceOp::Prod => acc * x,
-        ReduceOp::Max if acc.is_nan() || x.is_nan() => f64::NAN,
-        ReduceOp::Min if acc.is_nan() || x.is_nan() => f64::NAN,
-        ReduceOp::Max => acc.max(x),
-        ReduceOp::Min => acc.min(x),
-    }
-}
-
 /// A short reduction: for a block of output rows, loop over the reduced positions and
 /// accumulate lane by lane; the epilogue then runs on the same block.
 fn small_reduction(
@@ -341,16 +321,14 @@ fn small_reduction(
                 row_bases(t * rows_per_task + ri, kouter, &ks, &offsets, &mut bases);
                 for j0 in (0..kn).step_by(BLOCK) {
                     let len = BLOCK.min(kn - j0);
-                    acc[..len].fill(reduce_init(op));
+                    acc[..len].fill(fold::init(op));
                     for roff in &red_offsets {
                         for (s, (b, o)) in shifted.iter_mut().zip(bases.iter().zip(roff)) {
                             *s = b + o;
                         }
                         let mut f = load_fetcher(&k.loads, srcs, &shifted, &kinner, j0);
                         eval_block(&k.body, len, &mut vals, None, &mut f)?;
-                        for (a, &x) in acc[..len].iter_mut().zip(&vals[value][..len]) {
-                            *a = reduce_step(op, *a, x);
-                        }
+                        fold::lanes(op, &mut acc[..len], &vals[value][..len]);
                     }
                     for (r, &a) in reduced[..len].iter_mut().zip(&acc[..len]) {
                         *r = a as f32;
@@ -412,41 +390,17 @@ fn reduction(
                     &mut kbases,
                 );
                 row_offsets.push(kbases.clone());
-                let mut acc: f64 = match op {
-                    ReduceOp::Sum => 0.0,
-                    ReduceOp::Prod => 1.0,
-                    ReduceOp::Max => f64::NEG_INFINITY,
-                    ReduceOp::Min => f64::INFINITY,
-                };
-                let mut nan = false;
+                let mut acc = fold::init(op);
                 for orow in 0..router_rows.max(1) {
                     row_bases(orow, &router, &rstrides, &kbases, &mut bases);
                     for j0 in (0..rn).step_by(BLOCK) {
                         let len = BLOCK.min(rn - j0);
                         let mut f = load_fetcher(&k.loads, srcs, &bases, &rinner, j0);
                         eval_block(&k.body, len, &mut vals, None, &mut f)?;
-                        let v = &vals[value][..len];
-                        match op {
-                            ReduceOp::Sum => acc += v.iter().sum::<f32>() as f64,
-                            ReduceOp::Prod => v.iter().for_each(|&x| acc *= x as f64),
-                            ReduceOp::Max => v.iter().for_each(|&x| {
-                                if x.is_nan() {
-                                    nan = true
-                                } else {
-                                    acc = acc.max(x as f64)
-                                }
-                            }),
-                            ReduceOp::Min => v.iter().for_each(|&x| {
-                                if x.is_nan() {
-                                    nan = true
-                                } else {
-                                    acc = acc.min(x as f64)
-                                }
-                            }),
-                        }
+                        acc = fold::row(op, acc, &vals[value][..len]);
                     }
                 }
-                *r = if nan { f32::NAN } else { acc as f32 };
+                *r = acc as f32;
             }
             // The epilogue, one block of rows at a time; its loads ignore the reduced axes.
             for b0 in (0..chunk.len()).step_by(BLOCK) {

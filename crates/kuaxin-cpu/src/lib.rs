@@ -22,6 +22,7 @@ mod conv;
 mod cumulative;
 mod erf;
 mod eval;
+mod fold;
 mod fused;
 mod gather;
 mod gemm;
@@ -41,6 +42,7 @@ mod skinny;
 mod typed;
 mod unary;
 mod view;
+mod vmath;
 
 pub use backend::{host_tensor, wrap, CpuBackend};
 pub use erf::{erf, erf_f32};

@@ -80,7 +80,7 @@ pub trait FMath:
 }
 
 macro_rules! fmath {
-    ($t:ident, $erf:expr) => {
+    ($t:ident, $erf:expr, $exp:expr) => {
         impl FMath for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -88,9 +88,9 @@ macro_rules! fmath {
             fn sqrt(self) -> Self {
                 $t::sqrt(self)
             }
-            #[inline]
+            #[inline(always)]
             fn exp(self) -> Self {
-                $t::exp(self)
+                $exp(self)
             }
             #[inline]
             fn ln(self) -> Self {
@@ -144,7 +144,7 @@ macro_rules! fmath {
             fn atanh(self) -> Self {
                 $t::atanh(self)
             }
-            #[inline]
+            #[inline(always)]
             fn erf(self) -> Self {
                 $erf(self)
             }
@@ -187,8 +187,8 @@ macro_rules! fmath {
         }
     };
 }
-fmath!(f32, crate::erf::erf_f32);
-fmath!(f64, crate::erf::erf);
+fmath!(f32, crate::vmath::erf_f32, crate::vmath::exp_f32);
+fmath!(f64, crate::erf::erf, f64::exp);
 
 /// A float dtype and the type it computes in.
 pub trait Float: Scalar {
