@@ -6,6 +6,7 @@
 //! are f32 (bools as 0/1), with the same scalar functions as the unfused primitives.
 use crate::fold;
 use crate::scalar::Scalar;
+use crate::walk::{fetch, Segments, Walk};
 use kuaxin_core::kernel::{Expr, Kernel, Load, Op};
 use kuaxin_core::prim::{BinaryOp, ReduceOp, UnaryOp};
 use kuaxin_core::{DType, Data, Error, Result, Tensor};
@@ -75,17 +76,6 @@ fn row_bases(
         for (o, s) in out.iter_mut().zip(strides) {
             *o += i * s[ax];
         }
-    }
-}
-
-fn fetch(src: &[f32], base: isize, stride: isize, dst: &mut [f32]) {
-    match stride {
-        1 => dst.copy_from_slice(&src[base as usize..base as usize + dst.len()]),
-        0 => dst.fill(src[base as usize]),
-        s => dst
-            .iter_mut()
-            .enumerate()
-            .for_each(|(j, d)| *d = src[(base + j as isize * s) as usize]),
     }
 }
 
@@ -223,6 +213,20 @@ fn load_fetcher<'a>(
     }
 }
 
+/// Positions per parallel task (a multiple of `BLOCK`) for `total` positions costing about
+/// `ops` expression ops each: four tasks per thread when there is enough work, none smaller
+/// than `MIN_PAR` ops of work (a rayon task costs a few microseconds), none larger than
+/// `MIN_PAR` positions.
+fn task_len(total: usize, ops: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    let smallest = crate::par::MIN_PAR / ops.max(1);
+    let even = total.div_ceil(4 * threads);
+    even.clamp(smallest.min(crate::par::MIN_PAR), crate::par::MIN_PAR)
+        .div_ceil(BLOCK)
+        .max(1)
+        * BLOCK
+}
+
 fn elementwise(k: &Kernel, srcs: &[Cow<[f32]>]) -> Result<Data> {
     let strides: Vec<Vec<isize>> = k.loads.iter().map(|l| l.strides.clone()).collect();
     let (dims, strides) = coalesce(&k.domain, &strides);
@@ -231,34 +235,33 @@ fn elementwise(k: &Kernel, srcs: &[Cow<[f32]>]) -> Result<Data> {
     if total == 0 {
         return Ok(store(out, k.out.dtype));
     }
-    let n = dims.last().copied().unwrap_or(1);
-    let outer = &dims[..dims.len().saturating_sub(1)];
     let inner: Vec<isize> = strides
         .iter()
         .map(|s| s.last().copied().unwrap_or(0))
         .collect();
     let offsets: Vec<isize> = k.loads.iter().map(|l| l.offset as isize).collect();
-    let rows_per_task = (crate::par::MIN_PAR / n).max(1);
+    let walk = Walk {
+        outer: &dims[..dims.len().saturating_sub(1)],
+        strides: &strides,
+        offsets: &offsets,
+        inner: &inner,
+        n: dims.last().copied().unwrap_or(1),
+    };
+    let per_task = task_len(total, k.body.len());
     let stored = k.stored();
-    out.par_chunks_mut(rows_per_task * n)
+    out.par_chunks_mut(per_task)
         .enumerate()
         .try_for_each(|(t, chunk)| -> Result<()> {
             let mut vals = vec![vec![0f32; BLOCK]; k.body.len()];
-            let mut bases = vec![0isize; k.loads.len()];
-            for (ri, row) in chunk.chunks_mut(n).enumerate() {
-                row_bases(
-                    t * rows_per_task + ri,
-                    outer,
-                    &strides,
-                    &offsets,
-                    &mut bases,
-                );
-                for j0 in (0..n).step_by(BLOCK) {
-                    let len = BLOCK.min(n - j0);
-                    let mut f = load_fetcher(&k.loads, srcs, &bases, &inner, j0);
-                    eval_block(&k.body, len, &mut vals, None, &mut f)?;
-                    row[j0..j0 + len].copy_from_slice(&vals[stored][..len]);
-                }
+            let mut segs = Segments::default();
+            for (b, block) in chunk.chunks_mut(BLOCK).enumerate() {
+                let len = block.len();
+                walk.segments(t * per_task + b * BLOCK, len, &mut segs);
+                let mut f = |l: usize, dst: &mut [f32]| {
+                    segs.fetch(l, &srcs[k.loads[l].arg], inner[l], 0, dst)
+                };
+                eval_block(&k.body, len, &mut vals, None, &mut f)?;
+                block.copy_from_slice(&vals[stored][..len]);
             }
             Ok(())
         })?;
@@ -283,8 +286,6 @@ fn small_reduction(
     let rows: usize = kdims.iter().product();
     let kstrides: Vec<Vec<isize>> = k.loads.iter().map(|l| l.strides[..kept].to_vec()).collect();
     let (kd, ks) = coalesce(kdims, &kstrides);
-    let kn = kd.last().copied().unwrap_or(1);
-    let kouter = &kd[..kd.len().saturating_sub(1)];
     let kinner: Vec<isize> = ks.iter().map(|s| s.last().copied().unwrap_or(0)).collect();
     // Offset of every reduced position, per load.
     let red_total: usize = rdom.iter().product();
@@ -306,37 +307,42 @@ fn small_reduction(
     if rows == 0 {
         return Ok(store(out, k.out.dtype));
     }
-    let rows_per_task = (crate::par::MIN_PAR / (kn * red_total.max(1))).max(1);
+    let walk = Walk {
+        outer: &kd[..kd.len().saturating_sub(1)],
+        strides: &ks,
+        offsets: &offsets,
+        inner: &kinner,
+        n: kd.last().copied().unwrap_or(1),
+    };
+    let per_task = task_len(rows, red_total.max(1) * k.body.len() + k.epilogue.len());
     let stored = k.stored();
-    out.par_chunks_mut(rows_per_task * kn)
+    out.par_chunks_mut(per_task)
         .enumerate()
         .try_for_each(|(t, chunk)| -> Result<()> {
             let mut vals = vec![vec![0f32; BLOCK]; k.body.len()];
             let mut evals = vec![vec![0f32; BLOCK]; k.epilogue.len()];
-            let mut bases = vec![0isize; k.loads.len()];
-            let mut shifted = vec![0isize; k.loads.len()];
+            let mut segs = Segments::default();
             let mut acc = vec![0f64; BLOCK];
             let mut reduced = vec![0f32; BLOCK];
-            for (ri, row) in chunk.chunks_mut(kn).enumerate() {
-                row_bases(t * rows_per_task + ri, kouter, &ks, &offsets, &mut bases);
-                for j0 in (0..kn).step_by(BLOCK) {
-                    let len = BLOCK.min(kn - j0);
-                    acc[..len].fill(fold::init(op));
-                    for roff in &red_offsets {
-                        for (s, (b, o)) in shifted.iter_mut().zip(bases.iter().zip(roff)) {
-                            *s = b + o;
-                        }
-                        let mut f = load_fetcher(&k.loads, srcs, &shifted, &kinner, j0);
-                        eval_block(&k.body, len, &mut vals, None, &mut f)?;
-                        fold::lanes(op, &mut acc[..len], &vals[value][..len]);
-                    }
-                    for (r, &a) in reduced[..len].iter_mut().zip(&acc[..len]) {
-                        *r = a as f32;
-                    }
-                    let mut f = load_fetcher(&k.loads, srcs, &bases, &kinner, j0);
-                    eval_block(&k.epilogue, len, &mut evals, Some(&reduced[..len]), &mut f)?;
-                    row[j0..j0 + len].copy_from_slice(&evals[stored][..len]);
+            for (b, block) in chunk.chunks_mut(BLOCK).enumerate() {
+                let len = block.len();
+                walk.segments(t * per_task + b * BLOCK, len, &mut segs);
+                acc[..len].fill(fold::init(op));
+                for roff in &red_offsets {
+                    let mut f = |l: usize, dst: &mut [f32]| {
+                        segs.fetch(l, &srcs[k.loads[l].arg], kinner[l], roff[l], dst)
+                    };
+                    eval_block(&k.body, len, &mut vals, None, &mut f)?;
+                    fold::lanes(op, &mut acc[..len], &vals[value][..len]);
                 }
+                for (r, &a) in reduced[..len].iter_mut().zip(&acc[..len]) {
+                    *r = a as f32;
+                }
+                let mut f = |l: usize, dst: &mut [f32]| {
+                    segs.fetch(l, &srcs[k.loads[l].arg], kinner[l], 0, dst)
+                };
+                eval_block(&k.epilogue, len, &mut evals, Some(&reduced[..len]), &mut f)?;
+                block.copy_from_slice(&evals[stored][..len]);
             }
             Ok(())
         })?;

@@ -43,6 +43,7 @@ mod typed;
 mod unary;
 mod view;
 mod vmath;
+mod walk;
 
 pub use backend::{host_tensor, wrap, CpuBackend};
 pub use erf::{erf, erf_f32};

@@ -92,13 +92,17 @@ pub fn erf_f32(x: f32) -> f32 {
         s = s * z + c;
     }
     let small = x * s;
+    // t as a linear function of u = 1/a: one division serves t and the final g/a.
+    const T_SCALE: f32 = (2.0f64 / 0.892857) as f32;
+    const T_SHIFT: f32 = (1.392857f64 / 0.892857) as f32;
     let a = ax.clamp(0.875, 4.0);
-    let t = (2.0 / a - 1.392857) / 0.892857;
+    let u = 1.0 / a;
+    let t = u * T_SCALE - T_SHIFT;
     let mut g = TAIL[0];
     for &c in &TAIL[1..] {
         g = g * t + c;
     }
-    let big = 1.0 - exp_f32(-(a * a)) * g / a;
+    let big = 1.0 - exp_f32(-(a * a)) * (g * u);
     let big = if ax >= 4.0 { 1.0 } else { big };
     let big = big.copysign(x);
     // NaN fails `>=` and takes the series, which keeps it NaN.

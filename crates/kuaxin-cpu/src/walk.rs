@@ -1,0 +1,132 @@
+//! Walking a fused kernel's (coalesced) domain in blocks of consecutive positions that may
+//! span several rows: each block is a list of row segments, and every load fetches its values
+//! segment by segment. Short rows (a 128-wide attention row, a 55-wide pooling row) then cost
+//! one pass of the expression evaluator per block instead of one per row.
+
+/// The domain's shape as the loads see it: `outer` axes, then rows of `n` positions.
+pub struct Walk<'a> {
+    pub outer: &'a [usize],
+    /// Per load: stride along each outer axis.
+    pub strides: &'a [Vec<isize>],
+    /// Per load: offset of position 0.
+    pub offsets: &'a [isize],
+    /// Per load: stride along the row.
+    pub inner: &'a [isize],
+    pub n: usize,
+}
+
+/// The row segments of one block: where each starts in the block, its length, and per load
+/// the source offset of its first element.
+#[derive(Default)]
+pub struct Segments {
+    loads: usize,
+    starts: Vec<usize>,
+    lens: Vec<usize>,
+    /// Segment-major: `bases[s * loads + l]`.
+    bases: Vec<isize>,
+    scratch: Vec<isize>,
+}
+
+impl Walk<'_> {
+    /// Per load, the source offset of row `row`'s first element.
+    pub fn row_bases(&self, row: usize, out: &mut [isize]) {
+        out.copy_from_slice(self.offsets);
+        let mut r = row;
+        for ax in (0..self.outer.len()).rev() {
+            let i = (r % self.outer[ax]) as isize;
+            r /= self.outer[ax];
+            for (o, s) in out.iter_mut().zip(self.strides) {
+                *o += i * s[ax];
+            }
+        }
+    }
+
+    /// Splits positions `p0 .. p0 + len` into row segments.
+    pub fn segments(&self, p0: usize, len: usize, segs: &mut Segments) {
+        let loads = self.offsets.len();
+        segs.loads = loads;
+        segs.starts.clear();
+        segs.lens.clear();
+        segs.bases.clear();
+        segs.scratch.resize(loads, 0);
+        let n = self.n.max(1);
+        let (mut row, mut j) = (p0 / n, p0 % n);
+        let mut at = 0;
+        while at < len {
+            let seg = (n - j).min(len - at);
+            let mut scratch = std::mem::take(&mut segs.scratch);
+            self.row_bases(row, &mut scratch);
+            for (b, inner) in scratch.iter().zip(self.inner) {
+                segs.bases.push(b + j as isize * inner);
+            }
+            segs.scratch = scratch;
+            segs.starts.push(at);
+            segs.lens.push(seg);
+            at += seg;
+            row += 1;
+            j = 0;
+        }
+    }
+}
+
+impl Segments {
+    /// Fills `dst` (the whole block) with load `l`'s values, every source offset moved by
+    /// `shift` (a reduced position's offset; 0 outside reductions).
+    pub fn fetch(&self, l: usize, src: &[f32], inner: isize, shift: isize, dst: &mut [f32]) {
+        for (s, (&start, &len)) in self.starts.iter().zip(&self.lens).enumerate() {
+            let base = self.bases[s * self.loads + l] + shift;
+            fetch(src, base, inner, &mut dst[start..start + len]);
+        }
+    }
+}
+
+/// `dst[j] = src[base + j * stride]`.
+pub fn fetch(src: &[f32], base: isize, stride: isize, dst: &mut [f32]) {
+    if dst.is_empty() {
+        return;
+    }
+    match stride {
+        1 => dst.copy_from_slice(&src[base as usize..base as usize + dst.len()]),
+        0 => dst.fill(src[base as usize]),
+        s => {
+            // The indices run monotonically from `base` to `last`: checking both ends bounds
+            // every one, so the loop needs no check per element.
+            let last = base + (dst.len() as isize - 1) * s;
+            assert!(
+                base.min(last) >= 0 && (base.max(last) as usize) < src.len(),
+                "fused load out of bounds"
+            );
+            for (j, d) in dst.iter_mut().enumerate() {
+                // SAFETY: base + j*s lies between base and last, both in bounds (checked above).
+                *d = unsafe { *src.get_unchecked((base + j as isize * s) as usize) };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_block_spanning_rows_fetches_each_row_from_its_own_base() {
+        // A 3 x 4 domain reading a 3 x 8 source with row stride 8 and element stride 2.
+        let src: Vec<f32> = (0..24).map(|v| v as f32).collect();
+        let strides = vec![vec![8isize]];
+        let walk = Walk {
+            outer: &[3],
+            strides: &strides,
+            offsets: &[1],
+            inner: &[2],
+            n: 4,
+        };
+        let mut segs = Segments::default();
+        walk.segments(2, 7, &mut segs);
+        let mut dst = vec![0f32; 7];
+        segs.fetch(0, &src, 2, 0, &mut dst);
+        // Positions 2..9: row 0 cols 2,3; row 1 cols 0..4; row 2 col 0.
+        assert_eq!(dst, vec![5.0, 7.0, 9.0, 11.0, 13.0, 15.0, 17.0]);
+        segs.fetch(0, &src, 2, -1, &mut dst);
+        assert_eq!(dst, vec![4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0]);
+    }
+}
