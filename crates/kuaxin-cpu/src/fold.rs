@@ -16,9 +16,8 @@ pub fn init(op: ReduceOp) -> f64 {
     }
 }
 
-/// NaN-propagating max and min (a NaN accumulator stays NaN: `x > NaN` is false). `|`, not
-/// `||`: a short-circuit becomes a branch, which the vectoriser turns into masked stores
-/// (microcoded, several times slower on AMD) instead of a blend.
+/// NaN-propagating max and min (a NaN accumulator stays NaN: `x > NaN` is false), for
+/// accumulators held in registers.
 #[inline(always)]
 fn max(a: f64, x: f64) -> f64 {
     if (x > a) | x.is_nan() {
@@ -37,36 +36,67 @@ fn min(a: f64, x: f64) -> f64 {
     }
 }
 
-/// Element-wise `acc[j] = acc[j] op v[j]`: one reduced position for a block of output rows.
-pub fn lanes(op: ReduceOp, acc: &mut [f64], v: &[f32]) {
+/// Accumulators for a block of output rows, one reduced position at a time: `add` folds
+/// `v[j]` into lane j. Max and Min keep a NaN flag per lane beside `f64::max`/`min`: a select
+/// between the new value and the one already stored is what the vectoriser turns into masked
+/// stores (microcoded on AMD, and the hot spot of pooling).
+#[derive(Default)]
+pub struct Lanes {
+    acc: Vec<f64>,
+    nan: Vec<u8>,
+}
+
+impl Lanes {
+    /// Starts `len` lanes at the reduction's initial value.
+    pub fn start(&mut self, op: ReduceOp, len: usize) {
+        self.acc.clear();
+        self.acc.resize(len, init(op));
+        self.nan.clear();
+        self.nan.resize(len, 0);
+    }
+
+    pub fn add(&mut self, op: ReduceOp, v: &[f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, the only feature the copy is compiled for.
+            return unsafe { self.add_avx2(op, v) };
+        }
+        self.add_any(op, v)
+    }
+
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, the only feature the copy is compiled for.
-        return unsafe { lanes_avx2(op, acc, v) };
+    #[target_feature(enable = "avx2")]
+    unsafe fn add_avx2(&mut self, op: ReduceOp, v: &[f32]) {
+        self.add_any(op, v)
     }
-    lanes_any(op, acc, v)
-}
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn lanes_avx2(op: ReduceOp, acc: &mut [f64], v: &[f32]) {
-    lanes_any(op, acc, v)
-}
-
-#[inline(always)]
-fn lanes_any(op: ReduceOp, acc: &mut [f64], v: &[f32]) {
-    macro_rules! each {
-        ($f:expr) => {
-            for (a, &x) in acc.iter_mut().zip(v) {
-                *a = $f(*a, x as f64);
+    #[inline(always)]
+    fn add_any(&mut self, op: ReduceOp, v: &[f32]) {
+        let acc = &mut self.acc[..v.len()];
+        let nan = &mut self.nan[..v.len()];
+        match op {
+            ReduceOp::Sum => acc.iter_mut().zip(v).for_each(|(a, &x)| *a += x as f64),
+            ReduceOp::Prod => acc.iter_mut().zip(v).for_each(|(a, &x)| *a *= x as f64),
+            ReduceOp::Max => {
+                for ((a, n), &x) in acc.iter_mut().zip(nan.iter_mut()).zip(v) {
+                    *a = a.max(x as f64);
+                    *n |= x.is_nan() as u8;
+                }
             }
-        };
+            ReduceOp::Min => {
+                for ((a, n), &x) in acc.iter_mut().zip(nan.iter_mut()).zip(v) {
+                    *a = a.min(x as f64);
+                    *n |= x.is_nan() as u8;
+                }
+            }
+        }
     }
-    match op {
-        ReduceOp::Sum => each!(|a, x| a + x),
-        ReduceOp::Prod => each!(|a, x| a * x),
-        ReduceOp::Max => each!(max),
-        ReduceOp::Min => each!(min),
+
+    /// The reduced values, rounded to f32.
+    pub fn finish(&self, out: &mut [f32]) {
+        for ((o, &a), &n) in out.iter_mut().zip(&self.acc).zip(&self.nan) {
+            *o = if n != 0 { f32::NAN } else { a as f32 };
+        }
     }
 }
 
@@ -154,22 +184,39 @@ mod tests {
             v[at] = f32::NAN;
             assert!(row(ReduceOp::Max, init(ReduceOp::Max), &v).is_nan(), "{at}");
             assert!(row(ReduceOp::Min, init(ReduceOp::Min), &v).is_nan(), "{at}");
-            let mut acc = vec![init(ReduceOp::Max); 19];
-            lanes(ReduceOp::Max, &mut acc, &v);
-            lanes(ReduceOp::Max, &mut acc, &vec![2.0; 19]);
-            assert!(acc[at].is_nan() && acc[(at + 1) % 19] == 2.0);
+            let mut lanes = Lanes::default();
+            let mut out = vec![0f32; 19];
+            for op in [ReduceOp::Max, ReduceOp::Min] {
+                lanes.start(op, 19);
+                lanes.add(op, &v);
+                lanes.add(op, &[2.0; 19]);
+                lanes.finish(&mut out);
+                let other = if op == ReduceOp::Max { 2.0 } else { 1.0 };
+                assert!(
+                    out[at].is_nan() && out[(at + 1) % 19] == other,
+                    "{op:?} {at}"
+                );
+            }
         }
     }
 
     #[test]
     fn lanes_fold_each_position() {
-        let mut acc = vec![init(ReduceOp::Sum); 3];
-        lanes(ReduceOp::Sum, &mut acc, &[1.0, 2.0, 3.0]);
-        lanes(ReduceOp::Sum, &mut acc, &[0.5, 0.5, 0.5]);
-        assert_eq!(acc, vec![1.5, 2.5, 3.5]);
-        let mut acc = vec![init(ReduceOp::Min); 2];
-        lanes(ReduceOp::Min, &mut acc, &[3.0, -1.0]);
-        lanes(ReduceOp::Min, &mut acc, &[2.0, 4.0]);
-        assert_eq!(acc, vec![2.0, -1.0]);
+        let mut lanes = Lanes::default();
+        let mut out = vec![0f32; 3];
+        lanes.start(ReduceOp::Sum, 3);
+        lanes.add(ReduceOp::Sum, &[1.0, 2.0, 3.0]);
+        lanes.add(ReduceOp::Sum, &[0.5, 0.5, 0.5]);
+        lanes.finish(&mut out);
+        assert_eq!(out, vec![1.5, 2.5, 3.5]);
+        lanes.start(ReduceOp::Min, 2);
+        lanes.add(ReduceOp::Min, &[3.0, -1.0]);
+        lanes.add(ReduceOp::Min, &[2.0, 4.0]);
+        lanes.finish(&mut out[..2]);
+        assert_eq!(out[..2], [2.0, -1.0]);
+        lanes.start(ReduceOp::Max, 2);
+        lanes.add(ReduceOp::Max, &[f32::NEG_INFINITY, -1.0]);
+        lanes.finish(&mut out[..2]);
+        assert_eq!(out[..2], [f32::NEG_INFINITY, -1.0]);
     }
 }

@@ -322,22 +322,20 @@ fn small_reduction(
             let mut vals = vec![vec![0f32; BLOCK]; k.body.len()];
             let mut evals = vec![vec![0f32; BLOCK]; k.epilogue.len()];
             let mut segs = Segments::default();
-            let mut acc = vec![0f64; BLOCK];
+            let mut lanes = fold::Lanes::default();
             let mut reduced = vec![0f32; BLOCK];
             for (b, block) in chunk.chunks_mut(BLOCK).enumerate() {
                 let len = block.len();
                 walk.segments(t * per_task + b * BLOCK, len, &mut segs);
-                acc[..len].fill(fold::init(op));
+                lanes.start(op, len);
                 for roff in &red_offsets {
                     let mut f = |l: usize, dst: &mut [f32]| {
                         segs.fetch(l, &srcs[k.loads[l].arg], kinner[l], roff[l], dst)
                     };
                     eval_block(&k.body, len, &mut vals, None, &mut f)?;
-                    fold::lanes(op, &mut acc[..len], &vals[value][..len]);
+                    lanes.add(op, &vals[value][..len]);
                 }
-                for (r, &a) in reduced[..len].iter_mut().zip(&acc[..len]) {
-                    *r = a as f32;
-                }
+                lanes.finish(&mut reduced[..len]);
                 let mut f = |l: usize, dst: &mut [f32]| {
                     segs.fetch(l, &srcs[k.loads[l].arg], kinner[l], 0, dst)
                 };
