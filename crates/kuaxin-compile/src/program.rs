@@ -154,7 +154,8 @@ impl<'a> Executor<'a> {
         }
         let device = self.device;
         // KUAXIN_PROFILE=1 prints time per primitive kind after each run (to standard error);
-        // KUAXIN_PROFILE=kernels lists every fused kernel with its domain and origin.
+        // KUAXIN_PROFILE=kernels lists every fused kernel (and convolution with an epilogue)
+        // with its domain and origin.
         let profile_var = std::env::var("KUAXIN_PROFILE").ok();
         let profile = profile_var.is_some();
         let per_kernel = profile_var.as_deref() == Some("kernels");
@@ -167,6 +168,9 @@ impl<'a> Executor<'a> {
                     let key = match &ins.prim {
                         Prim::Fused(k) if per_kernel => {
                             format!("{} {:?} {}", k.name, k.domain, ins.origin)
+                        }
+                        Prim::ConvEpilogue { epilogue, .. } if per_kernel => {
+                            format!("ConvEpilogue {:?} {}", epilogue.domain, ins.origin)
                         }
                         Prim::Fused(k) => format!(
                             "Fused({})",
