@@ -155,7 +155,7 @@ impl<'a> Executor<'a> {
         let device = self.device;
         // KUAXIN_PROFILE=1 prints time per primitive kind after each run (to standard error);
         // KUAXIN_PROFILE=kernels lists every fused kernel (and convolution with an epilogue)
-        // with its domain and origin.
+        // with its domain and origin, and matrix products by output type.
         let profile_var = std::env::var("KUAXIN_PROFILE").ok();
         let profile = profile_var.is_some();
         let per_kernel = profile_var.as_deref() == Some("kernels");
@@ -169,6 +169,7 @@ impl<'a> Executor<'a> {
                         Prim::Fused(k) if per_kernel => {
                             format!("{} {:?} {}", k.name, k.domain, ins.origin)
                         }
+                        Prim::MatMul if per_kernel => format!("MatMul -> {:?}", ins.out_types),
                         Prim::ConvEpilogue { epilogue, .. } if per_kernel => {
                             format!("ConvEpilogue {:?} {}", epilogue.domain, ins.origin)
                         }
