@@ -23,12 +23,11 @@ fn pow2i(n: i32) -> f32 {
 /// factors so that results down to the subnormals round once.
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
-    const LOG2E: f32 = 1.44269504088896341;
     // ln 2 split so that n * LN2_HI is exact for |n| < 2^15.
     const LN2_HI: f32 = 0.693359375;
     const LN2_LO: f32 = -2.12194440e-4;
     let xc = x.clamp(-104.0, 89.0);
-    let t = xc * LOG2E + ROUND_MAGIC;
+    let t = xc * std::f32::consts::LOG2_E + ROUND_MAGIC;
     let n = t - ROUND_MAGIC;
     let r = xc - n * LN2_HI - n * LN2_LO;
     let r2 = r * r;
@@ -69,7 +68,7 @@ pub fn erf_f32(x: f32) -> f32 {
         -2.686617065e-02,
         1.128379167e-01,
         -3.761263890e-01,
-        1.128379167e+00,
+        std::f32::consts::FRAC_2_SQRT_PI,
     ];
     // g(x) = erfc(x) x e^{x^2} as a polynomial in t = (2/x - 1.392857) / 0.892857.
     const TAIL: [f32; 11] = [
