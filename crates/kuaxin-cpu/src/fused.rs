@@ -6,7 +6,7 @@
 //! are f32 (bools as 0/1), with the same scalar functions as the unfused primitives.
 use crate::fold;
 use crate::scalar::Scalar;
-use crate::walk::{fetch, Segments, Walk};
+use crate::walk::{fetch, inner_strides, load_offsets, row_bases, Segments, Walk};
 use kuaxin_core::kernel::{Expr, Kernel, Load, Op};
 use kuaxin_core::prim::{BinaryOp, ReduceOp, UnaryOp};
 use kuaxin_core::{DType, Data, Error, Result, Tensor};
@@ -58,25 +58,6 @@ fn coalesce(dims: &[usize], strides: &[Vec<isize>]) -> (Vec<usize>, Vec<Vec<isiz
         }
     }
     (out_dims, out_strides)
-}
-
-/// Offsets of row `row` (over `outer` axes) for every load.
-fn row_bases(
-    row: usize,
-    outer: &[usize],
-    strides: &[Vec<isize>],
-    offsets: &[isize],
-    out: &mut [isize],
-) {
-    out.copy_from_slice(offsets);
-    let mut r = row;
-    for ax in (0..outer.len()).rev() {
-        let i = (r % outer[ax]) as isize;
-        r /= outer[ax];
-        for (o, s) in out.iter_mut().zip(strides) {
-            *o += i * s[ax];
-        }
-    }
 }
 
 fn bool_f32(b: bool) -> f32 {
@@ -235,11 +216,8 @@ fn elementwise(k: &Kernel, srcs: &[Cow<[f32]>]) -> Result<Data> {
     if total == 0 {
         return Ok(store(out, k.out.dtype));
     }
-    let inner: Vec<isize> = strides
-        .iter()
-        .map(|s| s.last().copied().unwrap_or(0))
-        .collect();
-    let offsets: Vec<isize> = k.loads.iter().map(|l| l.offset as isize).collect();
+    let inner = inner_strides(&strides);
+    let offsets = load_offsets(&k.loads);
     let walk = Walk {
         outer: &dims[..dims.len().saturating_sub(1)],
         strides: &strides,
@@ -286,7 +264,7 @@ fn small_reduction(
     let rows: usize = kdims.iter().product();
     let kstrides: Vec<Vec<isize>> = k.loads.iter().map(|l| l.strides[..kept].to_vec()).collect();
     let (kd, ks) = coalesce(kdims, &kstrides);
-    let kinner: Vec<isize> = ks.iter().map(|s| s.last().copied().unwrap_or(0)).collect();
+    let kinner = inner_strides(&ks);
     // Offset of every reduced position, per load.
     let red_total: usize = rdom.iter().product();
     let mut red_offsets: Vec<Vec<isize>> = Vec::with_capacity(red_total);
@@ -302,7 +280,7 @@ fn small_reduction(
         }
         red_offsets.push(off);
     }
-    let offsets: Vec<isize> = k.loads.iter().map(|l| l.offset as isize).collect();
+    let offsets = load_offsets(&k.loads);
     let mut out = vec![0f32; rows];
     if rows == 0 {
         return Ok(store(out, k.out.dtype));
@@ -365,12 +343,9 @@ fn reduction(
     let rn = rdims_c.last().copied().unwrap_or(1);
     let router = rdims_c[..rdims_c.len().saturating_sub(1)].to_vec();
     let router_rows: usize = router.iter().product();
-    let rinner: Vec<isize> = rstrides
-        .iter()
-        .map(|s| s.last().copied().unwrap_or(0))
-        .collect();
+    let rinner = inner_strides(&rstrides);
     let kstrides: Vec<Vec<isize>> = k.loads.iter().map(|l| l.strides[..kept].to_vec()).collect();
-    let offsets: Vec<isize> = k.loads.iter().map(|l| l.offset as isize).collect();
+    let offsets = load_offsets(&k.loads);
     let red_total: usize = rdom.iter().product();
     let mut out = vec![0f32; rows];
     let work_per_row = red_total.max(1);
@@ -450,11 +425,8 @@ pub fn apply_in_place(
     let (dims, strides) = coalesce(&k.domain, &strides);
     let n = dims.last().copied().unwrap_or(1);
     let outer = &dims[..dims.len().saturating_sub(1)];
-    let inner: Vec<isize> = strides
-        .iter()
-        .map(|s| s.last().copied().unwrap_or(0))
-        .collect();
-    let offsets: Vec<isize> = k.loads.iter().map(|l| l.offset as isize).collect();
+    let inner = inner_strides(&strides);
+    let offsets = load_offsets(&k.loads);
     let stored = k.stored();
     // Split big blocks over threads; each piece is independent.
     let piece = crate::par::MIN_PAR.max(n);

@@ -37,7 +37,7 @@ pub fn gemm_rm<T: GemmEl>(
     let threads = rayon::current_num_threads();
     if !(parallel && threads > 1 && m.saturating_mul(n).saturating_mul(k) >= PAR_FLOPS) {
         // SAFETY: the asserts above bound every access (see `product`).
-        unsafe { product(m, n, k, c.as_mut_ptr(), a.as_ptr(), n, b.as_ptr(), n, false) };
+        unsafe { product(m, n, k, c.as_mut_ptr(), a.as_ptr(), n, b.as_ptr(), n) };
         return;
     }
     // One panel per thread, each a serial product: gemm's own threading scales poorly on
@@ -61,7 +61,6 @@ pub fn gemm_rm<T: GemmEl>(
                         n,
                         b.as_ptr(),
                         n,
-                        false,
                     )
                 };
             });
@@ -74,19 +73,7 @@ pub fn gemm_rm<T: GemmEl>(
             let dst = &dst;
             // SAFETY: part p writes only columns c0 .. c0 + w of c (row stride n), disjoint
             // from every other part; it reads the same columns of b.
-            unsafe {
-                product(
-                    m,
-                    w,
-                    k,
-                    dst.0.add(c0),
-                    a.as_ptr(),
-                    n,
-                    b.as_ptr().add(c0),
-                    n,
-                    false,
-                )
-            };
+            unsafe { product(m, w, k, dst.0.add(c0), a.as_ptr(), n, b.as_ptr().add(c0), n) };
         });
     }
 }
@@ -97,7 +84,7 @@ struct SendPtr<T>(*mut T);
 unsafe impl<T> Send for SendPtr<T> {}
 unsafe impl<T> Sync for SendPtr<T> {}
 
-/// `dst[m x n] = lhs[m x k] * rhs[k x n]`, serial, with row strides `dst_rs` and `rhs_rs`
+/// `dst[m x n] = lhs[m x k] * rhs[k x n]` on the calling thread, with row strides `dst_rs` and `rhs_rs`
 /// (lhs rows are contiguous, k apart).
 ///
 /// # Safety
@@ -114,13 +101,7 @@ unsafe fn product<T: GemmEl>(
     dst_rs: usize,
     rhs: *const T,
     rhs_rs: usize,
-    parallel: bool,
 ) {
-    let par = if parallel {
-        gemm::Parallelism::Rayon(rayon::current_num_threads())
-    } else {
-        gemm::Parallelism::None
-    };
     // SAFETY: the caller's contract; T is f32, f64 or f16 (the types gemm supports;
     // half::f16 is gemm::f16).
     unsafe {
@@ -143,7 +124,7 @@ unsafe fn product<T: GemmEl>(
             false,
             false,
             false,
-            par,
+            gemm::Parallelism::None,
         );
     }
 }

@@ -2,6 +2,7 @@
 //! span several rows: each block is a list of row segments, and every load fetches its values
 //! segment by segment. Short rows (a 128-wide attention row, a 55-wide pooling row) then cost
 //! one pass of the expression evaluator per block instead of one per row.
+use kuaxin_core::kernel::Load;
 
 /// The domain's shape as the loads see it: `outer` axes, then rows of `n` positions.
 pub struct Walk<'a> {
@@ -30,15 +31,7 @@ pub struct Segments {
 impl Walk<'_> {
     /// Per load, the source offset of row `row`'s first element.
     pub fn row_bases(&self, row: usize, out: &mut [isize]) {
-        out.copy_from_slice(self.offsets);
-        let mut r = row;
-        for ax in (0..self.outer.len()).rev() {
-            let i = (r % self.outer[ax]) as isize;
-            r /= self.outer[ax];
-            for (o, s) in out.iter_mut().zip(self.strides) {
-                *o += i * s[ax];
-            }
-        }
+        row_bases(row, self.outer, self.strides, self.offsets, out)
     }
 
     /// Splits positions `p0 .. p0 + len` into row segments.
@@ -67,6 +60,39 @@ impl Walk<'_> {
             j = 0;
         }
     }
+}
+
+/// Per load, the source offset of element 0 of row `row` over the `outer` axes (`strides`
+/// per load and axis, `offsets` per load).
+pub fn row_bases(
+    row: usize,
+    outer: &[usize],
+    strides: &[Vec<isize>],
+    offsets: &[isize],
+    out: &mut [isize],
+) {
+    out.copy_from_slice(offsets);
+    let mut r = row;
+    for ax in (0..outer.len()).rev() {
+        let i = (r % outer[ax]) as isize;
+        r /= outer[ax];
+        for (o, s) in out.iter_mut().zip(strides) {
+            *o += i * s[ax];
+        }
+    }
+}
+
+/// Per load, its stride along the innermost axis (0 for a rank-0 domain).
+pub fn inner_strides(strides: &[Vec<isize>]) -> Vec<isize> {
+    strides
+        .iter()
+        .map(|s| s.last().copied().unwrap_or(0))
+        .collect()
+}
+
+/// Per load, the source offset of domain position 0.
+pub fn load_offsets(loads: &[Load]) -> Vec<isize> {
+    loads.iter().map(|l| l.offset as isize).collect()
 }
 
 impl Segments {
