@@ -18,7 +18,12 @@ fn unsupported<T: Scalar>(op: BinaryOp) -> Error {
 
 /// `f` in the compute type, rounded back to `T`.
 fn fzip<T: Float>(x: &[T], y: &[T], f: impl Fn(T::C, T::C) -> T::C + Sync + Send) -> Data {
-    T::wrap(par::zip(x, y, |a, b| T::down(f(a.up(), b.up()))))
+    T::wrap(par::zip(
+        x,
+        y,
+        #[inline(always)]
+        |a, b| T::down(f(a.up(), b.up())),
+    ))
 }
 
 fn tzip<T: Scalar>(x: &[T], y: &[T], f: impl Fn(T, T) -> T + Sync + Send) -> Data {

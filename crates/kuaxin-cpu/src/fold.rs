@@ -56,18 +56,10 @@ impl Lanes {
     }
 
     pub fn add(&mut self, op: ReduceOp, v: &[f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, the only feature the copy is compiled for.
-            return unsafe { self.add_avx2(op, v) };
-        }
-        self.add_any(op, v)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn add_avx2(&mut self, op: ReduceOp, v: &[f32]) {
-        self.add_any(op, v)
+        crate::simd::vectorized(
+            #[inline(always)]
+            || self.add_any(op, v),
+        )
     }
 
     #[inline(always)]
@@ -102,18 +94,10 @@ impl Lanes {
 
 /// `acc op v[0] op v[1] ...`: a block along the reduced axis of one output row.
 pub fn row(op: ReduceOp, acc: f64, v: &[f32]) -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: as in `lanes`.
-        return unsafe { row_avx2(op, acc, v) };
-    }
-    row_any(op, acc, v)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn row_avx2(op: ReduceOp, acc: f64, v: &[f32]) -> f64 {
-    row_any(op, acc, v)
+    crate::simd::vectorized(
+        #[inline(always)]
+        || row_any(op, acc, v),
+    )
 }
 
 #[inline(always)]

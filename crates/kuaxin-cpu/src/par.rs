@@ -1,20 +1,28 @@
 //! Elementwise loops that go parallel (on the current rayon pool) for large inputs.
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Smallest amount of work (elements) worth a rayon task.
 pub const MIN_PAR: usize = 1 << 16;
 
+/// `f` over every element; parallel for large inputs, each piece compiled for the CPU's
+/// vector extension ([`crate::simd`]).
 pub fn map<A, O, F>(a: &[A], f: F) -> Vec<O>
 where
     A: Copy + Sync,
     O: Send,
     F: Fn(A) -> O + Sync + Send,
 {
-    if a.len() >= MIN_PAR && rayon::current_num_threads() > 1 {
-        a.par_iter().with_min_len(MIN_PAR).map(|&x| f(x)).collect()
-    } else {
-        a.iter().map(|&x| f(x)).collect()
-    }
+    build(
+        a.len(),
+        #[inline(always)]
+        |start, out| {
+            let a = &a[start..start + out.len()];
+            for (o, &x) in out.iter_mut().zip(a) {
+                o.write(f(x));
+            }
+        },
+    )
 }
 
 pub fn zip<A, B, O, F>(a: &[A], b: &[B], f: F) -> Vec<O>
@@ -24,16 +32,17 @@ where
     O: Send,
     F: Fn(A, B) -> O + Sync + Send,
 {
-    debug_assert_eq!(a.len(), b.len());
-    if a.len() >= MIN_PAR && rayon::current_num_threads() > 1 {
-        a.par_iter()
-            .zip(b.par_iter())
-            .with_min_len(MIN_PAR)
-            .map(|(&x, &y)| f(x, y))
-            .collect()
-    } else {
-        a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect()
-    }
+    assert_eq!(a.len(), b.len(), "par::zip: operand lengths differ");
+    build(
+        a.len(),
+        #[inline(always)]
+        |start, out| {
+            let end = start + out.len();
+            for ((o, &x), &y) in out.iter_mut().zip(&a[start..end]).zip(&b[start..end]) {
+                o.write(f(x, y));
+            }
+        },
+    )
 }
 
 pub fn zip3<A, B, C, O, F>(a: &[A], b: &[B], c: &[C], f: F) -> Vec<O>
@@ -44,21 +53,47 @@ where
     O: Send,
     F: Fn(A, B, C) -> O + Sync + Send,
 {
-    debug_assert!(a.len() == b.len() && b.len() == c.len());
-    if a.len() >= MIN_PAR && rayon::current_num_threads() > 1 {
-        a.par_iter()
-            .zip(b.par_iter())
-            .zip(c.par_iter())
-            .with_min_len(MIN_PAR)
-            .map(|((&x, &y), &z)| f(x, y, z))
-            .collect()
+    assert!(
+        a.len() == b.len() && b.len() == c.len(),
+        "par::zip3: operand lengths differ"
+    );
+    build(
+        a.len(),
+        #[inline(always)]
+        |start, out| {
+            let end = start + out.len();
+            let abc = a[start..end].iter().zip(&b[start..end]).zip(&c[start..end]);
+            for (o, ((&x, &y), &z)) in out.iter_mut().zip(abc) {
+                o.write(f(x, y, z));
+            }
+        },
+    )
+}
+
+/// A vector of `len` elements, written piece by piece by `fill(start, piece)`, which must
+/// write every element of its piece; pieces of `MIN_PAR` run in parallel.
+#[inline(always)]
+fn build<O, F>(len: usize, fill: F) -> Vec<O>
+where
+    O: Send,
+    F: Fn(usize, &mut [MaybeUninit<O>]) + Sync + Send,
+{
+    let mut out: Vec<O> = Vec::with_capacity(len);
+    let spare = &mut out.spare_capacity_mut()[..len];
+    let piece = |(i, p): (usize, &mut [MaybeUninit<O>])| {
+        crate::simd::vectorized(
+            #[inline(always)]
+            || fill(i * MIN_PAR, p),
+        )
+    };
+    if len >= 2 * MIN_PAR && rayon::current_num_threads() > 1 {
+        spare.par_chunks_mut(MIN_PAR).enumerate().for_each(piece);
     } else {
-        a.iter()
-            .zip(b)
-            .zip(c)
-            .map(|((&x, &y), &z)| f(x, y, z))
-            .collect()
+        spare.chunks_mut(MIN_PAR).enumerate().for_each(piece);
     }
+    // SAFETY: `fill` wrote every element of every piece, and the pieces cover `0..len`.
+    unsafe { out.set_len(len) };
+    out
 }
 
 /// Runs `f(chunk_index, chunk)` over `out` split into chunks of `chunk` elements, in parallel

@@ -14,11 +14,19 @@ fn unsupported(op: UnaryOp, dtype: DType) -> Error {
 
 /// `f` applied in the compute type, rounded back to `T`.
 fn fmap<T: Float>(v: &[T], f: impl Fn(T::C) -> T::C + Sync + Send) -> Data {
-    T::wrap(par::map(v, |x| T::down(f(x.up()))))
+    T::wrap(par::map(
+        v,
+        #[inline(always)]
+        |x| T::down(f(x.up())),
+    ))
 }
 
 fn ftest<T: Float>(v: &[T], f: impl Fn(T::C) -> bool + Sync + Send) -> Data {
-    Data::Bool(par::map(v, |x| f(x.up())))
+    Data::Bool(par::map(
+        v,
+        #[inline(always)]
+        |x| f(x.up()),
+    ))
 }
 
 fn float_unary<T: Float>(op: UnaryOp, v: &[T]) -> Result<Data> {

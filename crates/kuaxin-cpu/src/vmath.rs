@@ -29,17 +29,19 @@ pub fn exp_f32(x: f32) -> f32 {
     let xc = x.clamp(-104.0, 89.0);
     let t = xc * std::f32::consts::LOG2_E + ROUND_MAGIC;
     let n = t - ROUND_MAGIC;
-    let r = xc - n * LN2_HI - n * LN2_LO;
+    let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, xc));
     let r2 = r * r;
-    let p = (((((1.9875691500e-4 * r + 1.3981999507e-3) * r + 8.3334519073e-3) * r
-        + 4.1665795894e-2)
-        * r
-        + 1.6666665459e-1)
-        * r
-        + 5.0000001201e-1)
-        * r2
-        + r
-        + 1.0;
+    let mut p = 1.9875691500e-4f32;
+    for c in [
+        1.3981999507e-3,
+        8.3334519073e-3,
+        4.1665795894e-2,
+        1.6666665459e-1,
+        5.0000001201e-1,
+    ] {
+        p = p.mul_add(r, c);
+    }
+    let p = p.mul_add(r2, r) + 1.0;
     let ni = (t.to_bits() as i32).wrapping_sub(ROUND_MAGIC.to_bits() as i32);
     let n1 = ni >> 1;
     let y = p * pow2i(n1) * pow2i(ni - n1);
@@ -88,7 +90,7 @@ pub fn erf_f32(x: f32) -> f32 {
     let z = x * x;
     let mut s = SERIES[0];
     for &c in &SERIES[1..] {
-        s = s * z + c;
+        s = s.mul_add(z, c);
     }
     let small = x * s;
     // t as a linear function of u = 1/a: one division serves t and the final g/a.
@@ -96,12 +98,12 @@ pub fn erf_f32(x: f32) -> f32 {
     const T_SHIFT: f32 = (1.392857f64 / 0.892857) as f32;
     let a = ax.clamp(0.875, 4.0);
     let u = 1.0 / a;
-    let t = u * T_SCALE - T_SHIFT;
+    let t = u.mul_add(T_SCALE, -T_SHIFT);
     let mut g = TAIL[0];
     for &c in &TAIL[1..] {
-        g = g * t + c;
+        g = g.mul_add(t, c);
     }
-    let big = 1.0 - exp_f32(-(a * a)) * (g * u);
+    let big = (-exp_f32(-(a * a))).mul_add(g * u, 1.0);
     let big = if ax >= 4.0 { 1.0 } else { big };
     let big = big.copysign(x);
     // NaN fails `>=` and takes the series, which keeps it NaN.

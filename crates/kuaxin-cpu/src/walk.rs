@@ -2,6 +2,7 @@
 //! span several rows: each block is a list of row segments, and every load fetches its values
 //! segment by segment. Short rows (a 128-wide attention row, a 55-wide pooling row) then cost
 //! one pass of the expression evaluator per block instead of one per row.
+use crate::block::Val;
 use kuaxin_core::kernel::Load;
 
 /// The domain's shape as the loads see it: `outer` axes, then rows of `n` positions.
@@ -96,18 +97,57 @@ pub fn load_offsets(loads: &[Load]) -> Vec<isize> {
 }
 
 impl Segments {
-    /// Fills `dst` (the whole block) with load `l`'s values, every source offset moved by
-    /// `shift` (a reduced position's offset; 0 outside reductions).
-    pub fn fetch(&self, l: usize, src: &[f32], inner: isize, shift: isize, dst: &mut [f32]) {
+    /// Each segment's start within the block and its length.
+    pub fn parts(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.starts.iter().copied().zip(self.lens.iter().copied())
+    }
+
+    /// Load `l`'s values over the whole block, every source offset moved by `shift` (a
+    /// reduced position's offset; 0 outside reductions): in place or as a scalar where the
+    /// block allows, else copied into `dst`.
+    pub fn fetch<'a>(
+        &self,
+        l: usize,
+        src: &'a [f32],
+        inner: isize,
+        shift: isize,
+        dst: &mut [f32],
+    ) -> Val<'a> {
+        let base = |s: usize| self.bases[s * self.loads + l] + shift;
+        if self.starts.len() == 1 {
+            return fetch(src, base(0), inner, dst);
+        }
+        let segments = 1..self.starts.len();
+        if inner == 0 && segments.clone().all(|s| base(s) == base(0)) {
+            return fetch(src, base(0), 0, dst);
+        }
+        // Rows that follow each other in the source read as one.
+        if inner == 1 && { segments }.all(|s| base(s) == base(0) + self.starts[s] as isize) {
+            return fetch(src, base(0), 1, dst);
+        }
         for (s, (&start, &len)) in self.starts.iter().zip(&self.lens).enumerate() {
-            let base = self.bases[s * self.loads + l] + shift;
-            fetch(src, base, inner, &mut dst[start..start + len]);
+            copy(src, base(s), inner, &mut dst[start..start + len]);
+        }
+        Val::Buf
+    }
+}
+
+/// `src[base + j * stride]` for `j < dst.len()`: in place when contiguous, a scalar when
+/// `stride` is 0, else gathered into `dst`.
+pub fn fetch<'a>(src: &'a [f32], base: isize, stride: isize, dst: &mut [f32]) -> Val<'a> {
+    match stride {
+        _ if dst.is_empty() => Val::Buf,
+        1 => Val::Slice(&src[base as usize..base as usize + dst.len()]),
+        0 => Val::Scalar(src[base as usize]),
+        _ => {
+            copy(src, base, stride, dst);
+            Val::Buf
         }
     }
 }
 
 /// `dst[j] = src[base + j * stride]`.
-pub fn fetch(src: &[f32], base: isize, stride: isize, dst: &mut [f32]) {
+pub fn copy(src: &[f32], base: isize, stride: isize, dst: &mut [f32]) {
     if dst.is_empty() {
         return;
     }
@@ -149,10 +189,54 @@ mod tests {
         let mut segs = Segments::default();
         walk.segments(2, 7, &mut segs);
         let mut dst = vec![0f32; 7];
-        segs.fetch(0, &src, 2, 0, &mut dst);
+        assert!(matches!(segs.fetch(0, &src, 2, 0, &mut dst), Val::Buf));
         // Positions 2..9: row 0 cols 2,3; row 1 cols 0..4; row 2 col 0.
         assert_eq!(dst, vec![5.0, 7.0, 9.0, 11.0, 13.0, 15.0, 17.0]);
-        segs.fetch(0, &src, 2, -1, &mut dst);
+        assert!(matches!(segs.fetch(0, &src, 2, -1, &mut dst), Val::Buf));
         assert_eq!(dst, vec![4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0]);
+    }
+
+    #[test]
+    fn a_block_within_one_row_reads_in_place_or_as_a_scalar() {
+        let src: Vec<f32> = (0..24).map(|v| v as f32).collect();
+        let strides = vec![vec![8isize], vec![0isize], vec![1isize]];
+        let walk = Walk {
+            outer: &[3],
+            strides: &strides,
+            offsets: &[1, 5, 2],
+            inner: &[1, 0, 0],
+            n: 4,
+        };
+        let mut segs = Segments::default();
+        walk.segments(4, 3, &mut segs); // row 1, columns 0..3
+        let mut dst = vec![0f32; 3];
+        match segs.fetch(0, &src, 1, 0, &mut dst) {
+            Val::Slice(s) => assert_eq!(s, &[9.0, 10.0, 11.0]),
+            _ => panic!("a contiguous load within a row is read in place"),
+        }
+        assert!(matches!(segs.fetch(1, &src, 0, 0, &mut dst), Val::Scalar(v) if v == 5.0));
+        // Spanning rows 1 and 2: load 1 is the same everywhere, load 2 is not.
+        walk.segments(6, 4, &mut segs);
+        let mut dst = vec![0f32; 4];
+        assert!(matches!(segs.fetch(1, &src, 0, 0, &mut dst), Val::Scalar(v) if v == 5.0));
+        assert!(matches!(segs.fetch(2, &src, 0, 0, &mut dst), Val::Buf));
+        assert_eq!(dst, vec![3.0, 3.0, 4.0, 4.0]);
+        // Rows 8 apart are not contiguous; rows 4 apart (of 4) are.
+        assert!(matches!(segs.fetch(0, &src, 1, 0, &mut dst), Val::Buf));
+        assert_eq!(dst, vec![11.0, 12.0, 17.0, 18.0]);
+        let dense = vec![vec![4isize]];
+        let walk = Walk {
+            outer: &[3],
+            strides: &dense,
+            offsets: &[0],
+            inner: &[1],
+            n: 4,
+        };
+        walk.segments(2, 8, &mut segs);
+        let mut dst = vec![0f32; 8];
+        match segs.fetch(0, &src, 1, 0, &mut dst) {
+            Val::Slice(s) => assert_eq!(s, &[2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]),
+            _ => panic!("consecutive rows are read in place"),
+        }
     }
 }
