@@ -207,6 +207,8 @@ pub fn fuse(
     out.retain(|ins| {
         !(matches!(ins.prim, Prim::View { .. }) && ins.outputs.iter().all(|o| !used.contains(o)))
     });
+    let (out, dissolved) = crate::inline::inline_producers(out, live_out, supports);
+    report.kernels -= dissolved;
     let out = merge_conv_epilogues(out, live_out, supports);
     (out, report)
 }

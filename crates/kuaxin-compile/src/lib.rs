@@ -6,6 +6,7 @@
 pub mod builder;
 pub mod compile;
 pub mod fuse;
+pub mod inline;
 pub mod lower;
 pub mod ops;
 pub mod program;

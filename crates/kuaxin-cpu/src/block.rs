@@ -34,16 +34,55 @@ enum Arg<'b> {
 }
 
 /// Buffers and value kinds for evaluating one op list block after block.
+///
+/// Each op's [`Val`] is kept field by field (kind, slice, scalar) rather than as one enum:
+/// an enum written as a 4-byte tag and read back whole stalls store-to-load forwarding,
+/// once per operand per block, which cost as much as the arithmetic.
 pub struct Block<'a> {
     bufs: Vec<Vec<f32>>,
-    vals: Vec<Val<'a>>,
+    kinds: Vec<Kind>,
+    slices: Vec<&'a [f32]>,
+    scalars: Vec<f32>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Buf,
+    Slice,
+    Scalar,
 }
 
 impl<'a> Block<'a> {
     pub fn new(ops: usize) -> Self {
         Block {
             bufs: vec![vec![0f32; BLOCK]; ops],
-            vals: vec![Val::Scalar(0.0); ops],
+            kinds: vec![Kind::Scalar; ops],
+            slices: vec![&[][..]; ops],
+            scalars: vec![0.0; ops],
+        }
+    }
+
+    #[inline(always)]
+    fn set(&mut self, i: usize, v: Val<'a>) {
+        match v {
+            Val::Buf => self.kinds[i] = Kind::Buf,
+            Val::Slice(s) => {
+                self.kinds[i] = Kind::Slice;
+                self.slices[i] = s;
+            }
+            Val::Scalar(c) => {
+                self.kinds[i] = Kind::Scalar;
+                self.scalars[i] = c;
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn get(&self, i: usize) -> Val<'a> {
+        match self.kinds[i] {
+            Kind::Buf => Val::Buf,
+            Kind::Slice => Val::Slice(self.slices[i]),
+            Kind::Scalar => Val::Scalar(self.scalars[i]),
         }
     }
 
@@ -76,7 +115,7 @@ impl<'a> Block<'a> {
             || -> Result<()> {
                 let n = out.len();
                 self.eval_any(ops, n, reduced, load, Some(&mut *out))?;
-                match ops.len().checked_sub(1).map(|last| self.vals[last]) {
+                match ops.len().checked_sub(1).map(|last| self.get(last)) {
                     Some(Val::Slice(s)) => out.copy_from_slice(&s[..n]),
                     Some(Val::Scalar(c)) => out.fill(c),
                     // Computed in `out`.
@@ -90,7 +129,7 @@ impl<'a> Block<'a> {
 
     /// Value `i` of the last evaluation, as a slice (a scalar is spread into its buffer).
     pub fn slice(&mut self, i: usize, n: usize) -> &[f32] {
-        match self.vals[i] {
+        match self.get(i) {
             Val::Buf => &self.bufs[i][..n],
             Val::Slice(s) => &s[..n],
             Val::Scalar(c) => {
@@ -115,11 +154,11 @@ impl<'a> Block<'a> {
                 Some(d) if i + 1 == ops.len() => d,
                 _ => &mut rest[0][..n],
             };
-            let kinds = &self.vals[..i];
+            let (kinds, slices, scalars) = (&self.kinds, &self.slices, &self.scalars);
             let arg = |k: usize| match kinds[k] {
-                Val::Buf => Arg::V(&before[k][..n]),
-                Val::Slice(s) => Arg::V(&s[..n]),
-                Val::Scalar(c) => Arg::S(c),
+                Kind::Buf => Arg::V(&before[k][..n]),
+                Kind::Slice => Arg::V(&slices[k][..n]),
+                Kind::Scalar => Arg::S(scalars[k]),
             };
             let val = match &op.expr {
                 Expr::Load(l) => load(*l, out),
@@ -168,16 +207,17 @@ impl<'a> Block<'a> {
                         )
                     } else {
                         match kinds[*a] {
-                            Val::Buf => {
+                            Kind::Buf => {
                                 out.copy_from_slice(&before[*a][..n]);
                                 Val::Buf
                             }
-                            other => other,
+                            Kind::Slice => Val::Slice(slices[*a]),
+                            Kind::Scalar => Val::Scalar(scalars[*a]),
                         }
                     }
                 }
             };
-            self.vals[i] = val;
+            self.set(i, val);
         }
         Ok(())
     }
