@@ -13,7 +13,7 @@ use kuaxin_core::kernel::{Expr, Op};
 use kuaxin_core::prim::{BinaryOp, UnaryOp};
 use kuaxin_core::{DType, Error, Result};
 
-pub const BLOCK: usize = 256;
+pub const BLOCK: usize = 1024;
 
 /// A value over the block.
 #[derive(Clone, Copy)]

@@ -37,22 +37,34 @@ fn min(a: f64, x: f64) -> f64 {
 }
 
 /// Accumulators for a block of output rows, one reduced position at a time: `add` folds
-/// `v[j]` into lane j. Max and Min keep a NaN flag per lane beside `f64::max`/`min`: a select
-/// between the new value and the one already stored is what the vectoriser turns into masked
-/// stores (microcoded on AMD, and the hot spot of pooling).
+/// `v[j]` into lane j. Sums and products accumulate in f64; max and min, exact in any
+/// precision, in f32 (twice the lanes per vector, no conversions), with a NaN flag per lane
+/// beside `f32::max`/`min`: a select between the new value and the one already stored is what
+/// the vectoriser turns into masked stores (microcoded on AMD, and the hot spot of pooling).
 #[derive(Default)]
 pub struct Lanes {
     acc: Vec<f64>,
+    acc32: Vec<f32>,
     nan: Vec<u8>,
+    op: Option<ReduceOp>,
 }
 
 impl Lanes {
     /// Starts `len` lanes at the reduction's initial value.
     pub fn start(&mut self, op: ReduceOp, len: usize) {
-        self.acc.clear();
-        self.acc.resize(len, init(op));
-        self.nan.clear();
-        self.nan.resize(len, 0);
+        self.op = Some(op);
+        match op {
+            ReduceOp::Sum | ReduceOp::Prod => {
+                self.acc.clear();
+                self.acc.resize(len, init(op));
+            }
+            ReduceOp::Max | ReduceOp::Min => {
+                self.acc32.clear();
+                self.acc32.resize(len, init(op) as f32);
+                self.nan.clear();
+                self.nan.resize(len, 0);
+            }
+        }
     }
 
     pub fn add(&mut self, op: ReduceOp, v: &[f32]) {
@@ -64,20 +76,26 @@ impl Lanes {
 
     #[inline(always)]
     fn add_any(&mut self, op: ReduceOp, v: &[f32]) {
-        let acc = &mut self.acc[..v.len()];
-        let nan = &mut self.nan[..v.len()];
         match op {
-            ReduceOp::Sum => acc.iter_mut().zip(v).for_each(|(a, &x)| *a += x as f64),
-            ReduceOp::Prod => acc.iter_mut().zip(v).for_each(|(a, &x)| *a *= x as f64),
+            ReduceOp::Sum => {
+                let acc = &mut self.acc[..v.len()];
+                acc.iter_mut().zip(v).for_each(|(a, &x)| *a += x as f64)
+            }
+            ReduceOp::Prod => {
+                let acc = &mut self.acc[..v.len()];
+                acc.iter_mut().zip(v).for_each(|(a, &x)| *a *= x as f64)
+            }
             ReduceOp::Max => {
+                let (acc, nan) = (&mut self.acc32[..v.len()], &mut self.nan[..v.len()]);
                 for ((a, n), &x) in acc.iter_mut().zip(nan.iter_mut()).zip(v) {
-                    *a = a.max(x as f64);
+                    *a = a.max(x);
                     *n |= x.is_nan() as u8;
                 }
             }
             ReduceOp::Min => {
+                let (acc, nan) = (&mut self.acc32[..v.len()], &mut self.nan[..v.len()]);
                 for ((a, n), &x) in acc.iter_mut().zip(nan.iter_mut()).zip(v) {
-                    *a = a.min(x as f64);
+                    *a = a.min(x);
                     *n |= x.is_nan() as u8;
                 }
             }
@@ -86,8 +104,17 @@ impl Lanes {
 
     /// The reduced values, rounded to f32.
     pub fn finish(&self, out: &mut [f32]) {
-        for ((o, &a), &n) in out.iter_mut().zip(&self.acc).zip(&self.nan) {
-            *o = if n != 0 { f32::NAN } else { a as f32 };
+        match self.op {
+            Some(ReduceOp::Max | ReduceOp::Min) => {
+                for ((o, &a), &n) in out.iter_mut().zip(&self.acc32).zip(&self.nan) {
+                    *o = if n != 0 { f32::NAN } else { a };
+                }
+            }
+            _ => {
+                for (o, &a) in out.iter_mut().zip(&self.acc) {
+                    *o = a as f32;
+                }
+            }
         }
     }
 }

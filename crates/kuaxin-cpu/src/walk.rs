@@ -162,11 +162,37 @@ pub fn copy(src: &[f32], base: isize, stride: isize, dst: &mut [f32]) {
                 base.min(last) >= 0 && (base.max(last) as usize) < src.len(),
                 "fused load out of bounds"
             );
+            if (2..=4).contains(&s) {
+                // Small forward strides (pooling windows, strided convolutions) vectorise as
+                // loads and shuffles when the stride is a constant.
+                let from = &src[base as usize..=last as usize];
+                return crate::simd::vectorized(
+                    #[inline(always)]
+                    || match s {
+                        2 => every::<2>(from, dst),
+                        3 => every::<3>(from, dst),
+                        _ => every::<4>(from, dst),
+                    },
+                );
+            }
             for (j, d) in dst.iter_mut().enumerate() {
                 // SAFETY: base + j*s lies between base and last, both in bounds (checked above).
                 *d = unsafe { *src.get_unchecked((base + j as isize * s) as usize) };
             }
         }
+    }
+}
+
+/// `dst[j] = src[j * S]`, where `src` holds `(dst.len() - 1) * S + 1` elements.
+#[inline(always)]
+fn every<const S: usize>(src: &[f32], dst: &mut [f32]) {
+    let whole = src.len() / S;
+    let (head, tail) = dst.split_at_mut(whole.min(dst.len()));
+    for (d, c) in head.iter_mut().zip(src.chunks_exact(S)) {
+        *d = c[0];
+    }
+    if let Some(d) = tail.first_mut() {
+        *d = src[whole * S];
     }
 }
 
@@ -194,6 +220,21 @@ mod tests {
         assert_eq!(dst, vec![5.0, 7.0, 9.0, 11.0, 13.0, 15.0, 17.0]);
         assert!(matches!(segs.fetch(0, &src, 2, -1, &mut dst), Val::Buf));
         assert_eq!(dst, vec![4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0]);
+    }
+
+    #[test]
+    fn small_strides_gather_every_element() {
+        let src: Vec<f32> = (0..40).map(|v| v as f32).collect();
+        for s in 1..=5isize {
+            for n in [1usize, 2, 7, 8] {
+                for base in [0isize, 3] {
+                    let mut dst = vec![-1f32; n];
+                    copy(&src, base, s, &mut dst);
+                    let want: Vec<f32> = (0..n).map(|j| (base + j as isize * s) as f32).collect();
+                    assert_eq!(dst, want, "stride {s}, {n} elements from {base}");
+                }
+            }
+        }
     }
 
     #[test]
