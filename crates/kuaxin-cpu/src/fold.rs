@@ -152,11 +152,46 @@ fn row_any(op: ReduceOp, acc: f64, v: &[f32]) -> f64 {
     }
     match op {
         ReduceOp::Sum => lanes_then_tail!(|a, x| a + x),
-        ReduceOp::Max => lanes_then_tail!(max),
-        ReduceOp::Min => lanes_then_tail!(min),
+        ReduceOp::Max => extremum(acc, v, f32::max, max),
+        ReduceOp::Min => extremum(acc, v, f32::min, min),
         // Products overflow and underflow by order; keep the sequential one.
         ReduceOp::Prod => v.iter().fold(acc, |a, &x| a * x as f64),
     }
+}
+
+/// Max or min of `acc` and `v`, exact in f32: sixteen f32 lanes (`lane` ignores NaN) and a
+/// NaN flag per lane, then `fold` (NaN-propagating) in f64.
+#[inline(always)]
+fn extremum(
+    acc: f64,
+    v: &[f32],
+    lane: impl Fn(f32, f32) -> f32,
+    fold: impl Fn(f64, f64) -> f64,
+) -> f64 {
+    const L: usize = 16;
+    let mut part = [v.first().copied().unwrap_or(0.0); L];
+    let mut nan = [0u32; L];
+    let chunks = v.chunks_exact(L);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..L {
+            part[i] = lane(part[i], c[i]);
+            nan[i] |= c[i].is_nan() as u32;
+        }
+    }
+    if nan.iter().any(|&n| n != 0) {
+        return f64::NAN;
+    }
+    let mut a = acc;
+    if v.len() >= L {
+        for p in part {
+            a = fold(a, p as f64);
+        }
+    }
+    for &x in rest {
+        a = fold(a, x as f64);
+    }
+    a
 }
 
 #[cfg(test)]
