@@ -87,9 +87,7 @@ pub fn im2col<T: Copy + Send + Sync>(x: &[T], col: &mut [T], g: &Geom, parallel:
             if sl == 1 {
                 seg.copy_from_slice(&x[s0..s0 + ol]);
             } else {
-                for (j, v) in seg.iter_mut().enumerate() {
-                    *v = x[s0 + j * sl];
-                }
+                crate::walk::strided(&x[s0..=s0 + (ol - 1) * sl], sl, seg);
             }
             for d in (0..nd - 1).rev() {
                 o[d] += 1;

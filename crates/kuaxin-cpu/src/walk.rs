@@ -163,17 +163,7 @@ pub fn copy(src: &[f32], base: isize, stride: isize, dst: &mut [f32]) {
                 "fused load out of bounds"
             );
             if (2..=4).contains(&s) {
-                // Small forward strides (pooling windows, strided convolutions) vectorise as
-                // loads and shuffles when the stride is a constant.
-                let from = &src[base as usize..=last as usize];
-                return crate::simd::vectorized(
-                    #[inline(always)]
-                    || match s {
-                        2 => every::<2>(from, dst),
-                        3 => every::<3>(from, dst),
-                        _ => every::<4>(from, dst),
-                    },
-                );
+                return strided(&src[base as usize..=last as usize], s as usize, dst);
             }
             for (j, d) in dst.iter_mut().enumerate() {
                 // SAFETY: base + j*s lies between base and last, both in bounds (checked above).
@@ -183,9 +173,27 @@ pub fn copy(src: &[f32], base: isize, stride: isize, dst: &mut [f32]) {
     }
 }
 
-/// `dst[j] = src[j * S]`, where `src` holds `(dst.len() - 1) * S + 1` elements.
+/// `dst[j] = src[j * stride]`, where `src` holds `(dst.len() - 1) * stride + 1` elements.
+/// Small strides (2 to 4: pooling windows, strided convolutions) run as constant-stride loops,
+/// which vectorise as loads and shuffles.
+pub fn strided<T: Copy>(src: &[T], stride: usize, dst: &mut [T]) {
+    crate::simd::vectorized(
+        #[inline(always)]
+        || match stride {
+            2 => every::<T, 2>(src, dst),
+            3 => every::<T, 3>(src, dst),
+            4 => every::<T, 4>(src, dst),
+            s => {
+                for (d, c) in dst.iter_mut().zip(src.iter().step_by(s.max(1))) {
+                    *d = *c;
+                }
+            }
+        },
+    )
+}
+
 #[inline(always)]
-fn every<const S: usize>(src: &[f32], dst: &mut [f32]) {
+fn every<T: Copy, const S: usize>(src: &[T], dst: &mut [T]) {
     let whole = src.len() / S;
     let (head, tail) = dst.split_at_mut(whole.min(dst.len()));
     for (d, c) in head.iter_mut().zip(src.chunks_exact(S)) {
