@@ -106,7 +106,7 @@ impl Backend for CpuBackend {
     }
 
     fn scope(&self, f: &mut (dyn FnMut() -> Result<()> + Send)) -> Result<()> {
-        self.pool.install(f)
+        self.pool.install(|| crate::warm::run_warm(f))
     }
 
     fn supports(&self, _prim: &Prim, _inputs: &[TensorType]) -> bool {

@@ -46,6 +46,7 @@ mod unary;
 mod view;
 mod vmath;
 mod walk;
+mod warm;
 
 pub use backend::{host_tensor, wrap, CpuBackend};
 pub use erf::{erf, erf_f32};
