@@ -6,6 +6,7 @@ use crate::gemm::{gemm_rm, GemmEl, PAR_FLOPS};
 use crate::im2col::{im2col, Geom};
 use crate::limits;
 use crate::par;
+use crate::scratch::with_scratch;
 use kuaxin_core::{Data, Error, Result};
 use rayon::prelude::*;
 
@@ -81,24 +82,27 @@ pub fn conv_with_epilogue<T: GemmEl>(
     if big || g.n == 1 || threads == 1 {
         // Few large products: one at a time, each using every thread.
         limits::check_elems::<T>(col_len)?;
-        let mut col = vec![T::ZERO; col_len];
-        for (img, oimg) in out.chunks_mut(out_img).enumerate() {
-            for (gi, og) in oimg.chunks_mut(g.mg * p).enumerate() {
-                run(img, gi, &mut col, og, true)?;
+        with_scratch(col_len, |col: &mut [T]| -> Result<()> {
+            for (img, oimg) in out.chunks_mut(out_img).enumerate() {
+                for (gi, og) in oimg.chunks_mut(g.mg * p).enumerate() {
+                    run(img, gi, col, og, true)?;
+                }
             }
-        }
+            Ok(())
+        })?;
     } else {
         // Many small products: one image per task, each task with its own scratch.
         limits::check_bytes(col_len as u128 * threads as u128 * std::mem::size_of::<T>() as u128)?;
-        out.par_chunks_mut(out_img).enumerate().try_for_each_init(
-            || vec![T::ZERO; col_len],
-            |col, (img, oimg)| -> Result<()> {
-                for (gi, og) in oimg.chunks_mut(g.mg * p).enumerate() {
-                    run(img, gi, col, og, false)?;
-                }
-                Ok(())
-            },
-        )?;
+        out.par_chunks_mut(out_img)
+            .enumerate()
+            .try_for_each(|(img, oimg)| -> Result<()> {
+                with_scratch(col_len, |col: &mut [T]| {
+                    for (gi, og) in oimg.chunks_mut(g.mg * p).enumerate() {
+                        run(img, gi, col, og, false)?;
+                    }
+                    Ok(())
+                })
+            })?;
     }
     Ok(out)
 }

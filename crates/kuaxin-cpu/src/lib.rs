@@ -37,6 +37,7 @@ mod reduce;
 mod round;
 mod scalar;
 mod scatter;
+mod scratch;
 mod select;
 mod shape;
 mod simd;
