@@ -195,18 +195,27 @@ pub fn fuse(
             out.push(ins.clone());
         }
     }
-    // Views whose every reader became a kernel load are gone.
-    let mut used: HashSet<usize> = live_out.clone();
-    for ins in &out {
-        for s in &ins.inputs {
-            if let Src::Slot(id) = s {
-                used.insert(*id);
+    let mut out = crate::matmul_views::merge_view_matmuls(out, slot_types, supports);
+    // Views whose every reader became a kernel load or a product's operand map are gone (and
+    // then the views only those read).
+    loop {
+        let mut used: HashSet<usize> = live_out.clone();
+        for ins in &out {
+            for s in &ins.inputs {
+                if let Src::Slot(id) = s {
+                    used.insert(*id);
+                }
             }
         }
+        let before = out.len();
+        out.retain(|ins| {
+            !(matches!(ins.prim, Prim::View { .. })
+                && ins.outputs.iter().all(|o| !used.contains(o)))
+        });
+        if out.len() == before {
+            break;
+        }
     }
-    out.retain(|ins| {
-        !(matches!(ins.prim, Prim::View { .. }) && ins.outputs.iter().all(|o| !used.contains(o)))
-    });
     let (out, dissolved) = crate::inline::inline_producers(out, live_out, supports);
     report.kernels -= dissolved;
     let out = merge_conv_epilogues(out, live_out, supports);

@@ -281,7 +281,7 @@ fn compact(k: &mut Kernel, inputs: Vec<Src>) -> Vec<Src> {
 
 /// How a reader's load walks the producer's domain: per reader axis, the producer axis it
 /// moves along and by how much, and the producer position of reader position 0.
-struct Map {
+pub(crate) struct Map {
     /// Per reader axis: (producer axis, step), or None for a broadcast axis.
     axes: Vec<Option<(usize, isize)>>,
     start: Vec<usize>,
@@ -289,7 +289,7 @@ struct Map {
 
 impl Map {
     /// A producer load's strides (over the producer domain) as strides over the reader's.
-    fn strides(&self, producer: &[isize]) -> Vec<isize> {
+    pub(crate) fn strides(&self, producer: &[isize]) -> Vec<isize> {
         self.axes
             .iter()
             .map(|a| a.map_or(0, |(ax, step)| step * producer[ax]))
@@ -297,7 +297,7 @@ impl Map {
     }
 
     /// A producer load's offset at reader position 0.
-    fn offset(&self, producer: &[isize], offset: usize) -> Option<usize> {
+    pub(crate) fn offset(&self, producer: &[isize], offset: usize) -> Option<usize> {
         let at: isize = self
             .start
             .iter()
@@ -311,7 +311,7 @@ impl Map {
 /// Decomposes `load` (over `reader` domain axes, into the producer's row-major output over
 /// `producer` axes) into a [`Map`], if every reader axis moves along one producer axis and every
 /// position it reaches lies inside the producer's domain.
-fn compose(producer: &[usize], load: &Load, reader: &[usize]) -> Option<Map> {
+pub(crate) fn compose(producer: &[usize], load: &Load, reader: &[usize]) -> Option<Map> {
     let rm = contiguous_strides(producer);
     let total: usize = producer.iter().product();
     if load.offset >= total.max(1) {

@@ -8,6 +8,7 @@ pub mod compile;
 pub mod fuse;
 pub mod inline;
 pub mod lower;
+pub mod matmul_views;
 pub mod ops;
 pub mod program;
 pub mod trace;

@@ -188,6 +188,13 @@ pub enum Prim {
     },
     /// `[.., M, K] x [.., K, N]` with identical batch dims.
     MatMul,
+    /// `MatMul` of its inputs as seen through views (`None`: an input as it is), so that a
+    /// reshaped or transposed operand is read in place instead of copied first. Made by the
+    /// fusion pass for back ends that claim it.
+    MatMulOfViews {
+        a: Option<ViewMap>,
+        b: Option<ViewMap>,
+    },
     /// N-d convolution, inputs x `[N, C, ..]`, w `[M, C/groups, ..]`; no padding (lowered to
     /// PadConstant first), no bias.
     Conv {
@@ -208,6 +215,26 @@ pub enum Prim {
         groups: usize,
         epilogue: std::sync::Arc<crate::kernel::Kernel>,
     },
+}
+
+/// A `View`'s index map as data: the row-major elements of `shape` read at
+/// `offset + sum(i_k * strides[k])` of the input's row-major storage.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ViewMap {
+    pub shape: Vec<usize>,
+    pub strides: Vec<isize>,
+    pub offset: usize,
+}
+
+impl ViewMap {
+    /// The `View` primitive with this map.
+    pub fn prim(&self) -> Prim {
+        Prim::View {
+            shape: self.shape.clone(),
+            strides: self.strides.clone(),
+            offset: self.offset,
+        }
+    }
 }
 
 /// A concrete value type: dtype and dims.
@@ -320,6 +347,7 @@ impl Prim {
             | Prim::GatherElements { .. }
             | Prim::GatherNd { .. }
             | Prim::MatMul
+            | Prim::MatMulOfViews { .. }
             | Prim::Conv { .. } => Some(2),
             Prim::Where | Prim::ScatterElements { .. } | Prim::ScatterNd { .. } => Some(3),
             Prim::Concat { .. } | Prim::Host(_) | Prim::Fused(_) | Prim::ConvEpilogue { .. } => {
@@ -560,6 +588,15 @@ impl Prim {
                 let mut shape = a.shape.clone();
                 shape[ra - 1] = b.shape[rb - 1];
                 vec![TensorType::new(a.dtype, shape)]
+            }
+            Prim::MatMulOfViews { a, b } => {
+                let seen = |map: &Option<ViewMap>, t: &TensorType| -> Result<TensorType> {
+                    match map {
+                        Some(m) => Ok(m.prim().infer(std::slice::from_ref(t))?.remove(0)),
+                        None => Ok(t.clone()),
+                    }
+                };
+                Prim::MatMul.infer(&[seen(a, &ins[0])?, seen(b, &ins[1])?])?
             }
             Prim::Conv {
                 strides,

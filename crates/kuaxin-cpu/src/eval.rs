@@ -214,6 +214,7 @@ fn run(prim: &Prim, inputs: &[&Tensor], want: &[TensorType]) -> Result<Vec<Data>
         }
         Prim::ScatterNd { reduction } => scatter::scatter_nd(x, inputs[1], inputs[2], *reduction)?,
         Prim::MatMul => matmul::matmul(d(0), d(1), Dims::new(&x.shape, &inputs[1].shape))?,
+        Prim::MatMulOfViews { a, b } => matmul::matmul_of_views(x, inputs[1], a, b)?,
         Prim::Conv {
             strides,
             dilations,

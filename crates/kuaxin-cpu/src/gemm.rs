@@ -12,6 +12,39 @@ impl GemmEl for f16 {}
 /// Below this many multiply-adds a product runs on one thread.
 pub const PAR_FLOPS: usize = 64 * 64 * 64;
 
+/// Where a matrix lies in a slice: element (i, j) at `offset + i * rs + j * cs` (a transposed
+/// or strided view of a tensor is a `Mat` over the tensor's own storage).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mat {
+    pub offset: usize,
+    pub rs: isize,
+    pub cs: isize,
+}
+
+impl Mat {
+    /// A contiguous row-major matrix of `cols` columns.
+    pub fn row_major(cols: usize) -> Mat {
+        Mat {
+            offset: 0,
+            rs: cols as isize,
+            cs: 1,
+        }
+    }
+
+    /// Whether every element of a `rows x cols` window lies inside a slice of `len`.
+    fn fits(&self, rows: usize, cols: usize, len: usize) -> bool {
+        if rows == 0 || cols == 0 {
+            return true;
+        }
+        let (o, r, c) = (
+            self.offset as i128,
+            (rows as i128 - 1) * self.rs as i128,
+            (cols as i128 - 1) * self.cs as i128,
+        );
+        o + r.min(0) + c.min(0) >= 0 && o + r.max(0) + c.max(0) < len as i128
+    }
+}
+
 /// `c[m x n] = a[m x k] * b[k x n]`, all row-major and contiguous. `parallel` lets gemm use
 /// the current rayon pool (it still stays serial when the product is small).
 pub fn gemm_rm<T: GemmEl>(
@@ -23,9 +56,31 @@ pub fn gemm_rm<T: GemmEl>(
     c: &mut [T],
     parallel: bool,
 ) {
+    gemm_mats(
+        m,
+        n,
+        k,
+        (a, Mat::row_major(k)),
+        (b, Mat::row_major(n)),
+        c,
+        parallel,
+    )
+}
+
+/// `c[m x n] = A[m x k] * B[k x n]` for operands anywhere in their slices (`c` row-major and
+/// contiguous).
+pub fn gemm_mats<T: GemmEl>(
+    m: usize,
+    n: usize,
+    k: usize,
+    (a, am): (&[T], Mat),
+    (b, bm): (&[T], Mat),
+    c: &mut [T],
+    parallel: bool,
+) {
     assert!(
-        a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
-        "gemm_rm: buffers too small"
+        am.fits(m, k, a.len()) && bm.fits(k, n, b.len()) && c.len() >= m * n,
+        "gemm: an operand lies outside its buffer"
     );
     if m == 0 || n == 0 {
         return;
@@ -34,10 +89,26 @@ pub fn gemm_rm<T: GemmEl>(
         c[..m * n].fill(T::ZERO);
         return;
     }
+    // SAFETY: `fits` bounds every element of both operands, so these offsets stay inside
+    // their slices (each pointer below points at an element of its operand window).
+    let at = |x: &[T], mat: Mat, i: usize, j: usize| unsafe {
+        x.as_ptr()
+            .offset(mat.offset as isize + i as isize * mat.rs + j as isize * mat.cs)
+    };
     let threads = rayon::current_num_threads();
     if !(parallel && threads > 1 && m.saturating_mul(n).saturating_mul(k) >= PAR_FLOPS) {
-        // SAFETY: the asserts above bound every access (see `product`).
-        unsafe { product(m, n, k, c.as_mut_ptr(), a.as_ptr(), n, b.as_ptr(), n) };
+        // SAFETY: the operand windows are in bounds (asserted above) and c holds m x n.
+        unsafe {
+            product(
+                m,
+                n,
+                k,
+                c.as_mut_ptr(),
+                n,
+                (at(a, am, 0, 0), am),
+                (at(b, bm, 0, 0), bm),
+            )
+        };
         return;
     }
     // One panel per thread, each a serial product: gemm's own threading scales poorly on
@@ -50,17 +121,16 @@ pub fn gemm_rm<T: GemmEl>(
             .enumerate()
             .for_each(|(p, cp)| {
                 let r = cp.len() / n;
-                // SAFETY: cp is rows p*rows .. p*rows + r of c; a holds those rows of lhs.
+                // SAFETY: cp is rows p*rows .. p*rows + r of c; those rows of A are in bounds.
                 unsafe {
                     product(
                         r,
                         n,
                         k,
                         cp.as_mut_ptr(),
-                        a[p * rows * k..].as_ptr(),
                         n,
-                        b.as_ptr(),
-                        n,
+                        (at(a, am, p * rows, 0), am),
+                        (at(b, bm, 0, 0), bm),
                     )
                 };
             });
@@ -72,35 +142,42 @@ pub fn gemm_rm<T: GemmEl>(
             let (c0, w) = (p * cols, cols.min(n - p * cols));
             let dst = &dst;
             // SAFETY: part p writes only columns c0 .. c0 + w of c (row stride n), disjoint
-            // from every other part; it reads the same columns of b.
-            unsafe { product(m, w, k, dst.0.add(c0), a.as_ptr(), n, b.as_ptr().add(c0), n) };
+            // from every other part; it reads the same columns of B, which are in bounds.
+            unsafe {
+                product(
+                    m,
+                    w,
+                    k,
+                    dst.0.add(c0),
+                    n,
+                    (at(a, am, 0, 0), am),
+                    (at(b, bm, 0, c0), bm),
+                )
+            };
         });
     }
 }
 
 /// A raw pointer that parallel parts share, each writing its own disjoint region.
 struct SendPtr<T>(*mut T);
-// SAFETY: only used for disjoint writes (see `gemm_rm`).
+// SAFETY: only used for disjoint writes (see `gemm_mats`).
 unsafe impl<T> Send for SendPtr<T> {}
 unsafe impl<T> Sync for SendPtr<T> {}
 
-/// `dst[m x n] = lhs[m x k] * rhs[k x n]` on the calling thread, with row strides `dst_rs` and `rhs_rs`
-/// (lhs rows are contiguous, k apart).
+/// `dst[m x n] = lhs[m x k] * rhs[k x n]` on the calling thread; dst rows are `dst_rs` apart,
+/// each operand is its first element and its row and column strides.
 ///
 /// # Safety
-/// Every row `i < m` of dst (n elements from `dst + i*dst_rs`), of lhs (k from `lhs + i*k`)
-/// and every row `j < k` of rhs (n from `rhs + j*rhs_rs`) must be valid; dst must not alias
-/// the others.
-#[allow(clippy::too_many_arguments)]
+/// Every element (i, j) of each operand window and every row `i < m` of dst (n elements from
+/// `dst + i*dst_rs`) must be valid; dst must not alias the operands.
 unsafe fn product<T: GemmEl>(
     m: usize,
     n: usize,
     k: usize,
     dst: *mut T,
-    lhs: *const T,
     dst_rs: usize,
-    rhs: *const T,
-    rhs_rs: usize,
+    (lhs, lm): (*const T, Mat),
+    (rhs, rm): (*const T, Mat),
 ) {
     // SAFETY: the caller's contract; T is f32, f64 or f16 (the types gemm supports;
     // half::f16 is gemm::f16).
@@ -114,11 +191,11 @@ unsafe fn product<T: GemmEl>(
             dst_rs as isize,
             false,
             lhs,
-            1,
-            k as isize,
+            lm.cs,
+            lm.rs,
             rhs,
-            1,
-            rhs_rs as isize,
+            rm.cs,
+            rm.rs,
             T::ZERO,
             T::ONE,
             false,

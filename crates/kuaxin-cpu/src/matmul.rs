@@ -4,11 +4,13 @@
 //! through gemm (bf16 via f32); integers use a plain loop that wraps in
 //! their own type. Small matrices run one per thread across the batch; large ones run one at
 //! a time with gemm's own threading.
-use crate::gemm::{gemm_rm, GemmEl, PAR_FLOPS};
+use crate::gemm::{gemm_mats, GemmEl, Mat, PAR_FLOPS};
 use crate::par;
 use crate::scalar::Int;
+use crate::view;
+use kuaxin_core::prim::ViewMap;
 use kuaxin_core::tensor::Element;
-use kuaxin_core::{Data, Error, Result};
+use kuaxin_core::{Data, Error, Result, Tensor};
 use rayon::prelude::*;
 
 #[derive(Clone, Copy)]
@@ -58,6 +60,57 @@ pub fn matmul(a: &Data, b: &Data, d: Dims) -> Result<Data> {
 }
 
 pub fn gemm_batched<T: GemmEl>(a: &[T], b: &[T], d: Dims) -> Vec<T> {
+    let (sa, sb) = ([d.batch, d.m, d.k], [d.batch, d.k, d.n]);
+    let (ma, mb) = (Operand::dense(&sa), Operand::dense(&sb));
+    batched_views(a, &ma, b, &mb, d)
+}
+
+/// How a MatMul operand is read from its tensor's storage: batch strides, then the matrix.
+struct Operand {
+    batch_shape: Vec<usize>,
+    batch_strides: Vec<isize>,
+    mat: Mat,
+}
+
+impl Operand {
+    /// A row-major `[.., rows, cols]` tensor as it is.
+    fn dense(shape: &[usize]) -> Operand {
+        let strides: Vec<isize> = kuaxin_core::tensor::contiguous_strides(shape);
+        Operand::of(shape, &strides, 0)
+    }
+
+    /// The `[.., rows, cols]` view `shape`/`strides`/`offset` of a tensor's storage.
+    fn of(shape: &[usize], strides: &[isize], offset: usize) -> Operand {
+        let r = shape.len();
+        Operand {
+            batch_shape: shape[..r - 2].to_vec(),
+            batch_strides: strides[..r - 2].to_vec(),
+            mat: Mat {
+                offset,
+                rs: strides[r - 2],
+                cs: strides[r - 1],
+            },
+        }
+    }
+
+    /// The matrix of batch `i` (row-major batch order).
+    fn at(&self, mut i: usize) -> Mat {
+        let mut off = self.mat.offset as isize;
+        for (&n, &s) in self.batch_shape.iter().zip(&self.batch_strides).rev() {
+            off += (i % n.max(1)) as isize * s;
+            i /= n.max(1);
+        }
+        // A negative offset fails `gemm_mats`' bounds check.
+        Mat {
+            offset: usize::try_from(off).unwrap_or(usize::MAX),
+            ..self.mat
+        }
+    }
+}
+
+/// The batched product of two operands read in place; small matrices run one per thread
+/// across the batch, large ones one at a time with every thread.
+fn batched_views<T: GemmEl>(a: &[T], oa: &Operand, b: &[T], ob: &Operand, d: Dims) -> Vec<T> {
     let Dims { batch, m, k, n } = d;
     let mut c = vec![T::ZERO; batch * m * n];
     if m * n == 0 {
@@ -65,15 +118,7 @@ pub fn gemm_batched<T: GemmEl>(a: &[T], b: &[T], d: Dims) -> Vec<T> {
     }
     let big = m.saturating_mul(n).saturating_mul(k) >= PAR_FLOPS;
     let run = |i: usize, ci: &mut [T], parallel: bool| {
-        gemm_rm(
-            m,
-            n,
-            k,
-            &a[i * m * k..(i + 1) * m * k],
-            &b[i * k * n..(i + 1) * k * n],
-            ci,
-            parallel,
-        )
+        gemm_mats(m, n, k, (a, oa.at(i)), (b, ob.at(i)), ci, parallel)
     };
     if batch > 1 && !big && rayon::current_num_threads() > 1 {
         c.par_chunks_mut(m * n)
@@ -85,6 +130,34 @@ pub fn gemm_batched<T: GemmEl>(a: &[T], b: &[T], d: Dims) -> Vec<T> {
             .for_each(|(i, ci)| run(i, ci, true));
     }
     c
+}
+
+/// `Prim::MatMulOfViews`: f32, f64 and f16 operands are read through their views in place;
+/// other types are copied through the views and multiplied as `MatMul`.
+pub fn matmul_of_views(
+    x: &Tensor,
+    y: &Tensor,
+    va: &Option<ViewMap>,
+    vb: &Option<ViewMap>,
+) -> Result<Data> {
+    let operand = |t: &Tensor, v: &Option<ViewMap>| match v {
+        Some(v) => (v.shape.clone(), Operand::of(&v.shape, &v.strides, v.offset)),
+        None => (t.shape.clone(), Operand::dense(&t.shape)),
+    };
+    let ((sa, oa), (sb, ob)) = (operand(x, va), operand(y, vb));
+    let d = Dims::new(&sa, &sb);
+    Ok(match (&x.data, &y.data) {
+        (Data::F32(p), Data::F32(q)) => Data::F32(batched_views(p, &oa, q, &ob, d)),
+        (Data::F64(p), Data::F64(q)) => Data::F64(batched_views(p, &oa, q, &ob, d)),
+        (Data::F16(p), Data::F16(q)) => Data::F16(batched_views(p, &oa, q, &ob, d)),
+        _ => {
+            let seen = |t: &Tensor, v: &Option<ViewMap>| match v {
+                Some(v) => view::view(&t.data, &v.shape, &v.strides, v.offset),
+                None => Ok(t.data.clone()),
+            };
+            matmul(&seen(x, va)?, &seen(y, vb)?, d)?
+        }
+    })
 }
 
 fn int_batched<T: Int>(a: &[T], b: &[T], d: Dims) -> Vec<T> {

@@ -173,3 +173,121 @@ fn matmul_shape_errors() {
         &[&t(&[2, 2], vec![false; 4]), &t(&[2, 2], vec![false; 4])],
     );
 }
+
+fn view(shape: &[usize], strides: &[isize], offset: usize) -> kuaxin_core::prim::ViewMap {
+    kuaxin_core::prim::ViewMap {
+        shape: shape.to_vec(),
+        strides: strides.to_vec(),
+        offset,
+    }
+}
+
+/// A product of views read in place equals the product of the views copied first: transposed
+/// operands (attention's K^T), head splits with batch strides, a slice at an offset, a
+/// broadcast (stride 0) and a reversed axis; on one thread and on two.
+#[test]
+fn matmul_of_views_equals_matmul_of_copied_views() {
+    use kuaxin_core::prim::ViewMap;
+    let mut rng = Rng(7);
+    let base_a: Vec<f32> = rng.vec(4 * 6 * 8).iter().map(|&x| x as f32).collect();
+    let base_b: Vec<f32> = rng.vec(4 * 6 * 8).iter().map(|&x| x as f32).collect();
+    let (ta, tb) = (t(&[4, 6, 8], base_a), t(&[4, 6, 8], base_b));
+    let cases: Vec<(Option<ViewMap>, Option<ViewMap>)> = vec![
+        // [4, 6, 8] x ([4, 6, 8] transposed to [4, 8, 6]).
+        (None, Some(view(&[4, 8, 6], &[48, 1, 8], 0))),
+        // Both transposed: [4, 8, 6] x [4, 6, 8].
+        (
+            Some(view(&[4, 8, 6], &[48, 1, 8], 0)),
+            Some(view(&[4, 6, 8], &[48, 8, 1], 0)),
+        ),
+        // Heads: [2, 6, 4] (every other column block) x a slice at an offset.
+        (
+            Some(view(&[2, 6, 4], &[4, 8, 1], 0)),
+            Some(view(&[2, 4, 5], &[48, 8, 1], 3)),
+        ),
+        // A broadcast batch and a reversed row order.
+        (
+            Some(view(&[3, 6, 8], &[0, 8, 1], 48)),
+            Some(view(&[3, 8, 2], &[0, -1, 8], 7)),
+        ),
+    ];
+    for threads in [1, 2] {
+        let cpu = kuaxin_cpu::CpuBackend::new(Some(threads)).unwrap();
+        for (a, b) in &cases {
+            let seen = |x: &Tensor, v: &Option<ViewMap>| match v {
+                Some(v) => run1(v.prim(), &[x]),
+                None => x.clone(),
+            };
+            let (va, vb) = (seen(&ta, a), seen(&tb, b));
+            let want = cpu.install(|| run1(Prim::MatMul, &[&va, &vb]));
+            let got = cpu.install(|| {
+                run1(
+                    Prim::MatMulOfViews {
+                        a: a.clone(),
+                        b: b.clone(),
+                    },
+                    &[&ta, &tb],
+                )
+            });
+            assert_eq!(got.shape, want.shape, "{a:?} x {b:?}");
+            let (g, w): (Vec<f64>, Vec<f64>) = (
+                f32s(&got).iter().map(|&x| x as f64).collect(),
+                f32s(&want).iter().map(|&x| x as f64).collect(),
+            );
+            assert_close(&g, &w, 1e-5, 1e-6);
+        }
+    }
+}
+
+#[test]
+fn matmul_of_views_outside_the_input_is_an_error() {
+    let a = t(&[2, 3], vec![0f32; 6]);
+    let b = t(&[3, 2], vec![0f32; 6]);
+    // Rows 3 apart over 3 rows reach element 8 of a 6-element input.
+    let e = err(
+        Prim::MatMulOfViews {
+            a: Some(view(&[3, 3], &[3, 1], 0)),
+            b: None,
+        },
+        &[&a, &b],
+    );
+    assert!(e.to_string().contains("View"), "{e}");
+}
+
+/// Products large enough to split into row or column panels across threads, with transposed
+/// operands: each panel's operand pointers move along the strides.
+#[test]
+fn matmul_of_views_in_panels_equals_the_copied_product() {
+    let mut rng = Rng(11);
+    let cpu = kuaxin_cpu::CpuBackend::new(Some(2)).unwrap();
+    for (m, k, n) in [(96, 80, 70), (70, 80, 96)] {
+        let a: Vec<f32> = rng.vec(m * k).iter().map(|&x| x as f32).collect();
+        let b: Vec<f32> = rng.vec(k * n).iter().map(|&x| x as f32).collect();
+        // Both stored transposed: a as [k, m], b as [n, k].
+        let (ta, tb) = (t(&[k, m], a), t(&[n, k], b));
+        let (va, vb) = (
+            view(&[m, k], &[1, m as isize], 0),
+            view(&[k, n], &[1, k as isize], 0),
+        );
+        let want = cpu.install(|| {
+            run1(
+                Prim::MatMul,
+                &[&run1(va.prim(), &[&ta]), &run1(vb.prim(), &[&tb])],
+            )
+        });
+        let got = cpu.install(|| {
+            run1(
+                Prim::MatMulOfViews {
+                    a: Some(va.clone()),
+                    b: Some(vb.clone()),
+                },
+                &[&ta, &tb],
+            )
+        });
+        let (g, w): (Vec<f64>, Vec<f64>) = (
+            f32s(&got).iter().map(|&x| x as f64).collect(),
+            f32s(&want).iter().map(|&x| x as f64).collect(),
+        );
+        assert_close(&g, &w, 1e-5, 1e-5);
+    }
+}
