@@ -12,6 +12,7 @@ use kuaxin_core::prim::ViewMap;
 use kuaxin_core::tensor::Element;
 use kuaxin_core::{Data, Error, Result, Tensor};
 use rayon::prelude::*;
+use std::borrow::Cow;
 
 #[derive(Clone, Copy)]
 pub struct Dims {
@@ -132,8 +133,17 @@ fn batched_views<T: GemmEl>(a: &[T], oa: &Operand, b: &[T], ob: &Operand, d: Dim
     c
 }
 
+/// A tensor's data as seen through `v` (copied), or as it is.
+fn seen<'t>(t: &'t Tensor, v: &Option<ViewMap>) -> Result<Cow<'t, Data>> {
+    Ok(match v {
+        Some(v) => Cow::Owned(view::view(&t.data, &v.shape, &v.strides, v.offset)?),
+        None => Cow::Borrowed(&t.data),
+    })
+}
+
 /// `Prim::MatMulOfViews`: f32, f64 and f16 operands are read through their views in place;
-/// other types are copied through the views and multiplied as `MatMul`.
+/// other types, and products of a few rows, are copied through the views and multiplied as
+/// `MatMul`.
 pub fn matmul_of_views(
     x: &Tensor,
     y: &Tensor,
@@ -146,16 +156,15 @@ pub fn matmul_of_views(
     };
     let ((sa, oa), (sb, ob)) = (operand(x, va), operand(y, vb));
     let d = Dims::new(&sa, &sb);
+    // A product of a few rows streams its weights (`skinny`), which wants them contiguous.
+    let skinny = d.m > 0 && d.m <= crate::skinny::SKINNY_M;
     Ok(match (&x.data, &y.data) {
-        (Data::F32(p), Data::F32(q)) => Data::F32(batched_views(p, &oa, q, &ob, d)),
-        (Data::F64(p), Data::F64(q)) => Data::F64(batched_views(p, &oa, q, &ob, d)),
-        (Data::F16(p), Data::F16(q)) => Data::F16(batched_views(p, &oa, q, &ob, d)),
+        (Data::F32(p), Data::F32(q)) if !skinny => Data::F32(batched_views(p, &oa, q, &ob, d)),
+        (Data::F64(p), Data::F64(q)) if !skinny => Data::F64(batched_views(p, &oa, q, &ob, d)),
+        (Data::F16(p), Data::F16(q)) if !skinny => Data::F16(batched_views(p, &oa, q, &ob, d)),
         _ => {
-            let seen = |t: &Tensor, v: &Option<ViewMap>| match v {
-                Some(v) => view::view(&t.data, &v.shape, &v.strides, v.offset),
-                None => Ok(t.data.clone()),
-            };
-            matmul(&seen(x, va)?, &seen(y, vb)?, d)?
+            let (a, b) = (seen(x, va)?, seen(y, vb)?);
+            matmul(&a, &b, d)?
         }
     })
 }
