@@ -97,13 +97,7 @@ fn elementwise(k: &Kernel, srcs: &[Cow<[f32]>]) -> Result<Data> {
     }
     let inner = inner_strides(&strides);
     let offsets = load_offsets(&k.loads);
-    let walk = Walk {
-        outer: &dims[..dims.len().saturating_sub(1)],
-        strides: &strides,
-        offsets: &offsets,
-        inner: &inner,
-        n: dims.last().copied().unwrap_or(1),
-    };
+    let walk = Walk::rows(&dims, &strides, &offsets, &inner);
     let per_task = task_len(total, k.body.len());
     out.par_chunks_mut(per_task)
         .enumerate()
@@ -162,13 +156,7 @@ fn small_reduction(
     if rows == 0 {
         return Ok(store(out, k.out.dtype));
     }
-    let walk = Walk {
-        outer: &kd[..kd.len().saturating_sub(1)],
-        strides: &ks,
-        offsets: &offsets,
-        inner: &kinner,
-        n: kd.last().copied().unwrap_or(1),
-    };
+    let walk = Walk::rows(&kd, &ks, &offsets, &kinner);
     let per_task = task_len(rows, red_total.max(1) * k.body.len() + k.epilogue.len());
     out.par_chunks_mut(per_task)
         .enumerate()
@@ -240,13 +228,7 @@ fn reduction(
     let kstrides: Vec<Vec<isize>> = k.loads.iter().map(|l| l.strides[..kept].to_vec()).collect();
     let (kd, ks) = coalesce(kdims, &kstrides);
     let kinner = inner_strides(&ks);
-    let epilogue = Walk {
-        outer: &kd[..kd.len().saturating_sub(1)],
-        strides: &ks,
-        offsets: &offsets,
-        inner: &kinner,
-        n: kd.last().copied().unwrap_or(1),
-    };
+    let epilogue = Walk::rows(&kd, &ks, &offsets, &kinner);
     let mut out = vec![0f32; rows];
     let rows_per_task = (crate::par::MIN_PAR / red_total.max(1)).clamp(1, BLOCK);
     out.par_chunks_mut(rows_per_task)

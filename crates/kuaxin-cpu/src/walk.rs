@@ -29,7 +29,23 @@ pub struct Segments {
     scratch: Vec<isize>,
 }
 
-impl Walk<'_> {
+impl<'a> Walk<'a> {
+    /// The (coalesced) domain `dims` walked row by row along its last axis.
+    pub fn rows(
+        dims: &'a [usize],
+        strides: &'a [Vec<isize>],
+        offsets: &'a [isize],
+        inner: &'a [isize],
+    ) -> Walk<'a> {
+        Walk {
+            outer: &dims[..dims.len().saturating_sub(1)],
+            strides,
+            offsets,
+            inner,
+            n: dims.last().copied().unwrap_or(1),
+        }
+    }
+
     /// Per load, the source offset of row `row`'s first element.
     pub fn row_bases(&self, row: usize, out: &mut [isize]) {
         row_bases(row, self.outer, self.strides, self.offsets, out)
