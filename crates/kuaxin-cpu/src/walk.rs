@@ -27,6 +27,8 @@ pub struct Segments {
     /// Segment-major: `bases[s * loads + l]`.
     bases: Vec<isize>,
     scratch: Vec<isize>,
+    /// The current row's index along each outer axis.
+    index: Vec<usize>,
 }
 
 impl<'a> Walk<'a> {
@@ -51,7 +53,9 @@ impl<'a> Walk<'a> {
         row_bases(row, self.outer, self.strides, self.offsets, out)
     }
 
-    /// Splits positions `p0 .. p0 + len` into row segments.
+    /// Splits positions `p0 .. p0 + len` into row segments. The first row's bases come from
+    /// its index; each next row's by stepping an odometer over the outer axes (no division
+    /// per row: a block of short rows has many).
     pub fn segments(&self, p0: usize, len: usize, segs: &mut Segments) {
         let loads = self.offsets.len();
         segs.loads = loads;
@@ -60,22 +64,45 @@ impl<'a> Walk<'a> {
         segs.bases.clear();
         segs.scratch.resize(loads, 0);
         let n = self.n.max(1);
-        let (mut row, mut j) = (p0 / n, p0 % n);
+        let (row, mut j) = (p0 / n, p0 % n);
+        let mut scratch = std::mem::take(&mut segs.scratch);
+        self.row_bases(row, &mut scratch);
+        // The first row's index along each outer axis.
+        segs.index.clear();
+        segs.index.resize(self.outer.len(), 0);
+        let mut r = row;
+        for (ax, &d) in self.outer.iter().enumerate().rev() {
+            segs.index[ax] = r % d.max(1);
+            r /= d.max(1);
+        }
         let mut at = 0;
         while at < len {
             let seg = (n - j).min(len - at);
-            let mut scratch = std::mem::take(&mut segs.scratch);
-            self.row_bases(row, &mut scratch);
             for (b, inner) in scratch.iter().zip(self.inner) {
                 segs.bases.push(b + j as isize * inner);
             }
-            segs.scratch = scratch;
             segs.starts.push(at);
             segs.lens.push(seg);
             at += seg;
-            row += 1;
             j = 0;
+            if at < len {
+                // Next row: the innermost outer axis steps, carrying outwards.
+                for ax in (0..self.outer.len()).rev() {
+                    segs.index[ax] += 1;
+                    for (b, st) in scratch.iter_mut().zip(self.strides) {
+                        *b += st[ax];
+                    }
+                    if segs.index[ax] < self.outer[ax] {
+                        break;
+                    }
+                    for (b, st) in scratch.iter_mut().zip(self.strides) {
+                        *b -= st[ax] * self.outer[ax] as isize;
+                    }
+                    segs.index[ax] = 0;
+                }
+            }
         }
+        segs.scratch = scratch;
     }
 }
 
@@ -244,6 +271,33 @@ mod tests {
         assert_eq!(dst, vec![5.0, 7.0, 9.0, 11.0, 13.0, 15.0, 17.0]);
         assert!(matches!(segs.fetch(0, &src, 2, -1, &mut dst), Val::Buf));
         assert_eq!(dst, vec![4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0]);
+    }
+
+    #[test]
+    fn segments_step_rows_across_every_outer_axis() {
+        // Outer axes [2, 3] (rows 0..6), rows of 2; two loads with different strides.
+        let strides = vec![vec![100isize, 10], vec![-7isize, 3]];
+        let walk = Walk {
+            outer: &[2, 3],
+            strides: &strides,
+            offsets: &[5, 50],
+            inner: &[1, 2],
+            n: 2,
+        };
+        let mut segs = Segments::default();
+        for (p0, len) in [(1, 11), (0, 12), (3, 6), (4, 1)] {
+            walk.segments(p0, len, &mut segs);
+            let mut want = Vec::new();
+            let (mut p, end) = (p0, p0 + len);
+            while p < end {
+                let (row, j) = (p / 2, p % 2);
+                let mut b = vec![0isize; 2];
+                walk.row_bases(row, &mut b);
+                want.extend([b[0] + j as isize, b[1] + 2 * j as isize]);
+                p += 2 - j;
+            }
+            assert_eq!(segs.bases, want, "from {p0}, {len} positions");
+        }
     }
 
     #[test]
