@@ -339,6 +339,14 @@ fn uniform_value(t: &Tensor) -> Option<f64> {
         .then_some(first)
 }
 
+/// The index of `load` in `loads`, appended if it is not there yet.
+pub(crate) fn intern_load(loads: &mut Vec<Load>, load: Load) -> usize {
+    loads.iter().position(|l| *l == load).unwrap_or_else(|| {
+        loads.push(load);
+        loads.len() - 1
+    })
+}
+
 struct KernelBuilder<'a> {
     instrs: &'a [Instr],
     slot_types: &'a [TensorType],
@@ -354,12 +362,7 @@ struct KernelBuilder<'a> {
 
 impl KernelBuilder<'_> {
     fn arg(&mut self, src: &Src) -> usize {
-        let same = |a: &Src, b: &Src| match (a, b) {
-            (Src::Slot(x), Src::Slot(y)) => x == y,
-            (Src::Const(x), Src::Const(y)) => Arc::ptr_eq(x, y),
-            _ => false,
-        };
-        if let Some(i) = self.args.iter().position(|a| same(a, src)) {
+        if let Some(i) = self.args.iter().position(|a| a.is_same(src)) {
             return i;
         }
         self.args.push(src.clone());
@@ -416,15 +419,7 @@ impl KernelBuilder<'_> {
             strides: dom,
             offset,
         };
-        let idx = self
-            .loads
-            .iter()
-            .position(|l| *l == load)
-            .unwrap_or_else(|| {
-                self.loads.push(load);
-                self.loads.len() - 1
-            });
-        Expr::Load(idx)
+        Expr::Load(intern_load(&mut self.loads, load))
     }
 }
 

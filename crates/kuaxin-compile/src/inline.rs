@@ -17,6 +17,7 @@
 //! producer's own loads are composed with it, which works when every reader axis walks along
 //! one producer axis (views that transpose, slice, broadcast or split an axis; not reshapes
 //! that merge axes).
+use crate::fuse::intern_load;
 use crate::program::Instr;
 use crate::value::Src;
 use kuaxin_core::kernel::{Expr, Kernel, Load, Op};
@@ -135,7 +136,7 @@ fn substitute(
     let parg: Vec<usize> = producer
         .inputs
         .iter()
-        .map(|src| match inputs.iter().position(|s| same_src(s, src)) {
+        .map(|src| match inputs.iter().position(|s| s.is_same(src)) {
             Some(i) => i,
             None => {
                 inputs.push(src.clone());
@@ -162,7 +163,7 @@ fn substitute(
                                     strides: map.strides(&ld.strides),
                                     offset: map.offset(&ld.strides, ld.offset)?,
                                 };
-                                Expr::Load(load_index(&mut loads, composed))
+                                Expr::Load(intern_load(&mut loads, composed))
                             }
                             other => renumber(other, |i| i + base),
                         };
@@ -214,21 +215,6 @@ fn substitute(
         outputs: reader.outputs.clone(),
         out_types: reader.out_types.clone(),
         origin: Arc::from(format!("{} + {}", producer.origin, reader.origin)),
-    })
-}
-
-fn same_src(a: &Src, b: &Src) -> bool {
-    match (a, b) {
-        (Src::Slot(x), Src::Slot(y)) => x == y,
-        (Src::Const(x), Src::Const(y)) => Arc::ptr_eq(x, y),
-        _ => false,
-    }
-}
-
-fn load_index(loads: &mut Vec<Load>, load: Load) -> usize {
-    loads.iter().position(|l| *l == load).unwrap_or_else(|| {
-        loads.push(load);
-        loads.len() - 1
     })
 }
 

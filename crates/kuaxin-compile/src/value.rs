@@ -12,6 +12,17 @@ pub enum Src {
     Slot(usize),
 }
 
+impl Src {
+    /// The same value: the same slot, or the very same constant tensor.
+    pub fn is_same(&self, other: &Src) -> bool {
+        match (self, other) {
+            (Src::Slot(x), Src::Slot(y)) => x == y,
+            (Src::Const(x), Src::Const(y)) => Arc::ptr_eq(x, y),
+            _ => false,
+        }
+    }
+}
+
 /// A tensor in the trace: its concrete type and where its data comes from.
 #[derive(Debug, Clone)]
 pub struct TVal {

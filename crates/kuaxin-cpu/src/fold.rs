@@ -67,15 +67,17 @@ impl Lanes {
         }
     }
 
-    pub fn add(&mut self, op: ReduceOp, v: &[f32]) {
+    /// Folds `v[j]` into lane j with the op given to `start`.
+    pub fn add(&mut self, v: &[f32]) {
         crate::simd::vectorized(
             #[inline(always)]
-            || self.add_any(op, v),
+            || self.add_any(v),
         )
     }
 
     #[inline(always)]
-    fn add_any(&mut self, op: ReduceOp, v: &[f32]) {
+    fn add_any(&mut self, v: &[f32]) {
+        let Some(op) = self.op else { return };
         match op {
             ReduceOp::Sum => {
                 let acc = &mut self.acc[..v.len()];
@@ -234,8 +236,8 @@ mod tests {
             let mut out = vec![0f32; 19];
             for op in [ReduceOp::Max, ReduceOp::Min] {
                 lanes.start(op, 19);
-                lanes.add(op, &v);
-                lanes.add(op, &[2.0; 19]);
+                lanes.add(&v);
+                lanes.add(&[2.0; 19]);
                 lanes.finish(&mut out);
                 let other = if op == ReduceOp::Max { 2.0 } else { 1.0 };
                 assert!(
@@ -251,17 +253,17 @@ mod tests {
         let mut lanes = Lanes::default();
         let mut out = vec![0f32; 3];
         lanes.start(ReduceOp::Sum, 3);
-        lanes.add(ReduceOp::Sum, &[1.0, 2.0, 3.0]);
-        lanes.add(ReduceOp::Sum, &[0.5, 0.5, 0.5]);
+        lanes.add(&[1.0, 2.0, 3.0]);
+        lanes.add(&[0.5, 0.5, 0.5]);
         lanes.finish(&mut out);
         assert_eq!(out, vec![1.5, 2.5, 3.5]);
         lanes.start(ReduceOp::Min, 2);
-        lanes.add(ReduceOp::Min, &[3.0, -1.0]);
-        lanes.add(ReduceOp::Min, &[2.0, 4.0]);
+        lanes.add(&[3.0, -1.0]);
+        lanes.add(&[2.0, 4.0]);
         lanes.finish(&mut out[..2]);
         assert_eq!(out[..2], [2.0, -1.0]);
         lanes.start(ReduceOp::Max, 2);
-        lanes.add(ReduceOp::Max, &[f32::NEG_INFINITY, -1.0]);
+        lanes.add(&[f32::NEG_INFINITY, -1.0]);
         lanes.finish(&mut out[..2]);
         assert_eq!(out[..2], [f32::NEG_INFINITY, -1.0]);
     }

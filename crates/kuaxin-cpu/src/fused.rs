@@ -175,7 +175,7 @@ fn small_reduction(
                         segs.fetch(l, &srcs[k.loads[l].arg], kinner[l], roff[l], dst)
                     };
                     blk.eval(&k.body, len, None, &mut f)?;
-                    lanes.add(op, blk.slice(value, len));
+                    lanes.add(blk.slice(value, len));
                 }
                 lanes.finish(&mut reduced[..len]);
                 let mut f = |l: usize, dst: &mut [f32]| {

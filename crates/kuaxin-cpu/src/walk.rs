@@ -48,11 +48,6 @@ impl<'a> Walk<'a> {
         }
     }
 
-    /// Per load, the source offset of row `row`'s first element.
-    pub fn row_bases(&self, row: usize, out: &mut [isize]) {
-        row_bases(row, self.outer, self.strides, self.offsets, out)
-    }
-
     /// Splits positions `p0 .. p0 + len` into row segments. The first row's bases come from
     /// its index; each next row's by stepping an odometer over the outer axes (no division
     /// per row: a block of short rows has many).
@@ -65,15 +60,20 @@ impl<'a> Walk<'a> {
         segs.scratch.resize(loads, 0);
         let n = self.n.max(1);
         let (row, mut j) = (p0 / n, p0 % n);
-        let mut scratch = std::mem::take(&mut segs.scratch);
-        self.row_bases(row, &mut scratch);
-        // The first row's index along each outer axis.
+        // The first row's index along each outer axis, and its bases.
         segs.index.clear();
         segs.index.resize(self.outer.len(), 0);
         let mut r = row;
         for (ax, &d) in self.outer.iter().enumerate().rev() {
             segs.index[ax] = r % d.max(1);
             r /= d.max(1);
+        }
+        let mut scratch = std::mem::take(&mut segs.scratch);
+        scratch.copy_from_slice(self.offsets);
+        for (ax, &i) in segs.index.iter().enumerate() {
+            for (b, st) in scratch.iter_mut().zip(self.strides) {
+                *b += i as isize * st[ax];
+            }
         }
         let mut at = 0;
         while at < len {
@@ -292,7 +292,7 @@ mod tests {
             while p < end {
                 let (row, j) = (p / 2, p % 2);
                 let mut b = vec![0isize; 2];
-                walk.row_bases(row, &mut b);
+                row_bases(row, walk.outer, walk.strides, walk.offsets, &mut b);
                 want.extend([b[0] + j as isize, b[1] + 2 * j as isize]);
                 p += 2 - j;
             }
