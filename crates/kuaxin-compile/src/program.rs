@@ -170,6 +170,9 @@ impl<'a> Executor<'a> {
                             format!("{} {:?} {}", k.name, k.domain, ins.origin)
                         }
                         Prim::MatMul if per_kernel => format!("MatMul -> {:?}", ins.out_types),
+                        Prim::MatMulOfViews { .. } if per_kernel => {
+                            format!("MatMulOfViews {}", ins.origin)
+                        }
                         Prim::ConvEpilogue { epilogue, .. } if per_kernel => {
                             format!("ConvEpilogue {:?} {}", epilogue.domain, ins.origin)
                         }

@@ -1,13 +1,16 @@
 //! [`CpuBackend`]: the [`Backend`] contract on host memory. A device tensor's storage is an
 //! `Arc<Tensor>`; primitives run through [`eval`](crate::eval) inside the back end's own rayon
 //! pool (so gemm and the parallel kernels use exactly its threads).
-use crate::eval::eval;
+use crate::eval::eval_with;
+use crate::weights::Weights;
 use kuaxin_core::prim::{Prim, TensorType};
 use kuaxin_core::{Backend, DeviceTensor, Error, Result, Tensor};
 use std::sync::Arc;
 
 pub struct CpuBackend {
     pool: rayon::ThreadPool,
+    /// Constants uploaded here, and their packed copies.
+    weights: Weights,
 }
 
 impl CpuBackend {
@@ -24,7 +27,10 @@ impl CpuBackend {
             .thread_name(|i| format!("kuaxin-cpu-{i}"))
             .build()
             .map_err(|e| Error::backend(format!("cpu: cannot start {n} threads: {e}")))?;
-        Ok(CpuBackend { pool })
+        Ok(CpuBackend {
+            pool,
+            weights: Weights::default(),
+        })
     }
 
     /// Number of worker threads.
@@ -70,6 +76,7 @@ impl Backend for CpuBackend {
     }
 
     fn upload_shared(&self, t: &Arc<Tensor>) -> Result<DeviceTensor> {
+        self.weights.register(t);
         Ok(DeviceTensor {
             ty: TensorType::new(t.dtype(), t.shape.clone()),
             storage: t.clone(),
@@ -101,7 +108,9 @@ impl Backend for CpuBackend {
             .map(|t| host_tensor(t))
             .collect::<Result<Vec<_>>>()?;
         let refs: Vec<&Tensor> = held.iter().map(|t| t.as_ref()).collect();
-        let out = self.pool.install(|| eval(prim, &refs, outputs))?;
+        let out = self
+            .pool
+            .install(|| eval_with(prim, &refs, outputs, Some(&self.weights)))?;
         Ok(out.into_iter().map(wrap).collect())
     }
 

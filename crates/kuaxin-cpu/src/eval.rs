@@ -1,6 +1,6 @@
 //! [`eval`]: one primitive on host tensors — the reference semantics of the op set.
 use crate::im2col::Geom;
-use crate::matmul::Dims;
+use crate::weights::Weights;
 use crate::{
     argreduce, binary, cast, concat, conv, cumulative, gather, host, limits, matmul, pad, reduce,
     scatter, select, unary, view,
@@ -18,6 +18,16 @@ fn type_of(t: &Tensor) -> TensorType {
 /// error rather than a panic. For `Prim::Host` ops `outputs` is ignored (pass `&[]`): their
 /// output shapes depend on the data.
 pub fn eval(prim: &Prim, inputs: &[&Tensor], outputs: &[TensorType]) -> Result<Vec<Tensor>> {
+    eval_with(prim, inputs, outputs, None)
+}
+
+/// [`eval`] with the back end's prepared constants (packed weights), when it has them.
+pub(crate) fn eval_with(
+    prim: &Prim,
+    inputs: &[&Tensor],
+    outputs: &[TensorType],
+    weights: Option<&Weights>,
+) -> Result<Vec<Tensor>> {
     for (i, t) in inputs.iter().enumerate() {
         if checked_numel(&t.shape) != Some(t.data.len()) {
             return Err(Error::invalid(format!(
@@ -51,7 +61,7 @@ pub fn eval(prim: &Prim, inputs: &[&Tensor], outputs: &[TensorType]) -> Result<V
     for t in &want {
         limits::check_alloc(t.dtype, t.numel())?;
     }
-    let data = run(prim, inputs, &want)?;
+    let data = run(prim, inputs, &want, weights)?;
     data.into_iter()
         .zip(want)
         .map(|(d, t)| {
@@ -148,7 +158,12 @@ fn precheck(prim: &Prim, ins: &[TensorType]) -> Result<()> {
     Ok(())
 }
 
-fn run(prim: &Prim, inputs: &[&Tensor], want: &[TensorType]) -> Result<Vec<Data>> {
+fn run(
+    prim: &Prim,
+    inputs: &[&Tensor],
+    want: &[TensorType],
+    weights: Option<&Weights>,
+) -> Result<Vec<Data>> {
     if let Prim::Fused(k) = prim {
         return Ok(vec![crate::fused::run(k, inputs)?]);
     }
@@ -213,8 +228,8 @@ fn run(prim: &Prim, inputs: &[&Tensor], want: &[TensorType]) -> Result<Vec<Data>
             scatter::scatter_elements(x, inputs[1], inputs[2], *axis, *reduction)?
         }
         Prim::ScatterNd { reduction } => scatter::scatter_nd(x, inputs[1], inputs[2], *reduction)?,
-        Prim::MatMul => matmul::matmul(d(0), d(1), Dims::new(&x.shape, &inputs[1].shape))?,
-        Prim::MatMulOfViews { a, b } => matmul::matmul_of_views(x, inputs[1], a, b)?,
+        Prim::MatMul => matmul::matmul_of_views(x, inputs[1], &None, &None, weights)?,
+        Prim::MatMulOfViews { a, b } => matmul::matmul_of_views(x, inputs[1], a, b, weights)?,
         Prim::Conv {
             strides,
             dilations,

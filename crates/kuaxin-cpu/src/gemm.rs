@@ -14,7 +14,7 @@ pub const PAR_FLOPS: usize = 64 * 64 * 64;
 
 /// Where a matrix lies in a slice: element (i, j) at `offset + i * rs + j * cs` (a transposed
 /// or strided view of a tensor is a `Mat` over the tensor's own storage).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Mat {
     pub offset: usize,
     pub rs: isize,
@@ -32,7 +32,7 @@ impl Mat {
     }
 
     /// Whether every element of a `rows x cols` window lies inside a slice of `len`.
-    fn fits(&self, rows: usize, cols: usize, len: usize) -> bool {
+    pub fn fits(&self, rows: usize, cols: usize, len: usize) -> bool {
         if rows == 0 || cols == 0 {
             return true;
         }
@@ -159,7 +159,7 @@ pub fn gemm_mats<T: GemmEl>(
 }
 
 /// A raw pointer that parallel parts share, each writing its own disjoint region.
-struct SendPtr<T>(*mut T);
+pub struct SendPtr<T>(pub *mut T);
 // SAFETY: only used for disjoint writes (see `gemm_mats`).
 unsafe impl<T> Send for SendPtr<T> {}
 unsafe impl<T> Sync for SendPtr<T> {}

@@ -5,9 +5,11 @@
 //! their own type. Small matrices run one per thread across the batch; large ones run one at
 //! a time with gemm's own threading.
 use crate::gemm::{gemm_mats, GemmEl, Mat, PAR_FLOPS};
+use crate::panels;
 use crate::par;
 use crate::scalar::Int;
 use crate::view;
+use crate::weights::Weights;
 use kuaxin_core::prim::ViewMap;
 use kuaxin_core::tensor::Element;
 use kuaxin_core::{Data, Error, Result, Tensor};
@@ -141,14 +143,16 @@ fn seen<'t>(t: &'t Tensor, v: &Option<ViewMap>) -> Result<Cow<'t, Data>> {
     })
 }
 
-/// `Prim::MatMulOfViews`: f32, f64 and f16 operands are read through their views in place;
-/// other types, and products of a few rows, are copied through the views and multiplied as
-/// `MatMul`.
+/// `Prim::MatMulOfViews` (and `Prim::MatMul`, with no views): f32, f64 and f16 operands are
+/// read through their views in place, an f32 constant B from its packed panels when `weights`
+/// has them; other types, and products of a few rows, are copied through the views and
+/// multiplied as `MatMul`.
 pub fn matmul_of_views(
     x: &Tensor,
     y: &Tensor,
     va: &Option<ViewMap>,
     vb: &Option<ViewMap>,
+    weights: Option<&Weights>,
 ) -> Result<Data> {
     let operand = |t: &Tensor, v: &Option<ViewMap>| match v {
         Some(v) => (v.shape.clone(), Operand::of(&v.shape, &v.strides, v.offset)),
@@ -158,6 +162,11 @@ pub fn matmul_of_views(
     let d = Dims::new(&sa, &sb);
     // A product of a few rows streams its weights (`skinny`), which wants them contiguous.
     let skinny = d.m > 0 && d.m <= crate::skinny::SKINNY_M;
+    if let (Some(w), Data::F32(p), Data::F32(q), false) = (weights, &x.data, &y.data, skinny) {
+        if let Some(c) = packed_product(p, &oa, (y, q, &ob), d, w) {
+            return Ok(Data::F32(c));
+        }
+    }
     Ok(match (&x.data, &y.data) {
         (Data::F32(p), Data::F32(q)) if !skinny => Data::F32(batched_views(p, &oa, q, &ob, d)),
         (Data::F64(p), Data::F64(q)) if !skinny => Data::F64(batched_views(p, &oa, q, &ob, d)),
@@ -167,6 +176,31 @@ pub fn matmul_of_views(
             matmul(&a, &b, d)?
         }
     })
+}
+
+/// The product through the panels of a constant B, when B is one matrix for every batch and
+/// `weights` packs it (see [`crate::panels`]).
+fn packed_product(
+    a: &[f32],
+    oa: &Operand,
+    (y, b, ob): (&Tensor, &[f32], &Operand),
+    d: Dims,
+    weights: &Weights,
+) -> Option<Vec<f32>> {
+    let shared = ob
+        .batch_shape
+        .iter()
+        .zip(&ob.batch_strides)
+        .all(|(&n, &s)| n == 1 || s == 0);
+    if !panels::available() || !shared || d.m * d.n == 0 {
+        return None;
+    }
+    let packed = weights.packed_b(y, b, ob.mat, d.k, d.n)?;
+    let mut c = vec![0f32; d.batch * d.m * d.n];
+    for (i, ci) in c.chunks_mut(d.m * d.n).enumerate() {
+        panels::product(d.m, (a, oa.at(i)), &packed, ci, true);
+    }
+    Some(c)
 }
 
 fn int_batched<T: Int>(a: &[T], b: &[T], d: Dims) -> Vec<T> {

@@ -291,3 +291,57 @@ fn matmul_of_views_in_panels_equals_the_copied_product() {
         assert_close(&g, &w, 1e-5, 1e-5);
     }
 }
+
+/// A constant B (uploaded with `upload_shared`, as the executor uploads weights) is packed by
+/// the back end on first use and read from its panels after: both runs, plain and through a
+/// broadcast transposed view (a Hugging Face `[n, k]` weight), match the f64 product.
+#[test]
+fn constant_weights_multiply_the_same_packed_or_not() {
+    use kuaxin_core::Backend;
+    use std::sync::Arc;
+    let mut rng = Rng(23);
+    let (m, k, n) = (37, 70, 45);
+    let a: Vec<f32> = rng.vec(2 * m * k).iter().map(|&x| x as f32).collect();
+    let w: Vec<f32> = rng.vec(k * n).iter().map(|&x| x as f32).collect();
+    let a64: Vec<f64> = a.iter().map(|&x| x as f64).collect();
+    let w64: Vec<f64> = w.iter().map(|&x| x as f64).collect();
+    // Both batches times the same [k, n] matrix.
+    let want: Vec<f64> = (0..2)
+        .flat_map(|i| reference(&a64[i * m * k..(i + 1) * m * k], &w64, 1, m, k, n))
+        .collect();
+    let wt: Vec<f32> = (0..n * k).map(|i| w[(i % k) * n + i / k]).collect();
+    for threads in [1, 2] {
+        let cpu = kuaxin_cpu::CpuBackend::new(Some(threads)).unwrap();
+        let ta = cpu.upload(&t(&[2, m, k], a.clone())).unwrap();
+        let cases = [
+            (
+                Arc::new(t(&[1, k, n], w.clone())),
+                Prim::MatMulOfViews {
+                    a: None,
+                    b: Some(view(&[2, k, n], &[0, n as isize, 1], 0)),
+                },
+            ),
+            (
+                Arc::new(t(&[n, k], wt.clone())),
+                Prim::MatMulOfViews {
+                    a: None,
+                    b: Some(view(&[2, k, n], &[0, 1, k as isize], 0)),
+                },
+            ),
+        ];
+        for (weight, prim) in &cases {
+            let tw = cpu.upload_shared(weight).unwrap();
+            let out = [kuaxin_core::prim::TensorType::new(
+                kuaxin_core::DType::F32,
+                vec![2, m, n],
+            )];
+            for run in 0..2 {
+                let got = cpu.execute(prim, &[&ta, &tw], &out).unwrap();
+                let got = cpu.download(&got[0]).unwrap();
+                let g: Vec<f64> = f32s(&got).iter().map(|&x| x as f64).collect();
+                eprintln!("{threads} threads, {prim:?}, run {run}");
+                assert_close(&g, &want, 1e-5, 1e-5);
+            }
+        }
+    }
+}

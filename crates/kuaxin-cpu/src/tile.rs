@@ -1,0 +1,106 @@
+//! The AVX-512 register tile of [`crate::panels`]: `C[R x 32] (+)= A[R x k] * B[k x 32]`,
+//! with A read one element at a time (broadcast, so any strides do) and B one 32-wide row per
+//! step (two vector loads, from packed panels or from a row-major matrix in place).
+//!
+//! Each product is one fused multiply-add into the accumulator, in order of `k`.
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// Rows of the tallest tile: 6 x 2 accumulators, 2 B vectors and a broadcast fill 15 of the
+/// 32 vector registers, and 12 independent multiply-adds per step hide their latency.
+pub const MR: usize = 6;
+/// Columns of a tile (two 16-lane vectors).
+pub const NR: usize = 32;
+
+/// Where a tile's operands lie: element (r, p) of A at `a + r * a_rs + p * a_cs`, row p of B
+/// (32 floats, or the columns in `mask`) at `b + p * b_rs`, row r of C at `c + r * c_rs`.
+#[derive(Clone, Copy)]
+pub struct Tile {
+    pub a: *const f32,
+    pub a_rs: isize,
+    pub a_cs: isize,
+    pub b: *const f32,
+    pub b_rs: isize,
+    pub c: *mut f32,
+    pub c_rs: usize,
+    /// The columns of B read and of C written (bit j: column j); `u32::MAX` for all 32.
+    pub mask: u32,
+    /// Adds to C instead of overwriting it (a later block of `k`).
+    pub accumulate: bool,
+}
+
+/// Runs the tile for `rows` (1..=MR) rows of A and C over `k` steps.
+///
+/// # Safety
+/// The CPU has AVX-512F, and every element the tile describes for `rows` rows and `k` steps is
+/// valid to read (A, B) or write (C); C does not overlap A or B.
+#[cfg(target_arch = "x86_64")]
+pub unsafe fn run(rows: usize, k: usize, t: &Tile) {
+    // SAFETY: the caller's contract, for the row count each arm names.
+    unsafe {
+        match rows {
+            1 => tile::<1>(k, t),
+            2 => tile::<2>(k, t),
+            3 => tile::<3>(k, t),
+            4 => tile::<4>(k, t),
+            5 => tile::<5>(k, t),
+            _ => tile::<MR>(k, t),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn tile<const R: usize>(k: usize, t: &Tile) {
+    let (lo, hi) = (t.mask as u16, (t.mask >> 16) as u16);
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+    let (mut a, mut b) = (t.a, t.b);
+    // SAFETY (every access below): within the operand windows the caller vouches for; masked
+    // loads and stores touch only the columns in the mask.
+    unsafe {
+        if t.mask == u32::MAX {
+            for _ in 0..k {
+                let b0 = _mm512_loadu_ps(b);
+                let b1 = _mm512_loadu_ps(b.add(16));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let x = _mm512_set1_ps(*a.offset(r as isize * t.a_rs));
+                    acc[0] = _mm512_fmadd_ps(x, b0, acc[0]);
+                    acc[1] = _mm512_fmadd_ps(x, b1, acc[1]);
+                }
+                a = a.offset(t.a_cs);
+                b = b.offset(t.b_rs);
+            }
+        } else {
+            for _ in 0..k {
+                let b0 = _mm512_maskz_loadu_ps(lo, b);
+                let b1 = _mm512_maskz_loadu_ps(hi, b.add(16));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let x = _mm512_set1_ps(*a.offset(r as isize * t.a_rs));
+                    acc[0] = _mm512_fmadd_ps(x, b0, acc[0]);
+                    acc[1] = _mm512_fmadd_ps(x, b1, acc[1]);
+                }
+                a = a.offset(t.a_cs);
+                b = b.offset(t.b_rs);
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            let c = t.c.add(r * t.c_rs);
+            let (mut v0, mut v1) = (acc[0], acc[1]);
+            if t.accumulate {
+                v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(lo, c));
+                v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(hi, c.add(16)));
+            }
+            _mm512_mask_storeu_ps(c, lo, v0);
+            _mm512_mask_storeu_ps(c.add(16), hi, v1);
+        }
+    }
+}
+
+/// The mask of the first `cols` (at most 32) columns.
+pub fn mask(cols: usize) -> u32 {
+    if cols >= NR {
+        u32::MAX
+    } else {
+        (1u32 << cols) - 1
+    }
+}

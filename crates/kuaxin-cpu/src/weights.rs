@@ -1,0 +1,115 @@
+//! Constant weights prepared once per back end. The executor uploads every constant through
+//! `Backend::upload_shared`, which registers it here; a matrix product whose B is a registered
+//! constant asks for its [`PackedB`] and gets the copy packed on first use.
+//!
+//! Packed copies add memory (as much as the weights they copy), so they stop at a budget:
+//! `KUAXIN_CPU_PACK_MIB` (default 1024). Products beyond it pack on every call, as before.
+use crate::gemm::Mat;
+use crate::panels::PackedB;
+use kuaxin_core::Tensor;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
+/// Packed copies of the constants one back end has seen.
+#[derive(Default)]
+pub struct Weights {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// The registered constants by address. Holding a `Weak` keeps the allocation, so the
+    /// address cannot be reused by another tensor while it is here.
+    consts: HashMap<usize, Weak<Tensor>>,
+    packed: HashMap<Key, Arc<PackedB>>,
+    bytes: usize,
+}
+
+/// Which matrix of which constant a packed copy holds.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Key {
+    tensor: usize,
+    mat: Mat,
+    k: usize,
+    n: usize,
+}
+
+fn budget_bytes() -> usize {
+    use std::sync::OnceLock;
+    static BUDGET: OnceLock<usize> = OnceLock::new();
+    *BUDGET.get_or_init(|| {
+        std::env::var("KUAXIN_CPU_PACK_MIB")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(1024)
+            .saturating_mul(1 << 20)
+    })
+}
+
+impl Weights {
+    /// Records `t` as a constant (it stays alive across runs), and forgets the packed copies
+    /// of constants that have since been dropped.
+    pub fn register(&self, t: &Arc<Tensor>) {
+        let Ok(mut g) = self.inner.lock() else {
+            return;
+        };
+        let g = &mut *g;
+        g.consts.retain(|_, w| w.strong_count() > 0);
+        let consts = &g.consts;
+        let mut freed = 0;
+        g.packed.retain(|key, p| {
+            let keep = consts.contains_key(&key.tensor);
+            if !keep {
+                freed += p.bytes();
+            }
+            keep
+        });
+        g.bytes -= freed;
+        g.consts.insert(Arc::as_ptr(t) as usize, Arc::downgrade(t));
+    }
+
+    /// The `k x n` matrix `mat` of the constant `t` (whose data is `src`) in panels, packed
+    /// now if it is not yet; `None` when `t` is not a registered constant or the budget is
+    /// spent.
+    pub fn packed_b(
+        &self,
+        t: &Tensor,
+        src: &[f32],
+        mat: Mat,
+        k: usize,
+        n: usize,
+    ) -> Option<Arc<PackedB>> {
+        let key = Key {
+            tensor: t as *const Tensor as usize,
+            mat,
+            k,
+            n,
+        };
+        {
+            let g = self.inner.lock().ok()?;
+            // `t` is alive (borrowed here), so a registered address with a live count is it.
+            if g.consts
+                .get(&key.tensor)
+                .is_none_or(|w| w.strong_count() == 0)
+            {
+                return None;
+            }
+            if let Some(p) = g.packed.get(&key) {
+                return Some(p.clone());
+            }
+            let need = n
+                .div_ceil(crate::tile::NR)
+                .saturating_mul(k * crate::tile::NR * 4);
+            if g.bytes.saturating_add(need) > budget_bytes() {
+                return None;
+            }
+        }
+        let p = Arc::new(PackedB::new(src, mat, k, n).ok()?);
+        let mut g = self.inner.lock().ok()?;
+        if let Some(old) = g.packed.insert(key, p.clone()) {
+            g.bytes -= old.bytes();
+        }
+        g.bytes += p.bytes();
+        Some(p)
+    }
+}
