@@ -230,7 +230,10 @@ fn reduction(
     let kinner = inner_strides(&ks);
     let epilogue = Walk::rows(&kd, &ks, &offsets, &kinner);
     let mut out = vec![0f32; rows];
-    let rows_per_task = (crate::par::MIN_PAR / red_total.max(1)).clamp(1, BLOCK);
+    // Whole rows per task, sized like elementwise tasks (a LayerNorm of 128 rows of 384 is
+    // three tasks, not one).
+    let rows_per_task =
+        (task_len(rows * red_total, k.body.len()) / red_total.max(1)).clamp(1, BLOCK);
     out.par_chunks_mut(rows_per_task)
         .enumerate()
         .try_for_each(|(t, chunk)| -> Result<()> {
