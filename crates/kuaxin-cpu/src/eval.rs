@@ -190,7 +190,8 @@ fn run(
         let apply = |start: usize, block: &mut [f32]| {
             crate::fused::apply_in_place(epilogue, extra, start, block)
         };
-        let out = conv::conv_with_epilogue(xd, wd, &geom, Some(&apply))?;
+        let wt = conv::panel_weights(w, &geom, weights);
+        let out = conv::conv_with_epilogue(xd, wd, &geom, Some(&apply), wt.as_deref())?;
         return Ok(vec![Data::F32(out)]);
     }
     let Some(&x) = inputs.first() else {
@@ -234,18 +235,18 @@ fn run(
             strides,
             dilations,
             groups,
-        } => conv::conv(
-            d(0),
-            d(1),
-            &Geom::new(
+        } => {
+            let geom = Geom::new(
                 &x.shape,
                 &inputs[1].shape,
                 &want[0].shape,
                 strides,
                 dilations,
                 *groups,
-            ),
-        )?,
+            );
+            let wt = conv::panel_weights(inputs[1], &geom, weights);
+            conv::conv(d(0), d(1), &geom, wt.as_deref())?
+        }
         Prim::Host(_) => return Err(Error::backend("host ops are evaluated by host::eval")),
         Prim::Fused(_) | Prim::ConvEpilogue { .. } => {
             return Err(Error::backend("fused kernels are evaluated above"))

@@ -4,8 +4,23 @@ use half::f16;
 use rayon::prelude::*;
 
 /// Element types `gemm::gemm` multiplies.
-pub trait GemmEl: Scalar {}
-impl GemmEl for f32 {}
+pub trait GemmEl: Scalar {
+    /// The slice as f32 when this type is f32 (products that have their own f32 kernels).
+    fn as_f32(_x: &[Self]) -> Option<&[f32]> {
+        None
+    }
+    fn as_f32_mut(_x: &mut [Self]) -> Option<&mut [f32]> {
+        None
+    }
+}
+impl GemmEl for f32 {
+    fn as_f32(x: &[f32]) -> Option<&[f32]> {
+        Some(x)
+    }
+    fn as_f32_mut(x: &mut [f32]) -> Option<&mut [f32]> {
+        Some(x)
+    }
+}
 impl GemmEl for f64 {}
 impl GemmEl for f16 {}
 

@@ -198,7 +198,7 @@ fn packed_product(
     let packed = weights.packed_b(y, b, ob.mat, d.k, d.n)?;
     let mut c = vec![0f32; d.batch * d.m * d.n];
     for (i, ci) in c.chunks_mut(d.m * d.n).enumerate() {
-        panels::product(d.m, (a, oa.at(i)), &packed, ci, true);
+        panels::product(d.m, (a, oa.at(i)), &packed, (ci, panels::Out::Rows), true);
     }
     Some(c)
 }

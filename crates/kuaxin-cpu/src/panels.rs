@@ -68,9 +68,23 @@ impl PackedB {
     }
 }
 
-/// `c[m x n] = A[m x k] * B` (c row-major and contiguous); `parallel` splits the work over
-/// the current rayon pool. Call only when [`available`].
-pub fn product(m: usize, (a, am): (&[f32], Mat), b: &PackedB, c: &mut [f32], parallel: bool) {
+/// How C is stored: row-major `[m, n]`, or transposed, row-major `[n, m]` (a convolution
+/// computes its `[channels, positions]` output as positions x channels).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Out {
+    Rows,
+    Transposed,
+}
+
+/// `C[m x n] = A[m x k] * B` into `c`, laid out as `out` says (contiguous); `parallel` splits
+/// the work over the current rayon pool. Call only when [`available`].
+pub fn product(
+    m: usize,
+    (a, am): (&[f32], Mat),
+    b: &PackedB,
+    (c, out): (&mut [f32], Out),
+    parallel: bool,
+) {
     let (k, n) = (b.k, b.n);
     assert!(
         available() && am.fits(m, k, a.len()) && c.len() >= m * n,
@@ -90,7 +104,7 @@ pub fn product(m: usize, (a, am): (&[f32], Mat), b: &PackedB, c: &mut [f32], par
     // reads or writes; parts write disjoint rows or disjoint panels of C; AVX-512 is there
     // (`available`).
     if !(parallel && threads > 1 && m.saturating_mul(n).saturating_mul(k) >= PAR_FLOPS) {
-        unsafe { part(a, am, b, &dst, 0..m, 0..panels) };
+        unsafe { part(a, am, b, (&dst, out, m), 0..m, 0..panels) };
         return;
     }
     let tiles = m.div_ceil(MR);
@@ -98,13 +112,13 @@ pub fn product(m: usize, (a, am): (&[f32], Mat), b: &PackedB, c: &mut [f32], par
         let per = panels.div_ceil(threads);
         (0..panels.div_ceil(per)).into_par_iter().for_each(|p| {
             let js = p * per..((p + 1) * per).min(panels);
-            unsafe { part(a, am, b, &dst, 0..m, js) };
+            unsafe { part(a, am, b, (&dst, out, m), 0..m, js) };
         });
     } else {
         let per = tiles.div_ceil(threads) * MR;
         (0..m.div_ceil(per)).into_par_iter().for_each(|p| {
             let rows = p * per..((p + 1) * per).min(m);
-            unsafe { part(a, am, b, &dst, rows, 0..panels) };
+            unsafe { part(a, am, b, (&dst, out, m), rows, 0..panels) };
         });
     }
 }
@@ -114,7 +128,7 @@ fn share(units: usize, threads: usize) -> f64 {
     (units.div_ceil(threads) * threads) as f64 / units as f64
 }
 
-/// Rows `rows` of C over panels `js` of B.
+/// Rows `rows` of C (of `m`, stored as `out` says) over panels `js` of B.
 ///
 /// # Safety
 /// As in [`product`]: the operands were checked against `m`, `k`, `n`, and no other part
@@ -123,7 +137,7 @@ unsafe fn part(
     a: &[f32],
     am: Mat,
     b: &PackedB,
-    c: &SendPtr<f32>,
+    (c, out, m): (&SendPtr<f32>, Out, usize),
     rows: std::ops::Range<usize>,
     js: std::ops::Range<usize>,
 ) {
@@ -147,8 +161,12 @@ unsafe fn part(
                             a_cs: am.cs,
                             b: b.data.as_ptr().add(j * k * NR + k0 * NR),
                             b_rs: NR as isize,
-                            c: c.0.add(i * n + j * NR),
-                            c_rs: n,
+                            c: c.0.add(match out {
+                                Out::Rows => i * n + j * NR,
+                                Out::Transposed => j * NR * m + i,
+                            }),
+                            c_rs: if out == Out::Rows { n } else { 1 },
+                            c_cs: if out == Out::Rows { 1 } else { m },
                             mask,
                             accumulate: k0 > 0,
                         };
@@ -217,15 +235,24 @@ mod tests {
             };
             let packed = PackedB::new(&b, Mat::row_major(n), k, n).expect("packs");
             let want = reference(m, n, k, &a, am, &b);
-            for parallel in [false, true] {
+            for (parallel, out) in [
+                (false, Out::Rows),
+                (true, Out::Rows),
+                (false, Out::Transposed),
+                (true, Out::Transposed),
+            ] {
                 let mut c = vec![f32::NAN; m * n];
-                pool.install(|| product(m, (&a, am), &packed, &mut c, parallel));
+                pool.install(|| product(m, (&a, am), &packed, (&mut c, out), parallel));
+                if out == Out::Transposed {
+                    c = (0..m * n).map(|e| c[(e % n) * m + e / n]).collect();
+                }
                 for (i, (&got, &w)) in c.iter().zip(&want).enumerate() {
                     // Products of these operands are exact in f32; only the sums round.
                     assert!(
                         (got as f64 - w).abs() <= 1e-6 * k as f64 * (1.0 + w.abs()),
-                        "{m}x{n}x{k} (A transposed: {transposed}, parallel: {parallel}): \
-                         element {i}: {got} vs {w}"
+                        "{m}x{n}x{k} (A transposed: {transposed}, parallel: {parallel}, \
+                         C transposed: {}): element {i}: {got} vs {w}",
+                        out == Out::Transposed
                     );
                 }
             }

@@ -13,7 +13,8 @@ pub const MR: usize = 6;
 pub const NR: usize = 32;
 
 /// Where a tile's operands lie: element (r, p) of A at `a + r * a_rs + p * a_cs`, row p of B
-/// (32 floats, or the columns in `mask`) at `b + p * b_rs`, row r of C at `c + r * c_rs`.
+/// (32 floats, or the columns in `mask`) at `b + p * b_rs`, element (r, j) of C at
+/// `c + r * c_rs + j * c_cs` (`c_cs == 1`: rows stored as vectors; otherwise one by one).
 #[derive(Clone, Copy)]
 pub struct Tile {
     pub a: *const f32,
@@ -23,6 +24,7 @@ pub struct Tile {
     pub b_rs: isize,
     pub c: *mut f32,
     pub c_rs: usize,
+    pub c_cs: usize,
     /// The columns of B read and of C written (bit j: column j); `u32::MAX` for all 32.
     pub mask: u32,
     /// Adds to C instead of overwriting it (a later block of `k`).
@@ -83,6 +85,10 @@ unsafe fn tile<const R: usize>(k: usize, t: &Tile) {
                 b = b.offset(t.b_rs);
             }
         }
+        if t.c_cs != 1 {
+            store_strided(&acc, t);
+            return;
+        }
         for (r, acc) in acc.iter().enumerate() {
             let c = t.c.add(r * t.c_rs);
             let (mut v0, mut v1) = (acc[0], acc[1]);
@@ -92,6 +98,34 @@ unsafe fn tile<const R: usize>(k: usize, t: &Tile) {
             }
             _mm512_mask_storeu_ps(c, lo, v0);
             _mm512_mask_storeu_ps(c.add(16), hi, v1);
+        }
+    }
+}
+
+/// Stores the accumulators element by element to a C whose columns are not contiguous (a
+/// transposed C: the tile's 32 columns are 32 rows of the output).
+///
+/// # Safety
+/// As for [`tile`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn store_strided<const R: usize>(acc: &[[__m512; 2]; R], t: &Tile) {
+    let mut rows = [[0f32; NR]; R];
+    for (row, acc) in rows.iter_mut().zip(acc) {
+        // SAFETY: each row holds 32 floats, two vectors' worth.
+        unsafe {
+            _mm512_storeu_ps(row.as_mut_ptr(), acc[0]);
+            _mm512_storeu_ps(row.as_mut_ptr().add(16), acc[1]);
+        }
+    }
+    let cols = (t.mask.trailing_ones() as usize).min(NR);
+    for j in 0..cols {
+        for (r, row) in rows.iter().enumerate() {
+            // SAFETY: (r, j) for r < R and the columns in the mask are in C (caller).
+            unsafe {
+                let c = t.c.add(r * t.c_rs + j * t.c_cs);
+                *c = if t.accumulate { *c + row[j] } else { row[j] };
+            }
         }
     }
 }

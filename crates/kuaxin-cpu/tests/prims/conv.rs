@@ -276,3 +276,52 @@ fn conv_errors() {
     );
     assert!(e.is_unsupported());
 }
+
+/// A constant weight (uploaded with `upload_shared`, as the executor uploads weights) of at
+/// least 32 output channels and depth 128 runs on the panel tiles with the output computed
+/// transposed: channels not a multiple of 32, a strided 3x3 kernel, a 1x1 kernel, two images,
+/// on one and two threads, first run (packing) and second (packed), all against the f64
+/// definition.
+#[test]
+fn constant_weights_run_transposed_on_the_tiles() {
+    use kuaxin_core::Backend;
+    use std::sync::Arc;
+    let mut rng = Rng(31);
+    for c in [
+        case(&[2, 16, 9, 11], &[40, 16, 3, 3], &[2, 1], &[1, 1], 1),
+        case(&[1, 130, 5, 7], &[33, 130, 1, 1], &[1, 1], &[1, 1], 1),
+    ] {
+        let nx: usize = c.x.iter().product();
+        let nw: usize = c.w.iter().product();
+        let x: Vec<f64> = rng.vec(nx).iter().map(|&v| v as f32 as f64).collect();
+        let w: Vec<f64> = rng.vec(nw).iter().map(|&v| v as f32 as f64).collect();
+        let (oshape, want) = reference(&c, &x, &w);
+        let xt = Tensor::new(
+            c.x.clone(),
+            Data::from_f64_iter(DType::F32, x.iter().copied()),
+        )
+        .unwrap();
+        let wt = Arc::new(
+            Tensor::new(
+                c.w.clone(),
+                Data::from_f64_iter(DType::F32, w.iter().copied()),
+            )
+            .unwrap(),
+        );
+        let out = [kuaxin_core::prim::TensorType::new(
+            DType::F32,
+            oshape.clone(),
+        )];
+        let k = (c.w[1] * c.w[2..].iter().product::<usize>()) as f64;
+        for threads in [1, 2] {
+            let cpu = kuaxin_cpu::CpuBackend::new(Some(threads)).unwrap();
+            let (dx, dw) = (cpu.upload(&xt).unwrap(), cpu.upload_shared(&wt).unwrap());
+            for _run in 0..2 {
+                let y = cpu.execute(&prim(&c), &[&dx, &dw], &out).unwrap();
+                let y = cpu.download(&y[0]).unwrap();
+                assert_eq!(y.shape, oshape);
+                assert_close(&y.to_f64_vec(), &want, 1e-4, 1e-5 * k.sqrt());
+            }
+        }
+    }
+}
