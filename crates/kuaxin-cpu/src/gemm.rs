@@ -222,7 +222,7 @@ unsafe fn product<T: GemmEl>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// The f64 product of f32 operands, for comparison.
@@ -239,6 +239,17 @@ mod tests {
         c
     }
 
+    /// Operands whose products are exact in f32 (only the sums round).
+    pub fn operands(m: usize, n: usize, k: usize) -> (Vec<f32>, Vec<f32>) {
+        let a = (0..m * k)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0)
+            .collect();
+        let b = (0..k * n)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0)
+            .collect();
+        (a, b)
+    }
+
     #[test]
     fn panels_on_two_threads_match_the_reference() {
         let pool = rayon::ThreadPoolBuilder::new()
@@ -248,12 +259,7 @@ mod tests {
         // Row panels (m >= n), column panels (m < n, widths not a multiple of 16), and one
         // product too small to split.
         for (m, n, k) in [(300, 70, 50), (70, 301, 50), (129, 131, 77), (8, 9, 10)] {
-            let a: Vec<f32> = (0..m * k)
-                .map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0)
-                .collect();
-            let b: Vec<f32> = (0..k * n)
-                .map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0)
-                .collect();
+            let (a, b) = operands(m, n, k);
             let mut c = vec![f32::NAN; m * n];
             pool.install(|| gemm_rm(m, n, k, &a, &b, &mut c, true));
             let want = reference(m, n, k, &a, &b);

@@ -218,12 +218,7 @@ mod tests {
             (5, 300, 17, true),
             (300, 40, 64, true),
         ] {
-            let a: Vec<f32> = (0..m * k)
-                .map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0)
-                .collect();
-            let b: Vec<f32> = (0..k * n)
-                .map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0)
-                .collect();
+            let (a, b) = crate::gemm::tests::operands(m, n, k);
             let am = if transposed {
                 Mat {
                     offset: 0,

@@ -1,6 +1,6 @@
 //! The AVX-512 register tile of [`crate::panels`]: `C[R x 32] (+)= A[R x k] * B[k x 32]`,
 //! with A read one element at a time (broadcast, so any strides do) and B one 32-wide row per
-//! step (two vector loads, from packed panels or from a row-major matrix in place).
+//! step (two vector loads from a packed panel, whose padding columns are zeros).
 //!
 //! Each product is one fused multiply-add into the accumulator, in order of `k`.
 #[cfg(target_arch = "x86_64")]
@@ -13,7 +13,7 @@ pub const MR: usize = 6;
 pub const NR: usize = 32;
 
 /// Where a tile's operands lie: element (r, p) of A at `a + r * a_rs + p * a_cs`, row p of B
-/// (32 floats, or the columns in `mask`) at `b + p * b_rs`, element (r, j) of C at
+/// (32 floats, all read) at `b + p * b_rs`, element (r, j) of C at
 /// `c + r * c_rs + j * c_cs` (`c_cs == 1`: rows stored as vectors; otherwise one by one).
 #[derive(Clone, Copy)]
 pub struct Tile {
@@ -25,7 +25,7 @@ pub struct Tile {
     pub c: *mut f32,
     pub c_rs: usize,
     pub c_cs: usize,
-    /// The columns of B read and of C written (bit j: column j); `u32::MAX` for all 32.
+    /// The columns of C written (bit j: column j); `u32::MAX` for all 32.
     pub mask: u32,
     /// Adds to C instead of overwriting it (a later block of `k`).
     pub accumulate: bool,
@@ -58,32 +58,18 @@ unsafe fn tile<const R: usize>(k: usize, t: &Tile) {
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
     let (mut a, mut b) = (t.a, t.b);
     // SAFETY (every access below): within the operand windows the caller vouches for; masked
-    // loads and stores touch only the columns in the mask.
+    // stores touch only the columns in the mask.
     unsafe {
-        if t.mask == u32::MAX {
-            for _ in 0..k {
-                let b0 = _mm512_loadu_ps(b);
-                let b1 = _mm512_loadu_ps(b.add(16));
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let x = _mm512_set1_ps(*a.offset(r as isize * t.a_rs));
-                    acc[0] = _mm512_fmadd_ps(x, b0, acc[0]);
-                    acc[1] = _mm512_fmadd_ps(x, b1, acc[1]);
-                }
-                a = a.offset(t.a_cs);
-                b = b.offset(t.b_rs);
+        for _ in 0..k {
+            let b0 = _mm512_loadu_ps(b);
+            let b1 = _mm512_loadu_ps(b.add(16));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_ps(*a.offset(r as isize * t.a_rs));
+                acc[0] = _mm512_fmadd_ps(x, b0, acc[0]);
+                acc[1] = _mm512_fmadd_ps(x, b1, acc[1]);
             }
-        } else {
-            for _ in 0..k {
-                let b0 = _mm512_maskz_loadu_ps(lo, b);
-                let b1 = _mm512_maskz_loadu_ps(hi, b.add(16));
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let x = _mm512_set1_ps(*a.offset(r as isize * t.a_rs));
-                    acc[0] = _mm512_fmadd_ps(x, b0, acc[0]);
-                    acc[1] = _mm512_fmadd_ps(x, b1, acc[1]);
-                }
-                a = a.offset(t.a_cs);
-                b = b.offset(t.b_rs);
-            }
+            a = a.offset(t.a_cs);
+            b = b.offset(t.b_rs);
         }
         if t.c_cs != 1 {
             store_strided(&acc, t);
