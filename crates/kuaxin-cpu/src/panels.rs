@@ -1,8 +1,8 @@
 //! f32 products `C = A * B` whose B is packed once into 32-column panels ([`PackedB`]), run
 //! on the AVX-512 register tiles of [`crate::tile`]. A constant weight packed when it is first
 //! used (see [`crate::weights`]) is then read straight from its panels on every run, where
-//! gemm packs it again on each call: MiniLM's weight products go from 96 to 110 GFLOPS on one
-//! Zen 4 core.
+//! gemm packs it again on each call: MiniLM's weight products go from 96 to about 107 GFLOPS
+//! on one Zen 4 core.
 //!
 //! Loops: blocks of `KC` steps of k (a panel block stays in L2), blocks of `MC` rows of A
 //! (read in place, the block stays in L2 across panels), the panels of the block, its tiles.
@@ -38,9 +38,9 @@ impl PackedB {
                 "packing a matrix product operand: it lies outside its buffer",
             ));
         }
-        let panels = n.div_ceil(NR);
-        let len = panels
-            .checked_mul(k * NR)
+        let len = k
+            .checked_mul(NR)
+            .and_then(|x| x.checked_mul(n.div_ceil(NR)))
             .ok_or_else(|| kuaxin_core::Error::invalid("packed operand size overflows"))?;
         limits::check_elems::<f32>(len)?;
         let mut data = vec![0f32; len];

@@ -99,7 +99,8 @@ impl Weights {
             }
             let need = n
                 .div_ceil(crate::tile::NR)
-                .saturating_mul(k * crate::tile::NR * 4);
+                .saturating_mul(k)
+                .saturating_mul(crate::tile::NR * 4);
             if g.bytes.saturating_add(need) > budget_bytes() {
                 return None;
             }
