@@ -50,6 +50,11 @@ pub fn conv_typed<T: GemmEl>(x: &[T], w: &[T], g: &Geom) -> Result<Vec<T>> {
     conv_with_epilogue(x, w, g, None, None)
 }
 
+/// Shallower products stay on gemm: the transposed output is stored element by element, 192
+/// stores per tile against 12 multiply-adds per step of depth, and ResNet-50's 1x1 layers of
+/// depth 64 measured 12% slower this way (depth 128 and more: 0-10% faster).
+const MIN_DEPTH: usize = 128;
+
 /// The weight of a one-group f32 convolution `[M, C, K..]` as panels of its transpose
 /// (`[C K, M]`), packed once by `weights` when `w` is a constant there and the CPU runs the
 /// panel tiles; `None` otherwise (the convolution then goes through gemm).
@@ -57,11 +62,6 @@ pub fn conv_typed<T: GemmEl>(x: &[T], w: &[T], g: &Geom) -> Result<Vec<T>> {
 /// With the weight as B, the product computes the output transposed, positions x channels:
 /// the 32 lanes of a tile run over channels, where over positions a late ResNet layer (7 x 7
 /// = 49 positions) would fill two panels of 32 with 49 values.
-/// Shallower products stay on gemm: the transposed output is stored element by element, 192
-/// stores per tile against 12 multiply-adds per step of depth, and ResNet-50's 1x1 layers of
-/// depth 64 measured 12% slower this way (depth 128 and more: 0-10% faster).
-const MIN_DEPTH: usize = 128;
-
 pub fn panel_weights(w: &Tensor, g: &Geom, weights: Option<&Weights>) -> Option<Arc<PackedB>> {
     let Data::F32(wd) = &w.data else { return None };
     let rows = g.rows();

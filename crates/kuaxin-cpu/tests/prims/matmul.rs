@@ -230,11 +230,7 @@ fn matmul_of_views_equals_matmul_of_copied_views() {
                 )
             });
             assert_eq!(got.shape, want.shape, "{a:?} x {b:?}");
-            let (g, w): (Vec<f64>, Vec<f64>) = (
-                f32s(&got).iter().map(|&x| x as f64).collect(),
-                f32s(&want).iter().map(|&x| x as f64).collect(),
-            );
-            assert_close(&g, &w, 1e-5, 1e-6);
+            assert_close(&got.to_f64_vec(), &want.to_f64_vec(), 1e-5, 1e-6);
         }
     }
 }
@@ -284,11 +280,7 @@ fn matmul_of_views_in_panels_equals_the_copied_product() {
                 &[&ta, &tb],
             )
         });
-        let (g, w): (Vec<f64>, Vec<f64>) = (
-            f32s(&got).iter().map(|&x| x as f64).collect(),
-            f32s(&want).iter().map(|&x| x as f64).collect(),
-        );
-        assert_close(&g, &w, 1e-5, 1e-5);
+        assert_close(&got.to_f64_vec(), &want.to_f64_vec(), 1e-5, 1e-5);
     }
 }
 
@@ -338,9 +330,8 @@ fn constant_weights_multiply_the_same_packed_or_not() {
             for run in 0..2 {
                 let got = cpu.execute(prim, &[&ta, &tw], &out).unwrap();
                 let got = cpu.download(&got[0]).unwrap();
-                let g: Vec<f64> = f32s(&got).iter().map(|&x| x as f64).collect();
                 eprintln!("{threads} threads, {prim:?}, run {run}");
-                assert_close(&g, &want, 1e-5, 1e-5);
+                assert_close(&got.to_f64_vec(), &want, 1e-5, 1e-5);
             }
         }
     }
