@@ -51,6 +51,7 @@ mod vmath;
 mod walk;
 mod warm;
 mod weights;
+mod window;
 
 pub use backend::{host_tensor, wrap, CpuBackend};
 pub use erf::{erf, erf_f32};

@@ -145,6 +145,14 @@ impl Segments {
         self.starts.iter().copied().zip(self.lens.iter().copied())
     }
 
+    /// Each segment's start within the block, its length, and load `l`'s source offset of its
+    /// first element.
+    pub fn of_load(&self, l: usize) -> impl Iterator<Item = (usize, usize, isize)> + '_ {
+        self.parts()
+            .enumerate()
+            .map(move |(s, (start, len))| (start, len, self.bases[s * self.loads + l]))
+    }
+
     /// Load `l`'s values over the whole block, every source offset moved by `shift` (a
     /// reduced position's offset; 0 outside reductions): in place or as a scalar where the
     /// block allows, else copied into `dst`.
