@@ -157,7 +157,7 @@ fn small_reduction(
         return Ok(store(out, k.out.dtype));
     }
     let walk = Walk::rows(&kd, &ks, &offsets, &kinner);
-    let window = Window::of(k, op, value, &srcs, &red_offsets, &kinner);
+    let window = Window::of(k, op, value, srcs, &red_offsets, &kinner);
     let per_task = task_len(rows, red_total.max(1) * k.body.len() + k.epilogue.len());
     out.par_chunks_mut(per_task)
         .enumerate()
