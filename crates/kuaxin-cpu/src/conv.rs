@@ -3,14 +3,14 @@
 //! the group's `[Mg, Cg*K]` weights with the `[Cg*K, P]` columns. 1x1 unit-stride kernels
 //! skip im2col. f32 / f64 / f16 through gemm; bf16 via f32. A one-group f32 convolution whose
 //! weight is a packed constant ([`panel_weights`]) runs on the panel tiles instead, computing
-//! its output transposed.
-use crate::gemm::{gemm_rm, GemmEl, Mat, PAR_FLOPS};
+//! its output transposed, a block of positions at a time ([`tiled`]).
+use crate::gemm::{gemm_rm, GemmEl, Mat, SendPtr, PAR_FLOPS};
 use crate::im2col::{im2col, Geom};
 use crate::limits;
-use crate::panels::{self, Out, PackedB};
+use crate::panels::{self, product_at, Out, PackedB};
 use crate::par;
 use crate::scratch::with_scratch;
-use crate::tile::NR;
+use crate::tile::{MR, NR};
 use crate::weights::Weights;
 use kuaxin_core::{Data, Error, Result, Tensor};
 use rayon::prelude::*;
@@ -91,32 +91,32 @@ pub fn conv_with_epilogue<T: GemmEl>(
     if out.is_empty() {
         return Ok(out);
     }
-    let pointwise = g.is_pointwise();
-    let col_len = if pointwise { 0 } else { rows * p };
     let threads = rayon::current_num_threads();
+    // The tiles (a packed weight and f32 data) make their own columns, a block at a time.
+    let on_tiles = wt.filter(|_| T::as_f32(x).is_some());
+    let pointwise = g.is_pointwise();
+    let col_len = if pointwise || on_tiles.is_some() {
+        0
+    } else {
+        rows * p
+    };
     let big = g.mg.saturating_mul(p).saturating_mul(rows) >= PAR_FLOPS;
 
     // One (image, group) product; `col` is scratch of `col_len` elements.
     let run = |img: usize, gi: usize, col: &mut [T], og: &mut [T], parallel: bool| -> Result<()> {
         let xs = &x[img * x_img + gi * x_group..img * x_img + (gi + 1) * x_group];
-        let cols: &[T] = if pointwise {
-            xs
-        } else {
-            im2col(xs, col, g, parallel);
-            col
-        };
-        let wg = &w[gi * g.mg * rows..(gi + 1) * g.mg * rows];
-        match (wt, T::as_f32(cols), T::as_f32_mut(og)) {
-            // Positions x channels = columns^T x weight^T, stored transposed.
-            (Some(wt), Some(a), Some(c)) => {
-                let at = Mat {
-                    offset: 0,
-                    rs: 1,
-                    cs: p as isize,
+        match (on_tiles, T::as_f32(xs), T::as_f32_mut(og)) {
+            (Some(wt), Some(xs), Some(c)) => tiled(xs, wt, g, c, parallel)?,
+            _ => {
+                let cols: &[T] = if pointwise {
+                    xs
+                } else {
+                    im2col(xs, col, g, 0..p, parallel);
+                    col
                 };
-                panels::product(p, (a, at), wt, (c, Out::Transposed), parallel)
+                let wg = &w[gi * g.mg * rows..(gi + 1) * g.mg * rows];
+                gemm_rm(g.mg, p, rows, wg, cols, og, parallel)
             }
-            _ => gemm_rm(g.mg, p, rows, wg, cols, og, parallel),
         }
         match epilogue {
             Some(e) => e(img * out_img + gi * g.mg * p, og),
@@ -150,4 +150,88 @@ pub fn conv_with_epilogue<T: GemmEl>(
             })?;
     }
     Ok(out)
+}
+
+/// Bytes of columns a block of output positions may take: with a panel of the weight, it
+/// stays in a Zen 4 core's L2 between im2col writing it and the tiles reading it.
+const COL_BLOCK_BYTES: usize = 256 << 10;
+
+/// One image's one-group convolution on the tiles, positions x channels = columns^T x
+/// weight^T, stored transposed into `out` (`[M, P]`). Positions go in blocks whose columns
+/// (im2col of those positions only, in this thread's scratch) stay in L2, and blocks spread
+/// over the threads; the columns of the whole image would be megabytes written to memory and
+/// read back, by both threads. With fewer blocks than twice the threads (a 7 x 7 layer), the
+/// whole image is one product whose weight panels the threads share out instead.
+fn tiled(x: &[f32], wt: &PackedB, g: &Geom, out: &mut [f32], parallel: bool) -> Result<()> {
+    let (p, rows) = (g.p, g.rows());
+    let threads = if parallel {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
+    let per = (COL_BLOCK_BYTES / (4 * rows.clamp(1, panels::KC)) / MR).max(1) * MR;
+    let blocks = p.div_ceil(per);
+    // A 1x1 layer's columns are its input: blocks serve only to share out the positions.
+    let whole = (threads > 1 && blocks < 2 * threads) || (threads == 1 && g.is_pointwise());
+    let (per, blocks) = if whole { (p, 1) } else { (per, blocks) };
+    if wt.dims() != (rows, g.m) || out.len() < g.m * p {
+        return Err(Error::backend(format!(
+            "Conv on the tiles: a packed weight of {:?} and an output of {} for {} channels x {p} positions x depth {rows}",
+            wt.dims(),
+            out.len(),
+            g.m
+        )));
+    }
+    let c = SendPtr(out.as_mut_ptr());
+    let block = |b: usize, inner_parallel: bool| -> Result<()> {
+        let at = b * per..((b + 1) * per).min(p);
+        let len = at.len();
+        let c = offset(&c, at.start);
+        // SAFETY: block b writes output positions `at` of every channel, element (position i,
+        // channel j) at j * p + i: inside `out` (M x P, checked above) and disjoint from the
+        // other blocks' positions.
+        let product = |a: &[f32], am: Mat| unsafe {
+            product_at(len, (a, am), wt, (&c, Out::Transposed, p), inner_parallel)
+        };
+        if g.is_pointwise() {
+            product(
+                x,
+                Mat {
+                    offset: at.start,
+                    rs: 1,
+                    cs: p as isize,
+                },
+            );
+            return Ok(());
+        }
+        let col_len = rows * len;
+        limits::check_elems::<f32>(col_len)?;
+        with_scratch(col_len, |col: &mut [f32]| {
+            im2col(x, col, g, at.clone(), inner_parallel);
+            product(
+                col,
+                Mat {
+                    offset: 0,
+                    rs: 1,
+                    cs: len as isize,
+                },
+            );
+        });
+        Ok(())
+    };
+    if blocks == 1 {
+        block(0, parallel)
+    } else if threads > 1 {
+        (0..blocks)
+            .into_par_iter()
+            .try_for_each(|b| block(b, false))
+    } else {
+        (0..blocks).try_for_each(|b| block(b, false))
+    }
+}
+
+/// `c` moved `by` elements on.
+fn offset(c: &SendPtr<f32>, by: usize) -> SendPtr<f32> {
+    // SAFETY: callers move within the output `c` points into.
+    SendPtr(unsafe { c.0.add(by) })
 }

@@ -60,10 +60,17 @@ impl Geom {
     }
 }
 
-/// Fills `col` (`rows x p`) from `x` (`cg` channels of `in_plane` elements).
-pub fn im2col<T: Copy + Send + Sync>(x: &[T], col: &mut [T], g: &Geom, parallel: bool) {
-    let p = g.p;
-    if p == 0 {
+/// Fills `col` (`rows x at.len()`) from `x` (`cg` channels of `in_plane` elements): the
+/// columns of output positions `at` (all `0..p` for the whole matrix).
+pub fn im2col<T: Copy + Send + Sync>(
+    x: &[T],
+    col: &mut [T],
+    g: &Geom,
+    at: std::ops::Range<usize>,
+    parallel: bool,
+) {
+    let len = at.len();
+    if len == 0 {
         return;
     }
     let nd = g.in_sp.len();
@@ -71,41 +78,98 @@ pub fn im2col<T: Copy + Send + Sync>(x: &[T], col: &mut [T], g: &Geom, parallel:
     let ol = g.out_sp[nd - 1];
     let sl = g.strides[nd - 1];
     let outer = &g.out_sp[..nd - 1];
+    // The positions `at` as runs along the last output dim: (input offset of the run's first
+    // element from the kernel position's, length). The same for every row, so worked out once.
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    let mut o = vec![0usize; nd - 1];
+    unravel(at.start / ol, outer, &mut o);
+    let mut off: usize = (0..nd - 1).map(|d| o[d] * g.strides[d] * istr[d]).sum();
+    let (mut j, mut done) = (at.start % ol, 0);
+    while done < len {
+        let run = (ol - j).min(len - done);
+        runs.push((off + j * sl, run));
+        done += run;
+        j = 0;
+        for d in (0..nd - 1).rev() {
+            o[d] += 1;
+            off += g.strides[d] * istr[d];
+            if o[d] < outer[d] {
+                break;
+            }
+            off -= o[d] * g.strides[d] * istr[d];
+            o[d] = 0;
+        }
+    }
     let fill_row = |r: usize, row: &mut [T]| {
-        let (ci, kidx) = (r / g.kk, r % g.kk);
-        let mut kpos = vec![0usize; nd];
-        unravel(kidx, &g.k_sp, &mut kpos);
-        let base = ci * g.in_plane
-            + (0..nd)
-                .map(|d| kpos[d] * g.dilations[d] * istr[d])
-                .sum::<usize>();
-        // Odometer over the outer output dims, tracking the input offset.
-        let mut o = vec![0usize; nd - 1];
-        let mut off = 0usize;
-        for seg in row.chunks_mut(ol) {
+        // Input offset of kernel position `r % kk` of channel `r / kk`.
+        let (ci, mut kidx) = (r / g.kk, r % g.kk);
+        let mut base = ci * g.in_plane;
+        for d in (0..nd).rev() {
+            base += kidx % g.k_sp[d] * g.dilations[d] * istr[d];
+            kidx /= g.k_sp[d].max(1);
+        }
+        let mut done = 0;
+        for &(off, run) in &runs {
             let s0 = base + off;
+            let dst = &mut row[done..done + run];
             if sl == 1 {
-                seg.copy_from_slice(&x[s0..s0 + ol]);
+                dst.copy_from_slice(&x[s0..s0 + run]);
             } else {
-                crate::walk::strided(&x[s0..=s0 + (ol - 1) * sl], sl, seg);
+                crate::walk::strided(&x[s0..=s0 + (run - 1) * sl], sl, dst);
             }
-            for d in (0..nd - 1).rev() {
-                o[d] += 1;
-                off += g.strides[d] * istr[d];
-                if o[d] < outer[d] {
-                    break;
-                }
-                off -= o[d] * g.strides[d] * istr[d];
-                o[d] = 0;
-            }
+            done += run;
         }
     };
-    let col = &mut col[..g.rows() * p];
+    let col = &mut col[..g.rows() * len];
     if parallel {
-        par::for_chunks(col, p, p, fill_row);
+        par::for_chunks(col, len, len, fill_row);
     } else {
-        col.chunks_mut(p)
+        col.chunks_mut(len)
             .enumerate()
             .for_each(|(r, row)| fill_row(r, row));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_range_of_positions_is_those_columns_of_the_whole_matrix() {
+        // 2 channels of 5 x 6, a 2 x 3 kernel with strides (1, 2) and dilation (2, 1).
+        let x: Vec<f32> = (0..60).map(|v| v as f32).collect();
+        let g = Geom::new(
+            &[1, 2, 5, 6],
+            &[4, 2, 2, 3],
+            &[1, 4, 3, 2],
+            &[1, 2],
+            &[2, 1],
+            1,
+        );
+        let (rows, p) = (g.rows(), g.p);
+        let mut whole = vec![0f32; rows * p];
+        im2col(&x, &mut whole, &g, 0..p, false);
+        // Column (c, kh, kw) x (oh, ow) reads x[c, oh + 2 kh, 2 ow + kw].
+        for r in 0..rows {
+            let (c, kh, kw) = (r / 6, r % 6 / 3, r % 3);
+            for q in 0..p {
+                let (oh, ow) = (q / 2, q % 2);
+                assert_eq!(
+                    whole[r * p + q],
+                    x[c * 30 + (oh + 2 * kh) * 6 + 2 * ow + kw]
+                );
+            }
+        }
+        for at in [0..1, 1..4, 3..6, 0..6, 5..6] {
+            let mut part = vec![0f32; rows * at.len()];
+            im2col(&x, &mut part, &g, at.clone(), at.len() > 2);
+            for r in 0..rows {
+                assert_eq!(
+                    part[r * at.len()..(r + 1) * at.len()],
+                    whole[r * p + at.start..r * p + at.end],
+                    "row {r}, positions {at:?}"
+                );
+            }
+        }
     }
 }

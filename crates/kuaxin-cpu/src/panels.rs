@@ -13,7 +13,7 @@ use kuaxin_core::{limits, Result};
 use rayon::prelude::*;
 
 /// Steps of k per block: a 2048 x 32 panel block is 256 KiB.
-const KC: usize = 2048;
+pub const KC: usize = 2048;
 /// Bytes of A a row block may take (a quarter of a Zen 4 core's L2).
 const A_BLOCK_BYTES: usize = 256 << 10;
 
@@ -63,6 +63,11 @@ impl PackedB {
         Ok(PackedB { k, n, data })
     }
 
+    /// `(k, n)`: rows and columns of the matrix packed.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.k, self.n)
+    }
+
     pub fn bytes(&self) -> usize {
         self.data.len() * 4
     }
@@ -85,26 +90,57 @@ pub fn product(
     (c, out): (&mut [f32], Out),
     parallel: bool,
 ) {
+    assert!(
+        c.len() >= m * b.n,
+        "panel product: an operand lies outside its buffer"
+    );
+    let ld = if out == Out::Rows { b.n } else { m };
+    // SAFETY: C holds the m x n elements at leading dimension `ld` (checked above).
+    unsafe { product_at(m, (a, am), b, (&SendPtr(c.as_mut_ptr()), out, ld), parallel) }
+}
+
+/// [`product`] into a C whose rows (`Out::Rows`) or columns (`Out::Transposed`) lie `ld`
+/// elements apart: a block of a larger output.
+///
+/// # Safety
+/// Element (i, j) of C, at `c + i * ld + j` (rows) or `c + j * ld + i` (transposed), is valid
+/// to write for every `i < m`, `j < b.n`, and no one else touches those elements meanwhile.
+pub unsafe fn product_at(
+    m: usize,
+    (a, am): (&[f32], Mat),
+    b: &PackedB,
+    (c, out, ld): (&SendPtr<f32>, Out, usize),
+    parallel: bool,
+) {
     let (k, n) = (b.k, b.n);
     assert!(
-        available() && am.fits(m, k, a.len()) && c.len() >= m * n,
+        available() && am.fits(m, k, a.len()),
         "panel product: an operand lies outside its buffer"
     );
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
-        c[..m * n].fill(0.0);
+        for i in 0..m {
+            for j in 0..n {
+                let at = if out == Out::Rows {
+                    i * ld + j
+                } else {
+                    j * ld + i
+                };
+                // SAFETY: (i, j) is in C (the caller's contract).
+                unsafe { *c.0.add(at) = 0.0 };
+            }
+        }
         return;
     }
     let panels = n.div_ceil(NR);
     let threads = rayon::current_num_threads();
-    let dst = SendPtr(c.as_mut_ptr());
-    // SAFETY (both arms): `fits` and the length check bound every element of A and C a part
-    // reads or writes; parts write disjoint rows or disjoint panels of C; AVX-512 is there
+    // SAFETY (both arms): `fits` and the caller bound every element of A and C a part reads
+    // or writes; parts write disjoint rows or disjoint panels of C; AVX-512 is there
     // (`available`).
     if !(parallel && threads > 1 && m.saturating_mul(n).saturating_mul(k) >= PAR_FLOPS) {
-        unsafe { part(a, am, b, (&dst, out, m), 0..m, 0..panels) };
+        unsafe { part(a, am, b, (c, out, ld), 0..m, 0..panels) };
         return;
     }
     let tiles = m.div_ceil(MR);
@@ -112,13 +148,13 @@ pub fn product(
         let per = panels.div_ceil(threads);
         (0..panels.div_ceil(per)).into_par_iter().for_each(|p| {
             let js = p * per..((p + 1) * per).min(panels);
-            unsafe { part(a, am, b, (&dst, out, m), 0..m, js) };
+            unsafe { part(a, am, b, (c, out, ld), 0..m, js) };
         });
     } else {
         let per = tiles.div_ceil(threads) * MR;
         (0..m.div_ceil(per)).into_par_iter().for_each(|p| {
             let rows = p * per..((p + 1) * per).min(m);
-            unsafe { part(a, am, b, (&dst, out, m), rows, 0..panels) };
+            unsafe { part(a, am, b, (c, out, ld), rows, 0..panels) };
         });
     }
 }
@@ -128,16 +164,16 @@ fn share(units: usize, threads: usize) -> f64 {
     (units.div_ceil(threads) * threads) as f64 / units as f64
 }
 
-/// Rows `rows` of C (of `m`, stored as `out` says) over panels `js` of B.
+/// Rows `rows` of C (stored as `out` says, at leading dimension `ld`) over panels `js` of B.
 ///
 /// # Safety
-/// As in [`product`]: the operands were checked against `m`, `k`, `n`, and no other part
+/// As in [`product_at`]: the operands were checked against `m`, `k`, `n`, and no other part
 /// writes these rows and panels of C.
 unsafe fn part(
     a: &[f32],
     am: Mat,
     b: &PackedB,
-    (c, out, m): (&SendPtr<f32>, Out, usize),
+    (c, out, ld): (&SendPtr<f32>, Out, usize),
     rows: std::ops::Range<usize>,
     js: std::ops::Range<usize>,
 ) {
@@ -162,11 +198,11 @@ unsafe fn part(
                             b: b.data.as_ptr().add(j * k * NR + k0 * NR),
                             b_rs: NR as isize,
                             c: c.0.add(match out {
-                                Out::Rows => i * n + j * NR,
-                                Out::Transposed => j * NR * m + i,
+                                Out::Rows => i * ld + j * NR,
+                                Out::Transposed => j * NR * ld + i,
                             }),
-                            c_rs: if out == Out::Rows { n } else { 1 },
-                            c_cs: if out == Out::Rows { 1 } else { m },
+                            c_rs: if out == Out::Rows { ld } else { 1 },
+                            c_cs: if out == Out::Rows { 1 } else { ld },
                             mask,
                             accumulate: k0 > 0,
                         };

@@ -280,8 +280,9 @@ fn conv_errors() {
 /// A constant weight (uploaded with `upload_shared`, as the executor uploads weights) of at
 /// least 32 output channels and depth 128 runs on the panel tiles with the output computed
 /// transposed: channels not a multiple of 32, a strided 3x3 kernel, a 1x1 kernel, two images,
-/// on one and two threads, first run (packing) and second (packed), all against the f64
-/// definition.
+/// outputs of several position blocks (columns made a block at a time, blocks shared out over
+/// the threads), on one and two threads, first run (packing) and second (packed), all against
+/// the f64 definition.
 #[test]
 fn constant_weights_run_transposed_on_the_tiles() {
     use kuaxin_core::Backend;
@@ -290,6 +291,8 @@ fn constant_weights_run_transposed_on_the_tiles() {
     for c in [
         case(&[2, 16, 9, 11], &[40, 16, 3, 3], &[2, 1], &[1, 1], 1),
         case(&[1, 130, 5, 7], &[33, 130, 1, 1], &[1, 1], &[1, 1], 1),
+        case(&[1, 16, 40, 40], &[36, 16, 3, 3], &[1, 1], &[1, 1], 1),
+        case(&[1, 130, 40, 40], &[33, 130, 1, 1], &[1, 1], &[1, 1], 1),
     ] {
         let nx: usize = c.x.iter().product();
         let nw: usize = c.w.iter().product();
