@@ -1,8 +1,12 @@
 //! `Prim::PadConstant`: surrounds the input with a constant (`pads[d] = (before, after)`).
-use crate::shape::{next_index, strides};
+//! The output is written row by row (its last dim) in pieces spread over the threads, each
+//! element once: constant, or copied from its input row.
+use crate::par;
+use crate::shape::strides;
 use crate::typed::Typed;
 use kuaxin_core::tensor::Element;
-use kuaxin_core::{Data, Result};
+use kuaxin_core::{Data, Error, Result};
+use std::mem::MaybeUninit;
 
 pub fn pad(
     x: &Data,
@@ -24,26 +28,132 @@ fn pad_typed<T: Typed>(
     let fill = *T::expect(value, "PadConstant value")?
         .first()
         .unwrap_or(&T::default());
-    let mut out = vec![fill; out_shape.iter().product()];
-    if v.is_empty() {
-        return Ok(out);
+    let consistent = shape.len() == pads.len()
+        && shape.len() == out_shape.len()
+        && (0..shape.len()).all(|d| shape[d] + pads[d].0 + pads[d].1 == out_shape[d])
+        && v.len() == shape.iter().product::<usize>();
+    if !consistent {
+        return Err(Error::invalid(format!(
+            "PadConstant: input {shape:?} with pads {pads:?} does not make {out_shape:?}"
+        )));
     }
-    let Some(&last) = shape.last() else {
+    let Some(&ol) = out_shape.last() else {
         return Ok(v.to_vec());
     };
-    let r = shape.len();
-    let ostr = strides(out_shape);
-    let outer = &shape[..r - 1];
-    let mut idx = vec![0usize; r - 1];
-    for row in v.chunks(last) {
-        let dst = idx
-            .iter()
-            .enumerate()
-            .map(|(d, &i)| (i + pads[d].0) * ostr[d])
-            .sum::<usize>()
-            + pads[r - 1].0;
-        out[dst..dst + last].copy_from_slice(row);
-        next_index(&mut idx, outer);
+    let rows = Rows::new(shape, pads, out_shape);
+    Ok(par::build(out_shape.iter().product(), |start, out| {
+        rows.fill(v, fill, ol, start, out)
+    }))
+}
+
+/// The output's rows (along its last dim) and the input rows they hold.
+struct Rows<'a> {
+    shape: &'a [usize],
+    pads: &'a [(usize, usize)],
+    out_shape: &'a [usize],
+    /// Input strides.
+    istr: Vec<usize>,
+}
+
+impl<'a> Rows<'a> {
+    fn new(shape: &'a [usize], pads: &'a [(usize, usize)], out_shape: &'a [usize]) -> Rows<'a> {
+        Rows {
+            shape,
+            pads,
+            out_shape,
+            istr: strides(shape),
+        }
     }
-    Ok(out)
+
+    /// Where output row `q` (over the output's outer dims) starts in the input, when it is an
+    /// input row and not padding.
+    fn source(&self, mut q: usize) -> Option<usize> {
+        let r = self.shape.len();
+        let mut at = 0;
+        let mut inside = true;
+        for d in (0..r - 1).rev() {
+            let i = q % self.out_shape[d];
+            q /= self.out_shape[d];
+            let (before, n) = (self.pads[d].0, self.shape[d]);
+            inside &= i >= before && i < before + n;
+            at += i.wrapping_sub(before) * self.istr[d];
+        }
+        inside.then_some(at)
+    }
+
+    /// Output elements `start .. start + out.len()`, rows of `ol`.
+    fn fill<T: Copy>(
+        &self,
+        v: &[T],
+        value: T,
+        ol: usize,
+        start: usize,
+        out: &mut [MaybeUninit<T>],
+    ) {
+        let r = self.shape.len();
+        let (before, last) = (self.pads[r - 1].0, self.shape[r - 1]);
+        let (mut q, mut j) = (start / ol, start % ol);
+        let mut done = 0;
+        while done < out.len() {
+            let n = (ol - j).min(out.len() - done);
+            let row = &mut out[done..done + n];
+            let src = self.source(q);
+            // The row's padding before, its input values, its padding after; clipped to the
+            // columns j .. j + n this piece holds.
+            let spans = [
+                (0, before, None),
+                (before, before + last, src),
+                (before + last, ol, None),
+            ];
+            for (a, b, from) in spans {
+                let (a, b) = (a.max(j), b.min(j + n));
+                if a >= b {
+                    continue;
+                }
+                let dst = &mut row[a - j..b - j];
+                match from {
+                    Some(at) => {
+                        let from = &v[at + a - before..at + b - before];
+                        for (d, &x) in dst.iter_mut().zip(from) {
+                            d.write(x);
+                        }
+                    }
+                    None => dst.iter_mut().for_each(|d| {
+                        d.write(value);
+                    }),
+                }
+            }
+            done += n;
+            (q, j) = (q + 1, 0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_anywhere_in_the_output_hold_padding_and_input() {
+        // A 2 x 3 input padded to 4 x 6: one row before, one after, 2 columns before, 1 after.
+        let v = [1, 2, 3, 4, 5, 6];
+        let (shape, pads, out_shape) = ([2, 3], [(1, 1), (2, 1)], [4, 6]);
+        #[rustfmt::skip]
+        let want = [
+            0, 0, 0, 0, 0, 0,
+            0, 0, 1, 2, 3, 0,
+            0, 0, 4, 5, 6, 0,
+            0, 0, 0, 0, 0, 0,
+        ];
+        let rows = Rows::new(&shape, &pads, &out_shape);
+        for start in 0..want.len() {
+            for end in start..=want.len() {
+                let mut out = vec![MaybeUninit::new(-1); end - start];
+                rows.fill(&v, 0, 6, start, &mut out);
+                // SAFETY: every element was initialised (to -1, then by `fill`).
+                let got: Vec<i32> = out.iter().map(|x| unsafe { x.assume_init() }).collect();
+                assert_eq!(got, want[start..end], "elements {start}..{end}");
+            }
+        }
+    }
 }

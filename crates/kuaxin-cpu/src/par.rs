@@ -73,7 +73,7 @@ where
 /// A vector of `len` elements, written piece by piece by `fill(start, piece)`, which must
 /// write every element of its piece; pieces of `MIN_PAR` run in parallel.
 #[inline(always)]
-fn build<O, F>(len: usize, fill: F) -> Vec<O>
+pub fn build<O, F>(len: usize, fill: F) -> Vec<O>
 where
     O: Send,
     F: Fn(usize, &mut [MaybeUninit<O>]) + Sync + Send,
