@@ -173,7 +173,16 @@ fn tiled(x: &[f32], wt: &PackedB, g: &Geom, out: &mut [f32], parallel: bool) -> 
     let blocks = p.div_ceil(per);
     // A 1x1 layer's columns are its input: blocks serve only to share out the positions.
     let whole = (threads > 1 && blocks < 2 * threads) || (threads == 1 && g.is_pointwise());
-    let (per, blocks) = if whole { (p, 1) } else { (per, blocks) };
+    let (per, blocks) = if whole {
+        (p, 1)
+    } else {
+        // As many blocks as a multiple of the threads, evened out (seven blocks on two
+        // threads would leave one thread a block idle at the end).
+        let even = p
+            .div_ceil(blocks.next_multiple_of(threads))
+            .next_multiple_of(MR);
+        (even, p.div_ceil(even))
+    };
     if wt.dims() != (rows, g.m) || out.len() < g.m * p {
         return Err(Error::backend(format!(
             "Conv on the tiles: a packed weight of {:?} and an output of {} for {} channels x {p} positions x depth {rows}",
