@@ -47,9 +47,7 @@ fn fill<T: Copy>(parts: &[(&[T], usize)], row: usize, start: usize, out: &mut [M
                 let within = at - first;
                 let n = (run - within).min(out.len() - done);
                 let src = &v[o * run + within..o * run + within + n];
-                for (d, &s) in out[done..done + n].iter_mut().zip(src) {
-                    d.write(s);
-                }
+                par::write_from(&mut out[done..done + n], src);
                 done += n;
                 at += n;
                 if done == out.len() {

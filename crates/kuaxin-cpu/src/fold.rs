@@ -16,11 +16,30 @@ pub fn init(op: ReduceOp) -> f64 {
     }
 }
 
+/// The float types accumulators are held in.
+pub trait Float: Copy + PartialOrd {
+    fn nan(self) -> bool;
+}
+
+impl Float for f32 {
+    #[inline(always)]
+    fn nan(self) -> bool {
+        self.is_nan()
+    }
+}
+
+impl Float for f64 {
+    #[inline(always)]
+    fn nan(self) -> bool {
+        self.is_nan()
+    }
+}
+
 /// NaN-propagating max and min (a NaN accumulator stays NaN: `x > NaN` is false), for
 /// accumulators held in registers.
 #[inline(always)]
-fn max(a: f64, x: f64) -> f64 {
-    if (x > a) | x.is_nan() {
+pub fn max<T: Float>(a: T, x: T) -> T {
+    if (x > a) | x.nan() {
         x
     } else {
         a
@@ -28,8 +47,8 @@ fn max(a: f64, x: f64) -> f64 {
 }
 
 #[inline(always)]
-fn min(a: f64, x: f64) -> f64 {
-    if (x < a) | x.is_nan() {
+pub fn min<T: Float>(a: T, x: T) -> T {
+    if (x < a) | x.nan() {
         x
     } else {
         a

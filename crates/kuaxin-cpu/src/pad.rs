@@ -112,12 +112,7 @@ impl<'a> Rows<'a> {
                 }
                 let dst = &mut row[a - j..b - j];
                 match from {
-                    Some(at) => {
-                        let from = &v[at + a - before..at + b - before];
-                        for (d, &x) in dst.iter_mut().zip(from) {
-                            d.write(x);
-                        }
-                    }
+                    Some(at) => par::write_from(dst, &v[at + a - before..at + b - before]),
                     None => dst.iter_mut().for_each(|d| {
                         d.write(value);
                     }),

@@ -70,6 +70,14 @@ where
     )
 }
 
+/// Initialises `dst` with `src` (of the same length), for the pieces of [`build`].
+#[inline(always)]
+pub fn write_from<T: Copy>(dst: &mut [MaybeUninit<T>], src: &[T]) {
+    for (d, &x) in dst.iter_mut().zip(src) {
+        d.write(x);
+    }
+}
+
 /// A vector of `len` elements, written piece by piece by `fill(start, piece)`, which must
 /// write every element of its piece; pieces of `MIN_PAR` run in parallel.
 #[inline(always)]

@@ -3,6 +3,7 @@
 //! `src[base + offs[r] + j * stride]`. Sixteen outputs are folded at once in registers, the
 //! window positions in order, so nothing is staged in a buffer and the result equals the
 //! blocked path's bit for bit (sums in f64, NaN propagating through max and min).
+use crate::fold::{max, min};
 use kuaxin_core::prim::ReduceOp;
 use kuaxin_core::{Error, Result};
 
@@ -27,126 +28,119 @@ pub fn fold(
             src.len()
         )));
     }
-    let src = &src[base..=base + reach];
+    let w = Windows {
+        src: &src[base..=base + reach],
+        stride,
+        offs,
+    };
     match op {
-        ReduceOp::Max => by_stride(src, stride, offs, out, f32::NEG_INFINITY, max, |a| a),
-        ReduceOp::Min => by_stride(src, stride, offs, out, f32::INFINITY, min, |a| a),
-        ReduceOp::Sum => by_stride(
-            src,
-            stride,
-            offs,
-            out,
-            0f64,
-            |a, x| a + x as f64,
-            |a| a as f32,
-        ),
+        ReduceOp::Max => w.fold(Fold::new(f32::NEG_INFINITY, max, |a| a), out),
+        ReduceOp::Min => w.fold(Fold::new(f32::INFINITY, min, |a| a), out),
+        ReduceOp::Sum => w.fold(Fold::new(0f64, |a, x| a + x as f64, |a| a as f32), out),
         ReduceOp::Prod => return Ok(false),
     }
     Ok(true)
 }
 
-/// NaN-propagating max and min: a NaN accumulator stays NaN (`x > NaN` is false).
-#[inline(always)]
-fn max(a: f32, x: f32) -> f32 {
-    if (x > a) | x.is_nan() {
-        x
-    } else {
-        a
+/// Output j's window: `src[offs[r] + j * stride]` for every r.
+struct Windows<'a> {
+    src: &'a [f32],
+    stride: usize,
+    offs: &'a [usize],
+}
+
+/// A fold: its start, its step, and the f32 its accumulator ends as.
+#[derive(Clone, Copy)]
+struct Fold<A, St, Fi> {
+    init: A,
+    step: St,
+    finish: Fi,
+}
+
+impl<A: Copy, St: Fn(A, f32) -> A + Copy, Fi: Fn(A) -> f32 + Copy> Fold<A, St, Fi> {
+    fn new(init: A, step: St, finish: Fi) -> Self {
+        Fold { init, step, finish }
     }
 }
 
-#[inline(always)]
-fn min(a: f32, x: f32) -> f32 {
-    if (x < a) | x.is_nan() {
-        x
-    } else {
-        a
+impl Windows<'_> {
+    /// The common strides (unit rows, pooling strides 2 to 4) as constants, so their loads
+    /// compile to wide loads and shuffles; any other stride as a variable.
+    #[inline(always)]
+    fn fold<A, St, Fi>(&self, f: Fold<A, St, Fi>, out: &mut [f32])
+    where
+        A: Copy,
+        St: Fn(A, f32) -> A + Copy,
+        Fi: Fn(A) -> f32 + Copy,
+    {
+        crate::simd::vectorized(
+            #[inline(always)]
+            || match self.stride {
+                1 => self.outputs::<A, St, Fi, 1>(f, out),
+                2 => self.outputs::<A, St, Fi, 2>(f, out),
+                3 => self.outputs::<A, St, Fi, 3>(f, out),
+                4 => self.outputs::<A, St, Fi, 4>(f, out),
+                _ => self.outputs::<A, St, Fi, 0>(f, out),
+            },
+        )
     }
-}
 
-/// The common strides (unit rows, pooling strides 2 to 4) as constants, so their loads compile
-/// to wide loads and shuffles; any other stride as a variable.
-#[inline(always)]
-fn by_stride<A: Copy>(
-    src: &[f32],
-    stride: usize,
-    offs: &[usize],
-    out: &mut [f32],
-    init: A,
-    step: impl Fn(A, f32) -> A + Copy,
-    finish: impl Fn(A) -> f32 + Copy,
-) {
-    crate::simd::vectorized(
-        #[inline(always)]
-        || match stride {
-            1 => outputs::<A, 1>(src, 1, offs, out, init, step, finish),
-            2 => outputs::<A, 2>(src, 2, offs, out, init, step, finish),
-            3 => outputs::<A, 3>(src, 3, offs, out, init, step, finish),
-            4 => outputs::<A, 4>(src, 4, offs, out, init, step, finish),
-            s => outputs::<A, 0>(src, s, offs, out, init, step, finish),
-        },
-    )
-}
-
-/// Chunks of 16 outputs (8 in a shorter row, one at a time in a row under 8). `S` is the
-/// stride when non-zero.
-#[inline(always)]
-fn outputs<A: Copy, const S: usize>(
-    src: &[f32],
-    stride: usize,
-    offs: &[usize],
-    out: &mut [f32],
-    init: A,
-    step: impl Fn(A, f32) -> A + Copy,
-    finish: impl Fn(A) -> f32 + Copy,
-) {
-    let stride = if S == 0 { stride } else { S };
-    let n = out.len();
-    // A row's last chunk overlaps the one before it rather than running one output at a time
-    // (a 55-wide pooling row is three chunks and a tail of seven): the outputs it repeats are
-    // the same values written again.
-    if n >= 16 {
-        let j = chunks::<A, S, 16>(src, stride, offs, out, 0, init, step, finish);
-        if j < n {
-            chunks::<A, S, 16>(src, stride, offs, out, n - 16, init, step, finish);
-        }
-    } else if n >= 8 {
-        chunks::<A, S, 8>(src, stride, offs, out, 0, init, step, finish);
-        chunks::<A, S, 8>(src, stride, offs, out, n - 8, init, step, finish);
-    } else {
-        chunks::<A, S, 1>(src, stride, offs, out, 0, init, step, finish);
-    }
-}
-
-/// Folds outputs from `j` in chunks of `W` held in registers; returns where it stopped.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn chunks<A: Copy, const S: usize, const W: usize>(
-    src: &[f32],
-    stride: usize,
-    offs: &[usize],
-    out: &mut [f32],
-    mut j: usize,
-    init: A,
-    step: impl Fn(A, f32) -> A + Copy,
-    finish: impl Fn(A) -> f32 + Copy,
-) -> usize {
-    let stride = if S == 0 { stride } else { S };
-    while j + W <= out.len() {
-        let mut acc = [init; W];
-        for &o in offs {
-            let start = o + j * stride;
-            let row = &src[start..=start + (W - 1) * stride];
-            for (l, a) in acc.iter_mut().enumerate() {
-                *a = step(*a, row[l * stride]);
+    /// Chunks of 16 outputs (8 in a shorter row, one at a time in a row under 8). `S` is the
+    /// stride when non-zero.
+    #[inline(always)]
+    fn outputs<A, St, Fi, const S: usize>(&self, f: Fold<A, St, Fi>, out: &mut [f32])
+    where
+        A: Copy,
+        St: Fn(A, f32) -> A + Copy,
+        Fi: Fn(A) -> f32 + Copy,
+    {
+        let n = out.len();
+        // A row's last chunk overlaps the one before it rather than running one output at a
+        // time (a 55-wide pooling row is three chunks and a tail of seven): the outputs it
+        // repeats are the same values written again.
+        if n >= 16 {
+            let j = self.chunks::<A, St, Fi, S, 16>(f, out, 0);
+            if j < n {
+                self.chunks::<A, St, Fi, S, 16>(f, out, n - 16);
             }
+        } else if n >= 8 {
+            self.chunks::<A, St, Fi, S, 8>(f, out, 0);
+            self.chunks::<A, St, Fi, S, 8>(f, out, n - 8);
+        } else {
+            self.chunks::<A, St, Fi, S, 1>(f, out, 0);
         }
-        for (o, &a) in out[j..j + W].iter_mut().zip(&acc) {
-            *o = finish(a);
-        }
-        j += W;
     }
-    j
+
+    /// Folds outputs from `j` in chunks of `W` held in registers; returns where it stopped.
+    #[inline(always)]
+    fn chunks<A, St, Fi, const S: usize, const W: usize>(
+        &self,
+        f: Fold<A, St, Fi>,
+        out: &mut [f32],
+        mut j: usize,
+    ) -> usize
+    where
+        A: Copy,
+        St: Fn(A, f32) -> A + Copy,
+        Fi: Fn(A) -> f32 + Copy,
+    {
+        let stride = if S == 0 { self.stride } else { S };
+        while j + W <= out.len() {
+            let mut acc = [f.init; W];
+            for &o in self.offs {
+                let start = o + j * stride;
+                let row = &self.src[start..=start + (W - 1) * stride];
+                for (l, a) in acc.iter_mut().enumerate() {
+                    *a = (f.step)(*a, row[l * stride]);
+                }
+            }
+            for (o, &a) in out[j..j + W].iter_mut().zip(&acc) {
+                *o = (f.finish)(a);
+            }
+            j += W;
+        }
+        j
+    }
 }
 
 #[cfg(test)]
