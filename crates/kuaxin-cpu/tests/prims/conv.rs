@@ -328,3 +328,104 @@ fn constant_weights_run_transposed_on_the_tiles() {
         }
     }
 }
+
+/// A convolution epilogue (per-channel bias, a residual, ReLU) after a constant-weight
+/// convolution on the tiles, whose output was made in several blocks of positions or in one
+/// (two images): on one and two threads, against the f64 convolution with the epilogue
+/// applied after it.
+#[test]
+fn conv_epilogues_follow_tiled_convolutions() {
+    use kuaxin_core::kernel::{Expr, Kernel, Load, Op};
+    use kuaxin_core::prim::{BinaryOp, TensorType};
+    use kuaxin_core::Backend;
+    use std::sync::Arc;
+    let mut rng = Rng(77);
+    for c in [
+        case(&[1, 16, 40, 40], &[36, 16, 3, 3], &[1, 1], &[1, 1], 1),
+        case(&[1, 130, 40, 40], &[33, 130, 1, 1], &[1, 1], &[1, 1], 1),
+        case(&[2, 16, 9, 11], &[40, 16, 3, 3], &[2, 1], &[1, 1], 1),
+    ] {
+        let f32s = |n: usize, rng: &mut Rng| -> Vec<f64> {
+            rng.vec(n).iter().map(|&v| v as f32 as f64).collect()
+        };
+        let (x, w) = (
+            f32s(c.x.iter().product(), &mut rng),
+            f32s(c.w.iter().product(), &mut rng),
+        );
+        let (oshape, conv) = reference(&c, &x, &w);
+        let (m, plane) = (oshape[1], oshape[2..].iter().product::<usize>());
+        let bias = f32s(m, &mut rng);
+        let residual = f32s(conv.len(), &mut rng);
+        let want: Vec<f64> = conv
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (v + bias[i / plane % m] + residual[i]).max(0.0))
+            .collect();
+        let tensor = |shape: &[usize], v: &[f64]| {
+            Tensor::new(
+                shape.to_vec(),
+                Data::from_f64_iter(DType::F32, v.iter().copied()),
+            )
+            .unwrap()
+        };
+        let contiguous = kuaxin_core::tensor::contiguous_strides(&oshape);
+        let load = |arg: usize, strides: Vec<isize>| Load {
+            arg,
+            dtype: DType::F32,
+            strides,
+            offset: 0,
+        };
+        let op = |expr: Expr| Op {
+            expr,
+            dtype: DType::F32,
+        };
+        let mut per_channel = vec![0isize; oshape.len()];
+        per_channel[1] = 1;
+        let epilogue = Kernel {
+            name: "bias_residual_relu".into(),
+            domain: oshape.clone(),
+            loads: vec![
+                load(0, contiguous.clone()),
+                load(1, per_channel),
+                load(2, contiguous),
+            ],
+            body: vec![
+                op(Expr::Load(0)),
+                op(Expr::Load(1)),
+                op(Expr::Binary(BinaryOp::Add, 0, 1)),
+                op(Expr::Load(2)),
+                op(Expr::Binary(BinaryOp::Add, 2, 3)),
+                op(Expr::Const(0.0)),
+                op(Expr::Binary(BinaryOp::Max, 4, 5)),
+            ],
+            reduce: None,
+            epilogue: vec![],
+            out: TensorType::new(DType::F32, oshape.clone()),
+            origins: vec![],
+        };
+        let prim = Prim::ConvEpilogue {
+            strides: c.strides.clone(),
+            dilations: c.dilations.clone(),
+            groups: c.groups,
+            epilogue: Arc::new(epilogue),
+        };
+        let out = [TensorType::new(DType::F32, oshape.clone())];
+        let k = (c.w[1] * c.w[2..].iter().product::<usize>()) as f64;
+        for threads in [1, 2] {
+            let cpu = kuaxin_cpu::CpuBackend::new(Some(threads)).unwrap();
+            let wt = Arc::new(tensor(&c.w, &w));
+            let args = [
+                cpu.upload(&tensor(&c.x, &x)).unwrap(),
+                cpu.upload_shared(&wt).unwrap(),
+                cpu.upload(&tensor(&[m], &bias)).unwrap(),
+                cpu.upload(&tensor(&oshape, &residual)).unwrap(),
+            ];
+            let args: Vec<_> = args.iter().collect();
+            for _run in 0..2 {
+                let y = cpu.execute(&prim, &args, &out).unwrap();
+                let y = cpu.download(&y[0]).unwrap();
+                assert_close(&y.to_f64_vec(), &want, 1e-4, 1e-5 * k.sqrt());
+            }
+        }
+    }
+}
