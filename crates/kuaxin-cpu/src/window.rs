@@ -20,14 +20,17 @@ pub fn fold(
     let Some(last) = out.len().checked_sub(1) else {
         return Ok(true);
     };
-    let reach = offs.iter().max().copied().unwrap_or(0) + last * stride;
-    if base.checked_add(reach).is_none_or(|end| end >= src.len()) {
-        return Err(Error::backend(format!(
-            "pooling window reaches past its source ({} + {reach} of {})",
-            base,
-            src.len()
-        )));
-    }
+    let reach = last
+        .checked_mul(stride)
+        .and_then(|r| r.checked_add(offs.iter().max().copied().unwrap_or(0)))
+        .filter(|r| base.checked_add(*r).is_some_and(|end| end < src.len()))
+        .ok_or_else(|| {
+            Error::backend(format!(
+                "pooling window of {} outputs, stride {stride}, from {base} reaches past its                  source of {}",
+                out.len(),
+                src.len()
+            ))
+        })?;
     let w = Windows {
         src: &src[base..=base + reach],
         stride,
