@@ -70,14 +70,6 @@ mod tests {
         let (a, b, c) = ([1, 2, 3, 4], [0i32; 0], [10, 20, 30, 40, 50, 60]);
         let parts: Vec<(&[i32], usize)> = vec![(&a, 2), (&b, 0), (&c, 3)];
         let want = [1, 2, 10, 20, 30, 3, 4, 40, 50, 60];
-        for start in 0..want.len() {
-            for end in start..=want.len() {
-                let mut out = vec![MaybeUninit::new(-1); end - start];
-                fill(&parts, 5, start, &mut out);
-                // SAFETY: every element was initialised (to -1, then by `fill`).
-                let got: Vec<i32> = out.iter().map(|v| unsafe { v.assume_init() }).collect();
-                assert_eq!(got, want[start..end], "elements {start}..{end}");
-            }
-        }
+        par::check_pieces(&want, -1, |start, out| fill(&parts, 5, start, out));
     }
 }

@@ -7,7 +7,8 @@
 use crate::block::{Block, Val, BLOCK};
 use crate::fold;
 use crate::walk::{fetch, inner_strides, load_offsets, row_bases, Segments, Walk};
-use kuaxin_core::kernel::{Expr, Kernel};
+use crate::window::Pooling;
+use kuaxin_core::kernel::Kernel;
 use kuaxin_core::prim::ReduceOp;
 use kuaxin_core::{DType, Data, Error, Result, Tensor};
 use rayon::prelude::*;
@@ -157,7 +158,7 @@ fn small_reduction(
         return Ok(store(out, k.out.dtype));
     }
     let walk = Walk::rows(&kd, &ks, &offsets, &kinner);
-    let window = Window::of(k, op, value, srcs, &red_offsets, &kinner);
+    let pooling = Pooling::of(k, op, value, srcs, &red_offsets, &kinner);
     let per_task = task_len(rows, red_total.max(1) * k.body.len() + k.epilogue.len());
     out.par_chunks_mut(per_task)
         .enumerate()
@@ -170,7 +171,9 @@ fn small_reduction(
             for (b, block) in chunk.chunks_mut(BLOCK).enumerate() {
                 let len = block.len();
                 walk.segments(t * per_task + b * BLOCK, len, &mut segs);
-                if !window_fold(&segs, window.as_ref(), &mut reduced[..len])? {
+                if let Some(p) = &pooling {
+                    p.fold_block(&segs, &mut reduced[..len])?;
+                } else {
                     lanes.start(op, len);
                     for roff in &red_offsets {
                         let mut f = |l: usize, dst: &mut [f32]| {
@@ -189,67 +192,6 @@ fn small_reduction(
             Ok(())
         })?;
     Ok(store(out, k.out.dtype))
-}
-
-/// A pooling window: a short reduction whose body is one load, folded straight from its
-/// source (see [`crate::window`]).
-struct Window<'a> {
-    op: ReduceOp,
-    src: &'a [f32],
-    stride: usize,
-    /// Each reduced position's offset, all non-negative.
-    offs: Vec<usize>,
-}
-
-impl<'a> Window<'a> {
-    fn of(
-        k: &Kernel,
-        op: ReduceOp,
-        value: usize,
-        srcs: &'a [Cow<[f32]>],
-        red_offsets: &[Vec<isize>],
-        kinner: &[isize],
-    ) -> Option<Window<'a>> {
-        let [body] = k.body.as_slice() else {
-            return None;
-        };
-        if value != 0 || body.expr != Expr::Load(0) || op == ReduceOp::Prod {
-            return None;
-        }
-        let offs = red_offsets
-            .iter()
-            .map(|o| usize::try_from(o[0]).ok())
-            .collect::<Option<Vec<usize>>>()?;
-        Some(Window {
-            op,
-            src: &srcs[k.loads[0].arg],
-            stride: usize::try_from(kinner[0]).ok()?,
-            offs,
-        })
-    }
-}
-
-/// Folds a block's windows into `out` when the kernel is a [`Window`]; false otherwise.
-fn window_fold(segs: &Segments, window: Option<&Window>, out: &mut [f32]) -> Result<bool> {
-    let Some(w) = window else {
-        return Ok(false);
-    };
-    for (start, len, base) in segs.of_load(0) {
-        let base = usize::try_from(base).map_err(|_| {
-            Error::backend(format!("pooling window starts before its source ({base})"))
-        })?;
-        if !crate::window::fold(
-            w.op,
-            w.src,
-            base,
-            w.stride,
-            &w.offs,
-            &mut out[start..start + len],
-        )? {
-            return Ok(false);
-        }
-    }
-    Ok(true)
 }
 
 fn reduction(

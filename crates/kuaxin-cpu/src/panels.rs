@@ -81,6 +81,16 @@ pub enum Out {
     Transposed,
 }
 
+impl Out {
+    /// Steps in C between rows and between columns of the product, at leading dimension `ld`.
+    fn steps(self, ld: usize) -> (usize, usize) {
+        match self {
+            Out::Rows => (ld, 1),
+            Out::Transposed => (1, ld),
+        }
+    }
+}
+
 /// `C[m x n] = A[m x k] * B` into `c`, laid out as `out` says (contiguous); `parallel` splits
 /// the work over the current rayon pool. Call only when [`available`].
 pub fn product(
@@ -121,15 +131,11 @@ pub unsafe fn product_at(
         return;
     }
     if k == 0 {
+        let (c_rs, c_cs) = out.steps(ld);
         for i in 0..m {
             for j in 0..n {
-                let at = if out == Out::Rows {
-                    i * ld + j
-                } else {
-                    j * ld + i
-                };
                 // SAFETY: (i, j) is in C (the caller's contract).
-                unsafe { *c.0.add(at) = 0.0 };
+                unsafe { *c.0.add(i * c_rs + j * c_cs) = 0.0 };
             }
         }
         return;
@@ -178,6 +184,7 @@ unsafe fn part(
     js: std::ops::Range<usize>,
 ) {
     let (k, n) = (b.k, b.n);
+    let (c_rs, c_cs) = out.steps(ld);
     let mc = (A_BLOCK_BYTES / (4 * k.clamp(1, KC)) / MR).max(1) * MR;
     for k0 in (0..k).step_by(KC) {
         let kb = KC.min(k - k0);
@@ -197,12 +204,9 @@ unsafe fn part(
                             a_cs: am.cs,
                             b: b.data.as_ptr().add(j * k * NR + k0 * NR),
                             b_rs: NR as isize,
-                            c: c.0.add(match out {
-                                Out::Rows => i * ld + j * NR,
-                                Out::Transposed => j * NR * ld + i,
-                            }),
-                            c_rs: if out == Out::Rows { ld } else { 1 },
-                            c_cs: if out == Out::Rows { 1 } else { ld },
+                            c: c.0.add(i * c_rs + j * NR * c_cs),
+                            c_rs,
+                            c_cs,
                             mask,
                             accumulate: k0 > 0,
                         };

@@ -78,6 +78,25 @@ pub fn write_from<T: Copy>(dst: &mut [MaybeUninit<T>], src: &[T]) {
     }
 }
 
+/// Checks a [`build`] fill function: every piece, starting and ending anywhere, holds `want`'s
+/// elements there (each element is preset to `preset` first, so a piece left unwritten shows).
+#[cfg(test)]
+pub fn check_pieces<T: Copy + PartialEq + std::fmt::Debug>(
+    want: &[T],
+    preset: T,
+    fill: impl Fn(usize, &mut [MaybeUninit<T>]),
+) {
+    for start in 0..want.len() {
+        for end in start..=want.len() {
+            let mut out = vec![MaybeUninit::new(preset); end - start];
+            fill(start, &mut out);
+            // SAFETY: every element was initialised (to `preset`, then by `fill`).
+            let got: Vec<T> = out.iter().map(|v| unsafe { v.assume_init() }).collect();
+            assert_eq!(got, want[start..end], "elements {start}..{end}");
+        }
+    }
+}
+
 /// A vector of `len` elements, written piece by piece by `fill(start, piece)`, which must
 /// write every element of its piece; pieces of `MIN_PAR` run in parallel.
 #[inline(always)]

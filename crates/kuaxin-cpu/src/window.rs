@@ -4,8 +4,69 @@
 //! window positions in order, so nothing is staged in a buffer and the result equals the
 //! blocked path's bit for bit (sums in f64, NaN propagating through max and min).
 use crate::fold::{max, min};
+use crate::walk::Segments;
+use kuaxin_core::kernel::{Expr, Kernel};
 use kuaxin_core::prim::ReduceOp;
 use kuaxin_core::{Error, Result};
+use std::borrow::Cow;
+
+/// A fused short reduction that is a pooling window: its body is one load, reduced by max,
+/// min or sum.
+pub struct Pooling<'a> {
+    op: ReduceOp,
+    src: &'a [f32],
+    stride: usize,
+    /// Each reduced position's offset, all non-negative.
+    offs: Vec<usize>,
+}
+
+impl<'a> Pooling<'a> {
+    /// The kernel `k` (reducing body value `value` with `op`; sources `srcs`, each reduced
+    /// position's offset per load `red_offsets`, each load's stride along the output row
+    /// `kinner`) as a pooling window, when it is one.
+    pub fn of(
+        k: &Kernel,
+        op: ReduceOp,
+        value: usize,
+        srcs: &'a [Cow<[f32]>],
+        red_offsets: &[Vec<isize>],
+        kinner: &[isize],
+    ) -> Option<Pooling<'a>> {
+        let [body] = k.body.as_slice() else {
+            return None;
+        };
+        if value != 0 || body.expr != Expr::Load(0) || op == ReduceOp::Prod {
+            return None;
+        }
+        let offs = red_offsets
+            .iter()
+            .map(|o| usize::try_from(o[0]).ok())
+            .collect::<Option<Vec<usize>>>()?;
+        Some(Pooling {
+            op,
+            src: &srcs[k.loads[0].arg],
+            stride: usize::try_from(kinner[0]).ok()?,
+            offs,
+        })
+    }
+
+    /// The windows of one block of output positions (its row segments `segs`) into `out`.
+    pub fn fold_block(&self, segs: &Segments, out: &mut [f32]) -> Result<()> {
+        for (start, len, base) in segs.of_load(0) {
+            let base = usize::try_from(base).map_err(|_| {
+                Error::backend(format!("pooling window starts before its source ({base})"))
+            })?;
+            let dst = &mut out[start..start + len];
+            if !fold(self.op, self.src, base, self.stride, &self.offs, dst)? {
+                return Err(Error::backend(format!(
+                    "{:?} is not a pooling fold",
+                    self.op
+                )));
+            }
+        }
+        Ok(())
+    }
+}
 
 /// Folds `out.len()` outputs: `out[j] = op_r src[base + offs[r] + j * stride]`. Returns false
 /// (leaving `out` alone) for an op this path does not take (`Prod`).

@@ -285,8 +285,6 @@ fn conv_errors() {
 /// the f64 definition.
 #[test]
 fn constant_weights_run_transposed_on_the_tiles() {
-    use kuaxin_core::Backend;
-    use std::sync::Arc;
     let mut rng = Rng(31);
     for c in [
         case(&[2, 16, 9, 11], &[40, 16, 3, 3], &[2, 1], &[1, 1], 1),
@@ -294,37 +292,57 @@ fn constant_weights_run_transposed_on_the_tiles() {
         case(&[1, 16, 40, 40], &[36, 16, 3, 3], &[1, 1], &[1, 1], 1),
         case(&[1, 130, 40, 40], &[33, 130, 1, 1], &[1, 1], &[1, 1], 1),
     ] {
-        let nx: usize = c.x.iter().product();
-        let nw: usize = c.w.iter().product();
-        let x: Vec<f64> = rng.vec(nx).iter().map(|&v| v as f32 as f64).collect();
-        let w: Vec<f64> = rng.vec(nw).iter().map(|&v| v as f32 as f64).collect();
+        let x = f32_exact(&mut rng, c.x.iter().product());
+        let w = f32_exact(&mut rng, c.w.iter().product());
         let (oshape, want) = reference(&c, &x, &w);
-        let xt = Tensor::new(
-            c.x.clone(),
-            Data::from_f64_iter(DType::F32, x.iter().copied()),
-        )
-        .unwrap();
-        let wt = Arc::new(
-            Tensor::new(
-                c.w.clone(),
-                Data::from_f64_iter(DType::F32, w.iter().copied()),
-            )
-            .unwrap(),
-        );
-        let out = [kuaxin_core::prim::TensorType::new(
-            DType::F32,
-            oshape.clone(),
-        )];
-        let k = (c.w[1] * c.w[2..].iter().product::<usize>()) as f64;
-        for threads in [1, 2] {
-            let cpu = kuaxin_cpu::CpuBackend::new(Some(threads)).unwrap();
-            let (dx, dw) = (cpu.upload(&xt).unwrap(), cpu.upload_shared(&wt).unwrap());
-            for _run in 0..2 {
-                let y = cpu.execute(&prim(&c), &[&dx, &dw], &out).unwrap();
-                let y = cpu.download(&y[0]).unwrap();
-                assert_eq!(y.shape, oshape);
-                assert_close(&y.to_f64_vec(), &want, 1e-4, 1e-5 * k.sqrt());
-            }
+        run_on_tiles(&c, &prim(&c), (&x, &w, &[]), &oshape, &want);
+    }
+}
+
+/// Random values exact in f32, as f64.
+fn f32_exact(rng: &mut Rng, n: usize) -> Vec<f64> {
+    rng.vec(n).iter().map(|&v| v as f32 as f64).collect()
+}
+
+fn f32_tensor(shape: &[usize], v: &[f64]) -> Tensor {
+    Tensor::new(
+        shape.to_vec(),
+        Data::from_f64_iter(DType::F32, v.iter().copied()),
+    )
+    .unwrap()
+}
+
+/// Runs `prim` on case `c`'s input `x`, its weight `w` uploaded as a constant
+/// (`upload_shared`, as the executor uploads weights) and `extra` inputs, on one and two
+/// threads, twice each (packing the weight, then packed), against `want` of shape `oshape`.
+fn run_on_tiles(
+    c: &Case,
+    prim: &Prim,
+    (x, w, extra): (&[f64], &[f64], &[Tensor]),
+    oshape: &[usize],
+    want: &[f64],
+) {
+    use kuaxin_core::Backend;
+    use std::sync::Arc;
+    let out = [kuaxin_core::prim::TensorType::new(
+        DType::F32,
+        oshape.to_vec(),
+    )];
+    let k = (c.w[1] * c.w[2..].iter().product::<usize>()) as f64;
+    let wt = Arc::new(f32_tensor(&c.w, w));
+    for threads in [1, 2] {
+        let cpu = kuaxin_cpu::CpuBackend::new(Some(threads)).unwrap();
+        let mut args = vec![cpu.upload(&f32_tensor(&c.x, x)).unwrap()];
+        args.push(cpu.upload_shared(&wt).unwrap());
+        for t in extra {
+            args.push(cpu.upload(t).unwrap());
+        }
+        let args: Vec<_> = args.iter().collect();
+        for _run in 0..2 {
+            let y = cpu.execute(prim, &args, &out).unwrap();
+            let y = cpu.download(&y[0]).unwrap();
+            assert_eq!(y.shape, oshape);
+            assert_close(&y.to_f64_vec(), want, 1e-4, 1e-5 * k.sqrt());
         }
     }
 }
@@ -337,7 +355,6 @@ fn constant_weights_run_transposed_on_the_tiles() {
 fn conv_epilogues_follow_tiled_convolutions() {
     use kuaxin_core::kernel::{Expr, Kernel, Load, Op};
     use kuaxin_core::prim::{BinaryOp, TensorType};
-    use kuaxin_core::Backend;
     use std::sync::Arc;
     let mut rng = Rng(77);
     for c in [
@@ -345,29 +362,17 @@ fn conv_epilogues_follow_tiled_convolutions() {
         case(&[1, 130, 40, 40], &[33, 130, 1, 1], &[1, 1], &[1, 1], 1),
         case(&[2, 16, 9, 11], &[40, 16, 3, 3], &[2, 1], &[1, 1], 1),
     ] {
-        let f32s = |n: usize, rng: &mut Rng| -> Vec<f64> {
-            rng.vec(n).iter().map(|&v| v as f32 as f64).collect()
-        };
-        let (x, w) = (
-            f32s(c.x.iter().product(), &mut rng),
-            f32s(c.w.iter().product(), &mut rng),
-        );
+        let x = f32_exact(&mut rng, c.x.iter().product());
+        let w = f32_exact(&mut rng, c.w.iter().product());
         let (oshape, conv) = reference(&c, &x, &w);
         let (m, plane) = (oshape[1], oshape[2..].iter().product::<usize>());
-        let bias = f32s(m, &mut rng);
-        let residual = f32s(conv.len(), &mut rng);
+        let bias = f32_exact(&mut rng, m);
+        let residual = f32_exact(&mut rng, conv.len());
         let want: Vec<f64> = conv
             .iter()
             .enumerate()
             .map(|(i, &v)| (v + bias[i / plane % m] + residual[i]).max(0.0))
             .collect();
-        let tensor = |shape: &[usize], v: &[f64]| {
-            Tensor::new(
-                shape.to_vec(),
-                Data::from_f64_iter(DType::F32, v.iter().copied()),
-            )
-            .unwrap()
-        };
         let contiguous = kuaxin_core::tensor::contiguous_strides(&oshape);
         let load = |arg: usize, strides: Vec<isize>| Load {
             arg,
@@ -409,23 +414,7 @@ fn conv_epilogues_follow_tiled_convolutions() {
             groups: c.groups,
             epilogue: Arc::new(epilogue),
         };
-        let out = [TensorType::new(DType::F32, oshape.clone())];
-        let k = (c.w[1] * c.w[2..].iter().product::<usize>()) as f64;
-        for threads in [1, 2] {
-            let cpu = kuaxin_cpu::CpuBackend::new(Some(threads)).unwrap();
-            let wt = Arc::new(tensor(&c.w, &w));
-            let args = [
-                cpu.upload(&tensor(&c.x, &x)).unwrap(),
-                cpu.upload_shared(&wt).unwrap(),
-                cpu.upload(&tensor(&[m], &bias)).unwrap(),
-                cpu.upload(&tensor(&oshape, &residual)).unwrap(),
-            ];
-            let args: Vec<_> = args.iter().collect();
-            for _run in 0..2 {
-                let y = cpu.execute(&prim, &args, &out).unwrap();
-                let y = cpu.download(&y[0]).unwrap();
-                assert_close(&y.to_f64_vec(), &want, 1e-4, 1e-5 * k.sqrt());
-            }
-        }
+        let extra = [f32_tensor(&[m], &bias), f32_tensor(&oshape, &residual)];
+        run_on_tiles(&c, &prim, (&x, &w, &extra), &oshape, &want);
     }
 }
