@@ -52,6 +52,7 @@ mod walk;
 mod warm;
 mod weights;
 mod window;
+mod window_avx512;
 
 pub use backend::{host_tensor, wrap, CpuBackend};
 pub use erf::{erf, erf_f32};

@@ -5,6 +5,7 @@
 //! blocked path's bit for bit (sums in f64, NaN propagating through max and min).
 use crate::fold::{max, min};
 use crate::walk::Segments;
+use crate::window_avx512;
 use kuaxin_core::kernel::{Expr, Kernel};
 use kuaxin_core::prim::ReduceOp;
 use kuaxin_core::{Error, Result};
@@ -98,6 +99,9 @@ pub fn fold(
         offs,
     };
     match op {
+        ReduceOp::Max | ReduceOp::Min if out.len() >= 16 && window_avx512::takes(stride) => {
+            window_avx512::fold(op == ReduceOp::Min, w.src, stride, offs, out)
+        }
         ReduceOp::Max => w.fold(Fold::new(f32::NEG_INFINITY, max, |a| a), out),
         ReduceOp::Min => w.fold(Fold::new(f32::INFINITY, min, |a| a), out),
         ReduceOp::Sum => w.fold(Fold::new(0f64, |a, x| a + x as f64, |a| a as f32), out),
@@ -260,6 +264,64 @@ mod tests {
                         let want = reference(op, &src, base, stride, &offs, n);
                         assert_eq!(out, want, "{op:?} stride {stride}, {n} outputs from {base}");
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_vector_fold_equals_the_portable_one_bit_for_bit() {
+        if !window_avx512::takes(1) {
+            eprintln!("skipped: this CPU has no AVX-512 (the vector pooling fold needs it)");
+            return;
+        }
+        // Signed zeros, infinities and NaNs of two payloads among ordinary values: which of
+        // two equal values, and which NaN, is kept must match too.
+        let specials = [0.0f32, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN];
+        let quiet = f32::from_bits(0x7fc0_1234);
+        let mixed: Vec<f32> = (0..700)
+            .map(|v| match v % 23 {
+                3 | 11 => specials[v % 5],
+                17 if v % 3 == 0 => quiet,
+                _ => ((v * 37 % 101) as f32 - 50.0) * 0.5,
+            })
+            .collect();
+        // Windows whose extreme is a zero of either sign (max over zeros and -1, min over
+        // zeros and 1).
+        let zeros = |other: f32| -> Vec<f32> {
+            (0..700)
+                .map(|v| [0.0, -0.0, other][v * 7 % 11 % 3])
+                .collect()
+        };
+        let offs = [0usize, 1, 2, 40, 41, 42, 80, 81, 82];
+        for (op, src) in [
+            (ReduceOp::Max, mixed.clone()),
+            (ReduceOp::Min, mixed),
+            (ReduceOp::Max, zeros(-1.0)),
+            (ReduceOp::Min, zeros(1.0)),
+        ] {
+            for stride in [1usize, 2] {
+                for n in [16usize, 17, 31, 32, 55, 100] {
+                    let mut fast = vec![7f32; n];
+                    window_avx512::fold(op == ReduceOp::Min, &src, stride, &offs, &mut fast);
+                    let w = Windows {
+                        src: &src,
+                        stride,
+                        offs: &offs,
+                    };
+                    let mut portable = vec![7f32; n];
+                    match op {
+                        ReduceOp::Max => {
+                            w.fold(Fold::new(f32::NEG_INFINITY, max, |a| a), &mut portable)
+                        }
+                        _ => w.fold(Fold::new(f32::INFINITY, min, |a| a), &mut portable),
+                    }
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&fast),
+                        bits(&portable),
+                        "{op:?} stride {stride}, {n} outputs"
+                    );
                 }
             }
         }
