@@ -98,7 +98,9 @@ pub fn compile_and_run(
 ) -> Result<(Compiled, Vec<(String, HostValue)>)> {
     let mut trace = Trace::new(device, host);
     trace.fuse = fuse;
-    let graph = &model.graph;
+    let given: std::collections::HashSet<&str> = inputs.iter().map(|(n, _)| n.as_str()).collect();
+    let folded = crate::fold_bn::fold_batch_norms(&model.graph, model.default_opset(), &given);
+    let graph = folded.as_ref().unwrap_or(&model.graph);
     let mut bound = Vec::new();
     let mut syms = HashMap::new();
     for vi in graph.real_inputs() {
