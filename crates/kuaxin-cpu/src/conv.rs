@@ -7,7 +7,7 @@
 use crate::gemm::{gemm_rm, GemmEl, Mat, SendPtr, PAR_FLOPS};
 use crate::im2col::{im2col, Geom};
 use crate::limits;
-use crate::panels::{self, product_at, Out, PackedB};
+use crate::panels::{self, product_at, Columns, Out, PackedB};
 use crate::par;
 use crate::scratch::with_scratch;
 use crate::tile::{MR, NR};
@@ -19,7 +19,7 @@ use std::sync::Arc;
 /// `wt`: the f32 weight packed by [`panel_weights`], when it is.
 pub fn conv(x: &Data, w: &Data, g: &Geom, wt: Option<&PackedB>) -> Result<Data> {
     Ok(match (x, w) {
-        (Data::F32(x), Data::F32(w)) => Data::F32(conv_with_epilogue(x, w, g, None, wt)?),
+        (Data::F32(x), Data::F32(w)) => Data::F32(conv_with_epilogue(x, w, g, (None, None), wt)?),
         (Data::F64(x), Data::F64(w)) => Data::F64(conv_typed(x, w, g)?),
         (Data::F16(x), Data::F16(w)) => Data::F16(conv_typed(x, w, g)?),
         (Data::BF16(x), Data::BF16(w)) => {
@@ -47,7 +47,7 @@ pub fn conv(x: &Data, w: &Data, g: &Geom, wt: Option<&PackedB>) -> Result<Data> 
 pub type Epilogue<'a, T> = &'a (dyn Fn(usize, &mut [T]) -> Result<()> + Sync);
 
 pub fn conv_typed<T: GemmEl>(x: &[T], w: &[T], g: &Geom) -> Result<Vec<T>> {
-    conv_with_epilogue(x, w, g, None, None)
+    conv_with_epilogue(x, w, g, (None, None), None)
 }
 
 /// Shallower products stay on gemm: the transposed output is stored element by element, 192
@@ -76,11 +76,13 @@ pub fn panel_weights(w: &Tensor, g: &Geom, weights: Option<&Weights>) -> Option<
     weights?.packed_b(w, wd, wt, rows, g.m)
 }
 
+/// `epilogue.1`, when given, is `epilogue.0` as a bias per channel and a ReLU: a convolution
+/// on the tiles applies it to its sums in registers and does not call `epilogue.0`.
 pub fn conv_with_epilogue<T: GemmEl>(
     x: &[T],
     w: &[T],
     g: &Geom,
-    epilogue: Option<Epilogue<T>>,
+    (epilogue, columns): (Option<Epilogue<T>>, Option<Columns>),
     wt: Option<&PackedB>,
 ) -> Result<Vec<T>> {
     let (p, rows) = (g.p, g.rows());
@@ -106,7 +108,12 @@ pub fn conv_with_epilogue<T: GemmEl>(
     let run = |img: usize, gi: usize, col: &mut [T], og: &mut [T], parallel: bool| -> Result<()> {
         let xs = &x[img * x_img + gi * x_group..img * x_img + (gi + 1) * x_group];
         match (on_tiles, T::as_f32(xs), T::as_f32_mut(og)) {
-            (Some(wt), Some(xs), Some(c)) => tiled(xs, wt, g, c, parallel)?,
+            (Some(wt), Some(xs), Some(c)) => {
+                tiled(xs, wt, g, c, columns, parallel)?;
+                if columns.is_some() {
+                    return Ok(());
+                }
+            }
             _ => {
                 let cols: &[T] = if pointwise {
                     xs
@@ -162,7 +169,14 @@ const COL_BLOCK_BYTES: usize = 256 << 10;
 /// over the threads; the columns of the whole image would be megabytes written to memory and
 /// read back, by both threads. With fewer blocks than twice the threads (a 7 x 7 layer), the
 /// whole image is one product whose weight panels the threads share out instead.
-fn tiled(x: &[f32], wt: &PackedB, g: &Geom, out: &mut [f32], parallel: bool) -> Result<()> {
+fn tiled(
+    x: &[f32],
+    wt: &PackedB,
+    g: &Geom,
+    out: &mut [f32],
+    columns: Option<Columns>,
+    parallel: bool,
+) -> Result<()> {
     let (p, rows) = (g.p, g.rows());
     let threads = if parallel {
         rayon::current_num_threads()
@@ -183,7 +197,8 @@ fn tiled(x: &[f32], wt: &PackedB, g: &Geom, out: &mut [f32], parallel: bool) -> 
             .next_multiple_of(MR);
         (even, p.div_ceil(even))
     };
-    if wt.dims() != (rows, g.m) || out.len() < g.m * p {
+    let short_bias = columns.is_some_and(|e| e.bias.is_some_and(|b| b.len() < g.m));
+    if wt.dims() != (rows, g.m) || out.len() < g.m * p || short_bias {
         return Err(Error::backend(format!(
             "Conv on the tiles: a packed weight of {:?} and an output of {} for {} channels x {p} positions x depth {rows}",
             wt.dims(),
@@ -200,7 +215,14 @@ fn tiled(x: &[f32], wt: &PackedB, g: &Geom, out: &mut [f32], parallel: bool) -> 
         // channel j) at j * p + i: inside `out` (M x P, checked above) and disjoint from the
         // other blocks' positions.
         let product = |a: &[f32], am: Mat| unsafe {
-            product_at(len, (a, am), wt, (&c, Out::Transposed, p), inner_parallel)
+            product_at(
+                len,
+                (a, am),
+                wt,
+                (&c, Out::Transposed, p),
+                columns,
+                inner_parallel,
+            )
         };
         if g.is_pointwise() {
             product(

@@ -191,7 +191,10 @@ fn run(
             crate::fused::apply_in_place(epilogue, extra, start, block)
         };
         let wt = conv::panel_weights(w, &geom, weights);
-        let out = conv::conv_with_epilogue(xd, wd, &geom, Some(&apply), wt.as_deref())?;
+        // A bias and ReLU the tiles can apply themselves (same bits as `apply`).
+        let columns = crate::conv_finish::bias_relu(epilogue, extra)
+            .map(|(bias, relu)| crate::panels::Columns { bias, relu });
+        let out = conv::conv_with_epilogue(xd, wd, &geom, (Some(&apply), columns), wt.as_deref())?;
         return Ok(vec![Data::F32(out)]);
     }
     let Some(&x) = inputs.first() else {

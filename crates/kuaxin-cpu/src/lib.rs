@@ -20,6 +20,7 @@ mod block;
 mod cast;
 mod concat;
 mod conv;
+mod conv_finish;
 mod cumulative;
 mod erf;
 mod eval;

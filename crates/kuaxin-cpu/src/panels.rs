@@ -8,7 +8,7 @@
 //! (read in place, the block stays in L2 across panels), the panels of the block, its tiles.
 use crate::gemm::{Mat, SendPtr, PAR_FLOPS};
 use crate::simd::{level, Level};
-use crate::tile::{self, Tile, MR, NR};
+use crate::tile::{self, Finish, Tile, MR, NR};
 use kuaxin_core::{limits, Result};
 use rayon::prelude::*;
 
@@ -91,6 +91,14 @@ impl Out {
     }
 }
 
+/// What a product does to its finished sums before storing them: a bias per column of B
+/// (`n` values) added, then a ReLU (see [`tile::Finish`]).
+#[derive(Clone, Copy)]
+pub struct Columns<'a> {
+    pub bias: Option<&'a [f32]>,
+    pub relu: bool,
+}
+
 /// `C[m x n] = A[m x k] * B` into `c`, laid out as `out` says (contiguous); `parallel` splits
 /// the work over the current rayon pool. Call only when [`available`].
 pub fn product(
@@ -106,11 +114,21 @@ pub fn product(
     );
     let ld = if out == Out::Rows { b.n } else { m };
     // SAFETY: C holds the m x n elements at leading dimension `ld` (checked above).
-    unsafe { product_at(m, (a, am), b, (&SendPtr(c.as_mut_ptr()), out, ld), parallel) }
+    unsafe {
+        product_at(
+            m,
+            (a, am),
+            b,
+            (&SendPtr(c.as_mut_ptr()), out, ld),
+            None,
+            parallel,
+        )
+    }
 }
 
 /// [`product`] into a C whose rows (`Out::Rows`) or columns (`Out::Transposed`) lie `ld`
-/// elements apart: a block of a larger output.
+/// elements apart: a block of a larger output; `columns`, when given, is applied to the
+/// finished sums.
 ///
 /// # Safety
 /// Element (i, j) of C, at `c + i * ld + j` (rows) or `c + j * ld + i` (transposed), is valid
@@ -120,11 +138,14 @@ pub unsafe fn product_at(
     (a, am): (&[f32], Mat),
     b: &PackedB,
     (c, out, ld): (&SendPtr<f32>, Out, usize),
+    columns: Option<Columns>,
     parallel: bool,
 ) {
     let (k, n) = (b.k, b.n);
     assert!(
-        available() && am.fits(m, k, a.len()),
+        available()
+            && am.fits(m, k, a.len())
+            && columns.is_none_or(|e| e.bias.is_none_or(|b| b.len() >= n)),
         "panel product: an operand lies outside its buffer"
     );
     if m == 0 || n == 0 {
@@ -134,8 +155,13 @@ pub unsafe fn product_at(
         let (c_rs, c_cs) = out.steps(ld);
         for i in 0..m {
             for j in 0..n {
+                // An empty sum, finished as the tiles would finish it.
+                let mut v = 0.0 + columns.and_then(|e| e.bias).map_or(0.0, |b| b[j]);
+                if columns.is_some_and(|e| e.relu) && v < 0.0 {
+                    v = 0.0;
+                }
                 // SAFETY: (i, j) is in C (the caller's contract).
-                unsafe { *c.0.add(i * c_rs + j * c_cs) = 0.0 };
+                unsafe { *c.0.add(i * c_rs + j * c_cs) = v };
             }
         }
         return;
@@ -146,7 +172,7 @@ pub unsafe fn product_at(
     // or writes; parts write disjoint rows or disjoint panels of C; AVX-512 is there
     // (`available`).
     if !(parallel && threads > 1 && m.saturating_mul(n).saturating_mul(k) >= PAR_FLOPS) {
-        unsafe { part(a, am, b, (c, out, ld), 0..m, 0..panels) };
+        unsafe { part(a, am, b, (c, out, ld), columns, 0..m, 0..panels) };
         return;
     }
     let tiles = m.div_ceil(MR);
@@ -154,13 +180,13 @@ pub unsafe fn product_at(
         let per = panels.div_ceil(threads);
         (0..panels.div_ceil(per)).into_par_iter().for_each(|p| {
             let js = p * per..((p + 1) * per).min(panels);
-            unsafe { part(a, am, b, (c, out, ld), 0..m, js) };
+            unsafe { part(a, am, b, (c, out, ld), columns, 0..m, js) };
         });
     } else {
         let per = tiles.div_ceil(threads) * MR;
         (0..m.div_ceil(per)).into_par_iter().for_each(|p| {
             let rows = p * per..((p + 1) * per).min(m);
-            unsafe { part(a, am, b, (c, out, ld), rows, 0..panels) };
+            unsafe { part(a, am, b, (c, out, ld), columns, rows, 0..panels) };
         });
     }
 }
@@ -180,6 +206,7 @@ unsafe fn part(
     am: Mat,
     b: &PackedB,
     (c, out, ld): (&SendPtr<f32>, Out, usize),
+    columns: Option<Columns>,
     rows: std::ops::Range<usize>,
     js: std::ops::Range<usize>,
 ) {
@@ -209,6 +236,11 @@ unsafe fn part(
                             c_cs,
                             mask,
                             accumulate: k0 > 0,
+                            // The bias of panel j's first column (checked to hold n values).
+                            finish: columns.filter(|_| k0 + kb == k).map(|e| Finish {
+                                bias: e.bias.map_or(std::ptr::null(), |b| b[j * NR..].as_ptr()),
+                                relu: e.relu,
+                            }),
                         };
                         #[cfg(target_arch = "x86_64")]
                         tile::run((i1 - i).min(MR), kb, &t);

@@ -29,6 +29,19 @@ pub struct Tile {
     pub mask: u32,
     /// Adds to C instead of overwriting it (a later block of `k`).
     pub accumulate: bool,
+    /// On the last block of `k`: what happens to the finished sums before they are stored.
+    pub finish: Option<Finish>,
+}
+
+/// A bias per column and an optional ReLU applied to a tile's finished sums: a convolution's
+/// bias and activation done while the sums are in registers, so its output is written once.
+/// Each is the f32 op the unfused kernels apply (an add, then `max_nan(x, 0)`: negatives become
+/// +0.0; NaN and -0.0 stay), so the result is the same bits.
+#[derive(Clone, Copy)]
+pub struct Finish {
+    /// The bias of the tile's first column (32 values read under the column mask), or null.
+    pub bias: *const f32,
+    pub relu: bool,
 }
 
 /// Runs the tile for `rows` (1..=MR) rows of A and C over `k` steps.
@@ -82,6 +95,9 @@ unsafe fn tile<const R: usize>(k: usize, t: &Tile) {
                 v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(lo, c));
                 v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(hi, c.add(16)));
             }
+            if let Some(f) = &t.finish {
+                (v0, v1) = finish(f, (lo, hi), (v0, v1));
+            }
             _mm512_mask_storeu_ps(c, lo, v0);
             _mm512_mask_storeu_ps(c.add(16), hi, v1);
         }
@@ -105,15 +121,65 @@ unsafe fn store_strided<const R: usize>(acc: &[[__m512; 2]; R], t: &Tile) {
         }
     }
     let cols = (t.mask.trailing_ones() as usize).min(NR);
+    let (lo, hi) = (t.mask as u16, (t.mask >> 16) as u16);
+    let (bias, relu) = match &t.finish {
+        // SAFETY: the bias holds the tile's columns in the mask (the caller's contract).
+        Some(f) if !f.bias.is_null() => unsafe {
+            let mut b = [0f32; NR];
+            _mm512_storeu_ps(b.as_mut_ptr(), _mm512_maskz_loadu_ps(lo, f.bias));
+            _mm512_storeu_ps(
+                b.as_mut_ptr().add(16),
+                _mm512_maskz_loadu_ps(hi, f.bias.add(16)),
+            );
+            (Some(b), f.relu)
+        },
+        Some(f) => (None, f.relu),
+        None => (None, false),
+    };
     for j in 0..cols {
         for (r, row) in rows.iter().enumerate() {
             // SAFETY: (r, j) for r < R and the columns in the mask are in C (caller).
             unsafe {
                 let c = t.c.add(r * t.c_rs + j * t.c_cs);
-                *c = if t.accumulate { *c + row[j] } else { row[j] };
+                let mut v = if t.accumulate { *c + row[j] } else { row[j] };
+                if let Some(b) = &bias {
+                    v += b[j];
+                }
+                // `max_nan(v, 0)`: only a value below zero changes.
+                if relu && v < 0.0 {
+                    v = 0.0;
+                }
+                *c = v;
             }
         }
     }
+}
+
+/// The finished sums of one tile row (its two vectors, `masks` their columns) with the bias
+/// added and the ReLU applied.
+///
+/// # Safety
+/// The CPU has AVX-512F; a non-null bias holds the columns in the masks.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn finish(
+    f: &Finish,
+    (lo, hi): (u16, u16),
+    (mut v0, mut v1): (__m512, __m512),
+) -> (__m512, __m512) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        if !f.bias.is_null() {
+            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(lo, f.bias));
+            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(hi, f.bias.add(16)));
+        }
+    }
+    if f.relu {
+        let zero = _mm512_setzero_ps();
+        v0 = _mm512_mask_mov_ps(v0, _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v0, zero), zero);
+        v1 = _mm512_mask_mov_ps(v1, _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v1, zero), zero);
+    }
+    (v0, v1)
 }
 
 /// The mask of the first `cols` (at most 32) columns.

@@ -418,3 +418,152 @@ fn conv_epilogues_follow_tiled_convolutions() {
         run_on_tiles(&c, &prim, (&x, &w, &extra), &oshape, &want);
     }
 }
+
+/// A bias per channel and a ReLU that the tiles apply to their sums in registers give the
+/// same bits as the unfused convolution followed by the same kernel: with the zero as an IR
+/// constant or a broadcast scalar tensor (ResNet's form), bias alone, ReLU alone; channels
+/// that fill a partial panel, a depth beyond one block of k, several blocks of positions, and
+/// biases of -0.0 and below zero. On one and two threads.
+#[test]
+fn bias_and_relu_on_the_tiles_equal_the_epilogue_pass_bit_for_bit() {
+    use kuaxin_core::kernel::{Expr, Kernel, Load, Op};
+    use kuaxin_core::prim::{BinaryOp, TensorType};
+    use kuaxin_core::Backend;
+    use std::sync::Arc;
+    let mut rng = Rng(91);
+    let load = |arg: usize, strides: Vec<isize>| Load {
+        arg,
+        dtype: DType::F32,
+        strides,
+        offset: 0,
+    };
+    let op = |expr: Expr| Op {
+        expr,
+        dtype: DType::F32,
+    };
+    for c in [
+        case(&[1, 16, 20, 20], &[40, 16, 3, 3], &[1, 1], &[1, 1], 1),
+        case(&[1, 2100, 6, 6], &[36, 2100, 1, 1], &[1, 1], &[1, 1], 1),
+        case(&[2, 130, 9, 11], &[33, 130, 1, 1], &[2, 1], &[1, 1], 1),
+    ] {
+        // Uniform in [-1, 1): about half the sums are negative.
+        let x = rng.vec(c.x.iter().product());
+        let w = rng.vec(c.w.iter().product());
+        let mut oshape = vec![c.x[0], c.w[0]];
+        oshape
+            .extend((0..c.x.len() - 2).map(|d| {
+                (c.x[2 + d] - ((c.w[2 + d] - 1) * c.dilations[d] + 1)) / c.strides[d] + 1
+            }));
+        let m = oshape[1];
+        let mut bias = rng.vec(m);
+        bias[0] = -0.0;
+        let contiguous = kuaxin_core::tensor::contiguous_strides(&oshape);
+        let mut per_channel = vec![0isize; oshape.len()];
+        per_channel[1] = 1;
+        let scalar = vec![0isize; oshape.len()];
+        // (body, loads): arg 1 is the bias, arg 2 a scalar 0.0 tensor.
+        let kernels: Vec<(Vec<Op>, Vec<Load>)> = vec![
+            (
+                vec![
+                    op(Expr::Load(0)),
+                    op(Expr::Load(1)),
+                    op(Expr::Binary(BinaryOp::Add, 0, 1)),
+                    op(Expr::Load(2)),
+                    op(Expr::Binary(BinaryOp::Max, 2, 3)),
+                ],
+                vec![
+                    load(0, contiguous.clone()),
+                    load(1, per_channel.clone()),
+                    load(2, scalar.clone()),
+                ],
+            ),
+            (
+                vec![
+                    op(Expr::Load(1)),
+                    op(Expr::Load(0)),
+                    op(Expr::Binary(BinaryOp::Add, 0, 1)),
+                    op(Expr::Const(0.0)),
+                    op(Expr::Binary(BinaryOp::Max, 2, 3)),
+                ],
+                vec![load(0, contiguous.clone()), load(1, per_channel.clone())],
+            ),
+            (
+                vec![
+                    op(Expr::Load(0)),
+                    op(Expr::Load(1)),
+                    op(Expr::Binary(BinaryOp::Add, 0, 1)),
+                ],
+                vec![load(0, contiguous.clone()), load(1, per_channel.clone())],
+            ),
+            (
+                vec![
+                    op(Expr::Load(0)),
+                    op(Expr::Const(0.0)),
+                    op(Expr::Binary(BinaryOp::Max, 0, 1)),
+                ],
+                vec![load(0, contiguous.clone())],
+            ),
+        ];
+        let wt = Arc::new(f32_tensor(&c.w, &w));
+        let out = [TensorType::new(DType::F32, oshape.clone())];
+        for (body, loads) in kernels {
+            let args_used = loads.iter().map(|l| l.arg).max().unwrap_or(0);
+            let kernel = Arc::new(Kernel {
+                name: "finish".into(),
+                domain: oshape.clone(),
+                loads,
+                body,
+                reduce: None,
+                epilogue: vec![],
+                out: TensorType::new(DType::F32, oshape.clone()),
+                origins: vec![],
+            });
+            let extra = [f32_tensor(&[1, m, 1, 1], &bias), f32_tensor(&[], &[0.0])];
+            for threads in [1, 2] {
+                let cpu = kuaxin_cpu::CpuBackend::new(Some(threads)).unwrap();
+                let xd = cpu.upload(&f32_tensor(&c.x, &x)).unwrap();
+                let wd = cpu.upload_shared(&wt).unwrap();
+                let extra: Vec<_> = extra[..args_used]
+                    .iter()
+                    .map(|t| cpu.upload(t).unwrap())
+                    .collect();
+                let fused = Prim::ConvEpilogue {
+                    strides: c.strides.clone(),
+                    dilations: c.dilations.clone(),
+                    groups: c.groups,
+                    epilogue: kernel.clone(),
+                };
+                let mut args = vec![&xd, &wd];
+                args.extend(extra.iter());
+                let got = cpu.execute(&fused, &args, &out).unwrap();
+                let got = cpu.download(&got[0]).unwrap();
+                // Unfused: the convolution, then the kernel over its stored output.
+                let conv = Prim::Conv {
+                    strides: c.strides.clone(),
+                    dilations: c.dilations.clone(),
+                    groups: c.groups,
+                };
+                let y = cpu.execute(&conv, &[&xd, &wd], &out).unwrap();
+                let mut kargs = vec![&y[0]];
+                kargs.extend(extra.iter());
+                let want = cpu
+                    .execute(&Prim::Fused(kernel.clone()), &kargs, &out)
+                    .unwrap();
+                let want = cpu.download(&want[0]).unwrap();
+                let bits = |t: &Tensor| match &t.data {
+                    Data::F32(v) => v.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                    _ => unreachable!(),
+                };
+                let (g, wnt) = (bits(&got), bits(&want));
+                let first = g.iter().zip(&wnt).position(|(a, b)| a != b);
+                assert!(
+                    first.is_none(),
+                    "{:?} x {:?}, {} ops, {threads} threads: element {first:?} differs",
+                    c.x,
+                    c.w,
+                    kernel.body.len()
+                );
+            }
+        }
+    }
+}

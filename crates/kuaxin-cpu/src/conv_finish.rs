@@ -1,0 +1,179 @@
+//! A convolution epilogue that is only a bias per channel and a ReLU, recognised in the kernel
+//! IR so the tiles can apply it to their sums in registers ([`crate::panels::Columns`]) instead
+//! of a pass of the block evaluator over the stored output. Most of ResNet-50's convolutions end
+//! this way once their BatchNormalization is folded into the weights.
+use kuaxin_core::kernel::{Expr, Kernel, Load};
+use kuaxin_core::prim::BinaryOp;
+use kuaxin_core::{DType, Data, Tensor};
+
+/// What a value of the epilogue is, in terms of the convolution's output `x`.
+#[derive(Clone, Copy)]
+enum Term<'a> {
+    /// `x` itself (argument 0).
+    Conv,
+    /// A bias per channel.
+    Bias(&'a [f32]),
+    /// The constant +0.0 (an IR constant, or a scalar tensor broadcast).
+    Zero,
+    /// `x + bias` (or `bias + x`: the same f32 add).
+    Biased(&'a [f32]),
+    /// `max_nan(v, 0)` of `x` or `x + bias`.
+    Relu(Option<&'a [f32]>),
+    Other,
+}
+
+/// `(bias, relu)` when the epilogue `k` (argument 0 the convolution's output over its domain
+/// `[N, M, ..]`; arguments 1.. in `extra`) computes exactly `max_nan(x + bias[m], 0)`, `x +
+/// bias[m]` or `max_nan(x, 0)`.
+pub fn bias_relu<'a>(k: &Kernel, extra: &[&'a Tensor]) -> Option<(Option<&'a [f32]>, bool)> {
+    if k.reduce.is_some() || k.domain.len() < 3 || k.body.is_empty() {
+        return None;
+    }
+    let mut terms: Vec<Term<'a>> = Vec::with_capacity(k.body.len());
+    for op in &k.body {
+        if op.dtype != DType::F32 {
+            return None;
+        }
+        let at = |i: usize| terms.get(i).copied().unwrap_or(Term::Other);
+        let t = match &op.expr {
+            Expr::Load(l) => {
+                let ld = k.loads.get(*l)?;
+                if ld.arg == 0 {
+                    Term::Conv
+                } else {
+                    let t = extra.get(ld.arg - 1)?;
+                    if is_zero(ld, t) {
+                        Term::Zero
+                    } else {
+                        per_channel(ld, &k.domain, t).map_or(Term::Other, Term::Bias)
+                    }
+                }
+            }
+            Expr::Const(c) if *c == 0.0 && c.is_sign_positive() => Term::Zero,
+            Expr::Binary(BinaryOp::Add, a, b) => match (at(*a), at(*b)) {
+                (Term::Conv, Term::Bias(s)) | (Term::Bias(s), Term::Conv) => Term::Biased(s),
+                _ => Term::Other,
+            },
+            // `max_nan(v, 0)` keeps v's -0.0 and NaN; `max_nan(0, v)` would not: only this order.
+            Expr::Binary(BinaryOp::Max, a, b) => match (at(*a), at(*b)) {
+                (Term::Conv, Term::Zero) => Term::Relu(None),
+                (Term::Biased(s), Term::Zero) => Term::Relu(Some(s)),
+                _ => Term::Other,
+            },
+            _ => Term::Other,
+        };
+        terms.push(t);
+    }
+    match terms.last()? {
+        Term::Biased(s) => Some((Some(s), false)),
+        Term::Relu(s) => Some((*s, true)),
+        _ => None,
+    }
+}
+
+/// Whether a load reads one +0.0 everywhere (a constant scalar broadcast over the domain).
+fn is_zero(ld: &Load, t: &Tensor) -> bool {
+    let Data::F32(v) = &t.data else { return false };
+    ld.dtype == DType::F32
+        && ld.strides.iter().all(|&s| s == 0)
+        && v.get(ld.offset).is_some_and(|x| x.to_bits() == 0)
+}
+
+/// The M values a load reads per channel (stride 1 along the channel axis, 0 elsewhere) of an
+/// f32 argument.
+fn per_channel<'a>(ld: &Load, domain: &[usize], t: &'a Tensor) -> Option<&'a [f32]> {
+    let m = domain[1];
+    let per_channel = ld.strides.len() == domain.len()
+        && ld.strides[1] == 1
+        && ld
+            .strides
+            .iter()
+            .enumerate()
+            .all(|(i, &s)| i == 1 || s == 0 || domain[i] == 1);
+    match &t.data {
+        Data::F32(v) if per_channel && ld.dtype == DType::F32 => v.get(ld.offset..ld.offset + m),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kuaxin_core::kernel::Op;
+    use kuaxin_core::prim::TensorType;
+
+    const DOMAIN: [usize; 4] = [1, 3, 2, 2];
+
+    fn kernel(body: Vec<Expr>, loads: Vec<Vec<isize>>) -> Kernel {
+        Kernel {
+            name: "k".into(),
+            domain: DOMAIN.to_vec(),
+            loads: loads
+                .into_iter()
+                .enumerate()
+                .map(|(arg, strides)| Load {
+                    arg,
+                    dtype: DType::F32,
+                    strides,
+                    offset: 0,
+                })
+                .collect(),
+            body: body
+                .into_iter()
+                .map(|expr| Op {
+                    expr,
+                    dtype: DType::F32,
+                })
+                .collect(),
+            reduce: None,
+            epilogue: vec![],
+            out: TensorType::new(DType::F32, DOMAIN.to_vec()),
+            origins: vec![],
+        }
+    }
+
+    #[test]
+    fn only_a_bias_and_relu_of_the_convolution_are_taken() {
+        let x = vec![12, 4, 2, 1];
+        let channel = vec![0, 1, 0, 0];
+        let bias = Tensor::new(vec![3], Data::F32(vec![1.0, -2.0, 0.5])).unwrap();
+        let zero = Tensor::new(vec![], Data::F32(vec![0.0])).unwrap();
+        let neg_zero = Tensor::new(vec![], Data::F32(vec![-0.0])).unwrap();
+        let add = Expr::Binary(BinaryOp::Add, 0, 1);
+        let loads = || vec![x.clone(), channel.clone(), vec![0; 4]];
+        let got =
+            |k: &Kernel, extra: &[&Tensor]| bias_relu(k, extra).map(|(b, r)| (b.is_some(), r));
+        // x + bias, then max with a broadcast zero (ResNet's form) or a constant zero.
+        let mut body = vec![Expr::Load(0), Expr::Load(1), add.clone(), Expr::Load(2)];
+        body.push(Expr::Binary(BinaryOp::Max, 2, 3));
+        assert_eq!(
+            got(&kernel(body.clone(), loads()), &[&bias, &zero]),
+            Some((true, true))
+        );
+        let relu_only = vec![
+            Expr::Load(0),
+            Expr::Const(0.0),
+            Expr::Binary(BinaryOp::Max, 0, 1),
+        ];
+        assert_eq!(got(&kernel(relu_only, loads()), &[]), Some((false, true)));
+        let bias_only = vec![Expr::Load(1), Expr::Load(0), add.clone()];
+        assert_eq!(
+            got(&kernel(bias_only, loads()), &[&bias]),
+            Some((true, false))
+        );
+        // Not taken: the zero is -0.0; max(0, v) (other bits for -0.0); a bias varying along
+        // positions; a further op.
+        assert_eq!(
+            got(&kernel(body.clone(), loads()), &[&bias, &neg_zero]),
+            None
+        );
+        let mut swapped = body.clone();
+        swapped[4] = Expr::Binary(BinaryOp::Max, 3, 2);
+        assert_eq!(got(&kernel(swapped, loads()), &[&bias, &zero]), None);
+        let along = vec![x.clone(), vec![0, 1, 0, 1], vec![0; 4]];
+        assert_eq!(got(&kernel(body.clone(), along), &[&bias, &zero]), None);
+        let mut more = body;
+        more.push(Expr::Binary(BinaryOp::Mul, 4, 4));
+        assert_eq!(got(&kernel(more, loads()), &[&bias, &zero]), None);
+    }
+}
