@@ -347,13 +347,31 @@ fn run_on_tiles(
     }
 }
 
+/// An f32 load of kernel argument `arg` with `strides` over the domain.
+fn load(arg: usize, strides: Vec<isize>) -> kuaxin_core::kernel::Load {
+    kuaxin_core::kernel::Load {
+        arg,
+        dtype: DType::F32,
+        strides,
+        offset: 0,
+    }
+}
+
+/// An f32 value of a kernel body.
+fn op(expr: kuaxin_core::kernel::Expr) -> kuaxin_core::kernel::Op {
+    kuaxin_core::kernel::Op {
+        expr,
+        dtype: DType::F32,
+    }
+}
+
 /// A convolution epilogue (per-channel bias, a residual, ReLU) after a constant-weight
 /// convolution on the tiles, whose output was made in several blocks of positions or in one
 /// (two images): on one and two threads, against the f64 convolution with the epilogue
 /// applied after it.
 #[test]
 fn conv_epilogues_follow_tiled_convolutions() {
-    use kuaxin_core::kernel::{Expr, Kernel, Load, Op};
+    use kuaxin_core::kernel::{Expr, Kernel};
     use kuaxin_core::prim::{BinaryOp, TensorType};
     use std::sync::Arc;
     let mut rng = Rng(77);
@@ -374,16 +392,6 @@ fn conv_epilogues_follow_tiled_convolutions() {
             .map(|(i, &v)| (v + bias[i / plane % m] + residual[i]).max(0.0))
             .collect();
         let contiguous = kuaxin_core::tensor::contiguous_strides(&oshape);
-        let load = |arg: usize, strides: Vec<isize>| Load {
-            arg,
-            dtype: DType::F32,
-            strides,
-            offset: 0,
-        };
-        let op = |expr: Expr| Op {
-            expr,
-            dtype: DType::F32,
-        };
         let mut per_channel = vec![0isize; oshape.len()];
         per_channel[1] = 1;
         let epilogue = Kernel {
@@ -431,16 +439,6 @@ fn bias_and_relu_on_the_tiles_equal_the_epilogue_pass_bit_for_bit() {
     use kuaxin_core::Backend;
     use std::sync::Arc;
     let mut rng = Rng(91);
-    let load = |arg: usize, strides: Vec<isize>| Load {
-        arg,
-        dtype: DType::F32,
-        strides,
-        offset: 0,
-    };
-    let op = |expr: Expr| Op {
-        expr,
-        dtype: DType::F32,
-    };
     for c in [
         case(&[1, 16, 20, 20], &[40, 16, 3, 3], &[1, 1], &[1, 1], 1),
         case(&[1, 2100, 6, 6], &[36, 2100, 1, 1], &[1, 1], &[1, 1], 1),
