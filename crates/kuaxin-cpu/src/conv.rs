@@ -109,6 +109,13 @@ pub fn conv_with_epilogue<T: GemmEl>(
         let xs = &x[img * x_img + gi * x_group..img * x_img + (gi + 1) * x_group];
         match (on_tiles, T::as_f32(xs), T::as_f32_mut(og)) {
             (Some(wt), Some(xs), Some(c)) => {
+                // The residual of this image's block of the output.
+                let columns = columns
+                    .map(|e| {
+                        e.shifted(img * out_img + gi * g.mg * p)
+                            .ok_or_else(short_residual)
+                    })
+                    .transpose()?;
                 tiled(xs, wt, g, c, columns, parallel)?;
                 if columns.is_some() {
                     return Ok(());
@@ -197,8 +204,10 @@ fn tiled(
             .next_multiple_of(MR);
         (even, p.div_ceil(even))
     };
-    let short_bias = columns.is_some_and(|e| e.bias.is_some_and(|b| b.len() < g.m));
-    if wt.dims() != (rows, g.m) || out.len() < g.m * p || short_bias {
+    let short = columns.is_some_and(|e| {
+        e.bias.is_some_and(|b| b.len() < g.m) || e.residual.is_some_and(|r| r.len() < g.m * p)
+    });
+    if wt.dims() != (rows, g.m) || out.len() < g.m * p || short {
         return Err(Error::backend(format!(
             "Conv on the tiles: a packed weight of {:?} and an output of {} for {} channels x {p} positions x depth {rows}",
             wt.dims(),
@@ -211,6 +220,9 @@ fn tiled(
         let at = b * per..((b + 1) * per).min(p);
         let len = at.len();
         let c = offset(&c, at.start);
+        let columns = columns
+            .map(|e| e.shifted(at.start).ok_or_else(short_residual))
+            .transpose()?;
         // SAFETY: block b writes output positions `at` of every channel, element (position i,
         // channel j) at j * p + i: inside `out` (M x P, checked above) and disjoint from the
         // other blocks' positions.
@@ -259,6 +271,10 @@ fn tiled(
     } else {
         (0..blocks).try_for_each(|b| block(b, false))
     }
+}
+
+fn short_residual() -> Error {
+    Error::backend("Conv on the tiles: the residual is shorter than the output")
 }
 
 /// `c` moved `by` elements on.

@@ -1,7 +1,8 @@
-//! A convolution epilogue that is only a bias per channel and a ReLU, recognised in the kernel
-//! IR so the tiles can apply it to their sums in registers ([`crate::panels::Columns`]) instead
-//! of a pass of the block evaluator over the stored output. Most of ResNet-50's convolutions end
-//! this way once their BatchNormalization is folded into the weights.
+//! A convolution epilogue that is only a bias per channel, a residual added after it and a
+//! ReLU, recognised in the kernel IR so the tiles can apply it to their sums in registers
+//! ([`crate::panels::Columns`]) instead of a pass of the block evaluator over the stored
+//! output. All of ResNet-50's convolutions end this way once their BatchNormalization is
+//! folded into the weights.
 use kuaxin_core::kernel::{Expr, Kernel, Load};
 use kuaxin_core::prim::BinaryOp;
 use kuaxin_core::{DType, Data, Tensor};
@@ -17,15 +18,28 @@ enum Term<'a> {
     Zero,
     /// `x + bias` (or `bias + x`: the same f32 add).
     Biased(&'a [f32]),
-    /// `max_nan(v, 0)` of `x` or `x + bias`.
-    Relu(Option<&'a [f32]>),
+    /// A tensor of the output's shape read in the output's order.
+    Residual(&'a [f32]),
+    /// `(x + bias) + residual`, in that association.
+    Summed(&'a [f32], &'a [f32]),
+    /// `max_nan(v, 0)` of `x`, `x + bias` or `(x + bias) + residual`.
+    Relu(Finish<'a>),
     Other,
 }
 
-/// `(bias, relu)` when the epilogue `k` (argument 0 the convolution's output over its domain
+/// What the tiles apply: `max_nan((x + bias) + residual, 0)` with the parts that are there.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Finish<'a> {
+    pub bias: Option<&'a [f32]>,
+    pub residual: Option<&'a [f32]>,
+    pub relu: bool,
+}
+
+/// The finish when the epilogue `k` (argument 0 the convolution's output `x` over its domain
 /// `[N, M, ..]`; arguments 1.. in `extra`) computes exactly `max_nan(x + bias[m], 0)`, `x +
-/// bias[m]` or `max_nan(x, 0)`.
-pub fn bias_relu<'a>(k: &Kernel, extra: &[&'a Tensor]) -> Option<(Option<&'a [f32]>, bool)> {
+/// bias[m]`, `max_nan(x, 0)`, or `max_nan((x + bias[m]) + residual, 0)` (the add with the
+/// residual in either operand order, the ReLU optional).
+pub fn bias_relu<'a>(k: &Kernel, extra: &[&'a Tensor]) -> Option<Finish<'a>> {
     if k.reduce.is_some() || k.domain.len() < 3 || k.body.is_empty() {
         return None;
     }
@@ -44,6 +58,8 @@ pub fn bias_relu<'a>(k: &Kernel, extra: &[&'a Tensor]) -> Option<(Option<&'a [f3
                     let t = extra.get(ld.arg - 1)?;
                     if is_zero(ld, t) {
                         Term::Zero
+                    } else if let Some(r) = in_order(ld, &k.domain, t) {
+                        Term::Residual(r)
                     } else {
                         per_channel(ld, &k.domain, t).map_or(Term::Other, Term::Bias)
                     }
@@ -52,21 +68,46 @@ pub fn bias_relu<'a>(k: &Kernel, extra: &[&'a Tensor]) -> Option<(Option<&'a [f3
             Expr::Const(c) if *c == 0.0 && c.is_sign_positive() => Term::Zero,
             Expr::Binary(BinaryOp::Add, a, b) => match (at(*a), at(*b)) {
                 (Term::Conv, Term::Bias(s)) | (Term::Bias(s), Term::Conv) => Term::Biased(s),
+                (Term::Biased(s), Term::Residual(r)) | (Term::Residual(r), Term::Biased(s)) => {
+                    Term::Summed(s, r)
+                }
                 _ => Term::Other,
             },
             // `max_nan(v, 0)` keeps v's -0.0 and NaN; `max_nan(0, v)` would not: only this order.
             Expr::Binary(BinaryOp::Max, a, b) => match (at(*a), at(*b)) {
-                (Term::Conv, Term::Zero) => Term::Relu(None),
-                (Term::Biased(s), Term::Zero) => Term::Relu(Some(s)),
+                (Term::Conv, Term::Zero) => Term::Relu(Finish {
+                    bias: None,
+                    residual: None,
+                    relu: true,
+                }),
+                (Term::Biased(s), Term::Zero) => Term::Relu(Finish {
+                    bias: Some(s),
+                    residual: None,
+                    relu: true,
+                }),
+                (Term::Summed(s, r), Term::Zero) => Term::Relu(Finish {
+                    bias: Some(s),
+                    residual: Some(r),
+                    relu: true,
+                }),
                 _ => Term::Other,
             },
             _ => Term::Other,
         };
         terms.push(t);
     }
-    match terms.last()? {
-        Term::Biased(s) => Some((Some(s), false)),
-        Term::Relu(s) => Some((*s, true)),
+    match *terms.last()? {
+        Term::Biased(s) => Some(Finish {
+            bias: Some(s),
+            residual: None,
+            relu: false,
+        }),
+        Term::Summed(s, r) => Some(Finish {
+            bias: Some(s),
+            residual: Some(r),
+            relu: false,
+        }),
+        Term::Relu(f) => Some(f),
         _ => None,
     }
 }
@@ -77,6 +118,16 @@ fn is_zero(ld: &Load, t: &Tensor) -> bool {
     ld.dtype == DType::F32
         && ld.strides.iter().all(|&s| s == 0)
         && v.get(ld.offset).is_some_and(|x| x.to_bits() == 0)
+}
+
+/// All of an f32 argument of the output's shape, when a load reads it in the output's order.
+fn in_order<'a>(ld: &Load, domain: &[usize], t: &'a Tensor) -> Option<&'a [f32]> {
+    let numel: usize = domain.iter().product();
+    let identity = ld.offset == 0 && kuaxin_core::prim::Prim::is_identity_load(ld, domain);
+    match &t.data {
+        Data::F32(v) if identity && ld.dtype == DType::F32 && v.len() == numel => Some(v),
+        _ => None,
+    }
 }
 
 /// The M values a load reads per channel (stride 1 along the channel axis, 0 elsewhere) of an
@@ -141,26 +192,65 @@ mod tests {
         let neg_zero = Tensor::new(vec![], Data::F32(vec![-0.0])).unwrap();
         let add = Expr::Binary(BinaryOp::Add, 0, 1);
         let loads = || vec![x.clone(), channel.clone(), vec![0; 4]];
-        let got =
-            |k: &Kernel, extra: &[&Tensor]| bias_relu(k, extra).map(|(b, r)| (b.is_some(), r));
+        let got = |k: &Kernel, extra: &[&Tensor]| {
+            bias_relu(k, extra).map(|f| (f.bias.is_some(), f.residual.is_some(), f.relu))
+        };
         // x + bias, then max with a broadcast zero (ResNet's form) or a constant zero.
         let mut body = vec![Expr::Load(0), Expr::Load(1), add.clone(), Expr::Load(2)];
         body.push(Expr::Binary(BinaryOp::Max, 2, 3));
         assert_eq!(
             got(&kernel(body.clone(), loads()), &[&bias, &zero]),
-            Some((true, true))
+            Some((true, false, true))
         );
         let relu_only = vec![
             Expr::Load(0),
             Expr::Const(0.0),
             Expr::Binary(BinaryOp::Max, 0, 1),
         ];
-        assert_eq!(got(&kernel(relu_only, loads()), &[]), Some((false, true)));
+        assert_eq!(
+            got(&kernel(relu_only, loads()), &[]),
+            Some((false, false, true))
+        );
         let bias_only = vec![Expr::Load(1), Expr::Load(0), add.clone()];
         assert_eq!(
             got(&kernel(bias_only, loads()), &[&bias]),
-            Some((true, false))
+            Some((true, false, false))
         );
+        // (x + bias) + residual, then the ReLU; the residual's add in either operand order.
+        let residual = Tensor::new(DOMAIN.to_vec(), Data::F32(vec![0.5; 12])).unwrap();
+        let with_residual = |first: usize, second: usize| {
+            let body = vec![
+                Expr::Load(0),
+                Expr::Load(1),
+                add.clone(),
+                Expr::Load(3),
+                Expr::Binary(BinaryOp::Add, first, second),
+                Expr::Load(2),
+                Expr::Binary(BinaryOp::Max, 4, 5),
+            ];
+            kernel(
+                body,
+                vec![x.clone(), channel.clone(), vec![0; 4], x.clone()],
+            )
+        };
+        for (a, b) in [(2, 3), (3, 2)] {
+            assert_eq!(
+                got(&with_residual(a, b), &[&bias, &zero, &residual]),
+                Some((true, true, true))
+            );
+        }
+        // Not (x + residual) + bias: another rounding.
+        let other_order = kernel(
+            vec![
+                Expr::Load(0),
+                Expr::Load(3),
+                add.clone(),
+                Expr::Load(1),
+                Expr::Binary(BinaryOp::Add, 2, 3),
+            ],
+            vec![x.clone(), channel.clone(), vec![0; 4], x.clone()],
+        );
+        assert_eq!(got(&other_order, &[&bias, &zero, &residual]), None);
         // Not taken: the zero is -0.0; max(0, v) (other bits for -0.0); a bias varying along
         // positions; a further op.
         assert_eq!(

@@ -92,11 +92,27 @@ impl Out {
 }
 
 /// What a product does to its finished sums before storing them: a bias per column of B
-/// (`n` values) added, then a ReLU (see [`tile::Finish`]).
+/// (`n` values) added, then a residual laid out as C from C's first element, then a ReLU
+/// (see [`tile::Finish`]).
 #[derive(Clone, Copy)]
 pub struct Columns<'a> {
     pub bias: Option<&'a [f32]>,
+    pub residual: Option<&'a [f32]>,
     pub relu: bool,
+}
+
+impl<'a> Columns<'a> {
+    /// The same finish for a C that starts `by` elements further on (its residual moves too);
+    /// `None` when the residual ends before that.
+    pub fn shifted(self, by: usize) -> Option<Columns<'a>> {
+        Some(Columns {
+            residual: match self.residual {
+                Some(r) => Some(r.get(by..)?),
+                None => None,
+            },
+            ..self
+        })
+    }
 }
 
 /// `C[m x n] = A[m x k] * B` into `c`, laid out as `out` says (contiguous); `parallel` splits
@@ -142,10 +158,17 @@ pub unsafe fn product_at(
     parallel: bool,
 ) {
     let (k, n) = (b.k, b.n);
+    // The residual is laid out as C: its last element is C's.
+    let c_last = match out {
+        Out::Rows => (m.max(1) - 1) * ld + n.max(1) - 1,
+        Out::Transposed => (n.max(1) - 1) * ld + m.max(1) - 1,
+    };
     assert!(
         available()
             && am.fits(m, k, a.len())
-            && columns.is_none_or(|e| e.bias.is_none_or(|b| b.len() >= n)),
+            && columns.is_none_or(|e| {
+                e.bias.is_none_or(|b| b.len() >= n) && e.residual.is_none_or(|r| r.len() > c_last)
+            }),
         "panel product: an operand lies outside its buffer"
     );
     if m == 0 || n == 0 {
@@ -157,6 +180,9 @@ pub unsafe fn product_at(
             for j in 0..n {
                 // An empty sum, finished as the tiles would finish it.
                 let mut v = 0.0 + columns.and_then(|e| e.bias).map_or(0.0, |b| b[j]);
+                if let Some(r) = columns.and_then(|e| e.residual) {
+                    v += r[i * c_rs + j * c_cs];
+                }
                 if columns.is_some_and(|e| e.relu) && v < 0.0 {
                     v = 0.0;
                 }
@@ -239,6 +265,9 @@ unsafe fn part(
                             // The bias of panel j's first column (checked to hold n values).
                             finish: columns.filter(|_| k0 + kb == k).map(|e| Finish {
                                 bias: e.bias.map_or(std::ptr::null(), |b| b[j * NR..].as_ptr()),
+                                residual: e.residual.map_or(std::ptr::null(), |r| {
+                                    r[i * c_rs + j * NR * c_cs..].as_ptr()
+                                }),
                                 relu: e.relu,
                             }),
                         };

@@ -33,14 +33,17 @@ pub struct Tile {
     pub finish: Option<Finish>,
 }
 
-/// A bias per column and an optional ReLU applied to a tile's finished sums: a convolution's
-/// bias and activation done while the sums are in registers, so its output is written once.
-/// Each is the f32 op the unfused kernels apply (an add, then `max_nan(x, 0)`: negatives become
-/// +0.0; NaN and -0.0 stay), so the result is the same bits.
+/// A bias per column, a residual and an optional ReLU applied to a tile's finished sums: a
+/// convolution's bias, skip connection and activation done while the sums are in registers, so
+/// its output is written once. Each is the f32 op the unfused kernels apply, in their order
+/// (`(sum + bias) + residual`, then `max_nan(v, 0)`: negatives become +0.0; NaN and -0.0
+/// stay), so the result is the same bits.
 #[derive(Clone, Copy)]
 pub struct Finish {
     /// The bias of the tile's first column (32 values read under the column mask), or null.
     pub bias: *const f32,
+    /// The residual's element for the tile's (0, 0), laid out as C (`c_rs`, `c_cs`), or null.
+    pub residual: *const f32,
     pub relu: bool,
 }
 
@@ -96,7 +99,7 @@ unsafe fn tile<const R: usize>(k: usize, t: &Tile) {
                 v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(hi, c.add(16)));
             }
             if let Some(f) = &t.finish {
-                (v0, v1) = finish(f, (lo, hi), (v0, v1));
+                (v0, v1) = finish(f, (lo, hi), (v0, v1), r * t.c_rs);
             }
             _mm512_mask_storeu_ps(c, lo, v0);
             _mm512_mask_storeu_ps(c.add(16), hi, v1);
@@ -122,6 +125,7 @@ unsafe fn store_strided<const R: usize>(acc: &[[__m512; 2]; R], t: &Tile) {
     }
     let cols = (t.mask.trailing_ones() as usize).min(NR);
     let (lo, hi) = (t.mask as u16, (t.mask >> 16) as u16);
+    let residual = t.finish.map_or(std::ptr::null(), |f| f.residual);
     let (bias, relu) = match &t.finish {
         // SAFETY: the bias holds the tile's columns in the mask (the caller's contract).
         Some(f) if !f.bias.is_null() => unsafe {
@@ -145,6 +149,9 @@ unsafe fn store_strided<const R: usize>(acc: &[[__m512; 2]; R], t: &Tile) {
                 if let Some(b) = &bias {
                     v += b[j];
                 }
+                if !residual.is_null() {
+                    v += *residual.add(r * t.c_rs + j * t.c_cs);
+                }
                 // `max_nan(v, 0)`: only a value below zero changes.
                 if relu && v < 0.0 {
                     v = 0.0;
@@ -155,23 +162,30 @@ unsafe fn store_strided<const R: usize>(acc: &[[__m512; 2]; R], t: &Tile) {
     }
 }
 
-/// The finished sums of one tile row (its two vectors, `masks` their columns) with the bias
-/// added and the ReLU applied.
+/// The finished sums of one tile row (its two vectors, `masks` their columns; the row `row`
+/// elements from the tile's first in C) with the bias and residual added and the ReLU applied.
 ///
 /// # Safety
-/// The CPU has AVX-512F; a non-null bias holds the columns in the masks.
+/// The CPU has AVX-512F; a non-null bias holds the columns in the masks, a non-null residual
+/// that row's columns (contiguous, as C's are here).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn finish(
     f: &Finish,
     (lo, hi): (u16, u16),
     (mut v0, mut v1): (__m512, __m512),
+    row: usize,
 ) -> (__m512, __m512) {
     // SAFETY: the caller's contract.
     unsafe {
         if !f.bias.is_null() {
             v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(lo, f.bias));
             v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(hi, f.bias.add(16)));
+        }
+        if !f.residual.is_null() {
+            let r = f.residual.add(row);
+            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(lo, r));
+            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(hi, r.add(16)));
         }
     }
     if f.relu {

@@ -427,9 +427,10 @@ fn conv_epilogues_follow_tiled_convolutions() {
     }
 }
 
-/// A bias per channel and a ReLU that the tiles apply to their sums in registers give the
-/// same bits as the unfused convolution followed by the same kernel: with the zero as an IR
-/// constant or a broadcast scalar tensor (ResNet's form), bias alone, ReLU alone; channels
+/// A bias per channel, a residual and a ReLU that the tiles apply to their sums in registers
+/// give the same bits as the unfused convolution followed by the same kernel: with the zero as
+/// an IR constant or a broadcast scalar tensor (ResNet's form), bias alone, ReLU alone, bias
+/// and residual then ReLU (two images: the residual follows the image); channels
 /// that fill a partial panel, a depth beyond one block of k, several blocks of positions, and
 /// biases of -0.0 and below zero. On one and two threads.
 #[test]
@@ -443,6 +444,7 @@ fn bias_and_relu_on_the_tiles_equal_the_epilogue_pass_bit_for_bit() {
         case(&[1, 16, 20, 20], &[40, 16, 3, 3], &[1, 1], &[1, 1], 1),
         case(&[1, 2100, 6, 6], &[36, 2100, 1, 1], &[1, 1], &[1, 1], 1),
         case(&[2, 130, 9, 11], &[33, 130, 1, 1], &[2, 1], &[1, 1], 1),
+        case(&[2, 16, 12, 12], &[64, 16, 3, 3], &[1, 1], &[1, 1], 1),
     ] {
         // Uniform in [-1, 1): about half the sums are negative.
         let x = rng.vec(c.x.iter().product());
@@ -454,6 +456,7 @@ fn bias_and_relu_on_the_tiles_equal_the_epilogue_pass_bit_for_bit() {
             }));
         let m = oshape[1];
         let mut bias = rng.vec(m);
+        let residual = rng.vec(oshape.iter().product());
         bias[0] = -0.0;
         let contiguous = kuaxin_core::tensor::contiguous_strides(&oshape);
         let mut per_channel = vec![0isize; oshape.len()];
@@ -501,6 +504,24 @@ fn bias_and_relu_on_the_tiles_equal_the_epilogue_pass_bit_for_bit() {
                 ],
                 vec![load(0, contiguous.clone())],
             ),
+            // ResNet's skip connection: (x + bias) + residual, then the ReLU.
+            (
+                vec![
+                    op(Expr::Load(0)),
+                    op(Expr::Load(1)),
+                    op(Expr::Binary(BinaryOp::Add, 0, 1)),
+                    op(Expr::Load(3)),
+                    op(Expr::Binary(BinaryOp::Add, 3, 2)),
+                    op(Expr::Load(2)),
+                    op(Expr::Binary(BinaryOp::Max, 4, 5)),
+                ],
+                vec![
+                    load(0, contiguous.clone()),
+                    load(1, per_channel.clone()),
+                    load(2, scalar.clone()),
+                    load(3, contiguous.clone()),
+                ],
+            ),
         ];
         let wt = Arc::new(f32_tensor(&c.w, &w));
         let out = [TensorType::new(DType::F32, oshape.clone())];
@@ -516,7 +537,11 @@ fn bias_and_relu_on_the_tiles_equal_the_epilogue_pass_bit_for_bit() {
                 out: TensorType::new(DType::F32, oshape.clone()),
                 origins: vec![],
             });
-            let extra = [f32_tensor(&[1, m, 1, 1], &bias), f32_tensor(&[], &[0.0])];
+            let extra = [
+                f32_tensor(&[1, m, 1, 1], &bias),
+                f32_tensor(&[], &[0.0]),
+                f32_tensor(&oshape, &residual),
+            ];
             for threads in [1, 2] {
                 let cpu = kuaxin_cpu::CpuBackend::new(Some(threads)).unwrap();
                 let xd = cpu.upload(&f32_tensor(&c.x, &x)).unwrap();
