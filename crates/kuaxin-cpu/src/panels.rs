@@ -179,13 +179,15 @@ pub unsafe fn product_at(
         for i in 0..m {
             for j in 0..n {
                 // An empty sum, finished as the tiles would finish it.
-                let mut v = 0.0 + columns.and_then(|e| e.bias).map_or(0.0, |b| b[j]);
-                if let Some(r) = columns.and_then(|e| e.residual) {
-                    v += r[i * c_rs + j * c_cs];
-                }
-                if columns.is_some_and(|e| e.relu) && v < 0.0 {
-                    v = 0.0;
-                }
+                let v = match columns {
+                    Some(e) => tile::finish_one(
+                        0.0,
+                        e.bias.map(|b| b[j]),
+                        e.residual.map(|r| r[i * c_rs + j * c_cs]),
+                        e.relu,
+                    ),
+                    None => 0.0,
+                };
                 // SAFETY: (i, j) is in C (the caller's contract).
                 unsafe { *c.0.add(i * c_rs + j * c_cs) = v };
             }

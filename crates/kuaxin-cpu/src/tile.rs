@@ -145,21 +145,27 @@ unsafe fn store_strided<const R: usize>(acc: &[[__m512; 2]; R], t: &Tile) {
             // SAFETY: (r, j) for r < R and the columns in the mask are in C (caller).
             unsafe {
                 let c = t.c.add(r * t.c_rs + j * t.c_cs);
-                let mut v = if t.accumulate { *c + row[j] } else { row[j] };
-                if let Some(b) = &bias {
-                    v += b[j];
-                }
-                if !residual.is_null() {
-                    v += *residual.add(r * t.c_rs + j * t.c_cs);
-                }
-                // `max_nan(v, 0)`: only a value below zero changes.
-                if relu && v < 0.0 {
-                    v = 0.0;
-                }
-                *c = v;
+                let v = if t.accumulate { *c + row[j] } else { row[j] };
+                let res = (!residual.is_null()).then(|| *residual.add(r * t.c_rs + j * t.c_cs));
+                *c = finish_one(v, bias.map(|b| b[j]), res, relu);
             }
         }
     }
+}
+
+/// One finished sum `v` with its column's bias and its residual added and the ReLU applied
+/// (`max_nan(v, 0)`: only a value below zero changes): the scalar form of [`Finish`].
+pub fn finish_one(mut v: f32, bias: Option<f32>, residual: Option<f32>, relu: bool) -> f32 {
+    if let Some(b) = bias {
+        v += b;
+    }
+    if let Some(r) = residual {
+        v += r;
+    }
+    if relu && v < 0.0 {
+        v = 0.0;
+    }
+    v
 }
 
 /// The finished sums of one tile row (its two vectors, `masks` their columns; the row `row`
