@@ -9,12 +9,15 @@ use std::arch::x86_64::*;
 /// Rows of the tallest tile: 6 x 2 accumulators, 2 B vectors and a broadcast fill 15 of the
 /// 32 vector registers, and 12 independent multiply-adds per step hide their latency.
 pub const MR: usize = 6;
+// A transposed C is stored eight rows at a time (`store_transposed`).
+const _: () = assert!(MR <= 8);
 /// Columns of a tile (two 16-lane vectors).
 pub const NR: usize = 32;
 
 /// Where a tile's operands lie: element (r, p) of A at `a + r * a_rs + p * a_cs`, row p of B
 /// (32 floats, all read) at `b + p * b_rs`, element (r, j) of C at
-/// `c + r * c_rs + j * c_cs` (`c_cs == 1`: rows stored as vectors; otherwise one by one).
+/// `c + r * c_rs + j * c_cs` (`c_cs == 1`: rows stored as vectors; otherwise `c_rs` must be 1
+/// and columns are stored as vectors).
 #[derive(Clone, Copy)]
 pub struct Tile {
     pub a: *const f32,
@@ -50,10 +53,14 @@ pub struct Finish {
 /// Runs the tile for `rows` (1..=MR) rows of A and C over `k` steps.
 ///
 /// # Safety
-/// The CPU has AVX-512F, and every element the tile describes for `rows` rows and `k` steps is
-/// valid to read (A, B) or write (C); C does not overlap A or B.
+/// The CPU has AVX-512 (F, VL, DQ), and every element the tile describes for `rows` rows and
+/// `k` steps is valid to read (A, B) or write (C); C does not overlap A or B.
 #[cfg(target_arch = "x86_64")]
 pub unsafe fn run(rows: usize, k: usize, t: &Tile) {
+    assert!(
+        t.c_cs == 1 || t.c_rs == 1,
+        "a register tile stores rows or columns of C as vectors"
+    );
     // SAFETY: the caller's contract, for the row count each arm names.
     unsafe {
         match rows {
@@ -68,7 +75,7 @@ pub unsafe fn run(rows: usize, k: usize, t: &Tile) {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
+#[target_feature(enable = "avx512f,avx512vl,avx512dq,fma")]
 unsafe fn tile<const R: usize>(k: usize, t: &Tile) {
     let (lo, hi) = (t.mask as u16, (t.mask >> 16) as u16);
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
@@ -88,7 +95,7 @@ unsafe fn tile<const R: usize>(k: usize, t: &Tile) {
             b = b.offset(t.b_rs);
         }
         if t.c_cs != 1 {
-            store_strided(&acc, t);
+            store_transposed(&acc, t);
             return;
         }
         for (r, acc) in acc.iter().enumerate() {
@@ -107,49 +114,91 @@ unsafe fn tile<const R: usize>(k: usize, t: &Tile) {
     }
 }
 
-/// Stores the accumulators element by element to a C whose columns are not contiguous (a
-/// transposed C: the tile's 32 columns are 32 rows of the output).
+/// Stores the accumulators of a C whose columns are not contiguous but whose rows are
+/// (`c_rs == 1`: a transposed C, the tile's 32 columns are 32 rows of the output, each taking
+/// the tile's `R` rows as `R` consecutive floats): eight columns at a time are transposed in
+/// registers and each column stored as one masked vector, finished as [`finish`] would (the
+/// earlier sum, the bias, the residual, the ReLU, in that order).
 ///
 /// # Safety
-/// As for [`tile`].
+/// As for [`tile`], with `t.c_rs == 1`.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-unsafe fn store_strided<const R: usize>(acc: &[[__m512; 2]; R], t: &Tile) {
-    let mut rows = [[0f32; NR]; R];
-    for (row, acc) in rows.iter_mut().zip(acc) {
-        // SAFETY: each row holds 32 floats, two vectors' worth.
-        unsafe {
-            _mm512_storeu_ps(row.as_mut_ptr(), acc[0]);
-            _mm512_storeu_ps(row.as_mut_ptr().add(16), acc[1]);
-        }
-    }
-    let cols = (t.mask.trailing_ones() as usize).min(NR);
-    let (lo, hi) = (t.mask as u16, (t.mask >> 16) as u16);
-    let residual = t.finish.map_or(std::ptr::null(), |f| f.residual);
-    let (bias, relu) = match &t.finish {
-        // SAFETY: the bias holds the tile's columns in the mask (the caller's contract).
-        Some(f) if !f.bias.is_null() => unsafe {
-            let mut b = [0f32; NR];
-            _mm512_storeu_ps(b.as_mut_ptr(), _mm512_maskz_loadu_ps(lo, f.bias));
-            _mm512_storeu_ps(
-                b.as_mut_ptr().add(16),
-                _mm512_maskz_loadu_ps(hi, f.bias.add(16)),
-            );
-            (Some(b), f.relu)
-        },
-        Some(f) => (None, f.relu),
-        None => (None, false),
+#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx,fma")]
+unsafe fn store_transposed<const R: usize>(acc: &[[__m512; 2]; R], t: &Tile) {
+    let rows = ((1u16 << R) - 1) as u8;
+    let zero = _mm256_setzero_ps();
+    let (bias, residual, relu) = match &t.finish {
+        Some(f) => (f.bias, f.residual, f.relu),
+        None => (std::ptr::null(), std::ptr::null(), false),
     };
-    for j in 0..cols {
-        for (r, row) in rows.iter().enumerate() {
-            // SAFETY: (r, j) for r < R and the columns in the mask are in C (caller).
+    for q in 0..NR / 8 {
+        let cols = (t.mask >> (8 * q)) as u8;
+        if cols == 0 {
+            break;
+        }
+        let mut v = [zero; 8];
+        for (v, acc) in v.iter_mut().zip(acc) {
+            let half = _mm512_extractf32x8_ps::<1>(acc[q / 2]);
+            *v = if q % 2 == 0 {
+                _mm512_castps512_ps256(acc[q / 2])
+            } else {
+                half
+            };
+        }
+        transpose8(&mut v);
+        for (jj, mut x) in v.into_iter().enumerate() {
+            if cols >> jj & 1 == 0 {
+                break;
+            }
+            let j = 8 * q + jj;
+            // SAFETY (each access): column j is in the mask, so its R elements of C, its bias
+            // and its R residual elements are valid (the caller's contract).
             unsafe {
-                let c = t.c.add(r * t.c_rs + j * t.c_cs);
-                let v = if t.accumulate { *c + row[j] } else { row[j] };
-                let res = (!residual.is_null()).then(|| *residual.add(r * t.c_rs + j * t.c_cs));
-                *c = finish_one(v, bias.map(|b| b[j]), res, relu);
+                let c = t.c.add(j * t.c_cs);
+                if t.accumulate {
+                    x = _mm256_add_ps(_mm256_maskz_loadu_ps(rows, c), x);
+                }
+                if !bias.is_null() {
+                    x = _mm256_add_ps(x, _mm256_set1_ps(*bias.add(j)));
+                }
+                if !residual.is_null() {
+                    x = _mm256_add_ps(x, _mm256_maskz_loadu_ps(rows, residual.add(j * t.c_cs)));
+                }
+                if relu {
+                    x = _mm256_mask_mov_ps(x, _mm256_cmp_ps_mask::<_CMP_LT_OQ>(x, zero), zero);
+                }
+                _mm256_mask_storeu_ps(c, rows, x);
             }
         }
+    }
+}
+
+/// Transposes an 8 x 8 block held as eight rows: afterwards `v[j][i]` is what `v[i][j]` was.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+fn transpose8(v: &mut [__m256; 8]) {
+    let t = |a: usize, b: usize, lo: bool| {
+        if lo {
+            _mm256_unpacklo_ps(v[a], v[b])
+        } else {
+            _mm256_unpackhi_ps(v[a], v[b])
+        }
+    };
+    let (t0, t1, t2, t3) = (t(0, 1, true), t(0, 1, false), t(2, 3, true), t(2, 3, false));
+    let (t4, t5, t6, t7) = (t(4, 5, true), t(4, 5, false), t(6, 7, true), t(6, 7, false));
+    let u = [
+        _mm256_shuffle_ps::<0x44>(t0, t2),
+        _mm256_shuffle_ps::<0xEE>(t0, t2),
+        _mm256_shuffle_ps::<0x44>(t1, t3),
+        _mm256_shuffle_ps::<0xEE>(t1, t3),
+        _mm256_shuffle_ps::<0x44>(t4, t6),
+        _mm256_shuffle_ps::<0xEE>(t4, t6),
+        _mm256_shuffle_ps::<0x44>(t5, t7),
+        _mm256_shuffle_ps::<0xEE>(t5, t7),
+    ];
+    for i in 0..4 {
+        v[i] = _mm256_permute2f128_ps::<0x20>(u[i], u[i + 4]);
+        v[i + 4] = _mm256_permute2f128_ps::<0x31>(u[i], u[i + 4]);
     }
 }
 

@@ -278,7 +278,7 @@ fn conv_errors() {
 }
 
 /// A constant weight (uploaded with `upload_shared`, as the executor uploads weights) of at
-/// least 32 output channels and depth 128 runs on the panel tiles with the output computed
+/// least 32 output channels and depth 16 runs on the panel tiles with the output computed
 /// transposed: channels not a multiple of 32, a strided 3x3 kernel, a 1x1 kernel, two images,
 /// outputs of several position blocks (columns made a block at a time, blocks shared out over
 /// the threads), on one and two threads, first run (packing) and second (packed), all against
@@ -291,6 +291,9 @@ fn constant_weights_run_transposed_on_the_tiles() {
         case(&[1, 130, 5, 7], &[33, 130, 1, 1], &[1, 1], &[1, 1], 1),
         case(&[1, 16, 40, 40], &[36, 16, 3, 3], &[1, 1], &[1, 1], 1),
         case(&[1, 130, 40, 40], &[33, 130, 1, 1], &[1, 1], &[1, 1], 1),
+        // The shallowest on the tiles: depth 16 (1x1) and 27 (a 3-channel stem, stride 2).
+        case(&[2, 16, 7, 9], &[64, 16, 1, 1], &[1, 1], &[1, 1], 1),
+        case(&[1, 3, 31, 29], &[40, 3, 3, 3], &[2, 2], &[1, 1], 1),
     ] {
         let x = f32_exact(&mut rng, c.x.iter().product());
         let w = f32_exact(&mut rng, c.w.iter().product());
@@ -445,6 +448,8 @@ fn bias_and_relu_on_the_tiles_equal_the_epilogue_pass_bit_for_bit() {
         case(&[1, 2100, 6, 6], &[36, 2100, 1, 1], &[1, 1], &[1, 1], 1),
         case(&[2, 130, 9, 11], &[33, 130, 1, 1], &[2, 1], &[1, 1], 1),
         case(&[2, 16, 12, 12], &[64, 16, 3, 3], &[1, 1], &[1, 1], 1),
+        case(&[2, 16, 7, 9], &[64, 16, 1, 1], &[1, 1], &[1, 1], 1),
+        case(&[1, 3, 31, 29], &[40, 3, 3, 3], &[2, 2], &[1, 1], 1),
     ] {
         // Uniform in [-1, 1): about half the sums are negative.
         let x = rng.vec(c.x.iter().product());
