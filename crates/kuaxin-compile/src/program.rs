@@ -173,6 +173,9 @@ impl<'a> Executor<'a> {
                         Prim::MatMulOfViews { .. } if per_kernel => {
                             format!("MatMulOfViews {}", ins.origin)
                         }
+                        Prim::Conv { .. } if per_kernel => {
+                            format!("Conv -> {:?} {}", ins.out_types[0].shape, ins.origin)
+                        }
                         Prim::ConvEpilogue { epilogue, .. } if per_kernel => {
                             format!("ConvEpilogue {:?} {}", epilogue.domain, ins.origin)
                         }
