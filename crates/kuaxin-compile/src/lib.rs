@@ -12,6 +12,7 @@ pub mod lower;
 pub mod matmul_views;
 pub mod ops;
 pub mod program;
+pub mod softmax_rows;
 pub mod trace;
 pub mod value;
 

@@ -60,8 +60,9 @@ pub trait Backend: Send + Sync {
     fn synchronize(&self) -> Result<()>;
     /// Whether this back end can run `prim` on these input types; the executor places what it
     /// cannot on the host and says so.
-    /// Fused kernels need explicit support; plain primitives are the contract.
+    /// Fused kernels and composites made by fusion need explicit support; plain primitives
+    /// are the contract.
     fn supports(&self, prim: &Prim, _inputs: &[TensorType]) -> bool {
-        !matches!(prim, Prim::Fused(_))
+        !matches!(prim, Prim::Fused(_) | Prim::SoftmaxRows)
     }
 }

@@ -215,6 +215,11 @@ pub enum Prim {
         groups: usize,
         epilogue: std::sync::Arc<crate::kernel::Kernel>,
     },
+    /// f32 softmax along the last axis, as the primitives it replaces compute it:
+    /// `e = exp(x - max(x))`, then `e / sum(e)` (max and sum as `Reduce` folds them). Made by
+    /// the fusion pass for back ends that claim it: one pass per row in cache, where the
+    /// primitives are four kernels that each walk the whole tensor.
+    SoftmaxRows,
 }
 
 /// A `View`'s index map as data: the row-major elements of `shape` read at
@@ -340,7 +345,8 @@ impl Prim {
             | Prim::Reduce { .. }
             | Prim::ArgReduce { .. }
             | Prim::Cumulative { .. }
-            | Prim::View { .. } => Some(1),
+            | Prim::View { .. }
+            | Prim::SoftmaxRows => Some(1),
             Prim::Binary(_)
             | Prim::PadConstant { .. }
             | Prim::Gather { .. }
@@ -393,6 +399,15 @@ impl Prim {
                 vec![ins[1].clone()]
             }
             Prim::Cast(to) => vec![TensorType::new(*to, ins[0].shape.clone())],
+            Prim::SoftmaxRows => {
+                if ins[0].dtype != DType::F32 || ins[0].shape.is_empty() {
+                    return Err(Error::invalid(format!(
+                        "SoftmaxRows runs on f32 rows, not {}",
+                        ins[0]
+                    )));
+                }
+                vec![ins[0].clone()]
+            }
             Prim::Reduce { axes, .. } => {
                 let mut shape = ins[0].shape.clone();
                 for &a in axes {

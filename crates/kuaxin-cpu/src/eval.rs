@@ -3,7 +3,7 @@ use crate::im2col::Geom;
 use crate::weights::Weights;
 use crate::{
     argreduce, binary, cast, concat, conv, cumulative, gather, host, limits, matmul, pad, reduce,
-    scatter, select, unary, view,
+    scatter, select, softmax, unary, view,
 };
 use kuaxin_core::prim::{Prim, TensorType};
 use kuaxin_core::tensor::checked_numel;
@@ -254,6 +254,7 @@ fn run(
             let wt = conv::panel_weights(inputs[1], &geom, weights);
             conv::conv(d(0), d(1), &geom, wt.as_deref())?
         }
+        Prim::SoftmaxRows => softmax::softmax_rows(d(0), &x.shape)?,
         Prim::Host(_) => return Err(Error::backend("host ops are evaluated by host::eval")),
         Prim::Fused(_) | Prim::ConvEpilogue { .. } => {
             return Err(Error::backend("fused kernels are evaluated above"))

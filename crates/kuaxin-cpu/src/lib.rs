@@ -44,6 +44,7 @@ mod select;
 mod shape;
 mod simd;
 mod skinny;
+mod softmax;
 mod tile;
 mod typed;
 mod unary;

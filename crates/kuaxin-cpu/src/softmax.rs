@@ -1,0 +1,53 @@
+//! `Prim::SoftmaxRows`: softmax along the last axis, one row at a time while it is in cache:
+//! the row's max, `exp(x - max)` written to the output, their sum, then the division. The
+//! same f32 steps as the primitives it replaces (the max and the f64 sum folded as the fused
+//! reductions fold them, `exp` the shared vectorisable one), in one pass over memory where
+//! the primitives' four kernels each walk the whole tensor.
+use crate::fold;
+use crate::scalar::FMath;
+use kuaxin_core::prim::ReduceOp;
+use kuaxin_core::{Data, Error, Result};
+use rayon::prelude::*;
+
+pub fn softmax_rows(x: &Data, shape: &[usize]) -> Result<Data> {
+    let Data::F32(x) = x else {
+        return Err(Error::unsupported(format!(
+            "SoftmaxRows runs on f32, not {}",
+            x.dtype()
+        )));
+    };
+    let Some(&n) = shape.last() else {
+        return Err(Error::invalid("SoftmaxRows needs at least one axis"));
+    };
+    let mut out = vec![0f32; x.len()];
+    if n == 0 || x.is_empty() {
+        return Ok(Data::F32(out));
+    }
+    // Whole rows per task, at least `MIN_PAR` elements of work each.
+    let per = (crate::par::MIN_PAR / n).max(1) * n;
+    out.par_chunks_mut(per)
+        .zip(x.par_chunks(per))
+        .for_each(|(out, x)| {
+            crate::simd::vectorized(
+                #[inline(always)]
+                || {
+                    for (out, x) in out.chunks_exact_mut(n).zip(x.chunks_exact(n)) {
+                        row(x, out);
+                    }
+                },
+            )
+        });
+    Ok(Data::F32(out))
+}
+
+#[inline(always)]
+fn row(x: &[f32], out: &mut [f32]) {
+    let max = fold::row(ReduceOp::Max, fold::init(ReduceOp::Max), x) as f32;
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = <f32 as FMath>::exp(v - max);
+    }
+    let sum = fold::row(ReduceOp::Sum, fold::init(ReduceOp::Sum), out) as f32;
+    for o in out.iter_mut() {
+        *o /= sum;
+    }
+}
