@@ -73,8 +73,7 @@ pub fn fuse(
     live_out: &HashSet<usize>,
     supports: &dyn Fn(&Prim) -> bool,
 ) -> (Vec<Instr>, FusionReport) {
-    let instrs =
-        crate::softmax_rows::merge_softmax_rows(instrs.to_vec(), slot_types, live_out, supports);
+    let instrs = crate::row_ops::merge_row_ops(instrs.to_vec(), slot_types, live_out, supports);
     let instrs = instrs.as_slice();
     let mut consumers: HashMap<usize, usize> = HashMap::new();
     for ins in instrs {

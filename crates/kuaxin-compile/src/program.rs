@@ -173,9 +173,12 @@ impl<'a> Executor<'a> {
                         Prim::MatMulOfViews { .. } if per_kernel => {
                             format!("MatMulOfViews {}", ins.origin)
                         }
-                        Prim::SoftmaxRows if per_kernel => {
-                            format!("SoftmaxRows {:?} {}", ins.out_types[0].shape, ins.origin)
-                        }
+                        Prim::SoftmaxRows | Prim::LayerNormRows { .. } if per_kernel => format!(
+                            "{} {:?} {}",
+                            ins.prim.name(),
+                            ins.out_types[0].shape,
+                            ins.origin
+                        ),
                         Prim::Conv { .. } if per_kernel => {
                             format!("Conv -> {:?} {}", ins.out_types[0].shape, ins.origin)
                         }

@@ -63,6 +63,9 @@ pub trait Backend: Send + Sync {
     /// Fused kernels and composites made by fusion need explicit support; plain primitives
     /// are the contract.
     fn supports(&self, prim: &Prim, _inputs: &[TensorType]) -> bool {
-        !matches!(prim, Prim::Fused(_) | Prim::SoftmaxRows)
+        !matches!(
+            prim,
+            Prim::Fused(_) | Prim::SoftmaxRows | Prim::LayerNormRows { .. }
+        )
     }
 }

@@ -220,6 +220,13 @@ pub enum Prim {
     /// the fusion pass for back ends that claim it: one pass per row in cache, where the
     /// primitives are four kernels that each walk the whole tensor.
     SoftmaxRows,
+    /// f32 LayerNorm along the last axis of x `[.., n]`, with a scale and a bias of n values,
+    /// as the primitives it replaces compute it: `mean = sum(x) / n`, `d = x - mean`,
+    /// `r = 1 / sqrt(sum(d * d) / n + eps)`, `(d * r) * scale + bias` (sums as `Reduce`
+    /// folds them). Made by the fusion pass for back ends that claim it.
+    LayerNormRows {
+        eps: f32,
+    },
 }
 
 /// A `View`'s index map as data: the row-major elements of `shape` read at
@@ -355,7 +362,10 @@ impl Prim {
             | Prim::MatMul
             | Prim::MatMulOfViews { .. }
             | Prim::Conv { .. } => Some(2),
-            Prim::Where | Prim::ScatterElements { .. } | Prim::ScatterNd { .. } => Some(3),
+            Prim::Where
+            | Prim::ScatterElements { .. }
+            | Prim::ScatterNd { .. }
+            | Prim::LayerNormRows { .. } => Some(3),
             Prim::Concat { .. } | Prim::Host(_) | Prim::Fused(_) | Prim::ConvEpilogue { .. } => {
                 None
             }
@@ -404,6 +414,21 @@ impl Prim {
                     return Err(Error::invalid(format!(
                         "SoftmaxRows runs on f32 rows, not {}",
                         ins[0]
+                    )));
+                }
+                vec![ins[0].clone()]
+            }
+            Prim::LayerNormRows { .. } => {
+                let n = ins[0].shape.last().copied().unwrap_or(0);
+                let vector = |t: &TensorType| t.dtype == DType::F32 && t.numel() == n;
+                if ins[0].dtype != DType::F32
+                    || ins[0].shape.is_empty()
+                    || !vector(&ins[1])
+                    || !vector(&ins[2])
+                {
+                    return Err(Error::invalid(format!(
+                        "LayerNormRows takes f32 rows and a scale and bias of one row, not {}, {}, {}",
+                        ins[0], ins[1], ins[2]
                     )));
                 }
                 vec![ins[0].clone()]

@@ -2,8 +2,8 @@
 use crate::im2col::Geom;
 use crate::weights::Weights;
 use crate::{
-    argreduce, binary, cast, concat, conv, cumulative, gather, host, limits, matmul, pad, reduce,
-    scatter, select, softmax, unary, view,
+    argreduce, binary, cast, concat, conv, cumulative, gather, host, layer_norm, limits, matmul,
+    pad, reduce, scatter, select, softmax, unary, view,
 };
 use kuaxin_core::prim::{Prim, TensorType};
 use kuaxin_core::tensor::checked_numel;
@@ -255,6 +255,9 @@ fn run(
             conv::conv(d(0), d(1), &geom, wt.as_deref())?
         }
         Prim::SoftmaxRows => softmax::softmax_rows(d(0), &x.shape)?,
+        Prim::LayerNormRows { eps } => {
+            layer_norm::layer_norm_rows(d(0), &x.shape, (d(1), d(2)), *eps)?
+        }
         Prim::Host(_) => return Err(Error::backend("host ops are evaluated by host::eval")),
         Prim::Fused(_) | Prim::ConvEpilogue { .. } => {
             return Err(Error::backend("fused kernels are evaluated above"))

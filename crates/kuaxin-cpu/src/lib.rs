@@ -30,6 +30,7 @@ mod gather;
 mod gemm;
 mod host;
 mod im2col;
+mod layer_norm;
 pub use kuaxin_core::limits;
 mod matmul;
 mod pad;

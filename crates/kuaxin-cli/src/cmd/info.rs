@@ -86,12 +86,26 @@ fn print_plan(a: &Args, m: &kuaxin_core::graph::Model) -> Result<()> {
             }
         }
     }
+    let rows = p
+        .program
+        .instrs
+        .iter()
+        .filter(|i| {
+            matches!(
+                i.prim,
+                kuaxin_core::prim::Prim::SoftmaxRows
+                    | kuaxin_core::prim::Prim::LayerNormRows { .. }
+            )
+        })
+        .count();
     println!(
-        "instructions: {} before fusion, {} after ({} kernels replacing {} primitives)",
+        "instructions: {} before fusion, {} after ({} kernels replacing {} primitives, {} row \
+         normalisations)",
         p.unfused_instrs,
         p.program.instrs.len(),
         p.kernels,
-        p.fused_instrs
+        p.fused_instrs,
+        rows
     );
     println!(
         "planned peak of intermediates: {:.2} MiB",

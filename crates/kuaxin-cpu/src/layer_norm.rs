@@ -1,0 +1,64 @@
+//! `Prim::LayerNormRows`: LayerNorm along the last axis, one row at a time while it is in
+//! cache, with the f32 steps of the primitives it replaces: the mean (an f64 sum, rounded,
+//! divided by n), the centred row, its squares summed the same way, `1 / sqrt(var + eps)`,
+//! then `(d * r) * scale + bias`. The three fused kernels it replaces each walked the whole
+//! tensor and recomputed their input.
+use crate::fold;
+use kuaxin_core::prim::ReduceOp;
+use kuaxin_core::{Data, Error, Result};
+use rayon::prelude::*;
+
+pub fn layer_norm_rows(
+    x: &Data,
+    shape: &[usize],
+    (scale, bias): (&Data, &Data),
+    eps: f32,
+) -> Result<Data> {
+    let (Data::F32(x), Data::F32(scale), Data::F32(bias)) = (x, scale, bias) else {
+        return Err(Error::unsupported("LayerNormRows runs on f32"));
+    };
+    let Some(&n) = shape.last() else {
+        return Err(Error::invalid("LayerNormRows needs at least one axis"));
+    };
+    if scale.len() != n || bias.len() != n {
+        return Err(Error::invalid(format!(
+            "LayerNormRows: a scale of {} and a bias of {} for rows of {n}",
+            scale.len(),
+            bias.len()
+        )));
+    }
+    let mut out = vec![0f32; x.len()];
+    if n == 0 || x.is_empty() {
+        return Ok(Data::F32(out));
+    }
+    let per = (crate::par::MIN_PAR / n).max(1) * n;
+    out.par_chunks_mut(per)
+        .zip(x.par_chunks(per))
+        .for_each(|(out, x)| {
+            let mut squares = vec![0f32; n];
+            crate::simd::vectorized(
+                #[inline(always)]
+                || {
+                    for (out, x) in out.chunks_exact_mut(n).zip(x.chunks_exact(n)) {
+                        row(x, out, &mut squares, (scale, bias), eps);
+                    }
+                },
+            )
+        });
+    Ok(Data::F32(out))
+}
+
+#[inline(always)]
+fn row(x: &[f32], out: &mut [f32], squares: &mut [f32], (scale, bias): (&[f32], &[f32]), eps: f32) {
+    let count = x.len() as f32;
+    let mean = fold::row(ReduceOp::Sum, fold::init(ReduceOp::Sum), x) as f32 / count;
+    for ((o, s), &v) in out.iter_mut().zip(squares.iter_mut()).zip(x) {
+        *o = v - mean;
+        *s = *o * *o;
+    }
+    let var = fold::row(ReduceOp::Sum, fold::init(ReduceOp::Sum), squares) as f32 / count;
+    let r = 1.0 / (var + eps).sqrt();
+    for ((o, &s), &b) in out.iter_mut().zip(scale).zip(bias) {
+        *o = *o * r * s + b;
+    }
+}
