@@ -7,8 +7,10 @@
 //! other worker instead spins on `rayon::yield_now`, taking each kernel's tasks as soon as they
 //! are split (what onnxruntime's spinning thread pool does).
 use rayon::Yield;
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Runs `f` on the current pool (the caller must be inside it) while its other workers spin.
 pub fn run_warm<R>(f: impl FnOnce() -> R) -> R {
@@ -27,11 +29,7 @@ pub fn run_warm<R>(f: impl FnOnce() -> R) -> R {
         if ctx.index() == me {
             return;
         }
-        while !flag.load(Ordering::Acquire) {
-            if rayon::yield_now() != Some(Yield::Executed) {
-                std::hint::spin_loop();
-            }
-        }
+        spin(&flag);
     });
     struct Release(Arc<AtomicBool>);
     impl Drop for Release {
@@ -42,6 +40,44 @@ pub fn run_warm<R>(f: impl FnOnce() -> R) -> R {
     // Released on return and on unwinding alike.
     let _release = Release(done);
     f()
+}
+
+/// How long a spinner goes on with nothing to run before it lets its worker sleep: longer
+/// than the sequential work between two kernels, short against a run.
+const IDLE: Duration = Duration::from_micros(200);
+
+thread_local! {
+    /// Whether this worker is inside a spinner (possibly in a task the spinner took).
+    static SPINNING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Takes the pool's tasks until `done`. A worker may be handed a spinner while it waits
+/// inside a task, even one its own spinner took (one run's spinner takes a task of the next
+/// run, and in that task's join the next run's spinner comes up). Spinning there would hold
+/// the task, which the run waits for, until the run ends: a deadlock. So a spinner started
+/// inside another returns at once, and any spinner leaves after `IDLE` with nothing to run
+/// (a wait it sits in then resumes).
+fn spin(done: &AtomicBool) {
+    if SPINNING.with(|s| s.replace(true)) {
+        return;
+    }
+    let mut idle_since = Instant::now();
+    let mut idle_steps = 0u32;
+    while !done.load(Ordering::Acquire) {
+        if rayon::yield_now() == Some(Yield::Executed) {
+            idle_steps = 0;
+            continue;
+        }
+        std::hint::spin_loop();
+        idle_steps += 1;
+        // The clock read once in 64 idle steps.
+        if idle_steps == 1 {
+            idle_since = Instant::now();
+        } else if idle_steps.is_multiple_of(64) && idle_since.elapsed() > IDLE {
+            break;
+        }
+    }
+    SPINNING.with(|s| s.set(false));
 }
 
 #[cfg(test)]
@@ -62,5 +98,57 @@ mod tests {
         // The spinners left: a blocking job on every thread still completes.
         let n = pool.install(|| rayon::broadcast(|ctx| ctx.index()).len());
         assert_eq!(n, 3);
+    }
+
+    /// Runs back to back, each of nested parallel work (joins inside stolen tasks, as a
+    /// convolution's blocks are), on a preempted pool: a worker still spinning for one run
+    /// may take a task of the next and, inside that task's join, be handed the next run's
+    /// spinner, which must not hold the task until the run ends (see `spin`). A smoke test:
+    /// it has not caught that race with the old spinner here; what did, every time, was
+    /// `kuaxin bench squeezenet.onnx --threads 2` beside two busy processes (hung 4 of 4
+    /// times before the fix, none of 5 after).
+    #[test]
+    fn back_to_back_runs_of_nested_work_finish() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .expect("a pool of 2 threads");
+        // Two busy threads besides the pool's two: workers get preempted mid-task, as on a
+        // shared machine, which is what opens the window.
+        let finished = Arc::new(AtomicBool::new(false));
+        for _ in 0..2 {
+            let finished = finished.clone();
+            std::thread::spawn(move || {
+                while !finished.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            });
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for run in 0..3000u64 {
+                let sum: u64 = pool.install(|| {
+                    run_warm(|| {
+                        (0..8u64)
+                            .into_par_iter()
+                            .map(|i| (0..64u64).into_par_iter().map(|j| i * j + run).sum::<u64>())
+                            .sum()
+                    })
+                });
+                let want: u64 = (0..8u64)
+                    .map(|i| (0..64).map(|j| i * j + run).sum::<u64>())
+                    .sum();
+                assert_eq!(sum, want);
+            }
+            let _ = tx.send(());
+        });
+        // A liveness check, not a speed limit: the runs take about a second; deadlocked, they
+        // never end.
+        let ended = rx.recv_timeout(std::time::Duration::from_secs(120)).is_ok();
+        finished.store(true, Ordering::Relaxed);
+        assert!(
+            ended,
+            "runs of nested parallel work under run_warm deadlocked"
+        );
     }
 }
