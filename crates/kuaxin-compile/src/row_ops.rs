@@ -219,27 +219,11 @@ impl Chain<'_> {
         if let Src::Const(t) = b {
             return repeated_row(t, shape).map(|row| (row, None));
         }
-        let (v, _) = self.made_by(b, 1)?;
-        let ins = &self.instrs[v];
-        let Prim::View {
-            shape: vs,
-            strides,
-            offset,
-        } = &ins.prim
-        else {
-            return None;
-        };
-        let [src] = ins.inputs.as_slice() else {
-            return None;
-        };
-        let src_ty = match src {
-            Src::Slot(id) => self.slot_types.get(*id)?.clone(),
-            Src::Const(t) => TensorType::new(t.dtype(), t.shape.clone()),
-        };
+        let (v, src, src_ty, (vs, strides, offset)) = self.view_of(b)?;
         let rank = shape.len();
         let n = *shape.last()?;
-        let fits = vs.as_slice() == shape
-            && *offset == 0
+        let fits = vs == shape
+            && offset == 0
             && src_ty.dtype == DType::F32
             && src_ty.shape.iter().product::<usize>() == n
             && (0..rank).all(|d| {
@@ -287,13 +271,14 @@ impl Chain<'_> {
         )
     }
 
-    /// When `b` is a view that broadcasts a `[.., 1]` value along the last axis to `shape`:
-    /// the value, and the view's instruction (read once, not an output).
-    fn broadcast_of(&self, b: &Src, shape: &[usize]) -> Option<(Src, usize)> {
+    /// When `b` is made by a view read once (and not an output): the view's instruction, its
+    /// source and the source's type, and its map (shape, strides, offset).
+    #[allow(clippy::type_complexity)]
+    fn view_of(&self, b: &Src) -> Option<(usize, &Src, TensorType, (&[usize], &[isize], usize))> {
         let (v, _) = self.made_by(b, 1)?;
         let ins = &self.instrs[v];
         let Prim::View {
-            shape: vs,
+            shape,
             strides,
             offset,
         } = &ins.prim
@@ -303,16 +288,24 @@ impl Chain<'_> {
         let [src] = ins.inputs.as_slice() else {
             return None;
         };
-        let src_shape = match src {
-            Src::Slot(id) => &self.slot_types.get(*id)?.shape,
-            Src::Const(t) => &t.shape,
+        let ty = match src {
+            Src::Slot(id) => self.slot_types.get(*id)?.clone(),
+            Src::Const(t) => TensorType::new(t.dtype(), t.shape.clone()),
         };
+        Some((v, src, ty, (shape, strides, *offset)))
+    }
+
+    /// When `b` is a view that broadcasts a `[.., 1]` value along the last axis to `shape`:
+    /// the value, and the view's instruction (read once, not an output).
+    fn broadcast_of(&self, b: &Src, shape: &[usize]) -> Option<(Src, usize)> {
+        let (v, src, src_ty, (vs, strides, offset)) = self.view_of(b)?;
+        let src_shape = &src_ty.shape;
         let rank = shape.len();
         let mut want = shape.to_vec();
         *want.last_mut()? = 1;
         let contiguous = contiguous_strides(&want);
-        let fits = vs.as_slice() == shape
-            && *offset == 0
+        let fits = vs == shape
+            && offset == 0
             && src_shape == &want
             && (0..rank).all(|d| {
                 shape[d] == 1 || strides[d] == if d + 1 == rank { 0 } else { contiguous[d] }

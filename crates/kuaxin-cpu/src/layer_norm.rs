@@ -6,7 +6,6 @@
 use crate::fold;
 use kuaxin_core::prim::ReduceOp;
 use kuaxin_core::{Data, Error, Result};
-use rayon::prelude::*;
 
 pub fn layer_norm_rows(
     x: &Data,
@@ -27,25 +26,13 @@ pub fn layer_norm_rows(
             bias.len()
         )));
     }
-    let mut out = vec![0f32; x.len()];
-    if n == 0 || x.is_empty() {
-        return Ok(Data::F32(out));
-    }
-    let per = (crate::par::MIN_PAR / n).max(1) * n;
-    out.par_chunks_mut(per)
-        .zip(x.par_chunks(per))
-        .for_each(|(out, x)| {
-            let mut squares = vec![0f32; n];
-            crate::simd::vectorized(
-                #[inline(always)]
-                || {
-                    for (out, x) in out.chunks_exact_mut(n).zip(x.chunks_exact(n)) {
-                        row(x, out, &mut squares, (scale, bias), eps);
-                    }
-                },
-            )
-        });
-    Ok(Data::F32(out))
+    Ok(Data::F32(crate::rows::map_rows(
+        x,
+        n,
+        || vec![0f32; n],
+        #[inline(always)]
+        |squares, x, out| row(x, out, squares, (scale, bias), eps),
+    )))
 }
 
 #[inline(always)]

@@ -38,6 +38,7 @@ mod panels;
 mod par;
 mod reduce;
 mod round;
+mod rows;
 mod scalar;
 mod scatter;
 mod scratch;

@@ -7,7 +7,6 @@ use crate::fold;
 use crate::scalar::FMath;
 use kuaxin_core::prim::ReduceOp;
 use kuaxin_core::{Data, Error, Result};
-use rayon::prelude::*;
 
 pub fn softmax_rows(x: &Data, shape: &[usize]) -> Result<Data> {
     let Data::F32(x) = x else {
@@ -19,25 +18,13 @@ pub fn softmax_rows(x: &Data, shape: &[usize]) -> Result<Data> {
     let Some(&n) = shape.last() else {
         return Err(Error::invalid("SoftmaxRows needs at least one axis"));
     };
-    let mut out = vec![0f32; x.len()];
-    if n == 0 || x.is_empty() {
-        return Ok(Data::F32(out));
-    }
-    // Whole rows per task, at least `MIN_PAR` elements of work each.
-    let per = (crate::par::MIN_PAR / n).max(1) * n;
-    out.par_chunks_mut(per)
-        .zip(x.par_chunks(per))
-        .for_each(|(out, x)| {
-            crate::simd::vectorized(
-                #[inline(always)]
-                || {
-                    for (out, x) in out.chunks_exact_mut(n).zip(x.chunks_exact(n)) {
-                        row(x, out);
-                    }
-                },
-            )
-        });
-    Ok(Data::F32(out))
+    Ok(Data::F32(crate::rows::map_rows(
+        x,
+        n,
+        || (),
+        #[inline(always)]
+        |_, x, out| row(x, out),
+    )))
 }
 
 #[inline(always)]
