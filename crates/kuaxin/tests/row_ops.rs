@@ -106,6 +106,20 @@ fn run_with(
     (out, rows)
 }
 
+/// Which elements are NaN.
+fn nan(t: &Tensor) -> Vec<bool> {
+    t.to_f64_vec().iter().map(|v| v.is_nan()).collect()
+}
+
+/// `got` agrees with `want` within the tolerance of an accumulation over `n` at `scale`, and
+/// is NaN exactly where `want` is.
+fn agree(got: &Tensor, want: &Tensor, n: usize, scale: f64, what: &str) {
+    let tol = Tolerance::for_class(OpClass::Accumulating, DType::F32, n, scale);
+    let mm = metrics(got, want, tol);
+    assert_eq!(mm.mismatches, 0, "{what}: {mm:?}");
+    assert_eq!(nan(got), nan(want), "{what}: NaN positions");
+}
+
 fn run(model: &Model, x: &Tensor, fuse: bool, threads: usize) -> (Tensor, bool) {
     run_with(model, &[("x", x)], fuse, threads, |p| {
         *p == Prim::SoftmaxRows
@@ -135,17 +149,7 @@ fn softmax_rows_agree_with_the_primitives() {
                 n > 1,
                 "n = {n}: the fused program holds a SoftmaxRows"
             );
-            let tol = Tolerance::for_class(OpClass::Accumulating, DType::F32, n, 1.0);
-            let mm = metrics(&got, &want, tol);
-            assert_eq!(mm.mismatches, 0, "n = {n}, {threads} threads: {mm:?}");
-            // NaN where the primitives give NaN, and only there.
-            let nan = |t: &Tensor| {
-                t.to_f64_vec()
-                    .iter()
-                    .map(|v| v.is_nan())
-                    .collect::<Vec<_>>()
-            };
-            assert_eq!(nan(&got), nan(&want), "n = {n}: NaN positions");
+            agree(&got, &want, n, 1.0, &format!("n = {n}, {threads} threads"));
             assert!(
                 nan(&want).iter().any(|&b| b),
                 "n = {n}: the NaN row stays NaN"
@@ -248,16 +252,7 @@ fn layer_norm_rows_agree_with_the_primitives() {
                 n > 1,
                 "n = {n}: the fused program holds a LayerNormRows"
             );
-            let tol = Tolerance::for_class(OpClass::Accumulating, DType::F32, n, 4.0);
-            let mm = metrics(&got, &want, tol);
-            assert_eq!(mm.mismatches, 0, "n = {n}, {threads} threads: {mm:?}");
-            let nan = |t: &Tensor| {
-                t.to_f64_vec()
-                    .iter()
-                    .map(|v| v.is_nan())
-                    .collect::<Vec<_>>()
-            };
-            assert_eq!(nan(&got), nan(&want), "n = {n}: NaN positions");
+            agree(&got, &want, n, 4.0, &format!("n = {n}, {threads} threads"));
             assert!(nan(&want)[0], "n = {n}: the NaN row stays NaN");
         }
     }
