@@ -164,8 +164,13 @@ fn promotion_makes_every_float_f64() {
 }
 
 fn perturbed(mode: BisectMode, reference: Reference) -> (CheckReport, String) {
+    perturbed_op(mode, reference, "Softmax")
+}
+
+/// A check with a fault planted in the model's `op` node.
+fn perturbed_op(mode: BisectMode, reference: Reference, op: &str) -> (CheckReport, String) {
     let m = model();
-    let target = node_named(&m, "Softmax");
+    let target = node_named(&m, op);
     let mut o = opts(reference);
     o.bisect_mode = mode;
     o.perturb = Some(target.clone());
@@ -213,14 +218,16 @@ fn planted_fault_is_named_exactly_in_both_modes() {
             text.contains(&format!("first diverging node: '{target}' (Softmax)")),
             "{text}"
         );
-        // Softmax runs in fused kernels: named, and printed with --show-kernel.
+        // Softmax runs as a SoftmaxRows row primitive: named, and its instructions printed
+        // with --show-kernel.
+        assert_eq!(first.rows, ["SoftmaxRows"], "{text}");
         assert!(
-            text.contains(&format!("kernel: {}", first.kernel_names())) && !first.fused.is_empty(),
+            text.contains(&format!("kernel: {}", first.kernel_names())),
             "{text}"
         );
         assert!(
-            text.contains("Exp(v"),
-            "--show-kernel prints the kernel: {text}"
+            text.contains("SoftmaxRows(f32"),
+            "--show-kernel prints it: {text}"
         );
     }
 }
@@ -360,7 +367,17 @@ fn bisection_names_the_fused_kernel_a_node_ran_in() {
     let r = run_check(&m, &inputs(), &o).unwrap();
     let d = &r.devices[0];
     let t = d.nodes.as_ref().unwrap();
-    for op in ["LayerNormalization", "Softmax"] {
+    // The normalisations run as row primitives, named as such.
+    for (op, row) in [
+        ("LayerNormalization", "LayerNormRows"),
+        ("Softmax", "SoftmaxRows"),
+    ] {
+        let name = node_named(&m, op);
+        let n = t.nodes.iter().find(|n| n.name == name).unwrap();
+        assert_eq!(n.rows, [row], "{op}");
+        assert_eq!(n.kernel_names(), row, "{op}");
+    }
+    for op in ["Erf"] {
         let name = node_named(&m, op);
         let n = t.nodes.iter().find(|n| n.name == name).unwrap();
         assert!(!n.fused.is_empty(), "{op} runs in a fused kernel");
@@ -393,11 +410,11 @@ fn bisection_names_the_fused_kernel_a_node_ran_in() {
     assert!(mm.fused.is_empty() && mm.kernel_names() == "(unfused)");
 
     // A planted fault inside a fused kernel: the report names that kernel and prints its text.
-    let (r, target) = perturbed(BisectMode::Isolated, Reference::Device("cpu".into()));
+    let (r, target) = perturbed_op(BisectMode::Isolated, Reference::Device("cpu".into()), "Erf");
     let t = r.devices[0].nodes.as_ref().unwrap();
     let first = &t.nodes[t.first_divergence.unwrap()];
     assert_eq!(first.name, target);
-    assert!(!first.fused.is_empty(), "Softmax fuses");
+    assert!(!first.fused.is_empty(), "Erf fuses");
     let names = first.kernel_names();
     let text = table::failures(&r, false);
     assert!(
@@ -411,7 +428,7 @@ fn bisection_names_the_fused_kernel_a_node_ran_in() {
             "--show-kernel prints the kernel's text: {shown}"
         );
     }
-    assert!(shown.contains("Exp(v"), "{shown}");
+    assert!(shown.contains("Erf(v"), "{shown}");
     assert_eq!(
         json::to_json(&r)["devices"][0]["nodes"]["nodes"][first.index]["kernel"],
         names.as_str()

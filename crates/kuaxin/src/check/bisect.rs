@@ -98,21 +98,37 @@ pub struct NodeCheck {
     /// The fused kernels of the device's whole-model program that hold this node, in program
     /// order (a node may lower to several); empty when it ran unfused.
     pub fused: Vec<Arc<Kernel>>,
+    /// The row primitives of that program that run this node (`SoftmaxRows`,
+    /// `LayerNormRows`: fusion's replacement for a whole normalisation).
+    pub rows: Vec<String>,
 }
 
 impl NodeCheck {
-    /// The kernels it ran in, by name: `k3_softmax, k4_softmax`, or `(unfused)`.
+    /// The kernels and row primitives it ran in, by name: `k3_mul, SoftmaxRows`, or
+    /// `(unfused)`.
     pub fn kernel_names(&self) -> String {
-        if self.fused.is_empty() {
+        let names: Vec<&str> = self
+            .fused
+            .iter()
+            .map(|k| k.name.as_str())
+            .chain(self.rows.iter().map(|r| r.as_str()))
+            .collect();
+        if names.is_empty() {
             "(unfused)".into()
         } else {
-            self.fused
-                .iter()
-                .map(|k| k.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            names.join(", ")
         }
     }
+}
+
+/// The row primitives of a program, in program order: each one's name and the node it
+/// replaced (`node 'x' (Softmax)`).
+pub fn program_row_ops(p: &Program) -> Vec<(String, String)> {
+    p.instrs
+        .iter()
+        .filter(|i| matches!(i.prim, Prim::SoftmaxRows | Prim::LayerNormRows { .. }))
+        .map(|i| (i.prim.name(), i.origin.to_string()))
+        .collect()
 }
 
 /// The fused kernels of a program, in program order.
@@ -293,6 +309,7 @@ fn new_check(index: usize, node: &Node) -> NodeCheck {
         on_host: false,
         kernel: vec![],
         fused: vec![],
+        rows: vec![],
     }
 }
 
@@ -350,14 +367,14 @@ fn node_in_error(nodes: &[&Node], e: &Error) -> Option<usize> {
         .position(|n| e.message.starts_with(&n.describe()))
 }
 
-/// Compares `device` with the reference node by node. `kernels` are the fused kernels of the
-/// device's whole-model program (see [`program_kernels`]): each node is matched to those that
-/// hold it.
+/// Compares `device` with the reference node by node. `kernels` and `rows` are the fused
+/// kernels and row primitives of the device's whole-model program (see [`program_kernels`],
+/// [`program_row_ops`]): each node is matched to those that hold it.
 pub fn trace_nodes(
     cx: &NodeContext,
     device: &Arc<dyn Backend>,
     mode: BisectMode,
-    kernels: &[Arc<Kernel>],
+    (kernels, rows): (&[Arc<Kernel>], &[(String, String)]),
 ) -> Result<NodeTrace> {
     let nodes = node_order(cx.model)?;
     let (own, own_err) = match device_values(cx, device) {
@@ -455,6 +472,12 @@ pub fn trace_nodes(
     }
     for c in &mut trace.nodes {
         c.fused = kernels_of(nodes[c.index], kernels);
+        let own = nodes[c.index].describe();
+        c.rows = rows
+            .iter()
+            .filter(|(_, origin)| *origin == own)
+            .map(|(name, _)| name.clone())
+            .collect();
     }
     trace.first_divergence = trace.nodes.iter().position(|c| c.status.diverges());
     // The kernel of the first divergence, also in cumulative mode.

@@ -41,7 +41,7 @@ fn nodes(t: &NodeTrace) -> Value {
         .map(|n| {
             json!({
                 "index": n.index, "name": n.name, "op": n.op_type, "status": n.status.name(), "message": n.message,
-                "inputs": n.inputs, "on_host": n.on_host, "kernel": n.kernel_names(), "instructions": n.kernel,
+                "inputs": n.inputs, "on_host": n.on_host, "kernel": n.kernel_names(), "row_ops": n.rows, "instructions": n.kernel,
                 "fused_kernels": n.fused.iter().map(|k| json!({"name": k.name, "origins": k.origins, "source": k.to_string()})).collect::<Vec<_>>(),
                 "metrics": n.metrics.as_ref().map(metrics),
             })

@@ -21,7 +21,9 @@ pub mod table;
 use crate::compare::Metrics;
 use crate::conformance::model_class;
 use crate::coverage::{Coverage, Outcome};
-use bisect::{program_kernels, trace_nodes, BisectMode, NodeContext, NodeStatus, NodeTrace};
+use bisect::{
+    program_kernels, program_row_ops, trace_nodes, BisectMode, NodeContext, NodeStatus, NodeTrace,
+};
 use kuaxin_core::graph::Model;
 use kuaxin_core::kernel::Kernel;
 use kuaxin_core::{Backend, HostValue, Result};
@@ -98,6 +100,8 @@ pub struct DeviceReport {
     pub host_ops: Vec<String>,
     /// The fused kernels of the program the device ran, in program order.
     pub kernels: Vec<Arc<Kernel>>,
+    /// Its row primitives (name, the node each replaced), in program order.
+    pub row_ops: Vec<(String, String)>,
     pub nodes: Option<NodeTrace>,
     /// Fused against unfused on this device (with `fusion_check`).
     pub fusion: Option<FusionCheck>,
@@ -238,6 +242,7 @@ pub fn run_check(
             instructions: 0,
             host_ops: vec![],
             kernels: vec![],
+            row_ops: vec![],
             nodes: None,
             fusion: None,
         };
@@ -254,13 +259,17 @@ pub fn run_check(
                 let stats = session.last_stats();
                 r.instructions = stats.instructions;
                 r.host_ops = stats.host_ops;
-                r.kernels = match session.program_for(inputs) {
-                    Some(p) => program_kernels(&p),
+                let program = match session.program_for(inputs) {
+                    Some(p) => Some(p),
                     // Programs that depend on input data are not cached: trace once more.
                     None => device_program(&runnable, device, inputs, opts.threads)
-                        .map(|p| program_kernels(&p))
-                        .unwrap_or_default(),
+                        .ok()
+                        .map(Arc::new),
                 };
+                if let Some(p) = &program {
+                    r.kernels = program_kernels(p);
+                    r.row_ops = program_row_ops(p);
+                }
                 if !r.outputs.iter().all(|o| o.passed()) {
                     r.verdict = Verdict::Fail;
                 }
@@ -320,7 +329,12 @@ pub fn run_check(
         };
         for (r, (_, device)) in reports.iter_mut().zip(&devices) {
             if opts.node_trace_always || r.verdict != Verdict::Pass {
-                r.nodes = Some(trace_nodes(&cx, device, opts.bisect_mode, &r.kernels)?);
+                r.nodes = Some(trace_nodes(
+                    &cx,
+                    device,
+                    opts.bisect_mode,
+                    (&r.kernels, &r.row_ops),
+                )?);
             }
         }
     }
