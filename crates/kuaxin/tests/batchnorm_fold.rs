@@ -1,31 +1,13 @@
 //! BatchNormalization folded into the convolution before it computes what the unfolded graph
 //! does, within the rounding of a convolution.
+mod common;
+
+use common::{node, vi};
 use kuaxin::compare::{metrics, OpClass, Tolerance};
 use kuaxin::random::{random_tensor, Rng};
 use kuaxin::{open_device, DType, HostValue, Session, Tensor};
-use kuaxin_core::graph::{Attr, Dim, Graph, Model, Node, ValueInfo, ValueType};
+use kuaxin_core::graph::{Attr, Graph, Model};
 use std::sync::Arc;
-
-fn vi(name: &str, shape: &[usize]) -> ValueInfo {
-    ValueInfo {
-        name: name.into(),
-        ty: ValueType::Tensor {
-            dtype: DType::F32,
-            shape: Some(shape.iter().map(|&d| Dim::Known(d)).collect()),
-        },
-    }
-}
-
-fn node(op: &str, ins: &[&str], out: &str, attrs: Vec<(&str, Attr)>) -> Node {
-    Node {
-        name: out.into(),
-        op_type: op.into(),
-        domain: String::new(),
-        inputs: ins.iter().map(|s| s.to_string()).collect(),
-        outputs: vec![out.into()],
-        attrs: attrs.into_iter().map(|(k, a)| (k.to_string(), a)).collect(),
-    }
-}
 
 /// x [1, 8, 12, 12] -> Conv 3x3 pad 1 (16 channels, bias) -> BatchNormalization -> Relu. The
 /// BN scale is also a graph input: a run that passes it overrides the constant, and nothing

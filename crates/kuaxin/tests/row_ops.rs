@@ -4,34 +4,16 @@
 //! a residual), rows of one element and rows longer than an evaluator block, NaN and
 //! infinities, a constant row. Over other axes, or without a LayerNorm bias, the primitives
 //! stay.
+mod common;
+
+use common::{node, vi};
 use kuaxin::compare::{metrics, OpClass, Tolerance};
 use kuaxin::random::{random_tensor, Rng};
 use kuaxin::session::SessionOptions;
 use kuaxin::{open_device, DType, HostValue, Session, Tensor};
-use kuaxin_core::graph::{Attr, Dim, Graph, Model, Node, ValueInfo, ValueType};
+use kuaxin_core::graph::{Attr, Graph, Model};
 use kuaxin_core::prim::Prim;
 use std::sync::Arc;
-
-fn vi(name: &str, shape: &[usize]) -> ValueInfo {
-    ValueInfo {
-        name: name.into(),
-        ty: ValueType::Tensor {
-            dtype: DType::F32,
-            shape: Some(shape.iter().map(|&d| Dim::Known(d)).collect()),
-        },
-    }
-}
-
-fn node(op: &str, ins: &[&str], out: &str, attrs: Vec<(&str, Attr)>) -> Node {
-    Node {
-        name: out.into(),
-        op_type: op.into(),
-        domain: String::new(),
-        inputs: ins.iter().map(|s| s.to_string()).collect(),
-        outputs: vec![out.into()],
-        attrs: attrs.into_iter().map(|(k, a)| (k.to_string(), a)).collect(),
-    }
-}
 
 fn f32_tensor(shape: Vec<usize>, v: Vec<f32>) -> Arc<Tensor> {
     Arc::new(Tensor::from_vec(shape, v).expect("a valid tensor"))
