@@ -1,7 +1,11 @@
 //! The driver of the row kernels (`softmax.rs`, `layer_norm.rs`): an f32 tensor's rows along
-//! its last axis into a new tensor, whole rows per parallel task (at least `MIN_PAR` elements
-//! of work each), each task compiled for the CPU's vector level.
+//! its last axis into a new tensor, whole rows per parallel task (between `MIN_TASK` and
+//! `MIN_PAR` elements each), each task compiled for the CPU's vector level.
 use rayon::prelude::*;
+
+/// The fewest elements a row task takes: a softmax or LayerNorm row costs several operations
+/// an element, so tasks can be smaller than elementwise ones.
+const MIN_TASK: usize = 8192;
 
 /// `row(scratch, x_row, out_row)` for every row of `n` of `x`; `scratch` is made once per
 /// task by `scratch()`.
@@ -15,7 +19,14 @@ pub fn map_rows<S>(
     if n == 0 || x.is_empty() {
         return out;
     }
-    let per = (crate::par::MIN_PAR / n).max(1) * n;
+    // About four tasks a thread (so a thread held up elsewhere costs little), but no task
+    // under `MIN_TASK` elements.
+    let rows = x.len() / n;
+    let threads = rayon::current_num_threads().max(1);
+    let per = rows
+        .div_ceil(4 * threads)
+        .clamp(MIN_TASK.div_ceil(n), (crate::par::MIN_PAR / n).max(1))
+        * n;
     out.par_chunks_mut(per)
         .zip(x.par_chunks(per))
         .for_each(|(out, x)| {

@@ -99,7 +99,7 @@ pub fn fold(
         offs,
     };
     match op {
-        ReduceOp::Max | ReduceOp::Min if out.len() >= 16 && window_avx512::takes(stride) => {
+        ReduceOp::Max | ReduceOp::Min if window_avx512::takes(stride) => {
             window_avx512::fold(op == ReduceOp::Min, w.src, stride, offs, out)
         }
         ReduceOp::Max => w.fold(Fold::new(f32::NEG_INFINITY, max, |a| a), out),
@@ -301,7 +301,7 @@ mod tests {
             (ReduceOp::Min, zeros(1.0)),
         ] {
             for stride in [1usize, 2] {
-                for n in [16usize, 17, 31, 32, 55, 100] {
+                for n in [1usize, 5, 13, 15, 16, 17, 27, 31, 32, 55, 100] {
                     let mut fast = vec![7f32; n];
                     window_avx512::fold(op == ReduceOp::Min, &src, stride, &offs, &mut fast);
                     let w = Windows {

@@ -1,4 +1,4 @@
-//! Max and min pooling windows of stride 1 or 2 on AVX-512: sixteen outputs per vector, each
+//! Max and min pooling windows of stride 1 or 2 on AVX-512: sixteen outputs per vector (a row's last few under a mask), each
 //! window position one load (stride 2: two loads and a permute keeping the even lanes) and a
 //! compare-and-select with the same rule as [`crate::fold::max`] / [`crate::fold::min`]
 //! (take the new value when it is larger, or smaller, or NaN), so results equal the scalar
@@ -13,39 +13,35 @@ pub fn takes(stride: usize) -> bool {
     cfg!(target_arch = "x86_64") && (stride == 1 || stride == 2) && crate::panels::available()
 }
 
-/// `out[j] = op_r src[offs[r] + j * stride]` (max, or min when `min`) for `out.len() >= 16`
-/// outputs, 16 at a time (the last 16 overlap the chunk before them). Every element read is
-/// bounds-checked against `src`; call only when [`takes`] the stride.
+/// `out[j] = op_r src[offs[r] + j * stride]` (max, or min when `min`), 16 outputs at a time
+/// and the last chunk of fewer under a mask (a 13-wide pooling row is one masked chunk). Every
+/// element read is bounds-checked against `src`; call only when [`takes`] the stride.
 pub fn fold(min: bool, src: &[f32], stride: usize, offs: &[usize], out: &mut [f32]) {
-    let n = out.len();
-    assert!(
-        n >= 16 && takes(stride),
-        "AVX-512 pooling fold of {n} outputs"
-    );
-    let mut j = 0;
-    loop {
-        let at = j.min(n - 16);
-        let chunk = &mut out[at..at + 16];
+    assert!(takes(stride), "AVX-512 pooling fold of stride {stride}");
+    for (c, chunk) in out.chunks_mut(16).enumerate() {
+        let j = c * 16;
         // SAFETY: AVX-512 is there (`takes`); `chunk` reads only through checked slices.
         #[cfg(target_arch = "x86_64")]
         unsafe {
             match (stride, min) {
-                (1, false) => chunk16::<1, false>(src, offs, at, chunk),
-                (1, true) => chunk16::<1, true>(src, offs, at, chunk),
-                (_, false) => chunk16::<2, false>(src, offs, at, chunk),
-                (_, true) => chunk16::<2, true>(src, offs, at, chunk),
+                (1, false) => chunk16::<1, false>(src, offs, j, chunk),
+                (1, true) => chunk16::<1, true>(src, offs, j, chunk),
+                (_, false) => chunk16::<2, false>(src, offs, j, chunk),
+                (_, true) => chunk16::<2, true>(src, offs, j, chunk),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = (min, src, offs, chunk);
-        if at + 16 >= n {
-            break;
-        }
-        j += 16;
+        let _ = (min, src, offs, j, chunk);
     }
 }
 
-/// Sixteen outputs from output `j`.
+/// The first `n` bits set (`n` at most 16).
+#[cfg(target_arch = "x86_64")]
+fn lanes(n: usize) -> __mmask16 {
+    ((1u32 << n.min(16)) - 1) as __mmask16
+}
+
+/// Up to sixteen outputs (`out.len()`) from output `j`.
 ///
 /// # Safety
 /// The CPU has AVX-512F.
@@ -57,6 +53,10 @@ unsafe fn chunk16<const S: usize, const MIN: bool>(
     j: usize,
     out: &mut [f32],
 ) {
+    let n = out.len().min(16);
+    if n == 0 {
+        return;
+    }
     let init = if MIN {
         f32::INFINITY
     } else {
@@ -64,17 +64,19 @@ unsafe fn chunk16<const S: usize, const MIN: bool>(
     };
     let mut acc = _mm512_set1_ps(init);
     let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    // The n window values lie in the (n - 1) S + 1 elements from each window start.
+    let span = (n - 1) * S + 1;
+    let (lo_lanes, hi_lanes) = (lanes(span), lanes(span.saturating_sub(16)));
     for &o in offs {
         let start = o + j * S;
-        // The 16 window values lie in the (16 - 1) S + 1 elements from `start`.
-        let row = &src[start..=start + 15 * S];
-        // SAFETY: the loads stay inside `row` (16 elements, then 15 more under a mask).
+        let row = &src[start..start + span];
+        // SAFETY: the masked loads read only the `span` elements of `row`.
         let x = unsafe {
+            let lo = _mm512_maskz_loadu_ps(lo_lanes, row.as_ptr());
             if S == 1 {
-                _mm512_loadu_ps(row.as_ptr())
+                lo
             } else {
-                let lo = _mm512_loadu_ps(row.as_ptr());
-                let hi = _mm512_maskz_loadu_ps(0x7fff, row.as_ptr().add(16));
+                let hi = _mm512_maskz_loadu_ps(hi_lanes, row.as_ptr().add(16.min(span)));
                 _mm512_permutex2var_ps(lo, evens, hi)
             }
         };
@@ -86,6 +88,6 @@ unsafe fn chunk16<const S: usize, const MIN: bool>(
         let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
         acc = _mm512_mask_mov_ps(acc, better | nan, x);
     }
-    // SAFETY: `out` holds 16 floats (the caller's chunk).
-    unsafe { _mm512_storeu_ps(out[..16].as_mut_ptr(), acc) };
+    // SAFETY: the store writes the first `n` floats of `out`.
+    unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr(), lanes(n), acc) };
 }
