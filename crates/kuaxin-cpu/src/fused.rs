@@ -8,7 +8,7 @@ use crate::block::{Block, Val, BLOCK};
 use crate::fold;
 use crate::walk::{fetch, inner_strides, load_offsets, row_bases, Segments, Walk};
 use crate::window::Pooling;
-use kuaxin_core::kernel::Kernel;
+use kuaxin_core::kernel::{Expr, Kernel};
 use kuaxin_core::prim::ReduceOp;
 use kuaxin_core::{DType, Data, Error, Result, Tensor};
 use rayon::prelude::*;
@@ -159,6 +159,10 @@ fn small_reduction(
     }
     let walk = Walk::rows(&kd, &ks, &offsets, &kinner);
     let pooling = Pooling::of(k, op, value, srcs, &red_offsets, &kinner);
+    // An epilogue that stores the reduced value as it is (a max pool): the fold writes the
+    // output block itself.
+    let stores_reduced =
+        matches!(k.epilogue.as_slice(), [e] if e.expr == Expr::Reduced && e.dtype == DType::F32);
     let per_task = task_len(rows, red_total.max(1) * k.body.len() + k.epilogue.len());
     out.par_chunks_mut(per_task)
         .enumerate()
@@ -172,6 +176,10 @@ fn small_reduction(
                 let len = block.len();
                 walk.segments(t * per_task + b * BLOCK, len, &mut segs);
                 if let Some(p) = &pooling {
+                    if stores_reduced {
+                        p.fold_block(&segs, block)?;
+                        continue;
+                    }
                     p.fold_block(&segs, &mut reduced[..len])?;
                 } else {
                     lanes.start(op, len);

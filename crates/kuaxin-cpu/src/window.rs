@@ -53,12 +53,34 @@ impl<'a> Pooling<'a> {
 
     /// The windows of one block of output positions (its row segments `segs`) into `out`.
     pub fn fold_block(&self, segs: &Segments, out: &mut [f32]) -> Result<()> {
-        for (start, len, base) in segs.of_load(0) {
-            let base = usize::try_from(base).map_err(|_| {
+        let start_of = |base: isize| {
+            usize::try_from(base).map_err(|_| {
                 Error::backend(format!("pooling window starts before its source ({base})"))
-            })?;
+            })
+        };
+        if matches!(self.op, ReduceOp::Max | ReduceOp::Min) && window_avx512::takes(self.stride) {
+            // Every row is checked to stay in the source before the vector loop reads it.
+            let reach = self.offs.iter().max().copied().unwrap_or(0);
+            for (_, len, base) in segs.of_load(0) {
+                reaches(start_of(base)?, len, self.stride, reach, self.src.len())?;
+            }
+            let rows = segs
+                .of_load(0)
+                .map(|(start, len, base)| (start, len, base as usize));
+            let min = self.op == ReduceOp::Min;
+            window_avx512::rows(min, self.src, self.stride, &self.offs, rows, out);
+            return Ok(());
+        }
+        for (start, len, base) in segs.of_load(0) {
             let dst = &mut out[start..start + len];
-            if !fold(self.op, self.src, base, self.stride, &self.offs, dst)? {
+            if !fold(
+                self.op,
+                self.src,
+                start_of(base)?,
+                self.stride,
+                &self.offs,
+                dst,
+            )? {
                 return Err(Error::backend(format!(
                     "{:?} is not a pooling fold",
                     self.op
@@ -67,6 +89,24 @@ impl<'a> Pooling<'a> {
         }
         Ok(())
     }
+}
+
+/// The last element `len` outputs of windows reaching `reach` past their start read from
+/// `base`, checked to lie in a source of `src_len`.
+fn reaches(base: usize, len: usize, stride: usize, reach: usize, src_len: usize) -> Result<usize> {
+    let Some(last) = len.checked_sub(1) else {
+        return Ok(base);
+    };
+    last.checked_mul(stride)
+        .and_then(|r| r.checked_add(reach))
+        .and_then(|r| base.checked_add(r))
+        .filter(|end| *end < src_len)
+        .ok_or_else(|| {
+            Error::backend(format!(
+                "pooling window of {len} outputs, stride {stride}, from {base} reaches past its \
+                 source of {src_len}"
+            ))
+        })
 }
 
 /// Folds `out.len()` outputs: `out[j] = op_r src[base + offs[r] + j * stride]`. Returns false
@@ -79,22 +119,13 @@ pub fn fold(
     offs: &[usize],
     out: &mut [f32],
 ) -> Result<bool> {
-    let Some(last) = out.len().checked_sub(1) else {
+    if out.is_empty() {
         return Ok(true);
-    };
-    let reach = last
-        .checked_mul(stride)
-        .and_then(|r| r.checked_add(offs.iter().max().copied().unwrap_or(0)))
-        .filter(|r| base.checked_add(*r).is_some_and(|end| end < src.len()))
-        .ok_or_else(|| {
-            Error::backend(format!(
-                "pooling window of {} outputs, stride {stride}, from {base} reaches past its                  source of {}",
-                out.len(),
-                src.len()
-            ))
-        })?;
+    }
+    let reach = offs.iter().max().copied().unwrap_or(0);
+    let end = reaches(base, out.len(), stride, reach, src.len())?;
     let w = Windows {
-        src: &src[base..=base + reach],
+        src: &src[base..=end],
         stride,
         offs,
     };

@@ -17,21 +17,57 @@ pub fn takes(stride: usize) -> bool {
 /// and the last chunk of fewer under a mask (a 13-wide pooling row is one masked chunk). Every
 /// element read is bounds-checked against `src`; call only when [`takes`] the stride.
 pub fn fold(min: bool, src: &[f32], stride: usize, offs: &[usize], out: &mut [f32]) {
+    let n = out.len();
+    rows(min, src, stride, offs, [(0, n, 0)].into_iter(), out);
+}
+
+/// [`fold`] over several rows of outputs in one call: row `(start, len, base)` folds
+/// `out[start..start + len]` from the windows at `base` (a block of 13-wide pooling rows pays
+/// the dispatch once, not per row). Call only when [`takes`] the stride.
+pub fn rows(
+    min: bool,
+    src: &[f32],
+    stride: usize,
+    offs: &[usize],
+    rows: impl Iterator<Item = (usize, usize, usize)>,
+    out: &mut [f32],
+) {
     assert!(takes(stride), "AVX-512 pooling fold of stride {stride}");
-    for (c, chunk) in out.chunks_mut(16).enumerate() {
-        let j = c * 16;
-        // SAFETY: AVX-512 is there (`takes`); `chunk` reads only through checked slices.
-        #[cfg(target_arch = "x86_64")]
-        unsafe {
-            match (stride, min) {
-                (1, false) => chunk16::<1, false>(src, offs, j, chunk),
-                (1, true) => chunk16::<1, true>(src, offs, j, chunk),
-                (_, false) => chunk16::<2, false>(src, offs, j, chunk),
-                (_, true) => chunk16::<2, true>(src, offs, j, chunk),
-            }
+    // SAFETY: AVX-512 is there (`takes`); the rows read and write only through checked slices.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        match (stride, min) {
+            (1, false) => fold_rows::<1, false>(src, offs, rows, out),
+            (1, true) => fold_rows::<1, true>(src, offs, rows, out),
+            (_, false) => fold_rows::<2, false>(src, offs, rows, out),
+            (_, true) => fold_rows::<2, true>(src, offs, rows, out),
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = (min, src, offs, j, chunk);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (min, src, offs, rows, out);
+}
+
+/// Every row's chunks, compiled for AVX-512 as one loop.
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fold_rows<const S: usize, const MIN: bool>(
+    src: &[f32],
+    offs: &[usize],
+    rows: impl Iterator<Item = (usize, usize, usize)>,
+    out: &mut [f32],
+) {
+    for (start, len, base) in rows {
+        if len == 0 {
+            continue;
+        }
+        let row = &src[base..];
+        for (c, chunk) in out[start..start + len].chunks_mut(16).enumerate() {
+            // SAFETY: AVX-512F is there (the caller's contract).
+            unsafe { chunk16::<S, MIN>(row, offs, c * 16, chunk) };
+        }
     }
 }
 
@@ -47,6 +83,7 @@ fn lanes(n: usize) -> __mmask16 {
 /// The CPU has AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
+#[inline]
 unsafe fn chunk16<const S: usize, const MIN: bool>(
     src: &[f32],
     offs: &[usize],
