@@ -221,6 +221,7 @@ pub fn fuse(
     let (out, dissolved) = crate::inline::inline_producers(out, live_out, supports);
     report.kernels -= dissolved;
     let out = merge_conv_epilogues(out, live_out, supports);
+    let out = crate::reshape_outputs::absorb_reshapes(out, live_out);
     (out, report)
 }
 

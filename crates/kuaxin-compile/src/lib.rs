@@ -12,6 +12,7 @@ pub mod lower;
 pub mod matmul_views;
 pub mod ops;
 pub mod program;
+pub mod reshape_outputs;
 pub mod row_ops;
 pub mod trace;
 pub mod value;
