@@ -75,22 +75,8 @@ pub fn fuse(
 ) -> (Vec<Instr>, FusionReport) {
     let instrs = crate::row_ops::merge_row_ops(instrs.to_vec(), slot_types, live_out, supports);
     let instrs = instrs.as_slice();
-    let mut consumers: HashMap<usize, usize> = HashMap::new();
-    for ins in instrs {
-        for s in &ins.inputs {
-            if let Src::Slot(id) = s {
-                *consumers.entry(*id).or_default() += 1;
-            }
-        }
-    }
-    for s in live_out {
-        *consumers.entry(*s).or_default() += 1;
-    }
-    let producer: HashMap<usize, usize> = instrs
-        .iter()
-        .enumerate()
-        .flat_map(|(i, ins)| ins.outputs.iter().map(move |&o| (o, i)))
-        .collect();
+    let consumers = crate::program::slot_uses(instrs, live_out);
+    let producer = crate::program::producers(&instrs);
     let single_use = |s: usize| consumers.get(&s).copied().unwrap_or(0) == 1;
 
     let mut groups: Vec<Option<Group>> = Vec::new();
@@ -233,22 +219,8 @@ fn merge_conv_epilogues(
     live_out: &HashSet<usize>,
     supports: &dyn Fn(&Prim) -> bool,
 ) -> Vec<Instr> {
-    let mut uses: HashMap<usize, usize> = HashMap::new();
-    for ins in &instrs {
-        for s in &ins.inputs {
-            if let Src::Slot(id) = s {
-                *uses.entry(*id).or_default() += 1;
-            }
-        }
-    }
-    for s in live_out {
-        *uses.entry(*s).or_default() += 1;
-    }
-    let producer: HashMap<usize, usize> = instrs
-        .iter()
-        .enumerate()
-        .flat_map(|(i, ins)| ins.outputs.iter().map(move |&o| (o, i)))
-        .collect();
+    let uses = crate::program::slot_uses(&instrs, live_out);
+    let producer = crate::program::producers(&instrs);
     let mut replaced: HashMap<usize, Instr> = HashMap::new();
     let mut removed: HashSet<usize> = HashSet::new();
     for (i, ins) in instrs.iter().enumerate() {

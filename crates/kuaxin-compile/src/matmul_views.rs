@@ -21,11 +21,7 @@ pub fn merge_view_matmuls(
     slot_types: &[TensorType],
     supports: &dyn Fn(&Prim) -> bool,
 ) -> Vec<Instr> {
-    let producer: HashMap<usize, usize> = instrs
-        .iter()
-        .enumerate()
-        .flat_map(|(i, ins)| ins.outputs.iter().map(move |&o| (o, i)))
-        .collect();
+    let producer = crate::program::producers(&instrs);
     let mut out = instrs.clone();
     for (i, ins) in instrs.iter().enumerate() {
         if !matches!(ins.prim, Prim::MatMul) || ins.inputs.len() != 2 {

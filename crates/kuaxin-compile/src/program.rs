@@ -17,6 +17,35 @@ pub struct Instr {
     pub origin: Arc<str>,
 }
 
+/// How many instruction inputs read each slot (and once more for each slot in `live_out`,
+/// when given: a program output is a use the instructions do not show).
+pub fn slot_uses<'a>(
+    instrs: &[Instr],
+    live_out: impl IntoIterator<Item = &'a usize>,
+) -> HashMap<usize, usize> {
+    let mut uses: HashMap<usize, usize> = HashMap::new();
+    for ins in instrs {
+        for s in &ins.inputs {
+            if let Src::Slot(id) = s {
+                *uses.entry(*id).or_default() += 1;
+            }
+        }
+    }
+    for s in live_out {
+        *uses.entry(*s).or_default() += 1;
+    }
+    uses
+}
+
+/// The instruction (index) that writes each slot.
+pub fn producers(instrs: &[Instr]) -> HashMap<usize, usize> {
+    instrs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, ins)| ins.outputs.iter().map(move |&o| (o, i)))
+        .collect()
+}
+
 /// The shape of a program output: tensors and the sequences/optionals that hold them.
 #[derive(Debug, Clone)]
 pub enum OutputSpec {

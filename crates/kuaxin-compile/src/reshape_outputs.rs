@@ -7,25 +7,14 @@
 use crate::program::Instr;
 use crate::value::Src;
 use kuaxin_core::prim::Prim;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 /// `instrs` with every reshaping view of a fused kernel's output (read by nothing else and
 /// not a program output) folded into the kernel.
 pub fn absorb_reshapes(mut instrs: Vec<Instr>, live_out: &HashSet<usize>) -> Vec<Instr> {
-    let mut uses: HashMap<usize, usize> = HashMap::new();
-    for ins in &instrs {
-        for s in &ins.inputs {
-            if let Src::Slot(id) = s {
-                *uses.entry(*id).or_default() += 1;
-            }
-        }
-    }
-    let producer: HashMap<usize, usize> = instrs
-        .iter()
-        .enumerate()
-        .flat_map(|(i, ins)| ins.outputs.iter().map(move |&o| (o, i)))
-        .collect();
+    let uses = crate::program::slot_uses(&instrs, []);
+    let producer = crate::program::producers(&instrs);
     let mut gone: HashSet<usize> = HashSet::new();
     for v in 0..instrs.len() {
         let view = &instrs[v];

@@ -32,19 +32,8 @@ pub fn merge_row_ops(
     if !softmax && !layer_norm {
         return instrs;
     }
-    let mut uses: HashMap<usize, usize> = HashMap::new();
-    for ins in &instrs {
-        for s in &ins.inputs {
-            if let Src::Slot(id) = s {
-                *uses.entry(*id).or_default() += 1;
-            }
-        }
-    }
-    let producer: HashMap<usize, usize> = instrs
-        .iter()
-        .enumerate()
-        .flat_map(|(i, ins)| ins.outputs.iter().map(move |&o| (o, i)))
-        .collect();
+    let uses = crate::program::slot_uses(&instrs, []);
+    let producer = crate::program::producers(&instrs);
     let chain = Chain {
         instrs: &instrs,
         slot_types,
