@@ -76,7 +76,7 @@ pub fn fuse(
     let instrs = crate::row_ops::merge_row_ops(instrs.to_vec(), slot_types, live_out, supports);
     let instrs = instrs.as_slice();
     let consumers = crate::program::slot_uses(instrs, live_out);
-    let producer = crate::program::producers(&instrs);
+    let producer = crate::program::producers(instrs);
     let single_use = |s: usize| consumers.get(&s).copied().unwrap_or(0) == 1;
 
     let mut groups: Vec<Option<Group>> = Vec::new();

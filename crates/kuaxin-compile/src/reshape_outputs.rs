@@ -82,13 +82,16 @@ fn is_reshape(prim: &Prim, shape: &[usize]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kuaxin_core::prim::ViewMap;
 
     fn view(shape: &[usize], strides: &[isize], offset: usize) -> Prim {
-        Prim::View {
-            shape: shape.to_vec(),
-            strides: strides.to_vec(),
+        let (shape, strides) = (shape.to_vec(), strides.to_vec());
+        ViewMap {
+            shape,
+            strides,
             offset,
         }
+        .prim()
     }
 
     #[test]
