@@ -297,12 +297,7 @@ fn merge_conv_epilogues(
             break;
         }
     }
-    instrs
-        .into_iter()
-        .enumerate()
-        .filter(|(i, _)| !removed.contains(i))
-        .map(|(i, ins)| replaced.remove(&i).unwrap_or(ins))
-        .collect()
+    crate::program::rewrite(instrs, &removed, replaced)
 }
 
 /// The single value of a constant that holds one value everywhere.

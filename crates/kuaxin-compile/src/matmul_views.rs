@@ -61,19 +61,12 @@ fn resolve(
     let view_of = |src: &Src| -> Option<(&Instr, ViewMap)> {
         let Src::Slot(s) = src else { return None };
         let ins = &instrs[*producer.get(s)?];
-        let Prim::View {
-            shape,
-            strides,
-            offset,
-        } = &ins.prim
-        else {
-            return None;
-        };
+        let (shape, strides, offset) = ins.prim.as_view()?;
         (slot_types.get(*s)?.dtype == DType::F32).then(|| {
             let map = ViewMap {
-                shape: shape.clone(),
-                strides: strides.clone(),
-                offset: *offset,
+                shape: shape.to_vec(),
+                strides: strides.to_vec(),
+                offset,
             };
             (ins, map)
         })

@@ -3,7 +3,7 @@
 use crate::value::Src;
 use kuaxin_core::prim::{Prim, TensorType};
 use kuaxin_core::{Backend, DeviceTensor, Error, HostValue, Result, Tensor};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 #[derive(Debug, Clone)]
@@ -43,6 +43,21 @@ pub fn producers(instrs: &[Instr]) -> HashMap<usize, usize> {
         .iter()
         .enumerate()
         .flat_map(|(i, ins)| ins.outputs.iter().map(move |&o| (o, i)))
+        .collect()
+}
+
+/// `instrs` less those at the indices in `removed`, each at an index in `replaced` swapped
+/// for its replacement: how the fusion passes apply what they matched.
+pub fn rewrite(
+    instrs: Vec<Instr>,
+    removed: &HashSet<usize>,
+    mut replaced: HashMap<usize, Instr>,
+) -> Vec<Instr> {
+    instrs
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !removed.contains(i))
+        .map(|(i, ins)| replaced.remove(&i).unwrap_or(ins))
         .collect()
 }
 

@@ -7,6 +7,7 @@
 use crate::program::Instr;
 use crate::value::Src;
 use kuaxin_core::prim::Prim;
+use kuaxin_core::tensor::is_row_major;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -47,36 +48,15 @@ pub fn absorb_reshapes(mut instrs: Vec<Instr>, live_out: &HashSet<usize>) -> Vec
         kernel.out_types[0] = ty;
         gone.insert(v);
     }
-    let mut i = 0;
-    instrs.retain(|_| {
-        i += 1;
-        !gone.contains(&(i - 1))
-    });
-    instrs
+    crate::program::rewrite(instrs, &gone, Default::default())
 }
 
 /// Whether `prim` is a view reading its whole input in row-major order as `shape`: offset 0
 /// and row-major strides (any stride on an axis of one).
 fn is_reshape(prim: &Prim, shape: &[usize]) -> bool {
-    let Prim::View {
-        shape: vshape,
-        strides,
-        offset,
-    } = prim
-    else {
-        return false;
-    };
-    if *offset != 0 || vshape.as_slice() != shape || strides.len() != shape.len() {
-        return false;
-    }
-    let mut want: isize = 1;
-    for (&d, &s) in shape.iter().zip(strides).rev() {
-        if d != 1 && s != want {
-            return false;
-        }
-        want = want.saturating_mul(d as isize);
-    }
-    true
+    prim.as_view().is_some_and(|(vshape, strides, offset)| {
+        offset == 0 && vshape == shape && is_row_major(shape, strides)
+    })
 }
 
 #[cfg(test)]

@@ -67,12 +67,7 @@ pub fn merge_row_ops(
             },
         );
     }
-    instrs
-        .into_iter()
-        .enumerate()
-        .filter(|(i, _)| !removed.contains(i))
-        .map(|(i, ins)| replaced.remove(&i).unwrap_or(ins))
-        .collect()
+    crate::program::rewrite(instrs, &removed, replaced)
 }
 
 struct Chain<'a> {
@@ -266,14 +261,7 @@ impl Chain<'_> {
     fn view_of(&self, b: &Src) -> Option<(usize, &Src, TensorType, (&[usize], &[isize], usize))> {
         let (v, _) = self.made_by(b, 1)?;
         let ins = &self.instrs[v];
-        let Prim::View {
-            shape,
-            strides,
-            offset,
-        } = &ins.prim
-        else {
-            return None;
-        };
+        let map = ins.prim.as_view()?;
         let [src] = ins.inputs.as_slice() else {
             return None;
         };
@@ -281,7 +269,7 @@ impl Chain<'_> {
             Src::Slot(id) => self.slot_types.get(*id)?.clone(),
             Src::Const(t) => TensorType::new(t.dtype(), t.shape.clone()),
         };
-        Some((v, src, ty, (shape, strides, *offset)))
+        Some((v, src, ty, map))
     }
 
     /// When `b` is a view that broadcasts a `[.., 1]` value along the last axis to `shape`:

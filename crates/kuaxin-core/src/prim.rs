@@ -325,6 +325,18 @@ impl Prim {
                 .all(|((s, i), &d)| d == 1 || s == i)
     }
 
+    /// A `View`'s map: (shape, strides, offset); `None` for any other primitive.
+    pub fn as_view(&self) -> Option<(&[usize], &[isize], usize)> {
+        match self {
+            Prim::View {
+                shape,
+                strides,
+                offset,
+            } => Some((shape, strides, *offset)),
+            _ => None,
+        }
+    }
+
     pub fn name(&self) -> String {
         match self {
             Prim::Unary(op) => format!("{op:?}"),

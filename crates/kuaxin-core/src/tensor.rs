@@ -320,6 +320,17 @@ pub fn contiguous_strides(shape: &[usize]) -> Vec<isize> {
     s
 }
 
+/// Whether `strides` walk `shape` as a contiguous row-major run: each axis's stride the product
+/// of the sizes after it, any stride on an axis of one.
+pub fn is_row_major(shape: &[usize], strides: &[isize]) -> bool {
+    shape.len() == strides.len()
+        && shape
+            .iter()
+            .zip(contiguous_strides(shape))
+            .zip(strides)
+            .all(|((&d, want), &s)| d == 1 || s == want)
+}
+
 impl Tensor {
     pub fn new(shape: Vec<usize>, data: Data) -> Result<Tensor> {
         let n = checked_numel(&shape)

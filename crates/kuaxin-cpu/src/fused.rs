@@ -10,6 +10,7 @@ use crate::walk::{fetch, inner_strides, load_offsets, row_bases, Segments, Walk}
 use crate::window::Pooling;
 use kuaxin_core::kernel::{Expr, Kernel};
 use kuaxin_core::prim::ReduceOp;
+use kuaxin_core::tensor::is_row_major;
 use kuaxin_core::{DType, Data, Error, Result, Tensor};
 use rayon::prelude::*;
 use std::borrow::Cow;
@@ -133,13 +134,7 @@ fn contiguous(k: &Kernel, kept: usize) -> bool {
     let rdom = &k.domain[kept..];
     k.loads.iter().all(|l| {
         let strides = &l.strides[kept..];
-        let mut want = 1isize;
-        let run = rdom.iter().zip(strides).rev().all(|(&n, &s)| {
-            let ok = n == 1 || s == want;
-            want = want.saturating_mul(n as isize);
-            ok
-        });
-        run || strides.iter().all(|&s| s == 0)
+        is_row_major(rdom, strides) || strides.iter().all(|&s| s == 0)
     })
 }
 
