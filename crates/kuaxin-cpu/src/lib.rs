@@ -56,6 +56,7 @@ mod walk;
 mod warm;
 mod weights;
 mod window;
+mod window_avx2;
 mod window_avx512;
 
 pub use backend::{host_tensor, wrap, CpuBackend};

@@ -5,7 +5,7 @@
 //! blocked path's bit for bit (sums in f64, NaN propagating through max and min).
 use crate::fold::{max, min};
 use crate::walk::Segments;
-use crate::window_avx512;
+use crate::{window_avx2, window_avx512};
 use kuaxin_core::kernel::{Expr, Kernel};
 use kuaxin_core::prim::ReduceOp;
 use kuaxin_core::{Error, Result};
@@ -58,7 +58,8 @@ impl<'a> Pooling<'a> {
                 Error::backend(format!("pooling window starts before its source ({base})"))
             })
         };
-        if matches!(self.op, ReduceOp::Max | ReduceOp::Min) && window_avx512::takes(self.stride) {
+        let vector = VectorFold::of(self.stride);
+        if let (ReduceOp::Max | ReduceOp::Min, Some(vector)) = (self.op, vector) {
             // Every row is checked to stay in the source before the vector loop reads it.
             let reach = self.offs.iter().max().copied().unwrap_or(0);
             for (_, len, base) in segs.of_load(0) {
@@ -68,7 +69,7 @@ impl<'a> Pooling<'a> {
                 .of_load(0)
                 .map(|(start, len, base)| (start, len, base as usize));
             let min = self.op == ReduceOp::Min;
-            window_avx512::rows(min, self.src, self.stride, &self.offs, rows, out);
+            vector.rows(min, self.src, self.stride, &self.offs, rows, out);
             return Ok(());
         }
         for (start, len, base) in segs.of_load(0) {
@@ -88,6 +89,41 @@ impl<'a> Pooling<'a> {
             }
         }
         Ok(())
+    }
+}
+
+/// The vector max / min pooling fold this CPU has for a stride: AVX-512, else AVX2.
+#[derive(Clone, Copy, Debug)]
+enum VectorFold {
+    Avx512,
+    Avx2,
+}
+
+impl VectorFold {
+    fn of(stride: usize) -> Option<VectorFold> {
+        if window_avx512::takes(stride) {
+            Some(VectorFold::Avx512)
+        } else if window_avx2::takes(stride) {
+            Some(VectorFold::Avx2)
+        } else {
+            None
+        }
+    }
+
+    /// Row `(start, len, base)` folds `out[start..start + len]` from the windows at `base`.
+    fn rows(
+        self,
+        min: bool,
+        src: &[f32],
+        stride: usize,
+        offs: &[usize],
+        rows: impl Iterator<Item = (usize, usize, usize)>,
+        out: &mut [f32],
+    ) {
+        match self {
+            VectorFold::Avx512 => window_avx512::rows(min, src, stride, offs, rows, out),
+            VectorFold::Avx2 => window_avx2::rows(min, src, stride, offs, rows, out),
+        }
     }
 }
 
@@ -129,10 +165,12 @@ pub fn fold(
         stride,
         offs,
     };
+    if let (ReduceOp::Max | ReduceOp::Min, Some(vector)) = (op, VectorFold::of(stride)) {
+        let one_row = [(0, out.len(), 0)].into_iter();
+        vector.rows(op == ReduceOp::Min, w.src, stride, offs, one_row, out);
+        return Ok(true);
+    }
     match op {
-        ReduceOp::Max | ReduceOp::Min if window_avx512::takes(stride) => {
-            window_avx512::fold(op == ReduceOp::Min, w.src, stride, offs, out)
-        }
         ReduceOp::Max => w.fold(Fold::new(f32::NEG_INFINITY, max, |a| a), out),
         ReduceOp::Min => w.fold(Fold::new(f32::INFINITY, min, |a| a), out),
         ReduceOp::Sum => w.fold(Fold::new(0f64, |a, x| a + x as f64, |a| a as f32), out),
@@ -302,9 +340,17 @@ mod tests {
 
     #[test]
     fn the_vector_fold_equals_the_portable_one_bit_for_bit() {
-        if !window_avx512::takes(1) {
-            eprintln!("skipped: this CPU has no AVX-512 (the vector pooling fold needs it)");
-            return;
+        let folds: Vec<VectorFold> = [
+            window_avx512::takes(1).then_some(VectorFold::Avx512),
+            window_avx2::takes(1).then_some(VectorFold::Avx2),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if folds.len() < 2 {
+            eprintln!(
+                "only {folds:?}: this CPU lacks AVX-512 or AVX2, and that fold is not checked"
+            );
         }
         // Signed zeros, infinities and NaNs of two payloads among ordinary values: which of
         // two equal values, and which NaN, is kept must match too.
@@ -332,9 +378,13 @@ mod tests {
             (ReduceOp::Min, zeros(1.0)),
         ] {
             for stride in [1usize, 2] {
-                for n in [1usize, 5, 13, 15, 16, 17, 27, 31, 32, 55, 100] {
+                for (n, &vector) in [1usize, 5, 7, 8, 9, 13, 15, 16, 17, 27, 31, 32, 55, 100]
+                    .into_iter()
+                    .flat_map(|n| folds.iter().map(move |v| (n, v)))
+                {
                     let mut fast = vec![7f32; n];
-                    window_avx512::fold(op == ReduceOp::Min, &src, stride, &offs, &mut fast);
+                    let one_row = [(0, n, 0)].into_iter();
+                    vector.rows(op == ReduceOp::Min, &src, stride, &offs, one_row, &mut fast);
                     let w = Windows {
                         src: &src,
                         stride,
@@ -351,7 +401,7 @@ mod tests {
                     assert_eq!(
                         bits(&fast),
                         bits(&portable),
-                        "{op:?} stride {stride}, {n} outputs"
+                        "{vector:?} {op:?} stride {stride}, {n} outputs"
                     );
                 }
             }

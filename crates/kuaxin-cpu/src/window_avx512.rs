@@ -8,22 +8,15 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-/// Whether [`fold`] takes windows of this stride on this CPU.
+/// Whether [`rows`] takes windows of this stride on this CPU.
 pub fn takes(stride: usize) -> bool {
     cfg!(target_arch = "x86_64") && (stride == 1 || stride == 2) && crate::panels::available()
 }
 
-/// `out[j] = op_r src[offs[r] + j * stride]` (max, or min when `min`), 16 outputs at a time
-/// and the last chunk of fewer under a mask (a 13-wide pooling row is one masked chunk). Every
-/// element read is bounds-checked against `src`; call only when [`takes`] the stride.
-pub fn fold(min: bool, src: &[f32], stride: usize, offs: &[usize], out: &mut [f32]) {
-    let n = out.len();
-    rows(min, src, stride, offs, [(0, n, 0)].into_iter(), out);
-}
-
-/// [`fold`] over several rows of outputs in one call: row `(start, len, base)` folds
-/// `out[start..start + len]` from the windows at `base` (a block of 13-wide pooling rows pays
-/// the dispatch once, not per row). Call only when [`takes`] the stride.
+/// `out[start + j] = op_r src[base + offs[r] + j * stride]` (max, or min when `min`) for
+/// each row `(start, len, base)`, 16 outputs at a time and the last chunk of fewer under a
+/// mask (a 13-wide pooling row is one masked chunk); a block of rows pays the dispatch once.
+/// Every element read is bounds-checked against `src`; call only when [`takes`] the stride.
 pub fn rows(
     min: bool,
     src: &[f32],
