@@ -276,7 +276,14 @@ pub fn metrics(got: &Tensor, want: &Tensor, tol: Tolerance) -> Metrics {
     } else {
         0.0
     };
-    m.cosine = if sw > 0.0 && gg > 0.0 {
+    // One square root of the product: for identical values (sw == gg == dot) it is sw
+    // exactly, so the cosine is exactly 1; sqrt(sw) * sqrt(gg) can round to just below sw
+    // (a check of a device against itself then read 0.9999999999999999). Apart when the
+    // product overflows or underflows.
+    let norms = sw * gg;
+    m.cosine = if norms.is_normal() {
+        dot / norms.sqrt()
+    } else if sw > 0.0 && gg > 0.0 {
         dot / (sw.sqrt() * gg.sqrt())
     } else if sw == 0.0 && gg == 0.0 {
         1.0
