@@ -95,8 +95,9 @@ impl<'a> Pooling<'a> {
 /// The vector max / min pooling fold this CPU has for a stride: AVX-512, else AVX2.
 #[derive(Clone, Copy, Debug)]
 enum VectorFold {
-    Avx512,
-    Avx2,
+    /// Listed narrowest last: a CPU with one has the ones below it.
+    Avx512 = 2,
+    Avx2 = 1,
 }
 
 impl VectorFold {
@@ -110,7 +111,10 @@ impl VectorFold {
         }
     }
 
-    /// Row `(start, len, base)` folds `out[start..start + len]` from the windows at `base`.
+    /// Row `(start, len, base)` folds `out[start..start + len]`: `out[start + j] = op_r
+    /// src[base + offs[r] + j * stride]` (max, or min when `min`), all rows in one loop of
+    /// this instruction set. Every element read is bounds-checked against `src`; `stride` is
+    /// one [`VectorFold::of`] chose this fold for.
     fn rows(
         self,
         min: bool,
@@ -120,10 +124,31 @@ impl VectorFold {
         rows: impl Iterator<Item = (usize, usize, usize)>,
         out: &mut [f32],
     ) {
-        match self {
-            VectorFold::Avx512 => window_avx512::rows(min, src, stride, offs, rows, out),
-            VectorFold::Avx2 => window_avx2::rows(min, src, stride, offs, rows, out),
+        assert!(
+            VectorFold::of(stride).is_some_and(|v| v as u8 >= self as u8),
+            "{self:?} pooling fold of stride {stride}"
+        );
+        macro_rules! fold_rows {
+            ($isa:ident) => {
+                // SAFETY: the CPU has the instruction set (`of` chose it, or a wider one, for
+                // this stride); the rows read and write only through checked slices.
+                unsafe {
+                    match (stride, min) {
+                        (1, false) => $isa::fold_rows::<1, false>(src, offs, rows, out),
+                        (1, true) => $isa::fold_rows::<1, true>(src, offs, rows, out),
+                        (_, false) => $isa::fold_rows::<2, false>(src, offs, rows, out),
+                        (_, true) => $isa::fold_rows::<2, true>(src, offs, rows, out),
+                    }
+                }
+            };
         }
+        #[cfg(target_arch = "x86_64")]
+        match self {
+            VectorFold::Avx512 => fold_rows!(window_avx512),
+            VectorFold::Avx2 => fold_rows!(window_avx2),
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (min, src, offs, rows, out);
     }
 }
 

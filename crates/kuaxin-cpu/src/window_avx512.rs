@@ -8,45 +8,20 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-/// Whether [`rows`] takes windows of this stride on this CPU.
+/// Whether [`fold_rows`] takes windows of this stride on this CPU.
 pub fn takes(stride: usize) -> bool {
     cfg!(target_arch = "x86_64") && (stride == 1 || stride == 2) && crate::panels::available()
 }
 
-/// `out[start + j] = op_r src[base + offs[r] + j * stride]` (max, or min when `min`) for
-/// each row `(start, len, base)`, 16 outputs at a time and the last chunk of fewer under a
-/// mask (a 13-wide pooling row is one masked chunk); a block of rows pays the dispatch once.
-/// Every element read is bounds-checked against `src`; call only when [`takes`] the stride.
-pub fn rows(
-    min: bool,
-    src: &[f32],
-    stride: usize,
-    offs: &[usize],
-    rows: impl Iterator<Item = (usize, usize, usize)>,
-    out: &mut [f32],
-) {
-    assert!(takes(stride), "AVX-512 pooling fold of stride {stride}");
-    // SAFETY: AVX-512 is there (`takes`); the rows read and write only through checked slices.
-    #[cfg(target_arch = "x86_64")]
-    unsafe {
-        match (stride, min) {
-            (1, false) => fold_rows::<1, false>(src, offs, rows, out),
-            (1, true) => fold_rows::<1, true>(src, offs, rows, out),
-            (_, false) => fold_rows::<2, false>(src, offs, rows, out),
-            (_, true) => fold_rows::<2, true>(src, offs, rows, out),
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (min, src, offs, rows, out);
-}
-
-/// Every row's chunks, compiled for AVX-512 as one loop.
+/// Each row `(start, len, base)`: `out[start + j] = op_r src[base + offs[r] + j * S]` (min
+/// when `MIN`, else max), compiled for AVX-512 as one loop over every row's chunks. Every
+/// element read is bounds-checked against `src`.
 ///
 /// # Safety
 /// The CPU has AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn fold_rows<const S: usize, const MIN: bool>(
+pub unsafe fn fold_rows<const S: usize, const MIN: bool>(
     src: &[f32],
     offs: &[usize],
     rows: impl Iterator<Item = (usize, usize, usize)>,
