@@ -213,6 +213,22 @@ def bench_case(name, path, inputs, threads, kbin, extra, cfg, workdir):
     }
 
 
+def cpu_summary():
+    """The CPU's model and widest vector extension (from /proc/cpuinfo where there is one):
+    kuaxin's products and convolutions take different kernels with and without AVX-512, so a
+    table means little without it."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+    except OSError:
+        return "unknown CPU"
+    model = re.search(r"^model name\s*:\s*(.*)$", info, re.M)
+    flags = re.search(r"^flags\s*:\s*(.*)$", info, re.M)
+    have = set(flags.group(1).split()) if flags else set()
+    isa = "AVX-512" if "avx512f" in have else "AVX2 (no AVX-512)" if "avx2" in have else "no AVX2"
+    return f"{model.group(1).strip() if model else 'unknown CPU'}, {isa}"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[1],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -286,13 +302,15 @@ def main():
     print("-" * len(hdr))
     print(f"load average (1 min) {load0:.2f} at the start, {os.getloadavg()[0]:.2f} at the end on "
           f"{os.cpu_count()} cores (above ~0.5 the machine was shared: both sides suffer, 2 threads most)")
+    print(f"CPU: {cpu_summary()}")
     if ratios:
         print(f"{sum(x <= 1.0 for x in ratios)}/{len(ratios)} cases at ratio <= 1.0, "
               f"{sum(x <= 0.8 for x in ratios)}/{len(ratios)} at <= 0.8; "
               f"{len(warnings)} warnings; {time.time() - t_start:.0f}s")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"onnxruntime": onnxruntime.__version__, "kuaxin_args": a.kuaxin_arg, "rows": rows}, f, indent=1)
+            json.dump({"onnxruntime": onnxruntime.__version__, "kuaxin_args": a.kuaxin_arg,
+                       "cpu": cpu_summary(), "rows": rows}, f, indent=1)
     return 0
 
 
