@@ -4,6 +4,7 @@
 //! skip im2col. f32 / f64 / f16 through gemm; bf16 via f32. A one-group f32 convolution whose
 //! weight is a packed constant ([`panel_weights`]) runs on the panel tiles instead, computing
 //! its output transposed, a block of positions at a time ([`tiled`]).
+use crate::conv_rows;
 use crate::gemm::{gemm_rm, GemmEl, Mat, SendPtr, PAR_FLOPS};
 use crate::im2col::{im2col, Geom};
 use crate::limits;
@@ -11,6 +12,7 @@ use crate::panels::{self, product_at, Columns, Out, PackedB};
 use crate::par;
 use crate::scratch::with_scratch;
 use crate::tile::{MR, NR};
+use crate::tile_avx2;
 use crate::weights::Weights;
 use kuaxin_core::{Data, Error, Result, Tensor};
 use rayon::prelude::*;
@@ -63,10 +65,20 @@ const MIN_DEPTH: usize = 16;
 /// With the weight as B, the product computes the output transposed, positions x channels:
 /// the 32 lanes of a tile run over channels, where over positions a late ResNet layer (7 x 7
 /// = 49 positions) would fill two panels of 32 with 49 values.
+///
+/// Without AVX-512 but with AVX2 ([`conv_rows::available`]) the weight is packed in panels of
+/// six channels instead, the A of [`conv_rows`]' tile, whose output comes out by rows.
 pub fn panel_weights(w: &Tensor, g: &Geom, weights: Option<&Weights>) -> Option<Arc<PackedB>> {
     let Data::F32(wd) = &w.data else { return None };
     let rows = g.rows();
-    if g.mg != g.m || g.m < NR || rows < MIN_DEPTH || !panels::available() {
+    let width = if panels::available() {
+        NR
+    } else if conv_rows::available() && conv_rows::fills_panels(g.p) {
+        tile_avx2::MR
+    } else {
+        return None;
+    };
+    if g.mg != g.m || g.m < NR || rows < MIN_DEPTH {
         return None;
     }
     let wt = Mat {
@@ -74,7 +86,7 @@ pub fn panel_weights(w: &Tensor, g: &Geom, weights: Option<&Weights>) -> Option<
         rs: 1,
         cs: rows as isize,
     };
-    weights?.packed_b(w, wd, wt, rows, g.m)
+    weights?.packed_b(w, wd, wt, (rows, g.m), width)
 }
 
 /// `epilogue.1`, when given, is `epilogue.0` as a bias per channel and a ReLU: a convolution
@@ -117,7 +129,11 @@ pub fn conv_with_epilogue<T: GemmEl>(
                             .ok_or_else(short_residual)
                     })
                     .transpose()?;
-                tiled(xs, wt, g, c, columns, parallel)?;
+                if wt.width() == NR {
+                    tiled(xs, wt, g, c, columns, parallel)?;
+                } else {
+                    conv_rows::run(xs, wt, g, c, columns, parallel)?;
+                }
                 if columns.is_some() {
                     return Ok(());
                 }
@@ -292,8 +308,8 @@ mod tests {
     /// 32 output channels and depth 16; the prims tests check what they compute.
     #[test]
     fn shallow_and_deep_one_group_convolutions_take_the_tiles() {
-        if !panels::available() {
-            eprintln!("skipped: this CPU has no AVX-512 (the tiles need it)");
+        if !panels::available() && !conv_rows::available() {
+            eprintln!("skipped: this CPU has neither AVX-512 nor AVX2 (the tiles need one)");
             return;
         }
         for (x, w, out, groups, tiles) in [

@@ -2,6 +2,7 @@
 //! (K kernel positions, P output positions), so the convolution is one matrix product.
 use crate::par;
 use crate::shape::{strides, unravel};
+use rayon::prelude::*;
 
 /// Geometry of one convolution (spatial dims only where noted).
 pub struct Geom {
@@ -130,6 +131,156 @@ pub fn im2col<T: Copy + Send + Sync>(
     }
 }
 
+/// The columns of positions `at` as panels of `W` positions one after another in `cols`:
+/// panel j is `rows` rows of `W`, row r holding column-matrix row r at positions
+/// `at.start + j W ..`, the last panel's missing positions zeros.
+///
+/// Each panel's window origins are worked out once, as runs of positions evenly spaced in
+/// the input (an output row's). Rows are then filled in order, each row across all the
+/// panels: one input channel is read as one stretch of a few hundred floats, where panel by
+/// panel every row would touch another channel's cache lines, 16 floats at a time (1 x 1
+/// layers of depth 256 measured 15-40% slower that way). `parallel` splits the panels into
+/// one group per thread.
+pub fn im2col_panels<const W: usize>(
+    x: &[f32],
+    cols: &mut [f32],
+    g: &Geom,
+    at: std::ops::Range<usize>,
+    parallel: bool,
+) {
+    let rows = g.rows();
+    let nd = g.in_sp.len();
+    let istr = strides(&g.in_sp);
+    // Input offset of each kernel position from its window's origin.
+    let mut kpos = vec![0usize; nd];
+    let kofs: Vec<usize> = (0..g.kk)
+        .map(|kidx| {
+            unravel(kidx, &g.k_sp, &mut kpos);
+            (0..nd).map(|d| kpos[d] * g.dilations[d] * istr[d]).sum()
+        })
+        .collect();
+    let panels = at.len().div_ceil(W);
+    let mut o = vec![0usize; nd];
+    let runs: Vec<PanelRuns<W>> = (0..panels)
+        .map(|j| {
+            let start = at.start + j * W;
+            let len = W.min(at.end - start);
+            PanelRuns::new(len, |q| {
+                unravel(start + q, &g.out_sp, &mut o);
+                (0..nd).map(|d| o[d] * g.strides[d] * istr[d]).sum()
+            })
+        })
+        .collect();
+    // Panels `first..` into `group`, a row of every panel at a time.
+    let fill = |first: usize, group: &mut [f32]| {
+        let count = group.len() / (rows * W).max(1);
+        let mut r = 0;
+        for ci in 0..g.cg {
+            for &k in &kofs {
+                let base = ci * g.in_plane + k;
+                for (jj, runs) in runs[first..first + count].iter().enumerate() {
+                    runs.copy(&x[base..], &mut group[(jj * rows + r) * W..][..W]);
+                }
+                r += 1;
+            }
+        }
+    };
+    let cols = &mut cols[..panels * W * rows];
+    let threads = if parallel {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
+    let per = panels.div_ceil(threads).max(1);
+    if threads > 1 && panels > 1 {
+        cols.par_chunks_mut(per * rows * W)
+            .enumerate()
+            .for_each(|(t, group)| fill(t * per, group));
+    } else {
+        fill(0, cols);
+    }
+}
+
+/// One panel's positions as runs evenly spaced in the input: (first position, its input
+/// offset, length, spacing), with the panel's count of positions.
+struct PanelRuns<const W: usize> {
+    len: usize,
+    n: usize,
+    runs: [(usize, usize, usize, usize); W],
+}
+
+impl<const W: usize> PanelRuns<W> {
+    /// The runs of `len` positions whose input offsets are `origin(q)`.
+    fn new(len: usize, mut origin: impl FnMut(usize) -> usize) -> PanelRuns<W> {
+        let mut runs = [(0usize, 0usize, 0usize, 1usize); W];
+        let mut n = 0;
+        for q in 0..len {
+            let o = origin(q);
+            if n > 0 {
+                let run: &mut (usize, usize, usize, usize) = &mut runs[n - 1];
+                if run.2 == 1 && o > run.1 {
+                    (run.2, run.3) = (2, o - run.1);
+                    continue;
+                }
+                if run.1 + run.2 * run.3 == o {
+                    run.2 += 1;
+                    continue;
+                }
+            }
+            runs[n] = (q, o, 1, 1);
+            n += 1;
+        }
+        PanelRuns { len, n, runs }
+    }
+
+    /// One row of the panel from `x` (the input from this row's channel and kernel position).
+    #[inline(always)]
+    fn copy(&self, x: &[f32], row: &mut [f32]) {
+        for &(q, o, l, step) in &self.runs[..self.n] {
+            let dst = &mut row[q..q + l];
+            if step == 1 {
+                copy_short(dst, &x[o..o + l]);
+            } else {
+                let src = &x[o..=o + (l - 1) * step];
+                for (d, s) in dst.iter_mut().zip(src.iter().step_by(step)) {
+                    *d = *s;
+                }
+            }
+        }
+        if self.len < W {
+            row[self.len..].fill(0.0);
+        }
+    }
+}
+
+/// `dst = src` (equal lengths, at most 16) as fixed-size copies, which compile to a few vector
+/// moves where a copy of a length known only at run time calls `memmove`: lengths 8..=16 as
+/// the first and the last eight (overlapping), 4..8 likewise by four, shorter one by one.
+#[inline(always)]
+fn copy_short(dst: &mut [f32], src: &[f32]) {
+    let l = dst.len().min(src.len());
+    fn copy<const N: usize>(dst: &mut [f32], src: &[f32], at: usize) {
+        if let (Some(d), Some(s)) = (dst.get_mut(at..at + N), src.get(at..at + N)) {
+            let s: &[f32; N] = s.try_into().expect("N floats");
+            d.copy_from_slice(s);
+        }
+    }
+    if l >= 8 {
+        copy::<8>(dst, src, 0);
+        copy::<8>(dst, src, l - 8);
+        if l > 16 {
+            dst[..l].copy_from_slice(&src[..l]);
+        }
+    } else if l >= 4 {
+        copy::<4>(dst, src, 0);
+        copy::<4>(dst, src, l - 4);
+    } else {
+        for (d, s) in dst[..l].iter_mut().zip(&src[..l]) {
+            *d = *s;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,6 +320,48 @@ mod tests {
                     whole[r * p + at.start..r * p + at.end],
                     "row {r}, positions {at:?}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn panels_hold_the_columns_sixteen_positions_at_a_time_with_zeros_after_the_last() {
+        // 3 channels of 17 x 15, a 3 x 3 kernel with strides (2, 2) and dilations (2, 1):
+        // 7 x 7 positions; and a stride-1 3 x 3 kernel on 9 x 11 (rows of 7 and 9).
+        for (xs, ws, out, st, dil) in [
+            ([1, 3, 17, 15], [4, 3, 3, 3], [1, 4, 7, 7], [2, 2], [2, 1]),
+            ([1, 2, 9, 11], [4, 2, 3, 3], [1, 4, 7, 9], [1, 1], [1, 1]),
+        ] {
+            let x: Vec<f32> = (0..xs.iter().product::<usize>())
+                .map(|v| v as f32)
+                .collect();
+            let g = Geom::new(&xs, &ws, &out, &st, &dil, 1);
+            let (rows, p) = (g.rows(), g.p);
+            let mut whole = vec![0f32; rows * p];
+            im2col(&x, &mut whole, &g, 0..p, false);
+            for at in [0..p, 5..40, 17..18, 16..48] {
+                for parallel in [false, true] {
+                    let panels = at.len().div_ceil(16);
+                    let mut cols = vec![f32::NAN; panels * 16 * rows];
+                    im2col_panels::<16>(&x, &mut cols, &g, at.clone(), parallel);
+                    for j in 0..panels {
+                        for r in 0..rows {
+                            for q in 0..16 {
+                                let pos = at.start + j * 16 + q;
+                                let want = if pos < at.end {
+                                    whole[r * p + pos]
+                                } else {
+                                    0.0
+                                };
+                                assert_eq!(
+                                    cols[(j * rows + r) * 16 + q].to_bits(),
+                                    want.to_bits(),
+                                    "{xs:?}, positions {at:?}, panel {j}, row {r}, lane {q}"
+                                );
+                            }
+                        }
+                    }
+                }
             }
         }
     }

@@ -195,7 +195,7 @@ fn packed_product(
     if !panels::available() || !shared || d.m * d.n == 0 {
         return None;
     }
-    let packed = weights.packed_b(y, b, ob.mat, d.k, d.n)?;
+    let packed = weights.packed_b(y, b, ob.mat, (d.k, d.n), crate::tile::NR)?;
     let mut c = vec![0f32; d.batch * d.m * d.n];
     for (i, ci) in c.chunks_mut(d.m * d.n).enumerate() {
         panels::product(d.m, (a, oa.at(i)), &packed, (ci, panels::Out::Rows), true);

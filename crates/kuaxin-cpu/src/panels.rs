@@ -22,50 +22,64 @@ pub fn available() -> bool {
     cfg!(target_arch = "x86_64") && level() == Level::Avx512
 }
 
-/// A `k x n` matrix as `n.div_ceil(32)` panels of `k` rows of 32 columns (the last padded
-/// with zeros), each panel contiguous.
+/// A `k x n` matrix as `n.div_ceil(width)` panels of `k` rows of `width` columns (the last
+/// padded with zeros), each panel contiguous. Width [`NR`] (32) feeds the AVX-512 tiles as B;
+/// width [`crate::tile_avx2::MR`] (6) holds a convolution's weight as the A of the AVX2 tile
+/// (a panel is six output channels, `k` steps of six).
 pub struct PackedB {
     k: usize,
     n: usize,
+    width: usize,
     data: Vec<f32>,
 }
 
 impl PackedB {
-    /// Packs the `k x n` matrix `mat` of `src`.
-    pub fn new(src: &[f32], mat: Mat, k: usize, n: usize) -> Result<PackedB> {
-        if !mat.fits(k, n, src.len()) {
+    /// Packs the `k x n` matrix `mat` of `src` in panels of `width` columns.
+    pub fn with_width(src: &[f32], mat: Mat, k: usize, n: usize, width: usize) -> Result<PackedB> {
+        if !mat.fits(k, n, src.len()) || width == 0 {
             return Err(kuaxin_core::Error::backend(
                 "packing a matrix product operand: it lies outside its buffer",
             ));
         }
         let len = k
-            .checked_mul(NR)
-            .and_then(|x| x.checked_mul(n.div_ceil(NR)))
+            .checked_mul(width)
+            .and_then(|x| x.checked_mul(n.div_ceil(width)))
             .ok_or_else(|| kuaxin_core::Error::invalid("packed operand size overflows"))?;
         limits::check_elems::<f32>(len)?;
         let mut data = vec![0f32; len];
         if len > 0 {
-            data.par_chunks_mut(k * NR)
+            data.par_chunks_mut(k * width)
                 .enumerate()
                 .for_each(|(j, panel)| {
-                    let cols = NR.min(n - j * NR);
-                    for (p, row) in panel.chunks_exact_mut(NR).enumerate() {
+                    let cols = width.min(n - j * width);
+                    for (p, row) in panel.chunks_exact_mut(width).enumerate() {
                         for (c, x) in row[..cols].iter_mut().enumerate() {
-                            // `fits` bounds every (p, j*NR + c) with p < k, column < n.
+                            // `fits` bounds every (p, j*width + c) with p < k, column < n.
                             let at = mat.offset as isize
                                 + p as isize * mat.rs
-                                + (j * NR + c) as isize * mat.cs;
+                                + (j * width + c) as isize * mat.cs;
                             *x = src[at as usize];
                         }
                     }
                 });
         }
-        Ok(PackedB { k, n, data })
+        Ok(PackedB { k, n, width, data })
     }
 
     /// `(k, n)`: rows and columns of the matrix packed.
     pub fn dims(&self) -> (usize, usize) {
         (self.k, self.n)
+    }
+
+    /// Columns per panel.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Panel `j` (`k` rows of `width`), or an empty slice past the last.
+    pub fn panel(&self, j: usize) -> &[f32] {
+        let len = self.k * self.width;
+        self.data.get(j * len..(j + 1) * len).unwrap_or(&[])
     }
 
     pub fn bytes(&self) -> usize {
@@ -165,6 +179,7 @@ pub unsafe fn product_at(
     };
     assert!(
         available()
+            && b.width == NR
             && am.fits(m, k, a.len())
             && columns.is_none_or(|e| {
                 e.bias.is_none_or(|b| b.len() >= n) && e.residual.is_none_or(|r| r.len() > c_last)
@@ -331,7 +346,7 @@ mod tests {
             } else {
                 Mat::row_major(k)
             };
-            let packed = PackedB::new(&b, Mat::row_major(n), k, n).expect("packs");
+            let packed = PackedB::with_width(&b, Mat::row_major(n), k, n, NR).expect("packs");
             let want = reference(m, n, k, &a, am, &b);
             for (parallel, out) in [
                 (false, Out::Rows),
@@ -360,6 +375,6 @@ mod tests {
     #[test]
     fn packing_rejects_a_window_outside_the_buffer() {
         let b = vec![0f32; 10];
-        assert!(PackedB::new(&b, Mat::row_major(4), 3, 4).is_err());
+        assert!(PackedB::with_width(&b, Mat::row_major(4), 3, 4, NR).is_err());
     }
 }

@@ -32,6 +32,7 @@ struct Key {
     mat: Mat,
     k: usize,
     n: usize,
+    width: usize,
 }
 
 fn budget_bytes() -> usize {
@@ -68,22 +69,23 @@ impl Weights {
         g.consts.insert(Arc::as_ptr(t) as usize, Arc::downgrade(t));
     }
 
-    /// The `k x n` matrix `mat` of the constant `t` (whose data is `src`) in panels, packed
-    /// now if it is not yet; `None` when `t` is not a registered constant or the budget is
-    /// spent.
+    /// The `k x n` matrix `mat` of the constant `t` (whose data is `src`) in panels of
+    /// `width` columns, packed now if it is not yet; `None` when `t` is not a registered
+    /// constant or the budget is spent.
     pub fn packed_b(
         &self,
         t: &Tensor,
         src: &[f32],
         mat: Mat,
-        k: usize,
-        n: usize,
+        (k, n): (usize, usize),
+        width: usize,
     ) -> Option<Arc<PackedB>> {
         let key = Key {
             tensor: t as *const Tensor as usize,
             mat,
             k,
             n,
+            width,
         };
         {
             let g = self.inner.lock().ok()?;
@@ -98,14 +100,14 @@ impl Weights {
                 return Some(p.clone());
             }
             let need = n
-                .div_ceil(crate::tile::NR)
+                .div_ceil(width.max(1))
                 .saturating_mul(k)
-                .saturating_mul(crate::tile::NR * 4);
+                .saturating_mul(width.saturating_mul(4));
             if g.bytes.saturating_add(need) > budget_bytes() {
                 return None;
             }
         }
-        let p = Arc::new(PackedB::new(src, mat, k, n).ok()?);
+        let p = Arc::new(PackedB::with_width(src, mat, k, n, width).ok()?);
         let mut g = self.inner.lock().ok()?;
         if let Some(old) = g.packed.insert(key, p.clone()) {
             g.bytes -= old.bytes();
