@@ -290,12 +290,12 @@ fn tiled(
     }
 }
 
-fn short_residual() -> Error {
+pub(crate) fn short_residual() -> Error {
     Error::backend("Conv on the tiles: the residual is shorter than the output")
 }
 
 /// `c` moved `by` elements on.
-fn offset(c: &SendPtr<f32>, by: usize) -> SendPtr<f32> {
+pub(crate) fn offset(c: &SendPtr<f32>, by: usize) -> SendPtr<f32> {
     // SAFETY: callers move within the output `c` points into.
     SendPtr(unsafe { c.0.add(by) })
 }

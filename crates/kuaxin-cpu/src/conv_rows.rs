@@ -10,38 +10,32 @@
 //! wants it, with the bias, residual and ReLU applied in registers on the last block of
 //! depth.
 //!
-//! Loops, per block of positions (up to 12 panels): depth in blocks of [`KC`]; channel panels
-//! in blocks of 32 (a depth block of them, 192 KiB, stays in L2); the position panels (a
-//! depth block of one, 16 KiB, stays in L1 while the block's channel panels pass over it).
-//! On two threads the blocks of positions are shared out when there are enough of them; a
-//! layer with few positions instead shares out its channel panels over each block.
+//! The positions go in blocks of up to 12 panels, each block one product of
+//! [`crate::panels_avx2`]. On two threads the blocks are shared out when there are enough of
+//! them; a layer with few positions instead shares out its channel panels over each block.
 //!
 //! Against gemm on im2col (a Zen 3 core, per-kernel minima): ResNet-50's 3 x 3 layers at
 //! 56 x 56 3.7 -> 3.1 ms, its 1 x 1 expansions with the residual 10-15% faster, its 1 x 1
 //! reductions of depth 256 and 512 about 10% slower (the reading of the columns), the model's
 //! convolutions as a whole 1-2% faster.
+use crate::conv::{offset, short_residual};
 use crate::gemm::SendPtr;
 use crate::im2col::{im2col_panels, Geom};
 use crate::limits;
 use crate::panels::{Columns, PackedB};
+use crate::panels_avx2;
 use crate::scratch::with_scratch;
-use crate::tile_avx2::{self, RowFinish, RowTile, MR, NR};
+use crate::tile_avx2::{self, MR, NR};
 use kuaxin_core::{Error, Result};
 use rayon::prelude::*;
 
-/// Steps of depth per block: a depth block of a position panel is 16 KiB (in L1).
-pub const KC: usize = 256;
-/// Channel panels per block: a depth block of them is 32 x 6 KiB = 192 KiB (in L2).
-const CHANNEL_PANELS_PER_BLOCK: usize = 32;
 /// Sixteen-position panels per block of positions at most.
 const PANELS_PER_BLOCK: usize = 12;
 
 /// Whether this CPU takes convolutions here: it has AVX2 and FMA, and no AVX-512 (which runs
 /// the tiles of [`crate::panels`] instead).
 pub fn available() -> bool {
-    cfg!(target_arch = "x86_64")
-        && !crate::panels::available()
-        && crate::simd::level() >= crate::simd::Level::Avx2Fma
+    panels_avx2::available()
 }
 
 /// Whether `p` output positions fill their 16-position panels to at least 90%. A 7 x 7
@@ -99,13 +93,18 @@ pub fn run(
     let block = |b: usize, inner_threads: usize| -> Result<()> {
         let at = b * per..((b + 1) * per).min(p);
         let len = at.len().div_ceil(NR) * NR * depth;
+        let columns = columns
+            .map(|e| e.shifted(at.start).ok_or_else(short_residual))
+            .transpose()?;
         limits::check_elems::<f32>(len)?;
         with_scratch(len, |cols: &mut [f32]| {
             im2col_panels::<NR>(x, cols, g, at.clone(), inner_threads > 1);
             // SAFETY: this block writes positions `at` of every channel of `out` (M x P,
             // checked above), disjoint from the other blocks' positions; `cols` holds its
-            // panels; the residual and bias were checked to cover the output.
-            unsafe { product(wt, cols, (&c, p), at, columns, inner_threads) };
+            // panels; the bias was checked to hold M values and the residual M x P, of which
+            // `shifted` keeps what lies from this block's first position on.
+            let c = offset(&c, at.start);
+            unsafe { panels_avx2::product(wt, (cols, at.len()), (&c, p), columns, inner_threads) };
         });
         Ok(())
     };
@@ -113,78 +112,6 @@ pub fn run(
         (0..blocks).into_par_iter().try_for_each(|b| block(b, 1))
     } else {
         (0..blocks).try_for_each(|b| block(b, threads))
-    }
-}
-
-/// Output positions `at` of every channel, from their columns `cols` in panels, with
-/// `threads` threads sharing out the channel panels.
-///
-/// # Safety
-/// `c.0` points to the `[M, ld]` output, which nothing else touches at positions `at`
-/// meanwhile; `cols` holds `at`'s panels of `depth` rows; a bias in `columns` holds `M`
-/// values and a residual `M * ld`.
-unsafe fn product(
-    wt: &PackedB,
-    cols: &[f32],
-    (c, ld): (&SendPtr<f32>, usize),
-    at: std::ops::Range<usize>,
-    columns: Option<Columns>,
-    threads: usize,
-) {
-    let (depth, m) = wt.dims();
-    let channel_panels = m.div_ceil(MR);
-    let position_panels = at.len().div_ceil(NR);
-    // Channel panels `is`: per depth block, a block of channel panels (in L2) passes over
-    // each position panel (in L1) in turn.
-    let part = |is: std::ops::Range<usize>| {
-        for k0 in (0..depth).step_by(KC) {
-            let kb = KC.min(depth - k0);
-            let last = k0 + kb == depth;
-            for i0 in is.clone().step_by(CHANNEL_PANELS_PER_BLOCK) {
-                let i1 = (i0 + CHANNEL_PANELS_PER_BLOCK).min(is.end);
-                for j in 0..position_panels {
-                    let start = at.start + j * NR;
-                    let b = cols[j * depth * NR + k0 * NR..].as_ptr();
-                    for i in i0..i1 {
-                        let at_c = i * MR * ld + start;
-                        let t = RowTile {
-                            a: wt.panel(i)[k0 * MR..].as_ptr(),
-                            b,
-                            b_rs: NR,
-                            c: c.0.wrapping_add(at_c),
-                            c_rs: ld,
-                            cols: NR.min(at.end - start),
-                            accumulate: k0 > 0,
-                            finish: columns.filter(|_| last).map(|e| RowFinish {
-                                bias: e.bias.map_or(std::ptr::null(), |b| b[i * MR..].as_ptr()),
-                                residual: e
-                                    .residual
-                                    .map_or(std::ptr::null(), |r| r[at_c..].as_ptr()),
-                                relu: e.relu,
-                            }),
-                        };
-                        // SAFETY: panel i of the weight from step k0 holds `kb` steps of six;
-                        // position panel j of `cols` from row k0 holds `kb` rows of 16; rows
-                        // i * 6 .. + rows of C and of the residual, columns start.. + cols,
-                        // lie in the `[M, ld]` output (the caller's contract).
-                        #[cfg(target_arch = "x86_64")]
-                        unsafe {
-                            tile_avx2::run(MR.min(m - i * MR), kb, &t)
-                        };
-                        #[cfg(not(target_arch = "x86_64"))]
-                        let _ = t;
-                    }
-                }
-            }
-        }
-    };
-    if threads > 1 && channel_panels > 1 {
-        let per = channel_panels.div_ceil(threads);
-        (0..channel_panels.div_ceil(per))
-            .into_par_iter()
-            .for_each(|t| part(t * per..((t + 1) * per).min(channel_panels)));
-    } else {
-        part(0..channel_panels);
     }
 }
 

@@ -36,6 +36,7 @@ pub use kuaxin_core::limits;
 mod matmul;
 mod pad;
 mod panels;
+mod panels_avx2;
 mod par;
 mod reduce;
 mod round;

@@ -14,6 +14,9 @@ use rayon::prelude::*;
 
 /// Steps of k per block: a 2048 x 32 panel block is 256 KiB.
 pub const KC: usize = 2048;
+/// Values from which packing is shared out over the threads (an activation packed on each
+/// call is often smaller, and a rayon round trip would cost more than the copy).
+const PAR_PACK: usize = 1 << 18;
 /// Bytes of A a row block may take (a quarter of a Zen 4 core's L2).
 const A_BLOCK_BYTES: usize = 256 << 10;
 
@@ -47,21 +50,44 @@ impl PackedB {
             .ok_or_else(|| kuaxin_core::Error::invalid("packed operand size overflows"))?;
         limits::check_elems::<f32>(len)?;
         let mut data = vec![0f32; len];
-        if len > 0 {
+        // Panel j: columns j * width .. of `mat`, `k` rows of `width` (`fits` bounds every
+        // (p, column) with p < k, column < n, so the slices below are inside `src`).
+        let fill = |j: usize, panel: &mut [f32]| {
+            let cols = width.min(n - j * width);
+            let at = |p: usize, c: usize| {
+                (mat.offset as isize + p as isize * mat.rs + (j * width + c) as isize * mat.cs)
+                    as usize
+            };
+            if mat.cs == 1 {
+                // Rows of the matrix are contiguous: a copy per row.
+                for (p, row) in panel.chunks_exact_mut(width).enumerate() {
+                    row[..cols].copy_from_slice(&src[at(p, 0)..at(p, 0) + cols]);
+                }
+            } else if mat.rs == 1 {
+                // Columns are contiguous (a transposed operand): each column spread over
+                // the panel's rows.
+                for c in 0..cols {
+                    let column = &src[at(0, c)..at(0, c) + k];
+                    for (x, &v) in panel[c..].iter_mut().step_by(width).zip(column) {
+                        *x = v;
+                    }
+                }
+            } else {
+                for (p, row) in panel.chunks_exact_mut(width).enumerate() {
+                    for (c, x) in row[..cols].iter_mut().enumerate() {
+                        *x = src[at(p, c)];
+                    }
+                }
+            }
+        };
+        if len >= PAR_PACK {
             data.par_chunks_mut(k * width)
                 .enumerate()
-                .for_each(|(j, panel)| {
-                    let cols = width.min(n - j * width);
-                    for (p, row) in panel.chunks_exact_mut(width).enumerate() {
-                        for (c, x) in row[..cols].iter_mut().enumerate() {
-                            // `fits` bounds every (p, j*width + c) with p < k, column < n.
-                            let at = mat.offset as isize
-                                + p as isize * mat.rs
-                                + (j * width + c) as isize * mat.cs;
-                            *x = src[at as usize];
-                        }
-                    }
-                });
+                .for_each(|(j, panel)| fill(j, panel));
+        } else if len > 0 {
+            data.chunks_mut(k * width)
+                .enumerate()
+                .for_each(|(j, panel)| fill(j, panel));
         }
         Ok(PackedB { k, n, width, data })
     }
@@ -367,6 +393,47 @@ mod tests {
                          C transposed: {}): element {i}: {got} vs {w}",
                         out == Out::Transposed
                     );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn panels_hold_the_matrix_in_any_layout_with_zeros_after_the_last_column() {
+        let (k, n) = (5, 13);
+        let src: Vec<f32> = (0..4 * k * n).map(|v| v as f32 + 1.0).collect();
+        // Rows contiguous, columns contiguous, neither (every other element, from 3 on).
+        for mat in [
+            Mat::row_major(n),
+            Mat {
+                offset: 0,
+                rs: 1,
+                cs: k as isize,
+            },
+            Mat {
+                offset: 3,
+                rs: 2 * n as isize,
+                cs: 2,
+            },
+        ] {
+            for width in [6, 16, NR] {
+                let packed = PackedB::with_width(&src, mat, k, n, width).expect("packs");
+                for j in 0..n.div_ceil(width) {
+                    let panel = packed.panel(j);
+                    for p in 0..k {
+                        for c in 0..width {
+                            let col = j * width + c;
+                            let want = if col < n {
+                                src[(mat.offset as isize
+                                    + p as isize * mat.rs
+                                    + col as isize * mat.cs)
+                                    as usize]
+                            } else {
+                                0.0
+                            };
+                            assert_eq!(panel[p * width + c], want, "width {width}, ({p}, {col})");
+                        }
+                    }
                 }
             }
         }
