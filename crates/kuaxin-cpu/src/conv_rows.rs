@@ -137,12 +137,13 @@ mod tests {
             .collect()
     }
 
-    /// (input dims, weight dims, strides, dilations): channel counts that leave a part panel
-    /// of channels, position counts that leave a part panel of positions, a depth past one
-    /// block of [`KC`], strides and dilations, 1-D, and a 1 x 1 layer of several position
-    /// blocks.
+    /// Input dims, weight dims, strides, dilations.
     type Case = (Vec<usize>, Vec<usize>, Vec<usize>, Vec<usize>);
 
+    /// Channel counts that leave a part panel of channels, position counts that leave a part
+    /// panel of positions, a depth past one block of [`panels_avx2::KC`], strides and
+    /// dilations, 1-D, a 1 x 1 layer of several position blocks, and a layer of enough
+    /// blocks (8) that two threads share out the blocks themselves.
     fn cases() -> Vec<Case> {
         vec![
             (vec![1, 5, 9, 11], vec![13, 5, 3, 3], vec![1, 1], vec![1, 1]),
@@ -160,6 +161,7 @@ mod tests {
                 vec![1, 1],
                 vec![1, 1],
             ),
+            (vec![1, 4, 40, 40], vec![8, 4, 3, 3], vec![1, 1], vec![1, 1]),
         ]
     }
 
