@@ -73,7 +73,7 @@ pub fn panel_weights(w: &Tensor, g: &Geom, weights: Option<&Weights>) -> Option<
     let rows = g.rows();
     let width = if panels::available() {
         NR
-    } else if conv_rows::available() && conv_rows::fills_panels(g.p) {
+    } else if conv_rows::available() && conv_rows::suits(g) {
         tile_avx2::MR
     } else {
         return None;

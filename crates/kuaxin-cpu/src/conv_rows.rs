@@ -15,9 +15,8 @@
 //! them; a layer with few positions instead shares out its channel panels over each block.
 //!
 //! Against gemm on im2col (a Zen 3 core, per-kernel minima): ResNet-50's 3 x 3 layers at
-//! 56 x 56 3.7 -> 3.1 ms, its 1 x 1 expansions with the residual 10-15% faster, its 1 x 1
-//! reductions of depth 256 and 512 about 10% slower (the reading of the columns), the model's
-//! convolutions as a whole 1-2% faster.
+//! 56 x 56 3.7 -> 3.1 ms, its 1 x 1 expansions with the residual 10-15% faster; layers it
+//! does not suit stay on gemm ([`suits`]).
 use crate::conv::{offset, short_residual};
 use crate::gemm::SendPtr;
 use crate::im2col::{im2col_panels, Geom};
@@ -38,13 +37,21 @@ pub fn available() -> bool {
     panels_avx2::available()
 }
 
-/// Whether `p` output positions fill their 16-position panels to at least 90%. A 7 x 7
-/// layer's 49 positions take four panels, the last holding one: ResNet-50's 3 x 3 layer of
-/// depth 4608 measured 4.0 ms here against 3.6 through gemm, whose 6-column blocks waste
-/// less of 49; its 14 x 14 layers (196 positions, 94%) are level on one thread and 10%
-/// faster here on two.
-pub fn fills_panels(p: usize) -> bool {
-    p * 10 >= p.div_ceil(NR) * NR * 9
+/// Whether a convolution of this geometry runs here rather than through gemm on its columns
+/// (per-kernel minima on a Zen 3 core):
+/// - its output positions fill their 16-position panels to at least 90%: a 7 x 7 layer's 49
+///   positions take four panels, the last holding one, and ResNet-50's 3 x 3 layer of depth
+///   4608 measured 4.0 ms here against 3.6 through gemm, whose 6-column blocks waste less of
+///   49 (its 14 x 14 layers, 196 positions in panels 94% full, were level);
+/// - it is not a 1 x 1, stride-1 reduction of depth 256 or more to at most half the channels:
+///   gemm reads such an input in place where this path copies it into panels, and ResNet-50's
+///   256 -> 64, 512 -> 128 and 1024 -> 256 layers measured 5-15% faster through gemm (its
+///   expansions, which also take the residual in registers here, 10-15% slower).
+pub fn suits(g: &Geom) -> bool {
+    let p = g.p;
+    let fills = p * 10 >= p.div_ceil(NR) * NR * 9;
+    let reduction = g.is_pointwise() && g.rows() >= 256 && g.m * 2 <= g.rows();
+    fills && !reduction
 }
 
 /// One image's one-group convolution into `out` (`[M, P]`): `x` is the image (`C` channels),
@@ -274,6 +281,26 @@ mod tests {
                     .all(|(a, b)| a.to_bits() == b.to_bits());
                 assert!(same, "case {i}: two threads changed the result");
             }
+        }
+    }
+
+    #[test]
+    fn late_maps_and_wide_one_by_one_reductions_stay_on_gemm() {
+        for (x, w, st, here) in [
+            // ResNet-50: 3 x 3 at 14 x 14 (196 positions, 94% of 13 panels) and at 7 x 7 (49,
+            // 77% of 4); 1 x 1 reductions 1024 -> 256 and 256 -> 64; an expansion 256 -> 1024;
+            // the stride-2 1 x 1 256 -> 512 (not read in place by gemm either).
+            ([1, 256, 16, 16], [256, 256, 3, 3], [1, 1], true),
+            ([1, 512, 9, 9], [512, 512, 3, 3], [1, 1], false),
+            ([1, 1024, 14, 14], [256, 1024, 1, 1], [1, 1], false),
+            ([1, 256, 56, 56], [64, 256, 1, 1], [1, 1], false),
+            ([1, 256, 14, 14], [1024, 256, 1, 1], [1, 1], true),
+            ([1, 256, 56, 56], [512, 256, 1, 1], [2, 2], true),
+            // A shallow 1 x 1 reduction (SqueezeNet's squeeze, depth 128 -> 16).
+            ([1, 128, 27, 27], [16, 128, 1, 1], [1, 1], true),
+        ] {
+            let g = geom(&x, &w, &st, &[1, 1]);
+            assert_eq!(suits(&g), here, "{x:?} * {w:?}, strides {st:?}");
         }
     }
 
