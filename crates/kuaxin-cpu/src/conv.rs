@@ -9,6 +9,7 @@ use crate::gemm::{gemm_rm, GemmEl, Mat, SendPtr, PAR_FLOPS};
 use crate::im2col::{im2col, Geom};
 use crate::limits;
 use crate::panels::{self, product_at, Columns, Out, PackedB};
+use crate::panels_avx2;
 use crate::par;
 use crate::scratch::with_scratch;
 use crate::tile::{MR, NR};
@@ -66,14 +67,14 @@ const MIN_DEPTH: usize = 16;
 /// the 32 lanes of a tile run over channels, where over positions a late ResNet layer (7 x 7
 /// = 49 positions) would fill two panels of 32 with 49 values.
 ///
-/// Without AVX-512 but with AVX2 ([`conv_rows::available`]) the weight is packed in panels of
+/// Without AVX-512 but with AVX2 ([`panels_avx2::available`]) the weight is packed in panels of
 /// six channels instead, the A of [`conv_rows`]' tile, whose output comes out by rows.
 pub fn panel_weights(w: &Tensor, g: &Geom, weights: Option<&Weights>) -> Option<Arc<PackedB>> {
     let Data::F32(wd) = &w.data else { return None };
     let rows = g.rows();
     let width = if panels::available() {
         NR
-    } else if conv_rows::available() && conv_rows::suits(g) {
+    } else if panels_avx2::available() && conv_rows::suits(g) {
         tile_avx2::MR
     } else {
         return None;
@@ -221,9 +222,7 @@ fn tiled(
             .next_multiple_of(MR);
         (even, p.div_ceil(even))
     };
-    let short = columns.is_some_and(|e| {
-        e.bias.is_some_and(|b| b.len() < g.m) || e.residual.is_some_and(|r| r.len() < g.m * p)
-    });
+    let short = columns.is_some_and(|e| e.shorter_than(g.m, g.m * p));
     if wt.dims() != (rows, g.m) || out.len() < g.m * p || short {
         return Err(Error::backend(format!(
             "Conv on the tiles: a packed weight of {:?} and an output of {} for {} channels x {p} positions x depth {rows}",
@@ -308,7 +307,7 @@ mod tests {
     /// 32 output channels and depth 16; the prims tests check what they compute.
     #[test]
     fn shallow_and_deep_one_group_convolutions_take_the_tiles() {
-        if !panels::available() && !conv_rows::available() {
+        if !panels::available() && !panels_avx2::available() {
             eprintln!("skipped: this CPU has neither AVX-512 nor AVX2 (the tiles need one)");
             return;
         }

@@ -31,12 +31,6 @@ use rayon::prelude::*;
 /// Sixteen-position panels per block of positions at most.
 const PANELS_PER_BLOCK: usize = 12;
 
-/// Whether this CPU takes convolutions here: it has AVX2 and FMA, and no AVX-512 (which runs
-/// the tiles of [`crate::panels`] instead).
-pub fn available() -> bool {
-    panels_avx2::available()
-}
-
 /// Whether a convolution of this geometry runs here rather than through gemm on its columns
 /// (per-kernel minima on a Zen 3 core):
 /// - its output positions fill their 16-position panels to at least 90%: a 7 x 7 layer's 49
@@ -66,9 +60,7 @@ pub fn run(
     parallel: bool,
 ) -> Result<()> {
     let (m, p, depth) = (g.m, g.p, g.rows());
-    let short = columns.is_some_and(|e| {
-        e.bias.is_some_and(|b| b.len() < m) || e.residual.is_some_and(|r| r.len() < m * p)
-    });
+    let short = columns.is_some_and(|e| e.shorter_than(m, m * p));
     if wt.dims() != (depth, m)
         || wt.width() != MR
         || out.len() < m * p

@@ -142,6 +142,12 @@ pub struct Columns<'a> {
 }
 
 impl<'a> Columns<'a> {
+    /// Whether the bias holds fewer than `bias` values or the residual fewer than `residual`.
+    pub fn shorter_than(self, bias: usize, residual: usize) -> bool {
+        self.bias.is_some_and(|b| b.len() < bias)
+            || self.residual.is_some_and(|r| r.len() < residual)
+    }
+
     /// The same finish for a C that starts `by` elements further on (its residual moves too);
     /// `None` when the residual ends before that.
     pub fn shifted(self, by: usize) -> Option<Columns<'a>> {
