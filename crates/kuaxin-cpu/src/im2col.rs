@@ -171,19 +171,14 @@ pub fn im2col_panels<const W: usize>(
             })
         })
         .collect();
-    // Panels `first..` into `group`, a row of every panel at a time.
+    let avx2 = crate::tile_avx2::supported();
+    // Panels `first..` into `group`, compiled for the CPU's vector extension (the stride-2
+    // copies inline there).
     let fill = |first: usize, group: &mut [f32]| {
-        let count = group.len() / (rows * W).max(1);
-        let mut r = 0;
-        for ci in 0..g.cg {
-            for &k in &kofs {
-                let base = ci * g.in_plane + k;
-                for (jj, runs) in runs[first..first + count].iter().enumerate() {
-                    runs.copy(&x[base..], &mut group[(jj * rows + r) * W..][..W]);
-                }
-                r += 1;
-            }
-        }
+        crate::simd::vectorized(
+            #[inline(always)]
+            || fill_panels(x, g, &kofs, &runs[first..], group, avx2),
+        )
     };
     let cols = &mut cols[..panels * W * rows];
     let threads = if parallel {
@@ -198,6 +193,30 @@ pub fn im2col_panels<const W: usize>(
             .for_each(|(t, group)| fill(t * per, group));
     } else {
         fill(0, cols);
+    }
+}
+
+/// The panels of `runs` that `group` holds, a row of every panel at a time.
+#[inline(always)]
+fn fill_panels<const W: usize>(
+    x: &[f32],
+    g: &Geom,
+    kofs: &[usize],
+    runs: &[PanelRuns<W>],
+    group: &mut [f32],
+    avx2: bool,
+) {
+    let rows = g.rows();
+    let count = group.len() / (rows * W).max(1);
+    let mut r = 0;
+    for ci in 0..g.cg {
+        for &k in kofs {
+            let base = ci * g.in_plane + k;
+            for (jj, runs) in runs[..count].iter().enumerate() {
+                runs.copy(&x[base..], &mut group[(jj * rows + r) * W..][..W], avx2);
+            }
+            r += 1;
+        }
     }
 }
 
@@ -235,11 +254,13 @@ impl<const W: usize> PanelRuns<W> {
 
     /// One row of the panel from `x` (the input from this row's channel and kernel position).
     #[inline(always)]
-    fn copy(&self, x: &[f32], row: &mut [f32]) {
+    fn copy(&self, x: &[f32], row: &mut [f32], avx2: bool) {
         for &(q, o, l, step) in &self.runs[..self.n] {
             let dst = &mut row[q..q + l];
             if step == 1 {
                 copy_short(dst, &x[o..o + l]);
+            } else if step == 2 && l >= 8 && x.len() >= o + 2 * l {
+                evens(&x[o..o + 2 * l], dst, avx2);
             } else {
                 let src = &x[o..=o + (l - 1) * step];
                 for (d, s) in dst.iter_mut().zip(src.iter().step_by(step)) {
@@ -249,6 +270,45 @@ impl<const W: usize> PanelRuns<W> {
         }
         if self.len < W {
             row[self.len..].fill(0.0);
+        }
+    }
+}
+
+/// `dst[i] = src[2 i]` for every `i` of `dst` (`src` holds twice as many): a stride-2 layer's
+/// window row. On AVX2, eight at a time from two vector loads (a shuffle keeps the even lanes,
+/// a permute puts them in order) where one by one each value costs a load and a store.
+#[inline(always)]
+fn evens(src: &[f32], dst: &mut [f32], avx2: bool) {
+    let n = dst.len().min(src.len() / 2);
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        done = n / 8 * 8;
+        // SAFETY: AVX2 is there; groups of eight below `n` read `src[..2 n]` and write
+        // `dst[..n]`, both inside their slices.
+        unsafe { evens_avx2(src.as_ptr(), dst.as_mut_ptr(), done / 8) };
+    }
+    for i in done..n {
+        dst[i] = src[2 * i];
+    }
+}
+
+/// # Safety
+/// AVX2 is there; `src` holds `16 groups` floats and `dst` `8 groups`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn evens_avx2(src: *const f32, dst: *mut f32, groups: usize) {
+    use std::arch::x86_64::*;
+    for g in 0..groups {
+        // SAFETY: the caller's contract.
+        unsafe {
+            let a = _mm256_loadu_ps(src.add(16 * g));
+            let b = _mm256_loadu_ps(src.add(16 * g + 8));
+            // [a0 a2 b0 b2 | a4 a6 b4 b6], then its 64-bit pairs in the order 0 2 1 3.
+            let even = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+            let even = _mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(even));
+            _mm256_storeu_ps(dst.add(8 * g), _mm256_castpd_ps(even));
         }
     }
 }
@@ -327,10 +387,13 @@ mod tests {
     #[test]
     fn panels_hold_the_columns_sixteen_positions_at_a_time_with_zeros_after_the_last() {
         // 3 channels of 17 x 15, a 3 x 3 kernel with strides (2, 2) and dilations (2, 1):
-        // 7 x 7 positions; and a stride-1 3 x 3 kernel on 9 x 11 (rows of 7 and 9).
+        // 7 x 7 positions; a stride-1 3 x 3 kernel on 9 x 11 (rows of 7 and 9); and a
+        // stride-2 one on 7 x 37 (rows of 18: runs of eight and more, copied eight at a time,
+        // the last window row ending at the input's last value).
         for (xs, ws, out, st, dil) in [
             ([1, 3, 17, 15], [4, 3, 3, 3], [1, 4, 7, 7], [2, 2], [2, 1]),
             ([1, 2, 9, 11], [4, 2, 3, 3], [1, 4, 7, 9], [1, 1], [1, 1]),
+            ([1, 2, 7, 37], [4, 2, 3, 3], [1, 4, 3, 18], [2, 2], [1, 1]),
         ] {
             let x: Vec<f32> = (0..xs.iter().product::<usize>())
                 .map(|v| v as f32)

@@ -78,6 +78,17 @@ pub unsafe fn product(
                                 relu: e.relu,
                             }),
                         };
+                        if last && i + 1 < i1 {
+                            // The next tile's rows of C and of the residual, 6 rows apart by
+                            // a whole row of C: no prefetcher sees them coming, and a layer
+                            // of little depth (a 1 x 1 expansion of 64 -> 256 channels) waited
+                            // on them as long as it multiplied (see `prefetch_rows`).
+                            let (next, rows) = (at + MR * ld, MR.min(m - (i + 1) * MR));
+                            tile_avx2::prefetch_rows(c.0.wrapping_add(next), rows, ld);
+                            if let Some(r) = columns.and_then(|e| e.residual) {
+                                tile_avx2::prefetch_rows(r.as_ptr().wrapping_add(next), rows, ld);
+                            }
+                        }
                         // SAFETY: row panel i of A from step k0 holds `kb` steps of six,
                         // column panel j of B from row k0 `kb` rows of 16; the tile's rows
                         // i * 6 .. of C and of the residual, columns j * 16 .., lie inside
