@@ -22,7 +22,7 @@ use crate::gemm::SendPtr;
 use crate::im2col::{im2col_panels, Geom};
 use crate::limits;
 use crate::panels::{Columns, PackedB};
-use crate::panels_avx2;
+use crate::panels_avx2::{self, BPanels};
 use crate::scratch::with_scratch;
 use crate::tile_avx2::{self, MR, NR};
 use kuaxin_core::{Error, Result};
@@ -31,21 +31,30 @@ use rayon::prelude::*;
 /// Sixteen-position panels per block of positions at most.
 const PANELS_PER_BLOCK: usize = 12;
 
+/// Output positions from which a 1 x 1, stride-1 layer reads its input in place as the
+/// tile's B (whole panels of 16 positions, every row of them a channel's), rather than
+/// copying it into packed panels first. Per-kernel minima on a Zen 3 core, ResNet-50: at
+/// 56 x 56 (3136) in place was 7-12% faster (1 and 2 threads), at 28 x 28 level, at 14 x 14
+/// 5-15% slower (rows 784 bytes apart, three in four of them across two cache lines).
+const IN_PLACE_POSITIONS: usize = 1024;
+
 /// Whether a convolution of this geometry runs here rather than through gemm on its columns
 /// (per-kernel minima on a Zen 3 core):
 /// - its output positions fill their 16-position panels to at least 90%: a 7 x 7 layer's 49
 ///   positions take four panels, the last holding one, and ResNet-50's 3 x 3 layer of depth
 ///   4608 measured 4.0 ms here against 3.6 through gemm, whose 6-column blocks waste less of
 ///   49 (its 14 x 14 layers, 196 positions in panels 94% full, were level);
-/// - it is not a 1 x 1, stride-1 reduction of depth 256 or more to at most half the channels:
-///   gemm reads such an input in place where this path copies it into panels, and ResNet-50's
-///   256 -> 64, 512 -> 128 and 1024 -> 256 layers measured 5-15% faster through gemm (its
-///   expansions, which also take the residual in registers here, 10-15% slower).
+/// - it is not a 1 x 1, stride-1 reduction of depth 256 or more to at most half the channels
+///   that this path would copy (fewer than [`IN_PLACE_POSITIONS`]): gemm reads such an input
+///   in place, and ResNet-50's 512 -> 128 and 1024 -> 256 layers measured 5-15% faster
+///   through gemm than copied (its expansions, which also take the residual in registers
+///   here, 10-15% slower). Its 256 -> 64 layers at 56 x 56, read in place here, are 7-10%
+///   faster than through gemm.
 pub fn suits(g: &Geom) -> bool {
     let p = g.p;
     let fills = p * 10 >= p.div_ceil(NR) * NR * 9;
     let reduction = g.is_pointwise() && g.rows() >= 256 && g.m * 2 <= g.rows();
-    fills && !reduction
+    fills && !(reduction && p < IN_PLACE_POSITIONS)
 }
 
 /// One image's one-group convolution into `out` (`[M, P]`): `x` is the image (`C` channels),
@@ -89,12 +98,35 @@ pub fn run(
     let per = panels.div_ceil(blocks) * NR;
     let blocks = p.div_ceil(per);
     let c = SendPtr(out.as_mut_ptr());
+    // A large 1 x 1, stride-1 layer's input is its column matrix: whole panels of it are
+    // read in place, and only a last part panel is copied (a panel reads all 16 columns).
+    let in_place = if g.is_pointwise() && p >= IN_PLACE_POSITIONS {
+        p / NR * NR
+    } else {
+        0
+    };
     let block = |b: usize, inner_threads: usize| -> Result<()> {
         let at = b * per..((b + 1) * per).min(p);
+        let split = at.end.min(in_place).max(at.start);
+        let shifted = |by: usize| {
+            columns
+                .map(|e| e.shifted(by).ok_or_else(short_residual))
+                .transpose()
+        };
+        if split > at.start {
+            let columns = shifted(at.start)?;
+            let b = BPanels::in_place(&x[at.start..], split - at.start, p);
+            // SAFETY: as below, for positions `at.start..split`; `b` holds whole panels of
+            // the input's rows (`split <= p / 16 * 16`), checked again by `product`.
+            let c = offset(&c, at.start);
+            unsafe { panels_avx2::product(wt, b, (&c, p), columns, inner_threads) };
+        }
+        let at = split..at.end;
+        if at.is_empty() {
+            return Ok(());
+        }
         let len = at.len().div_ceil(NR) * NR * depth;
-        let columns = columns
-            .map(|e| e.shifted(at.start).ok_or_else(short_residual))
-            .transpose()?;
+        let columns = shifted(at.start)?;
         limits::check_elems::<f32>(len)?;
         with_scratch(len, |cols: &mut [f32]| {
             im2col_panels::<NR>(x, cols, g, at.clone(), inner_threads > 1);
@@ -103,7 +135,8 @@ pub fn run(
             // panels; the bias was checked to hold M values and the residual M x P, of which
             // `shifted` keeps what lies from this block's first position on.
             let c = offset(&c, at.start);
-            unsafe { panels_avx2::product(wt, (cols, at.len()), (&c, p), columns, inner_threads) };
+            let b = BPanels::packed(cols, at.len(), depth);
+            unsafe { panels_avx2::product(wt, b, (&c, p), columns, inner_threads) };
         });
         Ok(())
     };
@@ -161,6 +194,9 @@ mod tests {
                 vec![1, 1],
             ),
             (vec![1, 4, 40, 40], vec![8, 4, 3, 3], vec![1, 1], vec![1, 1]),
+            // 1 x 1 over 1089 positions: 68 whole panels read in place, the last position
+            // copied into a panel of its own, in the same (last) block.
+            (vec![1, 8, 33, 33], vec![7, 8, 1, 1], vec![1, 1], vec![1, 1]),
         ]
     }
 
@@ -280,12 +316,14 @@ mod tests {
     fn late_maps_and_wide_one_by_one_reductions_stay_on_gemm() {
         for (x, w, st, here) in [
             // ResNet-50: 3 x 3 at 14 x 14 (196 positions, 94% of 13 panels) and at 7 x 7 (49,
-            // 77% of 4); 1 x 1 reductions 1024 -> 256 and 256 -> 64; an expansion 256 -> 1024;
+            // 77% of 4); 1 x 1 reductions 1024 -> 256, 256 -> 64 (read in place at 56 x 56)
+            // and 512 -> 128; an expansion 256 -> 1024;
             // the stride-2 1 x 1 256 -> 512 (not read in place by gemm either).
             ([1, 256, 16, 16], [256, 256, 3, 3], [1, 1], true),
             ([1, 512, 9, 9], [512, 512, 3, 3], [1, 1], false),
             ([1, 1024, 14, 14], [256, 1024, 1, 1], [1, 1], false),
-            ([1, 256, 56, 56], [64, 256, 1, 1], [1, 1], false),
+            ([1, 256, 56, 56], [64, 256, 1, 1], [1, 1], true),
+            ([1, 512, 28, 28], [128, 512, 1, 1], [1, 1], false),
             ([1, 256, 14, 14], [1024, 256, 1, 1], [1, 1], true),
             ([1, 256, 56, 56], [512, 256, 1, 1], [2, 2], true),
             // A shallow 1 x 1 reduction (SqueezeNet's squeeze, depth 128 -> 16).

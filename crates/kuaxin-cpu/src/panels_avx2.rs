@@ -1,8 +1,9 @@
 //! f32 products `C[m, n] = A * B` on the AVX2 tile of [`crate::tile_avx2`], for CPUs with
 //! AVX2 but no AVX-512 (Zen 3): A in panels of six rows (a [`PackedB`] of `A^T` of width
-//! six: `k` steps of six values), B in panels of sixteen columns (`k` rows of 16, one panel
-//! after another), C stored by rows. A convolution's weight is its A, packed once, and its
-//! columns are made straight into B's panels ([`crate::conv_rows`]).
+//! six: `k` steps of six values), B in panels of sixteen columns (`k` rows of 16: packed one
+//! panel after another, or read in place from a row-major matrix, [`BPanels`]), C stored by
+//! rows. A convolution's weight is its A, packed once, and its columns are made straight
+//! into B's panels, or are its input ([`crate::conv_rows`]).
 //!
 //! Matrix products stay on gemm here: with a constant B packed once and A packed on each
 //! call, MiniLM-L3's products measured 5-12% slower than gemm (which packs both on every
@@ -29,10 +30,56 @@ pub fn available() -> bool {
         && crate::simd::level() >= crate::simd::Level::Avx2Fma
 }
 
+/// Where B's `n` columns lie in `data`, in panels of 16: row `p` of panel `j` is the 16
+/// floats from `j * panel + p * row`, all of them read (columns past `n` are computed and
+/// not stored).
+#[derive(Clone, Copy)]
+pub struct BPanels<'a> {
+    pub data: &'a [f32],
+    pub n: usize,
+    pub panel: usize,
+    pub row: usize,
+}
+
+impl<'a> BPanels<'a> {
+    /// Panels packed one after another, `k` rows of 16 each ([`crate::im2col::im2col_panels`]).
+    pub fn packed(data: &'a [f32], n: usize, k: usize) -> BPanels<'a> {
+        BPanels {
+            data,
+            n,
+            panel: k * NR,
+            row: NR,
+        }
+    }
+
+    /// A row-major `k x ld` matrix read in place (a 1 x 1 layer's input, `ld` positions per
+    /// channel), its first `n` columns; `n` a multiple of 16, so no panel reads past a row.
+    pub fn in_place(data: &'a [f32], n: usize, ld: usize) -> BPanels<'a> {
+        BPanels {
+            data,
+            n,
+            panel: NR,
+            row: ld,
+        }
+    }
+
+    /// Whether every row of every panel lies inside `data`.
+    fn fits(&self, k: usize) -> bool {
+        let panels = self.n.div_ceil(NR);
+        panels == 0
+            || k == 0
+            || (panels - 1)
+                .checked_mul(self.panel)
+                .zip((k - 1).checked_mul(self.row))
+                .and_then(|(a, b)| a.checked_add(b)?.checked_add(NR))
+                .is_some_and(|end| end <= self.data.len())
+    }
+}
+
 /// `C = A * B` for A's `m` rows (`a`: `A^T` packed in panels of six, dims `(k, m)`) and B's
-/// `n` columns (`b.0`: its panels of 16, `k` rows each, one after another), element (i, j) of
-/// C at `c + i * ld + j`; `columns`, when given, finishes the sums with a bias per row (of
-/// `m` values), a residual laid out as C, and a ReLU. `threads` share out the row panels.
+/// `n` columns (`b`), element (i, j) of C at `c + i * ld + j`; `columns`, when given,
+/// finishes the sums with a bias per row (of `m` values), a residual laid out as C, and a
+/// ReLU. `threads` share out the row panels.
 ///
 /// # Safety
 /// The CPU has AVX2 and FMA ([`tile_avx2::supported`]); element (i, j) of C is valid to write
@@ -40,16 +87,17 @@ pub fn available() -> bool {
 /// `m` values and a residual every element at C's offsets.
 pub unsafe fn product(
     a: &PackedB,
-    (b, n): (&[f32], usize),
+    b: BPanels,
     (c, ld): (&SendPtr<f32>, usize),
     columns: Option<Columns>,
     threads: usize,
 ) {
     let (k, m) = a.dims();
+    let n = b.n;
     let row_panels = m.div_ceil(MR);
     let column_panels = n.div_ceil(NR);
     assert!(
-        a.width() == MR && b.len() >= column_panels * k * NR,
+        a.width() == MR && b.fits(k),
         "panel product on the AVX2 tile: an operand lies outside its buffer"
     );
     // Row panels `is`: per depth block, a block of row panels (in L2) passes over each column
@@ -61,13 +109,13 @@ pub unsafe fn product(
             for i0 in is.clone().step_by(ROW_PANELS_PER_BLOCK) {
                 let i1 = (i0 + ROW_PANELS_PER_BLOCK).min(is.end);
                 for j in 0..column_panels {
-                    let bj = b[j * k * NR + k0 * NR..].as_ptr();
+                    let bj = b.data[j * b.panel + k0 * b.row..].as_ptr();
                     for i in i0..i1 {
                         let at = i * MR * ld + j * NR;
                         let t = RowTile {
                             a: a.panel(i)[k0 * MR..].as_ptr(),
                             b: bj,
-                            b_rs: NR,
+                            b_rs: b.row,
                             c: c.0.wrapping_add(at),
                             c_rs: ld,
                             cols: NR.min(n - j * NR),
@@ -90,7 +138,8 @@ pub unsafe fn product(
                             }
                         }
                         // SAFETY: row panel i of A from step k0 holds `kb` steps of six,
-                        // column panel j of B from row k0 `kb` rows of 16; the tile's rows
+                        // column panel j of B from row k0 `kb` rows of 16 (`fits`); the
+                        // tile's rows
                         // i * 6 .. of C and of the residual, columns j * 16 .., lie inside
                         // them (the caller's contract).
                         #[cfg(target_arch = "x86_64")]
