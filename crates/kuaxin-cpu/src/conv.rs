@@ -4,6 +4,7 @@
 //! skip im2col. f32 / f64 / f16 through gemm; bf16 via f32. A one-group f32 convolution whose
 //! weight is a packed constant ([`panel_weights`]) runs on the panel tiles instead, computing
 //! its output transposed, a block of positions at a time ([`tiled`]).
+use crate::conv_direct;
 use crate::conv_rows;
 use crate::gemm::{gemm_rm, GemmEl, Mat, SendPtr, PAR_FLOPS};
 use crate::im2col::{im2col, Geom};
@@ -14,6 +15,7 @@ use crate::par;
 use crate::scratch::with_scratch;
 use crate::tile::{MR, NR};
 use crate::tile_avx2;
+use crate::tile_direct;
 use crate::weights::Weights;
 use kuaxin_core::{Data, Error, Result, Tensor};
 use rayon::prelude::*;
@@ -74,6 +76,8 @@ pub fn panel_weights(w: &Tensor, g: &Geom, weights: Option<&Weights>) -> Option<
     let rows = g.rows();
     let width = if panels::available() {
         NR
+    } else if panels_avx2::available() && conv_direct::suits(g) {
+        tile_direct::NR
     } else if panels_avx2::available() && conv_rows::suits(g) {
         tile_avx2::MR
     } else {
@@ -132,6 +136,8 @@ pub fn conv_with_epilogue<T: GemmEl>(
                     .transpose()?;
                 if wt.width() == NR {
                     tiled(xs, wt, g, c, columns, parallel)?;
+                } else if wt.width() == tile_direct::NR {
+                    conv_direct::run(xs, wt, g, c, columns, parallel)?;
                 } else {
                     conv_rows::run(xs, wt, g, c, columns, parallel)?;
                 }

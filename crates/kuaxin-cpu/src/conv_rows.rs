@@ -150,27 +150,7 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gemm::Mat;
-    use crate::im2col::im2col;
-    use crate::tile::finish_one;
-
-    /// Seeded values in [-1, 1).
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
-
-    /// Input dims, weight dims, strides, dilations.
-    type Case = (Vec<usize>, Vec<usize>, Vec<usize>, Vec<usize>);
+    use crate::conv_cases::{self, geom, packed, values, Case};
 
     /// Channel counts that leave a part panel of channels, position counts that leave a part
     /// panel of positions, a depth past one block of [`panels_avx2::KC`], strides and
@@ -200,24 +180,6 @@ mod tests {
         ]
     }
 
-    fn geom(x: &[usize], w: &[usize], strides: &[usize], dilations: &[usize]) -> Geom {
-        let mut out = vec![x[0], w[0]];
-        for d in 2..x.len() {
-            out.push((x[d] - dilations[d - 2] * (w[d] - 1) - 1) / strides[d - 2] + 1);
-        }
-        Geom::new(x, w, &out, strides, dilations, 1)
-    }
-
-    fn packed(w: &[f32], g: &Geom) -> PackedB {
-        let rows = g.rows();
-        let mat = Mat {
-            offset: 0,
-            rs: 1,
-            cs: rows as isize,
-        };
-        PackedB::with_width(w, mat, rows, g.m, MR).expect("packs")
-    }
-
     fn conv(
         x: &[f32],
         wt: &PackedB,
@@ -236,33 +198,7 @@ mod tests {
             eprintln!("skipped: this CPU has no AVX2 and FMA (the tile needs them)");
             return;
         }
-        for (i, (xs, ws, st, dil)) in cases().into_iter().enumerate() {
-            let g = geom(&xs, &ws, &st, &dil);
-            let (rows, p) = (g.rows(), g.p);
-            let x = values(xs.iter().product(), 1 + i as u64);
-            let w = values(ws.iter().product(), 100 + i as u64);
-            let got = conv(&x, &packed(&w, &g), &g, None, false);
-            let mut cols = vec![0f32; rows * p];
-            im2col(&x, &mut cols, &g, 0..p, false);
-            for m in 0..g.m {
-                for q in 0..p {
-                    let (mut sum, mut mag) = (0f64, 0f64);
-                    for r in 0..rows {
-                        let t = w[m * rows + r] as f64 * cols[r * p + q] as f64;
-                        sum += t;
-                        mag += t.abs();
-                    }
-                    // A chain of `rows` f32 multiply-adds: at most `rows` roundings of at
-                    // most half an ulp of the running sum, bounded by the sum of magnitudes.
-                    let bound = rows as f64 * f32::EPSILON as f64 * mag;
-                    let v = got[m * p + q] as f64;
-                    assert!(
-                        (v - sum).abs() <= bound,
-                        "case {i}: channel {m}, position {q}: {v} vs {sum} (bound {bound})"
-                    );
-                }
-            }
-        }
+        conv_cases::agrees_with_a_reference(&cases(), MR, &conv);
     }
 
     #[test]
@@ -271,45 +207,7 @@ mod tests {
             eprintln!("skipped: this CPU has no AVX2 and FMA (the tile needs them)");
             return;
         }
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .expect("a pool");
-        for (i, (xs, ws, st, dil)) in cases().into_iter().enumerate() {
-            let g = geom(&xs, &ws, &st, &dil);
-            let x = values(xs.iter().product(), 1 + i as u64);
-            let wt = packed(&values(ws.iter().product(), 100 + i as u64), &g);
-            let bias = values(g.m, 200 + i as u64);
-            let residual = values(g.m * g.p, 300 + i as u64);
-            let plain = conv(&x, &wt, &g, None, false);
-            for (with_bias, with_residual, relu) in [
-                (true, false, true),
-                (false, true, false),
-                (true, true, true),
-            ] {
-                let columns = Columns {
-                    bias: with_bias.then_some(&bias[..]),
-                    residual: with_residual.then_some(&residual[..]),
-                    relu,
-                };
-                let fused = conv(&x, &wt, &g, Some(columns), false);
-                for (at, (&f, &v)) in fused.iter().zip(&plain).enumerate() {
-                    let want = finish_one(
-                        v,
-                        with_bias.then(|| bias[at / g.p]),
-                        with_residual.then(|| residual[at]),
-                        relu,
-                    );
-                    assert_eq!(f.to_bits(), want.to_bits(), "case {i}: element {at}");
-                }
-                let shared = pool.install(|| conv(&x, &wt, &g, Some(columns), true));
-                let same = shared
-                    .iter()
-                    .zip(&fused)
-                    .all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(same, "case {i}: two threads changed the result");
-            }
-        }
+        conv_cases::finishes_as_unfused_and_threads_change_nothing(&cases(), MR, &conv);
     }
 
     #[test]
@@ -344,7 +242,7 @@ mod tests {
         let g = geom(&xs, &ws, &st, &dil);
         let x = values(xs.iter().product(), 1);
         let other = geom(&[1, 5, 9, 11], &[12, 5, 3, 3], &st, &dil);
-        let wt = packed(&values(12 * 45, 2), &other);
+        let wt = packed(&values(12 * 45, 2), &other, MR);
         let mut out = vec![0f32; g.m * g.p];
         assert!(run(&x, &wt, &g, &mut out, None, false).is_err());
     }

@@ -20,6 +20,9 @@ mod block;
 mod cast;
 mod concat;
 mod conv;
+#[cfg(test)]
+mod conv_cases;
+mod conv_direct;
 mod conv_finish;
 mod conv_rows;
 mod cumulative;
@@ -51,6 +54,7 @@ mod skinny;
 mod softmax;
 mod tile;
 mod tile_avx2;
+mod tile_direct;
 mod typed;
 mod unary;
 mod view;

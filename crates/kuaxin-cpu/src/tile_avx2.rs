@@ -145,7 +145,7 @@ unsafe fn tile<const R: usize>(k: usize, t: &RowTile) {
 /// `max_nan(v, 0)`: lanes below zero become +0.0; NaN and -0.0 stay.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
-fn relu(v: __m256) -> __m256 {
+pub(crate) fn relu(v: __m256) -> __m256 {
     let zero = _mm256_setzero_ps();
     _mm256_blendv_ps(v, zero, _mm256_cmp_ps::<_CMP_LT_OQ>(v, zero))
 }
@@ -153,7 +153,7 @@ fn relu(v: __m256) -> __m256 {
 /// The first `cols` of a row's 16 columns: whole vectors when all 16 are there, masked
 /// loads and stores (which touch no memory outside the mask) otherwise.
 #[cfg(target_arch = "x86_64")]
-struct Masks {
+pub(crate) struct Masks {
     whole: bool,
     lanes: [__m256i; 2],
 }
@@ -161,7 +161,7 @@ struct Masks {
 #[cfg(target_arch = "x86_64")]
 impl Masks {
     #[target_feature(enable = "avx")]
-    fn new(cols: usize) -> Masks {
+    pub(crate) fn new(cols: usize) -> Masks {
         let lane = |j: i32| if (j as usize) < cols { -1 } else { 0 };
         let lanes = [
             _mm256_setr_epi32(
@@ -194,7 +194,7 @@ impl Masks {
     /// # Safety
     /// The first `cols` floats from `p` are valid to read.
     #[target_feature(enable = "avx")]
-    unsafe fn load(&self, p: *const f32) -> [__m256; 2] {
+    pub(crate) unsafe fn load(&self, p: *const f32) -> [__m256; 2] {
         // SAFETY: the caller's contract; masked-off lanes are not read (the second vector's
         // address may lie past the row, hence `wrapping_add`).
         unsafe {
@@ -212,7 +212,7 @@ impl Masks {
     /// # Safety
     /// The first `cols` floats from `p` are valid to write.
     #[target_feature(enable = "avx")]
-    unsafe fn store(&self, p: *mut f32, [v0, v1]: [__m256; 2]) {
+    pub(crate) unsafe fn store(&self, p: *mut f32, [v0, v1]: [__m256; 2]) {
         // SAFETY: the caller's contract; masked-off lanes are not written.
         unsafe {
             if self.whole {

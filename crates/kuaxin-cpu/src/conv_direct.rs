@@ -1,0 +1,420 @@
+//! One-group f32 convolutions of few output positions on CPUs with AVX2 but no AVX-512 (Zen
+//! 3), computed transposed, positions x channels, with no column matrix: the register tile
+//! of [`crate::tile_direct`] reads each position's window straight from the (padded) input
+//! through two offset tables, one per output position (its window's origin) and one per step
+//! of the depth (an input channel and kernel position), and multiplies it into the weight
+//! packed once as panels of sixteen output channels.
+//!
+//! Channels in the vector lanes suit small maps: a 14 x 14 layer's 196 positions fill
+//! sixteen-position panels 94% and a 7 x 7 layer's 49 only 77% ([`crate::conv_rows`]), where
+//! ResNet-50's 64 to 2048 channels fill sixteen-channel panels exactly and the positions go
+//! six at a time (33 tiles for 196, 9 for 49). And no columns are copied, whatever the
+//! kernel and strides.
+//!
+//! The sums go into a scratch `C^T` (positions x channels), over the depth in blocks of
+//! [`KC`] steps (a block of one weight panel, 16 KiB, stays in L1 while the position tiles
+//! pass over it); threads share out the channel panels. The output is then written by rows,
+//! transposed, with the bias, residual and ReLU applied as the unfused kernels apply them.
+use crate::gemm::SendPtr;
+use crate::im2col::Geom;
+use crate::limits;
+use crate::panels::{Columns, PackedB};
+use crate::scratch::with_scratch;
+use crate::shape::{strides, unravel};
+use crate::tile::finish_one;
+use crate::tile_avx2;
+use crate::tile_direct::{self, DirectTile, MR, NR};
+use kuaxin_core::{Error, Result};
+use rayon::prelude::*;
+
+/// Steps of depth per block: a block of one weight panel is 16 KiB (in L1).
+pub const KC: usize = 256;
+/// Bytes of `C^T` up to which a map's positions are one block.
+const CT_BYTES: usize = 512 << 10;
+/// Bytes of `C^T` per block of a larger map.
+const CT_BLOCK_BYTES: usize = 64 << 10;
+
+/// Whether a convolution of this geometry runs here: a kernel of more than one position
+/// (whose columns this path does not copy; a 1 x 1 layer's are its input, and ResNet-50's
+/// measured 20-50% slower here than by rows, [`crate::conv_rows`], with the output
+/// transposed through C^T), and output channels that fill their panels of sixteen to at
+/// least 90%.
+pub fn suits(g: &Geom) -> bool {
+    g.kk > 1 && g.m * 10 >= g.m.div_ceil(NR) * NR * 9
+}
+
+/// The input offset of each step of the depth (channel `s / K`, kernel position `s % K`) from
+/// a window's origin, and of each output position's window origin.
+fn offsets(g: &Geom) -> (Vec<usize>, Vec<usize>) {
+    let nd = g.in_sp.len();
+    let istr = strides(&g.in_sp);
+    let mut at = vec![0usize; nd];
+    let kernel: Vec<usize> = (0..g.kk)
+        .map(|kidx| {
+            unravel(kidx, &g.k_sp, &mut at);
+            (0..nd).map(|d| at[d] * g.dilations[d] * istr[d]).sum()
+        })
+        .collect();
+    let steps = (0..g.cg)
+        .flat_map(|ci| kernel.iter().map(move |k| ci * g.in_plane + k))
+        .collect();
+    let origins = (0..g.p)
+        .map(|q| {
+            unravel(q, &g.out_sp, &mut at);
+            (0..nd).map(|d| at[d] * g.strides[d] * istr[d]).sum()
+        })
+        .collect();
+    (steps, origins)
+}
+
+/// One image's one-group convolution into `out` (`[M, P]`): `x` is the image (`C` channels),
+/// `wt` the weight's transpose (`[C K, M]`) packed in panels of [`NR`] channels; `columns`,
+/// when given, is applied to the finished sums. Call only when [`tile_avx2::supported`].
+pub fn run(
+    x: &[f32],
+    wt: &PackedB,
+    g: &Geom,
+    out: &mut [f32],
+    columns: Option<Columns>,
+    parallel: bool,
+) -> Result<()> {
+    let (m, p, depth) = (g.m, g.p, g.rows());
+    let short = columns.is_some_and(|e| e.shorter_than(m, m * p));
+    if wt.dims() != (depth, m)
+        || wt.width() != NR
+        || out.len() < m * p
+        || x.len() < g.cg * g.in_plane
+        || short
+        || !tile_avx2::supported()
+    {
+        return Err(Error::backend(format!(
+            "Conv on input windows: a packed weight of {:?} (panels of {}) and an output of {} for {m} channels x {p} positions x depth {depth}",
+            wt.dims(),
+            wt.width(),
+            out.len(),
+        )));
+    }
+    if m == 0 || p == 0 || depth == 0 {
+        out[..m * p].fill(0.0);
+        return Ok(());
+    }
+    let (steps, origins) = offsets(g);
+    // The farthest element a window reads.
+    let reach =
+        steps.iter().max().copied().unwrap_or(0) + origins.iter().max().copied().unwrap_or(0);
+    if reach >= x.len() {
+        return Err(Error::backend(format!(
+            "Conv on input windows: a window reaches element {reach} of an input of {}",
+            x.len()
+        )));
+    }
+    let threads = if parallel {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
+    let panels = m.div_ceil(NR);
+    // C^T's rows a little longer than the channels: rows of 256 or 1024 floats would put a
+    // tile's six rows in the same L1 sets.
+    let ldc = m + NR;
+    // Positions per block: all of a small map (its weight, megabytes for a 7 x 7 layer of
+    // 512 channels, is then read once); a large one in blocks whose C^T stays in L2.
+    let per = if p * ldc * 4 <= CT_BYTES {
+        p
+    } else {
+        (CT_BLOCK_BYTES / (ldc * 4)).max(1).next_multiple_of(MR)
+    };
+    let blocks = p.div_ceil(per);
+    let o = &SendPtr(out.as_mut_ptr());
+    let block = |b: usize, inner_threads: usize| -> Result<()> {
+        let at = b * per..((b + 1) * per).min(p);
+        let len = at.len() * ldc;
+        limits::check_elems::<f32>(len)?;
+        with_scratch(len, |ct: &mut [f32]| {
+            let c = &SendPtr(ct.as_mut_ptr());
+            let part = |js: std::ops::Range<usize>| {
+                for k0 in (0..depth).step_by(KC) {
+                    let kb = KC.min(depth - k0);
+                    for j in js.clone() {
+                        let b = wt.panel(j)[k0 * NR..].as_ptr();
+                        for i in (at.start..at.end).step_by(MR) {
+                            let rows = MR.min(at.end - i);
+                            let t = DirectTile {
+                                x: x.as_ptr(),
+                                origins: std::array::from_fn(|r| origins[(i + r).min(p - 1)]),
+                                steps: steps[k0..].as_ptr(),
+                                b,
+                                c: c.0.wrapping_add((i - at.start) * ldc + j * NR),
+                                ldc,
+                                cols: NR.min(m - j * NR),
+                                accumulate: k0 > 0,
+                            };
+                            // SAFETY: every window element lies below `reach` (checked
+                            // above), the weight panel from step k0 holds `kb` rows of 16,
+                            // and the tile's rows of this block's C^T (`at.len()` x `ldc`)
+                            // take channels j * 16.., which only this part writes.
+                            #[cfg(target_arch = "x86_64")]
+                            unsafe {
+                                tile_direct::run(rows, kb, &t)
+                            };
+                            #[cfg(not(target_arch = "x86_64"))]
+                            let _ = t;
+                        }
+                    }
+                }
+            };
+            if inner_threads > 1 && panels > 1 {
+                let per = panels.div_ceil(inner_threads);
+                (0..panels.div_ceil(per))
+                    .into_par_iter()
+                    .for_each(|t| part(t * per..((t + 1) * per).min(panels)));
+            } else {
+                part(0..panels);
+            }
+            // SAFETY: this block writes positions `at` of every channel of `out` (checked to
+            // hold m x p), disjoint from the other blocks' positions.
+            unsafe { transpose_finished(ct, at.clone(), (m, p, ldc), o, columns, inner_threads) };
+        });
+        Ok(())
+    };
+    if threads > 1 && blocks >= 2 * threads {
+        (0..blocks).into_par_iter().try_for_each(|b| block(b, 1))
+    } else {
+        (0..blocks).try_for_each(|b| block(b, threads))
+    }
+}
+
+/// `out[i, q] = finish(ct[q - at.start, i])` for the `m` channels and the positions `at` of
+/// `p` (`ct`'s rows `ldc` apart), by blocks of 8 x 8 transposed in registers (the channels
+/// and positions left over one by one); `threads` share out the channels.
+///
+/// # Safety
+/// `out` points to `m x p` floats, of which nothing else touches positions `at` meanwhile;
+/// `columns` holds `m` biases and `m x p` residuals; the CPU has AVX2.
+unsafe fn transpose_finished(
+    ct: &[f32],
+    at: std::ops::Range<usize>,
+    (m, p, ldc): (usize, usize, usize),
+    out: &SendPtr<f32>,
+    columns: Option<Columns>,
+    threads: usize,
+) {
+    let one = |i: usize, q: usize| {
+        let v = ct[(q - at.start) * ldc + i];
+        let v = match columns {
+            Some(e) => finish_one(
+                v,
+                e.bias.map(|b| b[i]),
+                e.residual.map(|r| r[i * p + q]),
+                e.relu,
+            ),
+            None => v,
+        };
+        // SAFETY: (i, q) lies inside `out`, in this call's positions (the contract).
+        unsafe { *out.0.add(i * p + q) = v };
+    };
+    let whole = at.start + at.len() / 8 * 8;
+    let rows = |i0: usize| {
+        let n = 8.min(m - i0);
+        if n < 8 {
+            for i in i0..m {
+                at.clone().for_each(|q| one(i, q));
+            }
+            return;
+        }
+        for q0 in (at.start..whole).step_by(8) {
+            // SAFETY: the 8 x 8 block's rows of C^T lie in `ct` (positions `at`, `ldc` >= m
+            // channels), its elements of `out` and the residual inside their m x p.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                let finish = columns.map(|e| {
+                    (
+                        e.bias.map_or(std::ptr::null(), |b| b[i0..].as_ptr()),
+                        e.residual
+                            .map_or(std::ptr::null(), |r| r[i0 * p + q0..].as_ptr()),
+                        e.relu,
+                    )
+                });
+                transpose8(
+                    ct[(q0 - at.start) * ldc + i0..].as_ptr(),
+                    ldc,
+                    out.0.add(i0 * p + q0),
+                    p,
+                    finish,
+                )
+            };
+        }
+        for i in i0..i0 + 8 {
+            (whole..at.end).for_each(|q| one(i, q));
+        }
+    };
+    let groups = m.div_ceil(8);
+    if threads > 1 && groups > 1 {
+        (0..groups).into_par_iter().for_each(|g| rows(g * 8));
+    } else {
+        (0..groups).for_each(|g| rows(g * 8));
+    }
+}
+
+/// One 8 x 8 block: row r of `ct` (8 channels of one position) becomes column r of `out`
+/// (rows `p` apart), finished as [`finish_one`] does: the bias (one per row of `out`), the
+/// residual (laid out as `out`), then the ReLU, in that order, so the bits are the same.
+///
+/// # Safety
+/// The CPU has AVX2; the 8 x 8 floats at `ct` (rows `ldc` apart) are valid to read, those at
+/// `out` (rows `p` apart) to write, and so are 8 biases and the residual's 8 x 8.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn transpose8(
+    ct: *const f32,
+    ldc: usize,
+    out: *mut f32,
+    p: usize,
+    finish: Option<(*const f32, *const f32, bool)>,
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's contract.
+    unsafe {
+        let r: [__m256; 8] = std::array::from_fn(|k| _mm256_loadu_ps(ct.add(k * ldc)));
+        let t: [__m256; 8] = std::array::from_fn(|k| {
+            let (a, b) = (r[k / 2 * 2], r[k / 2 * 2 + 1]);
+            if k % 2 == 0 {
+                _mm256_unpacklo_ps(a, b)
+            } else {
+                _mm256_unpackhi_ps(a, b)
+            }
+        });
+        // t0 = (r0 r1 interleaved low), t1 = high, t2/t3 of r2 r3, t4..t7 of r4..r7.
+        let u: [__m256; 8] = std::array::from_fn(|k| {
+            let base = k / 4 * 4;
+            let (a, b) = (t[base + (k % 4) / 2], t[base + 2 + (k % 4) / 2]);
+            if k % 2 == 0 {
+                _mm256_shuffle_ps::<0x44>(a, b)
+            } else {
+                _mm256_shuffle_ps::<0xEE>(a, b)
+            }
+        });
+        for c in 0..8 {
+            let (lo, hi) = (u[c % 4], u[4 + c % 4]);
+            let mut v = if c < 4 {
+                _mm256_permute2f128_ps::<0x20>(lo, hi)
+            } else {
+                _mm256_permute2f128_ps::<0x31>(lo, hi)
+            };
+            if let Some((bias, residual, relu)) = finish {
+                if !bias.is_null() {
+                    v = _mm256_add_ps(v, _mm256_set1_ps(*bias.add(c)));
+                }
+                if !residual.is_null() {
+                    v = _mm256_add_ps(v, _mm256_loadu_ps(residual.add(c * p)));
+                }
+                if relu {
+                    v = tile_avx2::relu(v);
+                }
+            }
+            _mm256_storeu_ps(out.add(c * p), v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conv_cases::{self, geom, packed, values, Case};
+
+    /// Channel counts that leave a part panel of sixteen and a part group of eight (20, 40),
+    /// position counts that are not multiples of six or eight, a depth past one block of
+    /// [`KC`] (34 x 9), strides and dilations, 1-D, a 1 x 1 layer, and a map large enough
+    /// for ten blocks of positions (70 x 70 at 16 channels), which two threads share out.
+    fn cases() -> Vec<Case> {
+        vec![
+            (vec![1, 5, 9, 11], vec![20, 5, 3, 3], vec![1, 1], vec![1, 1]),
+            (
+                vec![1, 34, 8, 8],
+                vec![40, 34, 3, 3],
+                vec![1, 1],
+                vec![1, 1],
+            ),
+            (
+                vec![1, 3, 17, 15],
+                vec![16, 3, 3, 3],
+                vec![2, 2],
+                vec![2, 1],
+            ),
+            (vec![1, 4, 40], vec![24, 4, 5], vec![1], vec![1]),
+            (vec![1, 7, 9, 9], vec![32, 7, 1, 1], vec![1, 1], vec![1, 1]),
+            (
+                vec![1, 2, 72, 72],
+                vec![16, 2, 3, 3],
+                vec![1, 1],
+                vec![1, 1],
+            ),
+        ]
+    }
+
+    fn conv(
+        x: &[f32],
+        wt: &PackedB,
+        g: &Geom,
+        columns: Option<Columns>,
+        parallel: bool,
+    ) -> Vec<f32> {
+        let mut out = vec![f32::NAN; g.m * g.p];
+        run(x, wt, g, &mut out, columns, parallel).expect("runs");
+        out
+    }
+
+    #[test]
+    fn windows_agree_with_a_reference_within_the_rounding_of_their_depth() {
+        if !tile_avx2::supported() {
+            eprintln!("skipped: this CPU has no AVX2 and FMA (the tile needs them)");
+            return;
+        }
+        conv_cases::agrees_with_a_reference(&cases(), NR, &conv);
+    }
+
+    #[test]
+    fn the_transposed_finish_is_the_unfused_finish_bit_for_bit_and_threads_change_nothing() {
+        if !tile_avx2::supported() {
+            eprintln!("skipped: this CPU has no AVX2 and FMA (the tile needs them)");
+            return;
+        }
+        conv_cases::finishes_as_unfused_and_threads_change_nothing(&cases(), NR, &conv);
+    }
+
+    #[test]
+    fn windowed_kernels_whose_channels_fill_their_panels_run_here() {
+        for (x, w, st, here) in [
+            // ResNet-50's stem (7 x 7, stride 2), a 3 x 3 layer at 7 x 7 and one at 56 x 56.
+            ([1, 3, 230, 230], [64, 3, 7, 7], [2, 2], true),
+            ([1, 512, 9, 9], [512, 512, 3, 3], [1, 1], true),
+            ([1, 64, 58, 58], [64, 64, 3, 3], [1, 1], true),
+            // 1 x 1 layers, stride 1 or 2, stay by rows or on gemm.
+            ([1, 256, 14, 14], [1024, 256, 1, 1], [1, 1], false),
+            ([1, 256, 56, 56], [512, 256, 1, 1], [2, 2], false),
+            // 20 channels fill two panels of sixteen to 62%.
+            ([1, 8, 10, 10], [20, 8, 3, 3], [1, 1], false),
+        ] {
+            let g = geom(&x, &w, &st, &[1, 1]);
+            assert_eq!(suits(&g), here, "{x:?} * {w:?}, strides {st:?}");
+        }
+    }
+
+    #[test]
+    fn a_packed_weight_that_does_not_match_is_an_error() {
+        if !tile_avx2::supported() {
+            eprintln!("skipped: this CPU has no AVX2 and FMA (the tile needs them)");
+            return;
+        }
+        let (xs, ws, st, dil) = cases().remove(0);
+        let g = geom(&xs, &ws, &st, &dil);
+        let x = values(xs.iter().product(), 1);
+        let other = geom(&[1, 5, 9, 11], &[16, 5, 3, 3], &st, &dil);
+        let wt = packed(&values(16 * 45, 2), &other, NR);
+        let mut out = vec![0f32; g.m * g.p];
+        assert!(run(&x, &wt, &g, &mut out, None, false).is_err());
+        // The right weight on too short an input: its windows would read past it.
+        let wt = packed(&values(20 * 45, 2), &g, NR);
+        assert!(run(&x[..x.len() - 1], &wt, &g, &mut out, None, false).is_err());
+    }
+}

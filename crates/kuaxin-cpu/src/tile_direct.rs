@@ -1,0 +1,92 @@
+//! The AVX2 register tile of [`crate::conv_direct`]: six output positions by sixteen output
+//! channels of a convolution, `C^T[6 x 16] = X[6 x k] * W^T[k x 16]`, with X read straight
+//! from the (padded) input: position r's window starts at `x + origins[r]` and step s of the
+//! depth (an input channel and kernel position) lies `steps[s]` further on, so no column
+//! matrix is made. Each step broadcasts the six positions' input values and multiplies them
+//! into two vectors of a weight panel (sixteen channels, packed once), twelve independent
+//! fused multiply-adds like [`crate::tile_avx2`]'s.
+//!
+//! With `accumulate` the sums start from C's values, so a product run in blocks of the depth
+//! is the same chain of roundings as one run over all of it.
+#[cfg(target_arch = "x86_64")]
+use crate::tile_avx2::Masks;
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// Positions of a tile.
+pub const MR: usize = 6;
+/// Channels of a tile (two 8-lane vectors; the weight's panel width).
+pub const NR: usize = 16;
+
+/// Where a tile's operands lie.
+#[derive(Clone, Copy)]
+pub struct DirectTile {
+    /// The input; position r's element for step s at `x + origins[r] + steps[s]`.
+    pub x: *const f32,
+    pub origins: [usize; MR],
+    /// The block's steps: `k` input offsets.
+    pub steps: *const usize,
+    /// The weight panel from the block's first step: `k` rows of 16 channels.
+    pub b: *const f32,
+    /// C^T: position r's 16 channels at `c + r * ldc`.
+    pub c: *mut f32,
+    pub ldc: usize,
+    /// Channels of C read and written (1..=16).
+    pub cols: usize,
+    /// The sums continue from C's values (a later block of the depth).
+    pub accumulate: bool,
+}
+
+/// Runs the tile for `rows` (1..=MR) positions over `k` steps.
+///
+/// # Safety
+/// [`crate::tile_avx2::supported`] is true; for every position r < `rows` and step s < `k`,
+/// `x + origins[r] + steps[s]` is valid to read, as are `k` steps and `k` rows of 16 from `b`;
+/// the first `cols` floats of C's `rows` rows are valid to write (and to read when
+/// accumulating) and overlap nothing else.
+#[cfg(target_arch = "x86_64")]
+pub unsafe fn run(rows: usize, k: usize, t: &DirectTile) {
+    // SAFETY: the caller's contract, for the row count each arm names.
+    unsafe {
+        match rows {
+            1 => tile::<1>(k, t),
+            2 => tile::<2>(k, t),
+            3 => tile::<3>(k, t),
+            4 => tile::<4>(k, t),
+            5 => tile::<5>(k, t),
+            _ => tile::<MR>(k, t),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile<const R: usize>(k: usize, t: &DirectTile) {
+    let masks = Masks::new(t.cols);
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    // SAFETY (every access below): within the operand windows the caller vouches for; masked
+    // loads and stores touch only the first `cols` channels.
+    unsafe {
+        if t.accumulate {
+            for (r, acc) in acc.iter_mut().enumerate() {
+                *acc = masks.load(t.c.add(r * t.ldc));
+            }
+        }
+        let x: [*const f32; R] = std::array::from_fn(|r| t.x.add(t.origins[r]));
+        let mut b = t.b;
+        for s in 0..k {
+            let step = *t.steps.add(s);
+            let b0 = _mm256_loadu_ps(b);
+            let b1 = _mm256_loadu_ps(b.add(8));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let v = _mm256_broadcast_ss(&*x[r].add(step));
+                acc[0] = _mm256_fmadd_ps(v, b0, acc[0]);
+                acc[1] = _mm256_fmadd_ps(v, b1, acc[1]);
+            }
+            b = b.add(NR);
+        }
+        for (r, acc) in acc.into_iter().enumerate() {
+            masks.store(t.c.add(r * t.ldc), acc);
+        }
+    }
+}
