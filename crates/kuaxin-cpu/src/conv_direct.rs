@@ -12,9 +12,10 @@
 //! kernel and strides.
 //!
 //! The sums go into a scratch `C^T` (positions x channels), over the depth in blocks of
-//! [`KC`] steps (a block of one weight panel, 16 KiB, stays in L1 while the position tiles
+//! [`direct_product::KC`] steps (a block of one weight panel, 16 KiB, stays in L1 while the position tiles
 //! pass over it); threads share out the channel panels. The output is then written by rows,
 //! transposed, with the bias, residual and ReLU applied as the unfused kernels apply them.
+use crate::direct_product;
 use crate::gemm::SendPtr;
 use crate::im2col::Geom;
 use crate::limits;
@@ -23,12 +24,10 @@ use crate::scratch::with_scratch;
 use crate::shape::{strides, unravel};
 use crate::tile::finish_one;
 use crate::tile_avx2;
-use crate::tile_direct::{self, DirectTile, MR, NR};
+use crate::tile_direct::{MR, NR};
 use kuaxin_core::{Error, Result};
 use rayon::prelude::*;
 
-/// Steps of depth per block: a block of one weight panel is 16 KiB (in L1).
-pub const KC: usize = 256;
 /// Bytes of `C^T` up to which a map's positions are one block.
 const CT_BYTES: usize = 512 << 10;
 /// Bytes of `C^T` per block of a larger map.
@@ -133,34 +132,17 @@ pub fn run(
         with_scratch(len, |ct: &mut [f32]| {
             let c = &SendPtr(ct.as_mut_ptr());
             let part = |js: std::ops::Range<usize>| {
-                for k0 in (0..depth).step_by(KC) {
-                    let kb = KC.min(depth - k0);
-                    for j in js.clone() {
-                        let b = wt.panel(j)[k0 * NR..].as_ptr();
-                        for i in (at.start..at.end).step_by(MR) {
-                            let rows = MR.min(at.end - i);
-                            let t = DirectTile {
-                                x: x.as_ptr(),
-                                origins: std::array::from_fn(|r| origins[(i + r).min(p - 1)]),
-                                steps: steps[k0..].as_ptr(),
-                                b,
-                                c: c.0.wrapping_add((i - at.start) * ldc + j * NR),
-                                ldc,
-                                cols: NR.min(m - j * NR),
-                                accumulate: k0 > 0,
-                            };
-                            // SAFETY: every window element lies below `reach` (checked
-                            // above), the weight panel from step k0 holds `kb` rows of 16,
-                            // and the tile's rows of this block's C^T (`at.len()` x `ldc`)
-                            // take channels j * 16.., which only this part writes.
-                            #[cfg(target_arch = "x86_64")]
-                            unsafe {
-                                tile_direct::run(rows, kb, &t)
-                            };
-                            #[cfg(not(target_arch = "x86_64"))]
-                            let _ = t;
-                        }
-                    }
+                // SAFETY: every window element lies below `reach` (checked above); this
+                // block's C^T holds `at.len()` rows of `ldc` >= m, and each part writes its
+                // own panels' channels.
+                unsafe {
+                    direct_product::product(
+                        x.as_ptr(),
+                        (&origins[at.clone()], &steps),
+                        wt,
+                        (c.0, ldc),
+                        js,
+                    )
                 }
             };
             if inner_threads > 1 && panels > 1 {
@@ -324,7 +306,7 @@ mod tests {
 
     /// Channel counts that leave a part panel of sixteen and a part group of eight (20, 40),
     /// position counts that are not multiples of six or eight, a depth past one block of
-    /// [`KC`] (34 x 9), strides and dilations, 1-D, a 1 x 1 layer, and a map large enough
+    /// [`direct_product::KC`] (34 x 9), strides and dilations, 1-D, a 1 x 1 layer, and a map large enough
     /// for ten blocks of positions (70 x 70 at 16 channels), which two threads share out.
     fn cases() -> Vec<Case> {
         vec![

@@ -26,6 +26,7 @@ mod conv_direct;
 mod conv_finish;
 mod conv_rows;
 mod cumulative;
+mod direct_product;
 mod erf;
 mod eval;
 mod fold;

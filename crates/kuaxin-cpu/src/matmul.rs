@@ -192,13 +192,24 @@ fn packed_product(
         .iter()
         .zip(&ob.batch_strides)
         .all(|(&n, &s)| n == 1 || s == 0);
-    if !panels::available() || !shared || d.m * d.n == 0 {
+    if !shared || d.m * d.n == 0 {
         return None;
     }
-    let packed = weights.packed_b(y, b, ob.mat, (d.k, d.n), crate::tile::NR)?;
+    if panels::available() {
+        let packed = weights.packed_b(y, b, ob.mat, (d.k, d.n), crate::tile::NR)?;
+        let mut c = vec![0f32; d.batch * d.m * d.n];
+        for (i, ci) in c.chunks_mut(d.m * d.n).enumerate() {
+            panels::product(d.m, (a, oa.at(i)), &packed, (ci, panels::Out::Rows), true);
+        }
+        return Some(c);
+    }
+    if !crate::panels_avx2::available() {
+        return None;
+    }
+    let packed = weights.packed_b(y, b, ob.mat, (d.k, d.n), crate::tile_direct::NR)?;
     let mut c = vec![0f32; d.batch * d.m * d.n];
     for (i, ci) in c.chunks_mut(d.m * d.n).enumerate() {
-        panels::product(d.m, (a, oa.at(i)), &packed, (ci, panels::Out::Rows), true);
+        crate::direct_product::matmul(d.m, (a, oa.at(i)), &packed, ci, true)?;
     }
     Some(c)
 }

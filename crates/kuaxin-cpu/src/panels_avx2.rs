@@ -5,9 +5,9 @@
 //! rows. A convolution's weight is its A, packed once, and its columns are made straight
 //! into B's panels, or are its input ([`crate::conv_rows`]).
 //!
-//! Matrix products stay on gemm here: with a constant B packed once and A packed on each
-//! call, MiniLM-L3's products measured 5-12% slower than gemm (which packs both on every
-//! call) on a Zen 3 core, a 1024^3 MatMul 8% slower.
+//! A MatMul by a constant weight does not come here: its A rows read in place are the
+//! broadcast operand of [`crate::direct_product::matmul`]. This tile for it (B packed once,
+//! A packed on each call) measured 5-12% slower than gemm on MiniLM-L3's products.
 //!
 //! Loops: depth in blocks of [`KC`]; the row panels in blocks of 32 (a depth block of them,
 //! 192 KiB, stays in L2); the column panels (a depth block of one, 16 KiB, stays in L1 while

@@ -1,0 +1,212 @@
+//! Products on the register tile of [`crate::tile_direct`], whose A is read where it lies,
+//! element (r, s) at `x + origins[r] + steps[s]`, and whose B is a constant packed once in
+//! panels of sixteen columns: a convolution's input windows ([`crate::conv_direct`]) and, on
+//! CPUs with AVX2 but no AVX-512, a MatMul by a constant weight ([`matmul`]), whose A rows are
+//! then read in place and whose C comes out by rows.
+use crate::gemm::{Mat, SendPtr};
+use crate::panels::PackedB;
+use crate::tile_direct::{self, DirectTile, MR, NR};
+use rayon::prelude::*;
+
+/// Steps of depth per block: a block of one weight panel is 16 KiB (in L1).
+pub const KC: usize = 256;
+/// Bytes of A's rows per block of the depth.
+const A_BLOCK_BYTES: usize = 128 << 10;
+
+/// `C[r, 16 j + l] = sum_s X[origins[r] + steps[s]] * B[s, 16 j + l]` for every row r of
+/// `origins` and every panel j in `panels` of `b` (dims `(steps.len(), n)`), C's row r at
+/// `c + r * ldc`. The depth goes in blocks of [`KC`]: one block of a panel (16 KiB, in L1)
+/// passes over all the rows, six at a time, whose later blocks continue from C.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `x + origins[r] + steps[s]` is valid to read for every r and s;
+/// the first `n` columns of C's rows are valid to write, and of them nothing else touches the
+/// panels' columns meanwhile.
+pub unsafe fn product(
+    x: *const f32,
+    (origins, steps): (&[usize], &[usize]),
+    b: &PackedB,
+    (c, ldc): (*mut f32, usize),
+    panels: std::ops::Range<usize>,
+) {
+    let (depth, n) = b.dims();
+    let (rows, k) = (origins.len(), steps.len().min(depth));
+    // Rows per block: a depth block of A's rows stays in L2 while the panels pass over it.
+    let mc = (A_BLOCK_BYTES / (4 * KC)).next_multiple_of(MR);
+    for k0 in (0..k).step_by(KC) {
+        let kb = KC.min(k - k0);
+        for i0 in (0..rows).step_by(mc) {
+            for j in panels.clone() {
+                let panel = b.panel(j)[k0 * NR..].as_ptr();
+                for i in (i0..rows.min(i0 + mc)).step_by(MR) {
+                    if k0 > 0 && i + MR < rows {
+                        crate::tile_avx2::prefetch_rows(
+                            c.wrapping_add((i + MR) * ldc + j * NR),
+                            MR,
+                            ldc,
+                        );
+                    }
+                    let t = DirectTile {
+                        x,
+                        origins: std::array::from_fn(|r| origins[(i + r).min(rows - 1)]),
+                        steps: steps[k0..].as_ptr(),
+                        b: panel,
+                        c: c.wrapping_add(i * ldc + j * NR),
+                        ldc,
+                        cols: NR.min(n - j * NR),
+                        accumulate: k0 > 0,
+                    };
+                    // SAFETY: the caller's contract; panel j from step k0 holds `kb` rows of 16.
+                    #[cfg(target_arch = "x86_64")]
+                    unsafe {
+                        tile_direct::run(MR.min(rows - i), kb, &t)
+                    };
+                    #[cfg(not(target_arch = "x86_64"))]
+                    let _ = t;
+                }
+            }
+        }
+    }
+}
+
+/// `c = A * B` for A's `m` rows (element (i, p) of `a` at `am`'s offsets) and B packed in
+/// panels of sixteen columns (dims `(k, n)`), C row-major `m x n`; threads share out the
+/// panels when `parallel`. `None` when A's strides are negative or it lies outside `a`, or
+/// the CPU lacks AVX2 and FMA (the caller then takes another path).
+pub fn matmul(
+    m: usize,
+    (a, am): (&[f32], Mat),
+    b: &PackedB,
+    c: &mut [f32],
+    parallel: bool,
+) -> Option<()> {
+    let (k, n) = b.dims();
+    if b.width() != NR
+        || c.len() < m * n
+        || am.rs < 0
+        || am.cs < 0
+        || !am.fits(m, k, a.len())
+        || !crate::tile_avx2::supported()
+    {
+        return None;
+    }
+    if m == 0 || n == 0 {
+        return Some(());
+    }
+    if k == 0 {
+        c[..m * n].fill(0.0);
+        return Some(());
+    }
+    let origins: Vec<usize> = (0..m).map(|i| am.offset + i * am.rs as usize).collect();
+    let steps: Vec<usize> = (0..k).map(|p| p * am.cs as usize).collect();
+    let panels = n.div_ceil(NR);
+    let threads = if parallel {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
+    let cp = &SendPtr(c.as_mut_ptr());
+    let part = |js: std::ops::Range<usize>| {
+        // SAFETY: `fits` bounds every element of A; C holds m x n; each part writes its own
+        // panels' columns.
+        unsafe { product(a.as_ptr(), (&origins, &steps), b, (cp.0, n), js) }
+    };
+    if threads > 1 && panels > 1 {
+        let per = panels.div_ceil(threads);
+        (0..panels.div_ceil(per))
+            .into_par_iter()
+            .for_each(|t| part(t * per..((t + 1) * per).min(panels)));
+    } else {
+        part(0..panels);
+    }
+    Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conv_cases::values;
+
+    fn packed(b: &[f32], k: usize, n: usize) -> PackedB {
+        PackedB::with_width(b, Mat::row_major(n), k, n, NR).expect("packs")
+    }
+
+    /// Rows past one block of rows (128) and not a multiple of six, columns not a multiple of
+    /// sixteen, a depth past one block of [`KC`]; A row-major, and A read transposed (column
+    /// steps of `m`).
+    #[test]
+    fn products_agree_with_a_reference_within_the_rounding_of_their_depth() {
+        if !crate::tile_avx2::supported() {
+            eprintln!("skipped: this CPU has no AVX2 and FMA (the tile needs them)");
+            return;
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .expect("a pool");
+        for (m, k, n) in [(140, 300, 37), (5, 16, 16), (13, 7, 50)] {
+            let a = values(m * k, 1);
+            let b = values(k * n, 2);
+            let wt = packed(&b, k, n);
+            for (name, am) in [
+                ("row-major", Mat::row_major(k)),
+                (
+                    "transposed",
+                    Mat {
+                        offset: 0,
+                        rs: 1,
+                        cs: m as isize,
+                    },
+                ),
+            ] {
+                let at = |i: usize, p: usize| a[i * am.rs as usize + p * am.cs as usize];
+                let mut c = vec![f32::NAN; m * n];
+                matmul(m, (&a, am), &wt, &mut c, false).expect("runs");
+                for i in 0..m {
+                    for j in 0..n {
+                        let (mut sum, mut mag) = (0f64, 0f64);
+                        for p in 0..k {
+                            let t = at(i, p) as f64 * b[p * n + j] as f64;
+                            sum += t;
+                            mag += t.abs();
+                        }
+                        // `k` f32 multiply-adds: at most `k` roundings of half an ulp of the
+                        // running sum, bounded by the sum of magnitudes.
+                        let bound = k as f64 * f32::EPSILON as f64 * mag;
+                        let v = c[i * n + j] as f64;
+                        assert!(
+                            (v - sum).abs() <= bound,
+                            "{m} x {k} x {n}, A {name}: ({i}, {j}) {v} vs {sum} (bound {bound})"
+                        );
+                    }
+                }
+                let mut shared = vec![f32::NAN; m * n];
+                pool.install(|| matmul(m, (&a, am), &wt, &mut shared, true))
+                    .expect("runs");
+                let same = shared
+                    .iter()
+                    .zip(&c)
+                    .all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(
+                    same,
+                    "{m} x {k} x {n}, A {name}: two threads changed the result"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_operand_it_cannot_read_in_place_is_left_to_another_path() {
+        let (m, k, n) = (4, 8, 16);
+        let (a, wt) = (values(m * k, 1), packed(&values(k * n, 2), k, n));
+        let mut c = vec![0f32; m * n];
+        let backwards = Mat {
+            offset: k - 1,
+            rs: k as isize,
+            cs: -1,
+        };
+        assert!(matmul(m, (&a, backwards), &wt, &mut c, false).is_none());
+        assert!(matmul(m, (&a[..m * k - 1], Mat::row_major(k)), &wt, &mut c, false).is_none());
+        assert!(matmul(m, (&a, Mat::row_major(k)), &wt, &mut c[..m * n - 1], false).is_none());
+    }
+}
