@@ -21,7 +21,6 @@ use crate::im2col::Geom;
 use crate::limits;
 use crate::panels::{Columns, PackedB};
 use crate::scratch::with_scratch;
-use crate::shape::{strides, unravel};
 use crate::tile::finish_one;
 use crate::tile_avx2;
 use crate::tile_direct::{MR, NR};
@@ -45,25 +44,11 @@ pub fn suits(g: &Geom) -> bool {
 /// The input offset of each step of the depth (channel `s / K`, kernel position `s % K`) from
 /// a window's origin, and of each output position's window origin.
 fn offsets(g: &Geom) -> (Vec<usize>, Vec<usize>) {
-    let nd = g.in_sp.len();
-    let istr = strides(&g.in_sp);
-    let mut at = vec![0usize; nd];
-    let kernel: Vec<usize> = (0..g.kk)
-        .map(|kidx| {
-            unravel(kidx, &g.k_sp, &mut at);
-            (0..nd).map(|d| at[d] * g.dilations[d] * istr[d]).sum()
-        })
-        .collect();
+    let kernel = g.kernel_offsets();
     let steps = (0..g.cg)
         .flat_map(|ci| kernel.iter().map(move |k| ci * g.in_plane + k))
         .collect();
-    let origins = (0..g.p)
-        .map(|q| {
-            unravel(q, &g.out_sp, &mut at);
-            (0..nd).map(|d| at[d] * g.strides[d] * istr[d]).sum()
-        })
-        .collect();
-    (steps, origins)
+    (steps, g.window_origins(0..g.p))
 }
 
 /// One image's one-group convolution into `out` (`[M, P]`): `x` is the image (`C` channels),

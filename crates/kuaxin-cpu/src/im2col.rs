@@ -55,6 +55,29 @@ impl Geom {
     pub fn rows(&self) -> usize {
         self.cg * self.kk
     }
+    /// The input offset of each kernel position from its window's origin.
+    pub fn kernel_offsets(&self) -> Vec<usize> {
+        let istr = strides(&self.in_sp);
+        let mut at = vec![0usize; self.in_sp.len()];
+        (0..self.kk)
+            .map(|kidx| {
+                unravel(kidx, &self.k_sp, &mut at);
+                (0..at.len())
+                    .map(|d| at[d] * self.dilations[d] * istr[d])
+                    .sum()
+            })
+            .collect()
+    }
+    /// The input offset of the window origin of each output position in `at`.
+    pub fn window_origins(&self, at: std::ops::Range<usize>) -> Vec<usize> {
+        let istr = strides(&self.in_sp);
+        let mut o = vec![0usize; self.in_sp.len()];
+        at.map(|q| {
+            unravel(q, &self.out_sp, &mut o);
+            (0..o.len()).map(|d| o[d] * self.strides[d] * istr[d]).sum()
+        })
+        .collect()
+    }
     /// A 1x1 kernel with unit strides reads the input as the column matrix itself.
     pub fn is_pointwise(&self) -> bool {
         self.kk == 1 && self.strides.iter().all(|&s| s == 1)
@@ -149,26 +172,13 @@ pub fn im2col_panels<const W: usize>(
     parallel: bool,
 ) {
     let rows = g.rows();
-    let nd = g.in_sp.len();
-    let istr = strides(&g.in_sp);
-    // Input offset of each kernel position from its window's origin.
-    let mut kpos = vec![0usize; nd];
-    let kofs: Vec<usize> = (0..g.kk)
-        .map(|kidx| {
-            unravel(kidx, &g.k_sp, &mut kpos);
-            (0..nd).map(|d| kpos[d] * g.dilations[d] * istr[d]).sum()
-        })
-        .collect();
+    let kofs = g.kernel_offsets();
+    let origins = g.window_origins(at.clone());
     let panels = at.len().div_ceil(W);
-    let mut o = vec![0usize; nd];
     let runs: Vec<PanelRuns<W>> = (0..panels)
         .map(|j| {
-            let start = at.start + j * W;
-            let len = W.min(at.end - start);
-            PanelRuns::new(len, |q| {
-                unravel(start + q, &g.out_sp, &mut o);
-                (0..nd).map(|d| o[d] * g.strides[d] * istr[d]).sum()
-            })
+            let len = W.min(at.len() - j * W);
+            PanelRuns::new(len, |q| origins[j * W + q])
         })
         .collect();
     let avx2 = crate::tile_avx2::supported();
