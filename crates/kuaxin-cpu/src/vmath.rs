@@ -2,16 +2,13 @@
 //! vectorises (libm's `expf` and the f64 fdlibm `erf` are one call per element). Plain `*` and
 //! `+` only: Rust never contracts them into FMAs, so the scalar, AVX2 and fused loops that
 //! inline these functions all round identically. Accuracy (tested below against f64):
-//! `exp` within 1 ulp, `erf` within 2 ulp, subnormal results and special values included.
+//! `exp` within 1 ulp, `erf` within 6 ulp, subnormal results and special values included.
 
 #![allow(clippy::excessive_precision)] // published constants, kept digit for digit.
 
 /// 1.5 * 2^23: adding it to |v| < 2^22 rounds v to an integer, which then sits in the low
 /// mantissa bits.
 const ROUND_MAGIC: f32 = 12582912.0;
-/// Above this, exp(x) overflows f32; below `EXP_ZERO` it rounds to 0.
-const EXP_OVERFLOW: f32 = 88.72283905206835;
-const EXP_ZERO: f32 = -103.97208;
 
 /// 2^n for -126 <= n <= 127, built from its exponent bits.
 #[inline(always)]
@@ -21,6 +18,12 @@ fn pow2i(n: i32) -> f32 {
 
 /// e^x: x = n ln2 + r with |r| <= ln2 / 2, e^r by Cephes' `expf` polynomial, times 2^n in two
 /// factors so that results down to the subnormals round once.
+///
+/// The clamp to [-104, 89] is all the range handling there is, with no selects after it: from
+/// 89 the two factors make 1.3 * 2^128, which rounds to infinity as e^x does above
+/// 128 ln 2 = 88.72; at -104 they make 0.97 * 2^-150, which rounds to 0 as e^x does below
+/// -150 ln 2 = -103.97; a NaN passes the clamp and every step after. (Three selects for these
+/// cases cost a fifth of the function.)
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
     // ln 2 split so that n * LN2_HI is exact for |n| < 2^15.
@@ -44,74 +47,47 @@ pub fn exp_f32(x: f32) -> f32 {
     let p = p.mul_add(r2, r) + 1.0;
     let ni = (t.to_bits() as i32).wrapping_sub(ROUND_MAGIC.to_bits() as i32);
     let n1 = ni >> 1;
-    let y = p * pow2i(n1) * pow2i(ni - n1);
-    let y = if x > EXP_OVERFLOW { f32::INFINITY } else { y };
-    let y = if x < EXP_ZERO { 0.0 } else { y };
-    if x.is_nan() {
-        x
-    } else {
-        y
-    }
+    p * pow2i(n1) * pow2i(ni - n1)
 }
 
-/// erf(x): the Maclaurin series through x^21 below 0.875; above, 1 - e^{-x^2} g(x) / x with
-/// g fitted (Chebyshev, degree 10, in 2/x) on [0.875, 4]; +-1 from 4 on (erf(4) rounds to 1).
+/// erf(x) = x P(x^2) / Q(x^2) on |x| < 4 and +-1 from there on (erf(4) rounds to 1): a
+/// rational function fitted for relative error (2e-9 in exact arithmetic; P of degree 6, Q of
+/// degree 5, all coefficients but P's first positive, so Horner's rule does not cancel). Its
+/// f32 evaluation rounds to within 6 ulp (worst near |x| = 3.7, where erf is 1 - 2e-7; 4e-7
+/// absolute), inside the 16 ulp the comparisons allow float elementwise math. Thirteen fused
+/// multiply-adds and one division, no exp: a third of the cost of a series below 0.875 and
+/// an exp-scaled tail above, which was within 2 ulp.
 #[inline(always)]
 pub fn erf_f32(x: f32) -> f32 {
-    // 2/sqrt(pi) * (-1)^n / (n! (2n + 1)), n = 10 down to 0.
-    const SERIES: [f32; 11] = [
-        1.480719282e-08,
-        -1.636584469e-07,
-        1.646211437e-06,
-        -1.492565036e-05,
-        1.205533298e-04,
-        -8.548327023e-04,
-        5.223977625e-03,
-        -2.686617065e-02,
-        1.128379167e-01,
-        -3.761263890e-01,
-        std::f32::consts::FRAC_2_SQRT_PI,
+    const P: [f32; 7] = [
+        -1.3202400755973898e-08,
+        4.68481332000989e-06,
+        3.7960997534861995e-04,
+        3.849605616864453e-03,
+        5.431691024841069e-02,
+        1.8520298004518929e-01,
+        1.1283791693817298,
     ];
-    // g(x) = erfc(x) x e^{x^2} as a polynomial in t = (2/x - 1.392857) / 0.892857.
-    const TAIL: [f32; 11] = [
-        6.4817769e-6,
-        -2.2519316e-5,
-        3.5330605e-5,
-        -1.9039311e-5,
-        -1.3718024e-4,
-        7.6905672e-4,
-        -2.435998e-3,
-        4.6484911e-3,
-        2.3801984e-3,
-        -7.6238586e-2,
-        4.772864e-1,
+    const Q: [f32; 6] = [
+        6.311091522599559e-05,
+        1.3075701424330702e-03,
+        1.5462081896894821e-02,
+        1.139583436288207e-01,
+        4.974652814705476e-01,
+        1.0,
     ];
-    let ax = x.abs();
-    let z = x * x;
-    let mut s = SERIES[0];
-    for &c in &SERIES[1..] {
-        s = s.mul_add(z, c);
+    // NaN passes the clamp (Rust's `clamp` returns it) and every step after.
+    let a = x.clamp(-4.0, 4.0);
+    let z = a * a;
+    let mut p = P[0];
+    for &c in &P[1..] {
+        p = p.mul_add(z, c);
     }
-    let small = x * s;
-    // t as a linear function of u = 1/a: one division serves t and the final g/a.
-    const T_SCALE: f32 = (2.0f64 / 0.892857) as f32;
-    const T_SHIFT: f32 = (1.392857f64 / 0.892857) as f32;
-    let a = ax.clamp(0.875, 4.0);
-    let u = 1.0 / a;
-    let t = u.mul_add(T_SCALE, -T_SHIFT);
-    let mut g = TAIL[0];
-    for &c in &TAIL[1..] {
-        g = g.mul_add(t, c);
+    let mut q = Q[0];
+    for &c in &Q[1..] {
+        q = q.mul_add(z, c);
     }
-    let big = (-exp_f32(-(a * a))).mul_add(g * u, 1.0);
-    let big = if ax >= 4.0 { 1.0 } else { big };
-    let big = big.copysign(x);
-    // NaN fails `>=` and takes the series, which keeps it NaN.
-    if ax >= 0.875 {
-        big
-    } else {
-        small
-    }
+    a * p / q
 }
 
 #[cfg(test)]
@@ -154,6 +130,9 @@ mod tests {
     fn exp_is_within_one_ulp_over_its_whole_range() {
         let mut xs = samples(-104.5, 89.5, 400_000);
         xs.extend(samples(-1.0, 1.0, 100_000));
+        // Where it overflows, and where it leaves the subnormals for 0.
+        xs.extend(samples(88.70, 88.75, 50_000));
+        xs.extend(samples(-104.01, -103.93, 50_000));
         xs.extend([
             0.0, -0.0, 1e-30, -1e-30, 88.72, 88.7228, -87.33, -103.9, -103.97,
         ]);
@@ -179,7 +158,7 @@ mod tests {
     }
 
     #[test]
-    fn erf_is_within_two_ulp() {
+    fn erf_is_within_six_ulp() {
         let mut xs = samples(-5.0, 5.0, 400_000);
         xs.extend(samples(-1e-3, 1e-3, 10_000));
         xs.extend([
@@ -187,7 +166,7 @@ mod tests {
         ]);
         let (u, at) = worst(erf_f32, erf64, &xs);
         eprintln!("erf: worst {u} ulp at {at:e}");
-        assert!(u <= 2, "erf: {u} ulp at {at:e}");
+        assert!(u <= 6, "erf: {u} ulp at {at:e}");
     }
 
     #[test]

@@ -146,8 +146,8 @@ fn erf_accuracy() {
         .into_iter()
         .map(|v| v as f64)
         .collect();
-    // f32 erf is the vectorisable one (vmath.rs): within 2 ulp, i.e. 2 * 2^-23 relative.
-    assert_close(&yf, &want32, 2.4e-7, 0.0);
+    // f32 erf is the vectorisable one (vmath.rs): within 6 ulp, i.e. 6 * 2^-23 relative.
+    assert_close(&yf, &want32, 7.2e-7, 0.0);
     assert!(f32s(&un(U::Erf, &v1(vec![f32::NAN])))[0].is_nan());
     assert_eq!(
         f32s(&un(U::Erf, &v1(vec![f32::INFINITY, f32::NEG_INFINITY]))),
