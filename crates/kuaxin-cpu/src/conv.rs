@@ -83,7 +83,9 @@ pub fn panel_weights(w: &Tensor, g: &Geom, weights: Option<&Weights>) -> Option<
     } else {
         return None;
     };
-    if g.mg != g.m || g.m < NR || rows < MIN_DEPTH {
+    // At least one whole panel of channels (AVX-512's 32; AVX2's 16 for the windowed tile, 6
+    // for the by-rows one).
+    if g.mg != g.m || g.m < width || rows < MIN_DEPTH {
         return None;
     }
     let wt = Mat {

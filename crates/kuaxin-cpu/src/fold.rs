@@ -148,8 +148,10 @@ pub fn row(op: ReduceOp, acc: f64, v: &[f32]) -> f64 {
     )
 }
 
+/// [`row`] for a caller already inside [`crate::simd::vectorized`]: inlined into it, where
+/// `row` would dispatch again for each run (a global average pool folds 2048 runs of 49).
 #[inline(always)]
-fn row_any(op: ReduceOp, acc: f64, v: &[f32]) -> f64 {
+pub fn row_any(op: ReduceOp, acc: f64, v: &[f32]) -> f64 {
     // Eight partial results folded into `acc` in a fixed order, then the tail.
     macro_rules! lanes_then_tail {
         ($f:expr) => {{

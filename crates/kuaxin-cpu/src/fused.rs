@@ -282,10 +282,15 @@ fn reduction(
                 };
                 blk.eval(&k.body, len, None, &mut f)?;
                 let v = blk.slice(value, len);
-                for (start, n) in segs.parts() {
-                    let a = &mut acc[(p0 + start) / red_total - row0];
-                    *a = fold::row(op, *a, &v[start..start + n]);
-                }
+                crate::simd::vectorized(
+                    #[inline(always)]
+                    || {
+                        for (start, n) in segs.parts() {
+                            let a = &mut acc[(p0 + start) / red_total - row0];
+                            *a = fold::row_any(op, *a, &v[start..start + n]);
+                        }
+                    },
+                );
             }
             let reduced: Vec<f32> = acc.iter().map(|&a| a as f32).collect();
             for (b, block) in chunk.chunks_mut(BLOCK).enumerate() {
