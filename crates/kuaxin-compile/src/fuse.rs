@@ -206,15 +206,16 @@ pub fn fuse(
     }
     let (out, dissolved) = crate::inline::inline_producers(out, live_out, supports);
     report.kernels -= dissolved;
-    let out = merge_conv_epilogues(out, live_out, supports);
+    let out = merge_epilogues(out, live_out, supports);
     let out = crate::reshape_outputs::absorb_reshapes(out, live_out);
     (out, report)
 }
 
-/// A convolution whose output only an elementwise kernel reads, in its own order, becomes a
-/// `ConvEpilogue`: the kernel (bias, activation, residual) runs on each output block while it
-/// is still in cache, and the convolution's output is never stored on its own.
-fn merge_conv_epilogues(
+/// A convolution or a matrix product whose output only an elementwise kernel reads, in its
+/// own order, becomes a `ConvEpilogue` or `MatMulEpilogue`: the kernel (bias, activation,
+/// residual, scale and mask) runs on each output block while it is still in cache, and the
+/// product's output is never stored on its own.
+fn merge_epilogues(
     instrs: Vec<Instr>,
     live_out: &HashSet<usize>,
     supports: &dyn Fn(&Prim) -> bool,
@@ -231,19 +232,11 @@ fn merge_conv_epilogues(
         for (a, src) in ins.inputs.iter().enumerate() {
             let Src::Slot(s) = src else { continue };
             let Some(&p) = producer.get(s) else { continue };
-            let conv = &instrs[p];
-            let Prim::Conv {
-                strides,
-                dilations,
-                groups,
-            } = &conv.prim
-            else {
-                continue;
-            };
+            let product = &instrs[p];
+            let made = &product.out_types[0];
             let fits = uses.get(s) == Some(&1)
                 && !removed.contains(&p)
-                && conv.out_types[0].shape == k.domain
-                && conv.out_types[0].dtype == DType::F32
+                && made.dtype == DType::F32
                 && k.loads
                     .iter()
                     .filter(|l| l.arg == a)
@@ -251,7 +244,7 @@ fn merge_conv_epilogues(
             if !fits {
                 continue;
             }
-            // The convolution's output becomes argument 0; the others follow in order.
+            // The product's output becomes argument 0; the others follow in order.
             let remap = |b: usize| {
                 if b == a {
                     0
@@ -265,17 +258,37 @@ fn merge_conv_epilogues(
             for l in &mut epilogue.loads {
                 l.arg = remap(l.arg);
             }
-            epilogue.origins.insert(0, conv.origin.to_string());
-            let prim = Prim::ConvEpilogue {
-                strides: strides.clone(),
-                dilations: dilations.clone(),
-                groups: *groups,
-                epilogue: Arc::new(epilogue),
+            epilogue.origins.insert(0, product.origin.to_string());
+            let epilogue = Arc::new(epilogue);
+            let prim = match &product.prim {
+                Prim::Conv {
+                    strides,
+                    dilations,
+                    groups,
+                } if made.shape == k.domain => Prim::ConvEpilogue {
+                    strides: strides.clone(),
+                    dilations: dilations.clone(),
+                    groups: *groups,
+                    epilogue,
+                },
+                Prim::MatMul if made.numel() == k.out.numel() => Prim::MatMulEpilogue {
+                    a: None,
+                    b: None,
+                    epilogue,
+                },
+                Prim::MatMulOfViews { a, b } if made.numel() == k.out.numel() => {
+                    Prim::MatMulEpilogue {
+                        a: a.clone(),
+                        b: b.clone(),
+                        epilogue,
+                    }
+                }
+                _ => continue,
             };
             if !supports(&prim) {
                 break;
             }
-            let mut inputs = conv.inputs.clone();
+            let mut inputs = product.inputs.clone();
             inputs.extend(
                 ins.inputs
                     .iter()
@@ -290,7 +303,7 @@ fn merge_conv_epilogues(
                     inputs,
                     outputs: ins.outputs.clone(),
                     out_types: ins.out_types.clone(),
-                    origin: Arc::from(format!("{} + {}", conv.origin, ins.origin)),
+                    origin: Arc::from(format!("{} + {}", product.origin, ins.origin)),
                 },
             );
             removed.insert(p);

@@ -226,8 +226,11 @@ impl<'a> Executor<'a> {
                         Prim::Conv { .. } if per_kernel => {
                             format!("Conv -> {:?} {}", ins.out_types[0].shape, ins.origin)
                         }
-                        Prim::ConvEpilogue { epilogue, .. } if per_kernel => {
-                            format!("ConvEpilogue {:?} {}", epilogue.domain, ins.origin)
+                        Prim::ConvEpilogue { epilogue, .. }
+                        | Prim::MatMulEpilogue { epilogue, .. }
+                            if per_kernel =>
+                        {
+                            format!("{} {:?} {}", ins.prim.name(), epilogue.domain, ins.origin)
                         }
                         Prim::Fused(k) => format!(
                             "Fused({})",

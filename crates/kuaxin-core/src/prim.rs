@@ -215,6 +215,16 @@ pub enum Prim {
         groups: usize,
         epilogue: std::sync::Arc<crate::kernel::Kernel>,
     },
+    /// A `MatMulOfViews` whose output goes straight through an elementwise kernel (a bias, an
+    /// activation, a residual, an attention scale and mask) while it is in cache. Inputs: a, b,
+    /// then the kernel's arguments 1..; the kernel's argument 0 is the product, read in its
+    /// row-major order (the kernel's domain may reshape it: same count, identity map). Made by
+    /// the fusion pass for back ends that claim it.
+    MatMulEpilogue {
+        a: Option<ViewMap>,
+        b: Option<ViewMap>,
+        epilogue: std::sync::Arc<crate::kernel::Kernel>,
+    },
     /// f32 softmax along the last axis, as the primitives it replaces compute it:
     /// `e = exp(x - max(x))`, then `e / sum(e)` (max and sum as `Reduce` folds them). Made by
     /// the fusion pass for back ends that claim it: one pass per row in cache, where the
@@ -325,6 +335,38 @@ impl Prim {
                 .all(|((s, i), &d)| d == 1 || s == i)
     }
 
+    /// The output of `epilogue` run on a product `made` (its argument 0) and `rest`: an error
+    /// unless the kernel is elementwise, f32, as large as the product, and reads the product
+    /// only in its own row-major order.
+    fn epilogue_out(
+        what: &str,
+        epilogue: &std::sync::Arc<crate::kernel::Kernel>,
+        made: &TensorType,
+        rest: &[TensorType],
+    ) -> Result<Vec<TensorType>> {
+        let mut args = vec![made.clone()];
+        args.extend(rest.iter().cloned());
+        let out = Prim::Fused(epilogue.clone()).infer(&args)?;
+        let domain = &epilogue.domain;
+        let arg0_ok = epilogue
+            .loads
+            .iter()
+            .filter(|l| l.arg == 0)
+            .all(|l| Prim::is_identity_load(l, domain));
+        let count: Option<usize> = domain.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        if epilogue.reduce.is_some()
+            || count != Some(made.numel())
+            || made.dtype != DType::F32
+            || !arg0_ok
+        {
+            return Err(Error::invalid(format!(
+                "{what}: kernel {} does not fit the product {made}",
+                epilogue.name
+            )));
+        }
+        Ok(out)
+    }
+
     /// A `View`'s map: (shape, strides, offset); `None` for any other primitive.
     pub fn as_view(&self) -> Option<(&[usize], &[isize], usize)> {
         match self {
@@ -378,9 +420,11 @@ impl Prim {
             | Prim::ScatterElements { .. }
             | Prim::ScatterNd { .. }
             | Prim::LayerNormRows { .. } => Some(3),
-            Prim::Concat { .. } | Prim::Host(_) | Prim::Fused(_) | Prim::ConvEpilogue { .. } => {
-                None
-            }
+            Prim::Concat { .. }
+            | Prim::Host(_)
+            | Prim::Fused(_)
+            | Prim::ConvEpilogue { .. }
+            | Prim::MatMulEpilogue { .. } => None,
         };
         if let Some(n) = arity {
             if ins.len() != n {
@@ -705,25 +749,26 @@ impl Prim {
                     groups: *groups,
                 }
                 .infer(&ins[..2])?;
-                let mut args = conv.clone();
-                args.extend(ins[2..].iter().cloned());
-                let out = Prim::Fused(epilogue.clone()).infer(&args)?;
-                let arg0_ok = epilogue
-                    .loads
-                    .iter()
-                    .filter(|l| l.arg == 0)
-                    .all(|l| Prim::is_identity_load(l, &conv[0].shape));
-                if epilogue.reduce.is_some()
-                    || epilogue.domain != conv[0].shape
-                    || conv[0].dtype != DType::F32
-                    || !arg0_ok
-                {
+                if epilogue.domain != conv[0].shape {
                     return Err(Error::invalid(format!(
                         "ConvEpilogue: kernel {} does not fit the convolution output {}",
                         epilogue.name, conv[0]
                     )));
                 }
-                out
+                Prim::epilogue_out("ConvEpilogue", epilogue, &conv[0], &ins[2..])?
+            }
+            Prim::MatMulEpilogue { a, b, epilogue } => {
+                if ins.len() < 2 {
+                    return Err(Error::invalid(
+                        "MatMulEpilogue takes a, b and the epilogue's arguments",
+                    ));
+                }
+                let product = Prim::MatMulOfViews {
+                    a: a.clone(),
+                    b: b.clone(),
+                }
+                .infer(&ins[..2])?;
+                Prim::epilogue_out("MatMulEpilogue", epilogue, &product[0], &ins[2..])?
             }
             Prim::Fused(k) => {
                 for l in &k.loads {

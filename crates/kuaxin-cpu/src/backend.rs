@@ -118,8 +118,13 @@ impl Backend for CpuBackend {
         self.pool.install(|| crate::warm::run_warm(f))
     }
 
-    fn supports(&self, _prim: &Prim, _inputs: &[TensorType]) -> bool {
-        true
+    fn supports(&self, prim: &Prim, _inputs: &[TensorType]) -> bool {
+        match prim {
+            // Only an epilogue the tile may take in registers: run on the stored product, any
+            // other measured no faster than a kernel of its own (BENCHMARKS.md).
+            Prim::MatMulEpilogue { epilogue, .. } => crate::conv_finish::may_finish(epilogue),
+            _ => true,
+        }
     }
 
     fn synchronize(&self) -> Result<()> {

@@ -127,6 +127,7 @@ pub fn run(
                         wt,
                         (c.0, ldc),
                         js,
+                        None,
                     )
                 }
             };

@@ -40,7 +40,40 @@ pub struct Finish<'a> {
 /// bias[m]`, `max_nan(x, 0)`, or `max_nan((x + bias[m]) + residual, 0)` (the add with the
 /// residual in either operand order, the ReLU optional).
 pub fn bias_relu<'a>(k: &Kernel, extra: &[&'a Tensor]) -> Option<Finish<'a>> {
-    if k.reduce.is_some() || k.domain.len() < 3 || k.body.is_empty() {
+    if k.domain.len() < 3 {
+        return None;
+    }
+    along(k, extra, 1)
+}
+
+/// The same finish for a matrix product's epilogue, its bias one value per column: along the
+/// last axis of the kernel's domain, which must be the product's `n` columns.
+pub fn bias_relu_columns<'a>(k: &Kernel, extra: &[&'a Tensor], n: usize) -> Option<Finish<'a>> {
+    if k.domain.last() != Some(&n) {
+        return None;
+    }
+    along(k, extra, k.domain.len() - 1)
+}
+
+/// Whether a product's epilogue `k` can be such a finish, from its ops alone (the values of
+/// its arguments decide at run time): loads, adds and maxima only.
+pub fn may_finish(k: &Kernel) -> bool {
+    k.reduce.is_none()
+        && !k.body.is_empty()
+        && k.body.iter().all(|op| {
+            matches!(
+                op.expr,
+                Expr::Load(_)
+                    | Expr::Const(_)
+                    | Expr::Binary(BinaryOp::Add, ..)
+                    | Expr::Binary(BinaryOp::Max, ..)
+            )
+        })
+}
+
+/// [`bias_relu`] with the bias along domain axis `axis`.
+fn along<'a>(k: &Kernel, extra: &[&'a Tensor], axis: usize) -> Option<Finish<'a>> {
+    if k.reduce.is_some() || k.body.is_empty() || axis >= k.domain.len() {
         return None;
     }
     let mut terms: Vec<Term<'a>> = Vec::with_capacity(k.body.len());
@@ -61,7 +94,7 @@ pub fn bias_relu<'a>(k: &Kernel, extra: &[&'a Tensor]) -> Option<Finish<'a>> {
                     } else if let Some(r) = in_order(ld, &k.domain, t) {
                         Term::Residual(r)
                     } else {
-                        per_channel(ld, &k.domain, t).map_or(Term::Other, Term::Bias)
+                        per_channel(ld, &k.domain, axis, t).map_or(Term::Other, Term::Bias)
                     }
                 }
             }
@@ -130,17 +163,17 @@ fn in_order<'a>(ld: &Load, domain: &[usize], t: &'a Tensor) -> Option<&'a [f32]>
     }
 }
 
-/// The M values a load reads per channel (stride 1 along the channel axis, 0 elsewhere) of an
-/// f32 argument.
-fn per_channel<'a>(ld: &Load, domain: &[usize], t: &'a Tensor) -> Option<&'a [f32]> {
-    let m = domain[1];
+/// The values a load reads along domain axis `axis` (a channel, a column: stride 1 along it,
+/// 0 elsewhere) of an f32 argument.
+fn per_channel<'a>(ld: &Load, domain: &[usize], axis: usize, t: &'a Tensor) -> Option<&'a [f32]> {
+    let m = domain[axis];
     let per_channel = ld.strides.len() == domain.len()
-        && ld.strides[1] == 1
+        && ld.strides[axis] == 1
         && ld
             .strides
             .iter()
             .enumerate()
-            .all(|(i, &s)| i == 1 || s == 0 || domain[i] == 1);
+            .all(|(i, &s)| i == axis || s == 0 || domain[i] == 1);
     match &t.data {
         Data::F32(v) if per_channel && ld.dtype == DType::F32 => v.get(ld.offset..ld.offset + m),
         _ => None,
@@ -265,5 +298,32 @@ mod tests {
         let mut more = body;
         more.push(Expr::Binary(BinaryOp::Mul, 4, 4));
         assert_eq!(got(&kernel(more, loads()), &[&bias, &zero]), None);
+    }
+
+    #[test]
+    fn a_product_bias_runs_along_the_last_axis() {
+        let x = vec![12, 4, 2, 1];
+        let column = vec![0, 0, 0, 1];
+        let channel = vec![0, 1, 0, 0];
+        let bias2 = Tensor::new(vec![2], Data::F32(vec![1.0, -2.0])).unwrap();
+        let bias3 = Tensor::new(vec![3], Data::F32(vec![1.0, -2.0, 0.5])).unwrap();
+        let add = Expr::Binary(BinaryOp::Add, 0, 1);
+        let body = vec![Expr::Load(0), Expr::Load(1), add.clone()];
+        let by_column = kernel(body.clone(), vec![x.clone(), column]);
+        let f = bias_relu_columns(&by_column, &[&bias2], 2).expect("a bias per column");
+        assert_eq!(f.bias, Some(&[1.0f32, -2.0][..]));
+        assert_eq!((f.residual, f.relu), (None, false));
+        // Columns that are not the product's, and a bias per channel, are not a column finish.
+        assert!(bias_relu_columns(&by_column, &[&bias2], 3).is_none());
+        let by_channel = kernel(body.clone(), vec![x, channel]);
+        assert!(bias_relu_columns(&by_channel, &[&bias3], 2).is_none());
+        // Which epilogues a back end may claim for the tile: adds and maxima only.
+        assert!(may_finish(&by_column));
+        let mut erf = body;
+        erf.push(Expr::Unary(kuaxin_core::prim::UnaryOp::Erf, 2));
+        assert!(!may_finish(&kernel(
+            erf,
+            vec![vec![12, 4, 2, 1], vec![0, 0, 0, 1]]
+        )));
     }
 }

@@ -3,9 +3,10 @@
 //! panels of sixteen columns: a convolution's input windows ([`crate::conv_direct`]) and, on
 //! CPUs with AVX2 but no AVX-512, a MatMul by a constant weight ([`matmul`]), whose A rows are
 //! then read in place and whose C comes out by rows.
+use crate::conv_finish::Finish;
 use crate::gemm::{Mat, SendPtr};
 use crate::panels::PackedB;
-use crate::tile_direct::{self, DirectTile, MR, NR};
+use crate::tile_direct::{self, ColumnFinish, DirectTile, MR, NR};
 use rayon::prelude::*;
 
 /// Steps of depth per block: a block of one weight panel is 16 KiB (in L1).
@@ -16,18 +17,21 @@ const A_BLOCK_BYTES: usize = 128 << 10;
 /// `C[r, 16 j + l] = sum_s X[origins[r] + steps[s]] * B[s, 16 j + l]` for every row r of
 /// `origins` and every panel j in `panels` of `b` (dims `(steps.len(), n)`), C's row r at
 /// `c + r * ldc`. The depth goes in blocks of [`KC`]: one block of a panel (16 KiB, in L1)
-/// passes over all the rows, six at a time, whose later blocks continue from C.
+/// passes over all the rows, six at a time, whose later blocks continue from C. `finish`, on
+/// the last block, adds a bias per column (`n` values) and a residual laid out as C, then
+/// applies a ReLU.
 ///
 /// # Safety
 /// The CPU has AVX2 and FMA; `x + origins[r] + steps[s]` is valid to read for every r and s;
 /// the first `n` columns of C's rows are valid to write, and of them nothing else touches the
-/// panels' columns meanwhile.
+/// panels' columns meanwhile; a finish's bias holds `n` values and its residual C's rows.
 pub unsafe fn product(
     x: *const f32,
     (origins, steps): (&[usize], &[usize]),
     b: &PackedB,
     (c, ldc): (*mut f32, usize),
     panels: std::ops::Range<usize>,
+    finish: Option<&Finish>,
 ) {
     let (depth, n) = b.dims();
     let (rows, k) = (origins.len(), steps.len().min(depth));
@@ -46,6 +50,14 @@ pub unsafe fn product(
                             ldc,
                         );
                     }
+                    let last = k0 + kb == k;
+                    let finish = finish.filter(|_| last).map(|f| ColumnFinish {
+                        bias: f.bias.map_or(std::ptr::null(), |v| v[j * NR..].as_ptr()),
+                        residual: f.residual.map_or(std::ptr::null(), |v| {
+                            v.as_ptr().wrapping_add(i * ldc + j * NR)
+                        }),
+                        relu: f.relu,
+                    });
                     let t = DirectTile {
                         x,
                         origins: std::array::from_fn(|r| origins[(i + r).min(rows - 1)]),
@@ -55,6 +67,7 @@ pub unsafe fn product(
                         ldc,
                         cols: NR.min(n - j * NR),
                         accumulate: k0 > 0,
+                        finish,
                     };
                     // SAFETY: the caller's contract; panel j from step k0 holds `kb` rows of 16.
                     #[cfg(target_arch = "x86_64")]
@@ -73,15 +86,24 @@ pub unsafe fn product(
 /// panels of sixteen columns (dims `(k, n)`), C row-major `m x n`; threads share out the
 /// panels when `parallel`. `None` when A's strides are negative or it lies outside `a`, or
 /// the CPU lacks AVX2 and FMA (the caller then takes another path).
+///
+/// `finish`, when given, is applied to the sums in the tile's registers: a bias per column
+/// (`n` values), then a residual of C's shape, then a ReLU; `None` also when its parts are too
+/// short or the depth is 0 (no tile runs).
 pub fn matmul(
     m: usize,
     (a, am): (&[f32], Mat),
     b: &PackedB,
     c: &mut [f32],
     parallel: bool,
+    finish: Option<Finish>,
 ) -> Option<()> {
     let (k, n) = b.dims();
+    let finish_fits = finish.is_none_or(|f| {
+        k > 0 && f.bias.is_none_or(|v| v.len() >= n) && f.residual.is_none_or(|v| v.len() >= m * n)
+    });
     if b.width() != NR
+        || !finish_fits
         || c.len() < m * n
         || am.rs < 0
         || am.cs < 0
@@ -109,7 +131,16 @@ pub fn matmul(
     let part = |js: std::ops::Range<usize>| {
         // SAFETY: `fits` bounds every element of A; C holds m x n; each part writes its own
         // panels' columns.
-        unsafe { product(a.as_ptr(), (&origins, &steps), b, (cp.0, n), js) }
+        unsafe {
+            product(
+                a.as_ptr(),
+                (&origins, &steps),
+                b,
+                (cp.0, n),
+                js,
+                finish.as_ref(),
+            )
+        }
     };
     if threads > 1 && panels > 1 {
         let per = panels.div_ceil(threads);
@@ -161,7 +192,7 @@ mod tests {
             ] {
                 let at = |i: usize, p: usize| a[i * am.rs as usize + p * am.cs as usize];
                 let mut c = vec![f32::NAN; m * n];
-                matmul(m, (&a, am), &wt, &mut c, false).expect("runs");
+                matmul(m, (&a, am), &wt, &mut c, false, None).expect("runs");
                 for i in 0..m {
                     for j in 0..n {
                         let (mut sum, mut mag) = (0f64, 0f64);
@@ -181,7 +212,7 @@ mod tests {
                     }
                 }
                 let mut shared = vec![f32::NAN; m * n];
-                pool.install(|| matmul(m, (&a, am), &wt, &mut shared, true))
+                pool.install(|| matmul(m, (&a, am), &wt, &mut shared, true, None))
                     .expect("runs");
                 let same = shared
                     .iter()
@@ -195,6 +226,86 @@ mod tests {
         }
     }
 
+    /// The finish in the tile's registers is the unfused epilogue bit for bit
+    /// ([`crate::tile::finish_one`]: `(sum + bias[j]) + residual`, then the ReLU keeping NaN
+    /// and -0.0), for each of its forms,
+    /// over part panels, a depth of two blocks, and two threads.
+    #[test]
+    fn the_finish_in_registers_is_the_unfused_epilogue_bit_for_bit() {
+        if !crate::tile_avx2::supported() {
+            eprintln!("skipped: this CPU has no AVX2 and FMA (the tile needs them)");
+            return;
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .expect("a pool");
+        for (m, k, n) in [(140, 300, 37), (7, 16, 16), (13, 5, 50)] {
+            let a = values(m * k, 3);
+            let wt = packed(&values(k * n, 4), k, n);
+            let bias = values(n, 5);
+            let mut residual = values(m * n, 6);
+            residual[0] = f32::NAN;
+            residual[1] = -0.0;
+            let mut plain = vec![f32::NAN; m * n];
+            matmul(m, (&a, Mat::row_major(k)), &wt, &mut plain, false, None).expect("runs");
+            for (bias_on, res_on, relu) in [
+                (true, false, false),
+                (true, true, false),
+                (true, true, true),
+                (true, false, true),
+                (false, false, true),
+            ] {
+                let f = Finish {
+                    bias: bias_on.then_some(&bias[..]),
+                    residual: res_on.then_some(&residual[..]),
+                    relu,
+                };
+                let want: Vec<u32> = (0..m * n)
+                    .map(|e| {
+                        let b = bias_on.then(|| bias[e % n]);
+                        let r = res_on.then(|| residual[e]);
+                        crate::tile::finish_one(plain[e], b, r, relu).to_bits()
+                    })
+                    .collect();
+                for threads in [1, 2] {
+                    let mut c = vec![f32::NAN; m * n];
+                    let run = || {
+                        matmul(
+                            m,
+                            (&a, Mat::row_major(k)),
+                            &wt,
+                            &mut c,
+                            threads > 1,
+                            Some(f),
+                        )
+                    };
+                    pool.install(run).expect("runs");
+                    let got: Vec<u32> = c.iter().map(|v| v.to_bits()).collect();
+                    assert!(
+                        got == want,
+                        "{m} x {k} x {n}, bias {bias_on}, residual {res_on}, relu {relu}, {threads} threads: first difference at {:?}",
+                        got.iter().zip(&want).position(|(g, w)| g != w)
+                    );
+                }
+            }
+            // A bias or residual too short, and a depth of 0, are left to the caller.
+            let short = Finish {
+                bias: Some(&bias[..n - 1]),
+                residual: None,
+                relu: false,
+            };
+            let mut c = vec![0f32; m * n];
+            assert!(matmul(m, (&a, Mat::row_major(k)), &wt, &mut c, false, Some(short)).is_none());
+            let short = Finish {
+                bias: None,
+                residual: Some(&residual[..m * n - 1]),
+                relu: false,
+            };
+            assert!(matmul(m, (&a, Mat::row_major(k)), &wt, &mut c, false, Some(short)).is_none());
+        }
+    }
+
     #[test]
     fn an_operand_it_cannot_read_in_place_is_left_to_another_path() {
         let (m, k, n) = (4, 8, 16);
@@ -205,8 +316,24 @@ mod tests {
             rs: k as isize,
             cs: -1,
         };
-        assert!(matmul(m, (&a, backwards), &wt, &mut c, false).is_none());
-        assert!(matmul(m, (&a[..m * k - 1], Mat::row_major(k)), &wt, &mut c, false).is_none());
-        assert!(matmul(m, (&a, Mat::row_major(k)), &wt, &mut c[..m * n - 1], false).is_none());
+        assert!(matmul(m, (&a, backwards), &wt, &mut c, false, None).is_none());
+        assert!(matmul(
+            m,
+            (&a[..m * k - 1], Mat::row_major(k)),
+            &wt,
+            &mut c,
+            false,
+            None
+        )
+        .is_none());
+        assert!(matmul(
+            m,
+            (&a, Mat::row_major(k)),
+            &wt,
+            &mut c[..m * n - 1],
+            false,
+            None
+        )
+        .is_none());
     }
 }

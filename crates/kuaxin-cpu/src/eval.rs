@@ -201,6 +201,27 @@ fn run(
         let out = conv::conv_with_epilogue(xd, wd, &geom, (Some(&apply), columns), wt.as_deref())?;
         return Ok(vec![Data::F32(out)]);
     }
+    if let Prim::MatMulEpilogue { a, b, epilogue } = prim {
+        let extra = &inputs[2..];
+        // A bias per column, a residual and a ReLU go into the tile's registers; any other
+        // epilogue (or a product off the tile) runs on the stored output.
+        let product = Prim::MatMulOfViews {
+            a: a.clone(),
+            b: b.clone(),
+        }
+        .infer(&[type_of(inputs[0]), type_of(inputs[1])])?;
+        let n = product[0].shape.last().copied().unwrap_or(1);
+        let finish = crate::conv_finish::bias_relu_columns(epilogue, extra, n);
+        let (mut out, finished) =
+            matmul::matmul_of_views_finished(inputs[0], inputs[1], (a, b), weights, finish)?;
+        let Data::F32(c) = &mut out else {
+            return Err(Error::unsupported("MatMulEpilogue runs on f32"));
+        };
+        if !finished {
+            crate::fused::apply_in_place(epilogue, extra, 0, c)?;
+        }
+        return Ok(vec![out]);
+    }
     let Some(&x) = inputs.first() else {
         return Err(Error::invalid(format!("{} needs inputs", prim.name())));
     };
@@ -259,7 +280,7 @@ fn run(
             layer_norm::layer_norm_rows(d(0), &x.shape, (d(1), d(2)), *eps)?
         }
         Prim::Host(_) => return Err(Error::backend("host ops are evaluated by host::eval")),
-        Prim::Fused(_) | Prim::ConvEpilogue { .. } => {
+        Prim::Fused(_) | Prim::ConvEpilogue { .. } | Prim::MatMulEpilogue { .. } => {
             return Err(Error::backend("fused kernels are evaluated above"))
         }
     };

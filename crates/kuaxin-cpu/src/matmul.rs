@@ -4,6 +4,7 @@
 //! through gemm (bf16 via f32); integers use a plain loop that wraps in
 //! their own type. Small matrices run one per thread across the batch; large ones run one at
 //! a time with gemm's own threading.
+use crate::conv_finish::Finish;
 use crate::gemm::{gemm_mats, GemmEl, Mat, PAR_FLOPS};
 use crate::panels;
 use crate::par;
@@ -154,6 +155,19 @@ pub fn matmul_of_views(
     vb: &Option<ViewMap>,
     weights: Option<&Weights>,
 ) -> Result<Data> {
+    Ok(matmul_of_views_finished(x, y, (va, vb), weights, None)?.0)
+}
+
+/// [`matmul_of_views`] with an epilogue of a bias per column, a residual of the output's shape
+/// and a ReLU, which the tile applies in registers where the product runs on it: the output,
+/// and whether `finish` was applied (if not, the caller applies the epilogue).
+pub fn matmul_of_views_finished(
+    x: &Tensor,
+    y: &Tensor,
+    (va, vb): (&Option<ViewMap>, &Option<ViewMap>),
+    weights: Option<&Weights>,
+    finish: Option<Finish>,
+) -> Result<(Data, bool)> {
     let operand = |t: &Tensor, v: &Option<ViewMap>| match v {
         Some(v) => (v.shape.clone(), Operand::of(&v.shape, &v.strides, v.offset)),
         None => (t.shape.clone(), Operand::dense(&t.shape)),
@@ -163,11 +177,11 @@ pub fn matmul_of_views(
     // A product of a few rows streams its weights (`skinny`), which wants them contiguous.
     let skinny = d.m > 0 && d.m <= crate::skinny::SKINNY_M;
     if let (Some(w), Data::F32(p), Data::F32(q), false) = (weights, &x.data, &y.data, skinny) {
-        if let Some(c) = packed_product(p, &oa, (y, q, &ob), d, w) {
-            return Ok(Data::F32(c));
+        if let Some((c, finished)) = packed_product(p, &oa, (y, q, &ob), d, w, finish) {
+            return Ok((Data::F32(c), finished));
         }
     }
-    Ok(match (&x.data, &y.data) {
+    let plain = match (&x.data, &y.data) {
         (Data::F32(p), Data::F32(q)) if !skinny => Data::F32(batched_views(p, &oa, q, &ob, d)),
         (Data::F64(p), Data::F64(q)) if !skinny => Data::F64(batched_views(p, &oa, q, &ob, d)),
         (Data::F16(p), Data::F16(q)) if !skinny => Data::F16(batched_views(p, &oa, q, &ob, d)),
@@ -175,18 +189,20 @@ pub fn matmul_of_views(
             let (a, b) = (seen(x, va)?, seen(y, vb)?);
             matmul(&a, &b, d)?
         }
-    })
+    };
+    Ok((plain, false))
 }
 
 /// The product through the panels of a constant B, when B is one matrix for every batch and
-/// `weights` packs it (see [`crate::panels`]).
+/// `weights` packs it (see [`crate::panels`]), and whether it applied `finish`.
 fn packed_product(
     a: &[f32],
     oa: &Operand,
     (y, b, ob): (&Tensor, &[f32], &Operand),
     d: Dims,
     weights: &Weights,
-) -> Option<Vec<f32>> {
+    finish: Option<Finish>,
+) -> Option<(Vec<f32>, bool)> {
     let shared = ob
         .batch_shape
         .iter()
@@ -201,17 +217,25 @@ fn packed_product(
         for (i, ci) in c.chunks_mut(d.m * d.n).enumerate() {
             panels::product(d.m, (a, oa.at(i)), &packed, (ci, panels::Out::Rows), true);
         }
-        return Some(c);
+        return Some((c, false));
     }
     if !crate::panels_avx2::available() {
         return None;
     }
     let packed = weights.packed_b(y, b, ob.mat, (d.k, d.n), crate::tile_direct::NR)?;
     let mut c = vec![0f32; d.batch * d.m * d.n];
-    for (i, ci) in c.chunks_mut(d.m * d.n).enumerate() {
-        crate::direct_product::matmul(d.m, (a, oa.at(i)), &packed, ci, true)?;
+    let size = d.m * d.n;
+    // A finish the tile cannot take (a depth of 0) is left to the caller, for every batch.
+    let finishing = finish.filter(|_| d.k > 0);
+    for (i, ci) in c.chunks_mut(size).enumerate() {
+        // Batch i's residual is its own m x n; the bias is shared.
+        let fi = finishing.map(|f| Finish {
+            residual: f.residual.map(|r| r.get(i * size..).unwrap_or(&[])),
+            ..f
+        });
+        crate::direct_product::matmul(d.m, (a, oa.at(i)), &packed, ci, true, fi)?;
     }
-    Some(c)
+    Some((c, finishing.is_some()))
 }
 
 fn int_batched<T: Int>(a: &[T], b: &[T], d: Dims) -> Vec<T> {

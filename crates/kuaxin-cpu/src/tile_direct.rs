@@ -9,7 +9,7 @@
 //! With `accumulate` the sums start from C's values, so a product run in blocks of the depth
 //! is the same chain of roundings as one run over all of it.
 #[cfg(target_arch = "x86_64")]
-use crate::tile_avx2::Masks;
+use crate::tile_avx2::{relu, Masks};
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
@@ -35,6 +35,21 @@ pub struct DirectTile {
     pub cols: usize,
     /// The sums continue from C's values (a later block of the depth).
     pub accumulate: bool,
+    /// On the last block of the depth: what happens to the finished sums before they are
+    /// stored (a matrix product's epilogue; C rows, not C^T).
+    pub finish: Option<ColumnFinish>,
+}
+
+/// A bias per column, a residual and an optional ReLU applied to a product's finished sums as
+/// the unfused kernels apply them: `(sum + bias) + residual`, then `max_nan(v, 0)`, so the
+/// result is the same bits.
+#[derive(Clone, Copy)]
+pub struct ColumnFinish {
+    /// The bias of the tile's first column (sixteen values, one per column), or null.
+    pub bias: *const f32,
+    /// The residual's element for the tile's (0, 0), laid out as C, or null.
+    pub residual: *const f32,
+    pub relu: bool,
 }
 
 /// Runs the tile for `rows` (1..=MR) positions over `k` steps.
@@ -43,7 +58,8 @@ pub struct DirectTile {
 /// [`crate::tile_avx2::supported`] is true; for every position r < `rows` and step s < `k`,
 /// `x + origins[r] + steps[s]` is valid to read, as are `k` steps and `k` rows of 16 from `b`;
 /// the first `cols` floats of C's `rows` rows are valid to write (and to read when
-/// accumulating) and overlap nothing else.
+/// accumulating) and overlap nothing else; a finish's bias holds `cols` floats from its
+/// pointer and its residual `cols` floats of each of the rows, `ldc` apart.
 #[cfg(target_arch = "x86_64")]
 pub unsafe fn run(rows: usize, k: usize, t: &DirectTile) {
     // SAFETY: the caller's contract, for the row count each arm names.
@@ -85,8 +101,25 @@ unsafe fn tile<const R: usize>(k: usize, t: &DirectTile) {
             }
             b = b.add(NR);
         }
+        let bias = match &t.finish {
+            Some(f) if !f.bias.is_null() => Some(masks.load(f.bias)),
+            _ => None,
+        };
         for (r, acc) in acc.into_iter().enumerate() {
-            masks.store(t.c.add(r * t.ldc), acc);
+            let [mut v0, mut v1] = acc;
+            if let Some(f) = &t.finish {
+                if let Some([b0, b1]) = bias {
+                    (v0, v1) = (_mm256_add_ps(v0, b0), _mm256_add_ps(v1, b1));
+                }
+                if !f.residual.is_null() {
+                    let [r0, r1] = masks.load(f.residual.add(r * t.ldc));
+                    (v0, v1) = (_mm256_add_ps(v0, r0), _mm256_add_ps(v1, r1));
+                }
+                if f.relu {
+                    (v0, v1) = (relu(v0), relu(v1));
+                }
+            }
+            masks.store(t.c.add(r * t.ldc), [v0, v1]);
         }
     }
 }

@@ -57,7 +57,9 @@ pub fn plan(
         Prim::ScatterElements { .. } | Prim::ScatterNd { .. } => {
             return Err("scatters run on the host".into())
         }
-        Prim::ConvEpilogue { .. } => return Err("conv epilogues are not claimed yet".into()),
+        Prim::ConvEpilogue { .. } | Prim::MatMulEpilogue { .. } => {
+            return Err("product epilogues are not claimed yet".into())
+        }
         _ => {}
     }
     let library = blas && blas_dtype(ins[0].dtype);

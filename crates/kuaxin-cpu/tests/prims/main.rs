@@ -10,5 +10,6 @@ mod elementwise;
 mod host;
 mod index;
 mod matmul;
+mod matmul_epilogue;
 mod movement;
 mod reduce;
