@@ -123,23 +123,49 @@ unsafe fn tile<const R: usize>(k: usize, t: &RowTile) {
             b = b.add(t.b_rs);
         }
         for (r, acc) in acc.into_iter().enumerate() {
-            let [mut v0, mut v1] = acc;
-            if let Some(f) = &t.finish {
-                if !f.bias.is_null() {
-                    let bias = _mm256_set1_ps(*f.bias.add(r));
-                    (v0, v1) = (_mm256_add_ps(v0, bias), _mm256_add_ps(v1, bias));
+            let v = match &t.finish {
+                Some(f) => {
+                    let bias = (!f.bias.is_null()).then(|| [_mm256_set1_ps(*f.bias.add(r)); 2]);
+                    let residual = (!f.residual.is_null()).then(|| f.residual.add(r * t.c_rs));
+                    finish_row(acc, bias, residual, &masks, f.relu)
                 }
-                if !f.residual.is_null() {
-                    let [r0, r1] = masks.load(f.residual.add(r * t.c_rs));
-                    (v0, v1) = (_mm256_add_ps(v0, r0), _mm256_add_ps(v1, r1));
-                }
-                if f.relu {
-                    (v0, v1) = (relu(v0), relu(v1));
-                }
-            }
-            masks.store(t.c.add(r * t.c_rs), [v0, v1]);
+                None => acc,
+            };
+            masks.store(t.c.add(r * t.c_rs), v);
         }
     }
+}
+
+/// One tile row's finished sums `v` (two vectors, `masks` their columns) as the unfused
+/// kernels finish them: `(v + bias) + residual` (the residual's row read from `residual`),
+/// then `max_nan(v, 0)`; each part only when given. Shared by both AVX2 tiles, whose biases
+/// differ only in running along rows or columns.
+///
+/// # Safety
+/// The CPU has AVX2; `residual`, when given, holds the masked columns.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+pub(crate) unsafe fn finish_row(
+    v: [__m256; 2],
+    bias: Option<[__m256; 2]>,
+    residual: Option<*const f32>,
+    masks: &Masks,
+    relu_after: bool,
+) -> [__m256; 2] {
+    let [mut v0, mut v1] = v;
+    if let Some([b0, b1]) = bias {
+        (v0, v1) = (_mm256_add_ps(v0, b0), _mm256_add_ps(v1, b1));
+    }
+    if let Some(p) = residual {
+        // SAFETY: the caller's contract.
+        let [r0, r1] = unsafe { masks.load(p) };
+        (v0, v1) = (_mm256_add_ps(v0, r0), _mm256_add_ps(v1, r1));
+    }
+    if relu_after {
+        (v0, v1) = (relu(v0), relu(v1));
+    }
+    [v0, v1]
 }
 
 /// `max_nan(v, 0)`: lanes below zero become +0.0; NaN and -0.0 stay.

@@ -9,7 +9,7 @@
 //! With `accumulate` the sums start from C's values, so a product run in blocks of the depth
 //! is the same chain of roundings as one run over all of it.
 #[cfg(target_arch = "x86_64")]
-use crate::tile_avx2::{relu, Masks};
+use crate::tile_avx2::{finish_row, Masks};
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
@@ -106,20 +106,14 @@ unsafe fn tile<const R: usize>(k: usize, t: &DirectTile) {
             _ => None,
         };
         for (r, acc) in acc.into_iter().enumerate() {
-            let [mut v0, mut v1] = acc;
-            if let Some(f) = &t.finish {
-                if let Some([b0, b1]) = bias {
-                    (v0, v1) = (_mm256_add_ps(v0, b0), _mm256_add_ps(v1, b1));
+            let v = match &t.finish {
+                Some(f) => {
+                    let residual = (!f.residual.is_null()).then(|| f.residual.add(r * t.ldc));
+                    finish_row(acc, bias, residual, &masks, f.relu)
                 }
-                if !f.residual.is_null() {
-                    let [r0, r1] = masks.load(f.residual.add(r * t.ldc));
-                    (v0, v1) = (_mm256_add_ps(v0, r0), _mm256_add_ps(v1, r1));
-                }
-                if f.relu {
-                    (v0, v1) = (relu(v0), relu(v1));
-                }
-            }
-            masks.store(t.c.add(r * t.ldc), [v0, v1]);
+                None => acc,
+            };
+            masks.store(t.c.add(r * t.ldc), v);
         }
     }
 }
