@@ -21,6 +21,33 @@ pub fn values(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// A pool of two threads, to check that splitting the work changes no bit.
+pub fn two_threads() -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .expect("a pool")
+}
+
+/// Asserts that `got` is within the rounding bound of a chain of f32 multiply-adds over
+/// `terms` (the products, in f64): at most one rounding of half an ulp of the running sum per
+/// term, bounded by the sum of magnitudes. `what` names the element.
+pub fn within_rounding(
+    got: f32,
+    terms: impl ExactSizeIterator<Item = f64>,
+    what: impl Fn() -> String,
+) {
+    let count = terms.len();
+    let (sum, mag) = terms.fold((0f64, 0f64), |(s, m), t| (s + t, m + t.abs()));
+    let bound = count as f64 * f32::EPSILON as f64 * mag;
+    let v = got as f64;
+    assert!(
+        (v - sum).abs() <= bound,
+        "{}: {v} vs {sum} (bound {bound})",
+        what()
+    );
+}
+
 /// Input dims, weight dims, strides, dilations.
 pub type Case = (Vec<usize>, Vec<usize>, Vec<usize>, Vec<usize>);
 
@@ -59,20 +86,10 @@ pub fn agrees_with_a_reference(cases: &[Case], width: usize, conv: Conv) {
         im2col(&x, &mut cols, &g, 0..p, false);
         for m in 0..g.m {
             for q in 0..p {
-                let (mut sum, mut mag) = (0f64, 0f64);
-                for r in 0..rows {
-                    let t = w[m * rows + r] as f64 * cols[r * p + q] as f64;
-                    sum += t;
-                    mag += t.abs();
-                }
-                // A chain of `rows` f32 multiply-adds: at most `rows` roundings of at most
-                // half an ulp of the running sum, bounded by the sum of magnitudes.
-                let bound = rows as f64 * f32::EPSILON as f64 * mag;
-                let v = got[m * p + q] as f64;
-                assert!(
-                    (v - sum).abs() <= bound,
-                    "case {i}: channel {m}, position {q}: {v} vs {sum} (bound {bound})"
-                );
+                let terms = (0..rows).map(|r| w[m * rows + r] as f64 * cols[r * p + q] as f64);
+                within_rounding(got[m * p + q], terms, || {
+                    format!("case {i}: channel {m}, position {q}")
+                });
             }
         }
     }
@@ -81,10 +98,7 @@ pub fn agrees_with_a_reference(cases: &[Case], width: usize, conv: Conv) {
 /// The fused finish (bias, residual, ReLU in three combinations) equal bit for bit to
 /// [`finish_one`] on the path's unfinished sums, and two threads equal to one.
 pub fn finishes_as_unfused_and_threads_change_nothing(cases: &[Case], width: usize, conv: Conv) {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .expect("a pool");
+    let pool = two_threads();
     for (i, (xs, ws, st, dil)) in cases.iter().enumerate() {
         let g = geom(xs, ws, st, dil);
         let x = values(xs.iter().product(), 1 + i as u64);

@@ -156,7 +156,7 @@ pub fn matmul(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conv_cases::values;
+    use crate::conv_cases::{two_threads, values, within_rounding};
 
     fn packed(b: &[f32], k: usize, n: usize) -> PackedB {
         PackedB::with_width(b, Mat::row_major(n), k, n, NR).expect("packs")
@@ -171,10 +171,7 @@ mod tests {
             eprintln!("skipped: this CPU has no AVX2 and FMA (the tile needs them)");
             return;
         }
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .expect("a pool");
+        let pool = two_threads();
         for (m, k, n) in [(140, 300, 37), (5, 16, 16), (13, 7, 50)] {
             let a = values(m * k, 1);
             let b = values(k * n, 2);
@@ -195,20 +192,10 @@ mod tests {
                 matmul(m, (&a, am), &wt, &mut c, false, None).expect("runs");
                 for i in 0..m {
                     for j in 0..n {
-                        let (mut sum, mut mag) = (0f64, 0f64);
-                        for p in 0..k {
-                            let t = at(i, p) as f64 * b[p * n + j] as f64;
-                            sum += t;
-                            mag += t.abs();
-                        }
-                        // `k` f32 multiply-adds: at most `k` roundings of half an ulp of the
-                        // running sum, bounded by the sum of magnitudes.
-                        let bound = k as f64 * f32::EPSILON as f64 * mag;
-                        let v = c[i * n + j] as f64;
-                        assert!(
-                            (v - sum).abs() <= bound,
-                            "{m} x {k} x {n}, A {name}: ({i}, {j}) {v} vs {sum} (bound {bound})"
-                        );
+                        let terms = (0..k).map(|p| at(i, p) as f64 * b[p * n + j] as f64);
+                        within_rounding(c[i * n + j], terms, || {
+                            format!("{m} x {k} x {n}, A {name}: ({i}, {j})")
+                        });
                     }
                 }
                 let mut shared = vec![f32::NAN; m * n];
@@ -236,10 +223,7 @@ mod tests {
             eprintln!("skipped: this CPU has no AVX2 and FMA (the tile needs them)");
             return;
         }
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .expect("a pool");
+        let pool = two_threads();
         for (m, k, n) in [(140, 300, 37), (7, 16, 16), (13, 5, 50)] {
             let a = values(m * k, 3);
             let wt = packed(&values(k * n, 4), k, n);
