@@ -11,9 +11,9 @@
 //! six at a time (33 tiles for 196, 9 for 49). And no columns are copied, whatever the
 //! kernel and strides.
 //!
-//! The sums go into a scratch `C^T` (positions x channels), over the depth in blocks of
-//! [`direct_product::KC`] steps (a block of one weight panel, 16 KiB, stays in L1 while the position tiles
-//! pass over it); threads share out the channel panels. The output is then written by rows,
+//! The sums go into a scratch `C^T` (positions x channels), over the depth in even blocks of
+//! at most [`direct_product::KC`] steps (a block of one weight panel, at most 32 KiB, stays in
+//! L1 while the position tiles pass over it); threads share out the channel panels. The output is then written by rows,
 //! transposed, with the bias, residual and ReLU applied as the unfused kernels apply them.
 use crate::direct_product;
 use crate::gemm::SendPtr;
@@ -292,14 +292,14 @@ mod tests {
 
     /// Channel counts that leave a part panel of sixteen and a part group of eight (20, 40),
     /// position counts that are not multiples of six or eight, a depth past one block of
-    /// [`direct_product::KC`] (34 x 9), strides and dilations, 1-D, a 1 x 1 layer, and a map large enough
+    /// [`direct_product::KC`] (58 x 9), strides and dilations, 1-D, a 1 x 1 layer, and a map large enough
     /// for ten blocks of positions (70 x 70 at 16 channels), which two threads share out.
     fn cases() -> Vec<Case> {
         vec![
             (vec![1, 5, 9, 11], vec![20, 5, 3, 3], vec![1, 1], vec![1, 1]),
             (
-                vec![1, 34, 8, 8],
-                vec![40, 34, 3, 3],
+                vec![1, 58, 8, 8],
+                vec![40, 58, 3, 3],
                 vec![1, 1],
                 vec![1, 1],
             ),

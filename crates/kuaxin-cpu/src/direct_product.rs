@@ -9,15 +9,26 @@ use crate::panels::PackedB;
 use crate::tile_direct::{self, ColumnFinish, DirectTile, MR, NR};
 use rayon::prelude::*;
 
-/// Steps of depth per block: a block of one weight panel is 16 KiB (in L1).
-pub const KC: usize = 256;
-/// Bytes of A's rows per block of the depth.
-const A_BLOCK_BYTES: usize = 128 << 10;
+/// Most steps of depth per block: a block of one weight panel is then at most 32 KiB (L1).
+/// The depth goes in even blocks ([`depth_block`]): blocks of 256 steps, as before, left
+/// MiniLM-L3's depth of 384 as 256 + 128, whose second block costs a pass over C for half
+/// the work; one block of 384 made its products 5-6% faster on a Zen 3 core, the 1024^3
+/// MatMul 2% (two blocks of 512), ResNet-50 and SqueezeNet's convolutions the same
+/// (BENCHMARKS.md).
+pub const KC: usize = 512;
+/// Rows of A per block of rows (132: 256 KiB of A at the deepest block, half a Zen 3 L2).
+const MC: usize = 22 * MR;
+
+/// Steps per block for a depth of `k`: the fewest blocks of at most [`KC`], evenly sized.
+pub fn depth_block(k: usize) -> usize {
+    k.div_ceil(k.div_ceil(KC).max(1)).max(1)
+}
 
 /// `C[r, 16 j + l] = sum_s X[origins[r] + steps[s]] * B[s, 16 j + l]` for every row r of
 /// `origins` and every panel j in `panels` of `b` (dims `(steps.len(), n)`), C's row r at
-/// `c + r * ldc`. The depth goes in blocks of [`KC`]: one block of a panel (16 KiB, in L1)
-/// passes over all the rows, six at a time, whose later blocks continue from C. `finish`, on
+/// `c + r * ldc`. The depth goes in even blocks of at most [`KC`]: one block of a panel (at
+/// most 32 KiB, in L1) passes over a block of rows, six at a time; later blocks continue
+/// from C. `finish`, on
 /// the last block, adds a bias per column (`n` values) and a residual laid out as C, then
 /// applies a ReLU.
 ///
@@ -35,14 +46,14 @@ pub unsafe fn product(
 ) {
     let (depth, n) = b.dims();
     let (rows, k) = (origins.len(), steps.len().min(depth));
-    // Rows per block: a depth block of A's rows stays in L2 while the panels pass over it.
-    let mc = (A_BLOCK_BYTES / (4 * KC)).next_multiple_of(MR);
-    for k0 in (0..k).step_by(KC) {
-        let kb = KC.min(k - k0);
-        for i0 in (0..rows).step_by(mc) {
+    // A depth block of a block of A's rows stays in L2 while the panels pass over it.
+    let block = depth_block(k);
+    for k0 in (0..k).step_by(block) {
+        let kb = block.min(k - k0);
+        for i0 in (0..rows).step_by(MC) {
             for j in panels.clone() {
                 let panel = b.panel(j)[k0 * NR..].as_ptr();
-                for i in (i0..rows.min(i0 + mc)).step_by(MR) {
+                for i in (i0..rows.min(i0 + MC)).step_by(MR) {
                     if k0 > 0 && i + MR < rows {
                         crate::tile_avx2::prefetch_rows(
                             c.wrapping_add((i + MR) * ldc + j * NR),
@@ -162,9 +173,9 @@ mod tests {
         PackedB::with_width(b, Mat::row_major(n), k, n, NR).expect("packs")
     }
 
-    /// Rows past one block of rows (128) and not a multiple of six, columns not a multiple of
-    /// sixteen, a depth past one block of [`KC`]; A row-major, and A read transposed (column
-    /// steps of `m`).
+    /// Rows past one block of rows ([`MC`]) and not a multiple of six, columns not a multiple
+    /// of sixteen, a depth past one block of [`KC`] (two of 300); A row-major, and A read
+    /// transposed (column steps of `m`).
     #[test]
     fn products_agree_with_a_reference_within_the_rounding_of_their_depth() {
         if !crate::tile_avx2::supported() {
@@ -172,7 +183,7 @@ mod tests {
             return;
         }
         let pool = two_threads();
-        for (m, k, n) in [(140, 300, 37), (5, 16, 16), (13, 7, 50)] {
+        for (m, k, n) in [(140, 600, 37), (5, 16, 16), (13, 7, 50)] {
             let a = values(m * k, 1);
             let b = values(k * n, 2);
             let wt = packed(&b, k, n);
@@ -224,7 +235,7 @@ mod tests {
             return;
         }
         let pool = two_threads();
-        for (m, k, n) in [(140, 300, 37), (7, 16, 16), (13, 5, 50)] {
+        for (m, k, n) in [(140, 600, 37), (7, 16, 16), (13, 5, 50)] {
             let a = values(m * k, 3);
             let wt = packed(&values(k * n, 4), k, n);
             let bias = values(n, 5);
