@@ -1,8 +1,9 @@
 //! Max and min pooling windows of stride 1 or 2 on AVX2, for CPUs without AVX-512 (Zen 3):
 //! eight outputs per vector, each window position one load (stride 2: two overlapping loads
-//! and two shuffles keeping the even elements) and a compare-and-select with the rule of
-//! [`crate::fold::max`] / [`crate::fold::min`], so results equal the scalar fold's bit for
-//! bit. A row's last chunk overlaps the one before it (the repeated outputs are the same
+//! and two shuffles keeping the even elements) and a `max_ps` / `min_ps`, which without NaNs
+//! is the rule of [`crate::fold::max`] / [`crate::fold::min`] (a chunk whose windows hold a
+//! NaN is folded again with the NaN-exact compare-and-select), so results equal the scalar
+//! fold's bit for bit. A row's last chunk overlaps the one before it (the repeated outputs are the same
 //! values written again); rows under eight outputs go one output at a time. The portable
 //! fold compiled for AVX2 took 0.53 ms for SqueezeNet's first pool on Zen 3, a row of
 //! dispatch and strided element loads at a time; this loop 0.31 ms. (Four chunks folded side
