@@ -3,7 +3,8 @@
 //! over 7 x 7 after a per-channel bias, whose load is constant over the reduced axes; a
 //! ReduceMax over H and W), which fold along the rows in vectors. Both paths agree with the
 //! unfused primitives, NaN and infinities included; a strided window (MaxPool) keeps the
-//! first.
+//! first. Longer reductions whose positions are strided while the output rows run in unit
+//! steps (a sum over the tokens of `[tokens, features]`) fold across output rows too.
 mod common;
 
 use common::{node, vi};
@@ -99,6 +100,62 @@ fn short_contiguous_reductions_agree_with_the_primitives() {
             };
             assert_eq!(nan(g), nan(w), "output {i}: NaN positions");
             assert!(nan(w).iter().any(|&b| b), "output {i}: the NaN reaches it");
+        }
+    }
+}
+
+/// s = ReduceSum(x * w) and mx = ReduceMax(x) over axis 1 of x [2, 200, 48]: 200 reduced
+/// positions, 48 apart, for output rows in unit steps.
+fn strided_model() -> Model {
+    let w = random_tensor(&mut Rng::new(5), DType::F32, vec![1, 200, 48]);
+    let axis1 = || vec![("axes", Attr::Ints(vec![1])), ("keepdims", Attr::Int(0))];
+    Model {
+        graph: Graph {
+            name: "strided".into(),
+            nodes: vec![
+                node("Mul", &["x", "w"], "xw", vec![]),
+                node("ReduceSum", &["xw"], "s", axis1()),
+                node("ReduceMax", &["x"], "mx", axis1()),
+            ],
+            inputs: vec![vi("x", &[2, 200, 48])],
+            outputs: vec![vi("s", &[2, 48]), vi("mx", &[2, 48])],
+            initializers: vec![("w".into(), Arc::new(w))],
+            value_info: vec![],
+        },
+        opsets: [(String::new(), 13)].into(),
+        producer: "test".into(),
+        source: "strided".into(),
+    }
+}
+
+#[test]
+fn long_strided_reductions_agree_with_the_primitives() {
+    let mut x = random_tensor(&mut Rng::new(12), DType::F32, vec![2, 200, 48]);
+    if let kuaxin_core::Data::F32(v) = &mut x.data {
+        v[48 * 150 + 7] = f32::NAN; // image 0, feature 7
+        v[200 * 48 + 48 * 3 + 20] = f32::INFINITY; // image 1, feature 20
+    }
+    let m = strided_model();
+    let want = run(&m, &x, false, 1);
+    for threads in [1, 2] {
+        let got = run(&m, &x, true, threads);
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g.shape, w.shape, "output {i}");
+            let tol = Tolerance::for_class(OpClass::Accumulating, DType::F32, 200, 1.0);
+            let mm = metrics(g, w, tol);
+            assert_eq!(mm.mismatches, 0, "output {i}, {threads} threads: {mm:?}");
+            let special = |t: &Tensor| {
+                t.to_f64_vec()
+                    .iter()
+                    .map(|v| (v.is_nan(), v.is_infinite()))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(
+                special(g),
+                special(w),
+                "output {i}: NaN and infinity positions"
+            );
+            assert!(special(w)[7].0, "output {i}: the NaN reaches feature 7");
         }
     }
 }
