@@ -131,14 +131,7 @@ pub fn run(
                     )
                 }
             };
-            if inner_threads > 1 && panels > 1 {
-                let per = panels.div_ceil(inner_threads);
-                (0..panels.div_ceil(per))
-                    .into_par_iter()
-                    .for_each(|t| part(t * per..((t + 1) * per).min(panels)));
-            } else {
-                part(0..panels);
-            }
+            crate::par::for_ranges(panels, inner_threads, part);
             // SAFETY: this block writes positions `at` of every channel of `out` (checked to
             // hold m x p), disjoint from the other blocks' positions.
             unsafe { transpose_finished(ct, at.clone(), (m, p, ldc), o, columns, inner_threads) };

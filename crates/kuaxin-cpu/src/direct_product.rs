@@ -7,7 +7,6 @@ use crate::conv_finish::Finish;
 use crate::gemm::{Mat, SendPtr};
 use crate::panels::PackedB;
 use crate::tile_direct::{self, ColumnFinish, DirectTile, MR, NR};
-use rayon::prelude::*;
 
 /// Most steps of depth per block: a block of one weight panel is then at most 32 KiB (L1).
 /// The depth goes in even blocks ([`depth_block`]): blocks of 256 steps, as before, left
@@ -153,14 +152,7 @@ pub fn matmul(
             )
         }
     };
-    if threads > 1 && panels > 1 {
-        let per = panels.div_ceil(threads);
-        (0..panels.div_ceil(per))
-            .into_par_iter()
-            .for_each(|t| part(t * per..((t + 1) * per).min(panels)));
-    } else {
-        part(0..panels);
-    }
+    crate::par::for_ranges(panels, threads, part);
     Some(())
 }
 

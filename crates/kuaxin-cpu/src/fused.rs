@@ -82,7 +82,7 @@ pub fn run(k: &Kernel, args: &[&Tensor]) -> Result<Data> {
 fn task_len(total: usize, ops: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
     let smallest = crate::par::MIN_PAR / ops.max(1);
-    let even = total.div_ceil(4 * threads);
+    let even = total.div_ceil(crate::par::TASKS_PER_THREAD * threads);
     even.clamp(smallest.min(crate::par::MIN_PAR), crate::par::MIN_PAR)
         .div_ceil(BLOCK)
         .max(1)
