@@ -13,8 +13,9 @@
 //!
 //! The sums go into a scratch `C^T` (positions x channels), over the depth in even blocks of
 //! at most [`direct_product::KC`] steps (a block of one weight panel, at most 32 KiB, stays in
-//! L1 while the position tiles pass over it); threads share out the channel panels. The output is then written by rows,
-//! transposed, with the bias, residual and ReLU applied as the unfused kernels apply them.
+//! L1 while the position tiles pass over it); threads share out the channel panels. The output
+//! is then written by rows, transposed, with the bias, residual and ReLU applied as the
+//! unfused kernels apply them.
 use crate::direct_product;
 use crate::gemm::SendPtr;
 use crate::im2col::Geom;
@@ -285,8 +286,9 @@ mod tests {
 
     /// Channel counts that leave a part panel of sixteen and a part group of eight (20, 40),
     /// position counts that are not multiples of six or eight, a depth past one block of
-    /// [`direct_product::KC`] (58 x 9), strides and dilations, 1-D, a 1 x 1 layer, and a map large enough
-    /// for ten blocks of positions (70 x 70 at 16 channels), which two threads share out.
+    /// [`direct_product::KC`] (58 x 9), strides and dilations, 1-D, a 1 x 1 layer, and a map
+    /// large enough for ten blocks of positions (70 x 70 at 16 channels), which two threads
+    /// share out.
     fn cases() -> Vec<Case> {
         vec![
             (vec![1, 5, 9, 11], vec![20, 5, 3, 3], vec![1, 1], vec![1, 1]),

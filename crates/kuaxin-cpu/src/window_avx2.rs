@@ -3,8 +3,8 @@
 //! and two shuffles keeping the even elements) and a `max_ps` / `min_ps`, which without NaNs
 //! is the rule of [`crate::fold::max`] / [`crate::fold::min`] (a chunk whose windows hold a
 //! NaN is folded again with the NaN-exact compare-and-select), so results equal the scalar
-//! fold's bit for bit. A row's last chunk overlaps the one before it (the repeated outputs are the same
-//! values written again); rows under eight outputs go one output at a time. The portable
+//! fold's bit for bit. A row's last chunk overlaps the one before it (the repeated outputs
+//! are the same values written again); rows under eight outputs go one output at a time. The portable
 //! fold compiled for AVX2 took 0.53 ms for SqueezeNet's first pool on Zen 3, a row of
 //! dispatch and strided element loads at a time; this loop 0.31 ms. (Four chunks folded side
 //! by side, to break the compare-and-select chain, measured no faster.)
