@@ -406,28 +406,33 @@ mod tests {
                 _ => x,
             })
             .collect();
-        let offs = [0usize, 1, 2, 40, 41, 42, 80, 81, 82];
-        for (op, src) in [
+        // A 3 x 3 window (stride 2 pairs each row's first two columns), and one whose
+        // neighbours come in falling order or alone.
+        let windows: [&[usize]; 2] = [&[0, 1, 2, 40, 41, 42, 80, 81, 82], &[3, 2, 40, 60, 61]];
+        for (op, src, offs) in [
             (ReduceOp::Max, mixed.clone()),
             (ReduceOp::Min, mixed),
             (ReduceOp::Max, no_nan.clone()),
             (ReduceOp::Min, no_nan),
             (ReduceOp::Max, zeros(-1.0)),
             (ReduceOp::Min, zeros(1.0)),
-        ] {
+        ]
+        .into_iter()
+        .flat_map(|(op, src)| windows.map(|offs| (op, src.clone(), offs)))
+        {
             for stride in [1usize, 2] {
                 for (n, &vector) in [1usize, 5, 7, 8, 9, 13, 15, 16, 17, 27, 31, 32, 55, 100]
                     .into_iter()
                     .flat_map(|n| folds.iter().map(move |v| (n, v)))
                 {
+                    // The source ends at the last window's last element: no load may read
+                    // past it.
+                    let reach = offs.iter().max().copied().unwrap_or(0);
+                    let src = &src[..reach + (n - 1) * stride + 1];
                     let mut fast = vec![7f32; n];
                     let one_row = [(0, n, 0)].into_iter();
-                    vector.rows(op == ReduceOp::Min, &src, stride, &offs, one_row, &mut fast);
-                    let w = Windows {
-                        src: &src,
-                        stride,
-                        offs: &offs,
-                    };
+                    vector.rows(op == ReduceOp::Min, src, stride, offs, one_row, &mut fast);
+                    let w = Windows { src, stride, offs };
                     let mut portable = vec![7f32; n];
                     match op {
                         ReduceOp::Max => {
