@@ -70,7 +70,7 @@ pub fn suits(g: &Geom) -> bool {
     let p = g.p;
     let fills = p * 10 >= p.div_ceil(NR) * NR * 9;
     let reduction = g.is_pointwise() && g.rows() >= 256 && g.m * 2 <= g.rows();
-    fills && !(reduction && !reads_in_place(g))
+    fills && (!reduction || reads_in_place(g))
 }
 
 /// One image's one-group convolution into `out` (`[M, P]`): `x` is the image (`C` channels),
