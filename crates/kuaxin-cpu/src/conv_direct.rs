@@ -103,11 +103,13 @@ pub fn run(
     // tile's six rows in the same L1 sets.
     let ldc = m + NR;
     // Positions per block: all of a small map (its weight, megabytes for a 7 x 7 layer of
-    // 512 channels, is then read once); a large one in blocks whose C^T stays in L2.
+    // 512 channels, is then read once); a large one in blocks whose C^T stays in L2, of
+    // whole tiles and whole 8 x 8 transposes (a block's last few positions go one element
+    // at a time).
     let per = if p * ldc * 4 <= CT_BYTES {
         p
     } else {
-        (CT_BLOCK_BYTES / (ldc * 4)).max(1).next_multiple_of(MR)
+        (CT_BLOCK_BYTES / (ldc * 4)).max(1).next_multiple_of(MR * 4)
     };
     let blocks = p.div_ceil(per);
     let o = &SendPtr(out.as_mut_ptr());

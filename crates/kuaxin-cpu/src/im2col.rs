@@ -68,15 +68,33 @@ impl Geom {
             })
             .collect()
     }
-    /// The input offset of the window origin of each output position in `at`.
+    /// The input offset of the window origin of each output position in `at`, counted on
+    /// from the first position (a division per position made a tenth of SqueezeNet's stem,
+    /// 12321 positions, on a Zen 3 core).
     pub fn window_origins(&self, at: std::ops::Range<usize>) -> Vec<usize> {
         let istr = strides(&self.in_sp);
+        let step: Vec<usize> = (0..istr.len()).map(|d| self.strides[d] * istr[d]).collect();
+        let mut origins = Vec::with_capacity(at.len());
+        if at.is_empty() {
+            return origins;
+        }
         let mut o = vec![0usize; self.in_sp.len()];
-        at.map(|q| {
-            unravel(q, &self.out_sp, &mut o);
-            (0..o.len()).map(|d| o[d] * self.strides[d] * istr[d]).sum()
-        })
-        .collect()
+        unravel(at.start, &self.out_sp, &mut o);
+        let mut origin: usize = (0..o.len()).map(|d| o[d] * step[d]).sum();
+        for _ in at {
+            origins.push(origin);
+            // The next position: the last dim counts up, carrying into the ones before it.
+            for d in (0..o.len()).rev() {
+                o[d] += 1;
+                origin += step[d];
+                if o[d] < self.out_sp[d] {
+                    break;
+                }
+                origin -= o[d] * step[d];
+                o[d] = 0;
+            }
+        }
+        origins
     }
     /// A 1x1 kernel with unit strides reads the input as the column matrix itself.
     pub fn is_pointwise(&self) -> bool {
@@ -354,6 +372,25 @@ fn copy_short(dst: &mut [f32], src: &[f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn window_origins_count_on_across_every_dim() {
+        // A 3-d output of 3 x 4 x 5 positions with strides (2, 1, 3) over a 7 x 5 x 13 input;
+        // ranges that start and end inside rows and planes.
+        let g = Geom::new(
+            &[1, 1, 7, 5, 13],
+            &[1, 1, 1, 2, 1],
+            &[1, 1, 3, 4, 5],
+            &[2, 1, 3],
+            &[1, 1, 1],
+            1,
+        );
+        let origin = |q: usize| (q / 20 * 2) * 65 + (q / 5 % 4) * 13 + (q % 5) * 3;
+        for at in [0..60, 7..43, 19..21, 59..60, 30..30] {
+            let want: Vec<usize> = at.clone().map(origin).collect();
+            assert_eq!(g.window_origins(at.clone()), want, "positions {at:?}");
+        }
+    }
 
     #[test]
     fn a_range_of_positions_is_those_columns_of_the_whole_matrix() {
