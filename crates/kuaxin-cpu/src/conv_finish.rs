@@ -3,9 +3,46 @@
 //! ([`crate::panels::Columns`]) instead of a pass of the block evaluator over the stored
 //! output. All of ResNet-50's convolutions end this way once their BatchNormalization is
 //! folded into the weights.
+use crate::tile::finish_one;
 use kuaxin_core::kernel::{Expr, Kernel, Load};
 use kuaxin_core::prim::BinaryOp;
 use kuaxin_core::{DType, Data, Tensor};
+use rayon::prelude::*;
+
+/// Applies the finish to a block of a convolution's output stored by rows (`rows` channels
+/// of `p` positions; the block's own biases and residual) as [`finish_one`] does, for a
+/// convolution off the tiles (gemm): the same bits as the block evaluator, at the cost of a
+/// plain loop. ResNet-50's last 1 x 1 layer (2048 x 49) took 0.24 ms more with its bias,
+/// residual and ReLU through the evaluator.
+pub fn finish_rows(block: &mut [f32], p: usize, f: Finish, parallel: bool) {
+    let row = |(i, row): (usize, &mut [f32])| {
+        let bias = f.bias.map(|b| b[i]);
+        match f.residual {
+            Some(r) => {
+                for (v, &r) in row.iter_mut().zip(&r[i * p..]) {
+                    *v = finish_one(*v, bias, Some(r), f.relu);
+                }
+            }
+            None => {
+                for v in row {
+                    *v = finish_one(*v, bias, None, f.relu);
+                }
+            }
+        }
+    };
+    if p == 0 {
+        return;
+    }
+    if parallel {
+        block
+            .par_chunks_mut(p)
+            .enumerate()
+            .with_min_len(16)
+            .for_each(row);
+    } else {
+        block.chunks_mut(p).enumerate().for_each(row);
+    }
+}
 
 /// What a value of the epilogue is, in terms of the convolution's output `x`.
 #[derive(Clone, Copy)]

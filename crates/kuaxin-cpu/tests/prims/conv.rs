@@ -450,6 +450,8 @@ fn bias_and_relu_on_the_tiles_equal_the_epilogue_pass_bit_for_bit() {
         case(&[2, 16, 12, 12], &[64, 16, 3, 3], &[1, 1], &[1, 1], 1),
         case(&[2, 16, 7, 9], &[64, 16, 1, 1], &[1, 1], &[1, 1], 1),
         case(&[1, 3, 31, 29], &[40, 3, 3, 3], &[2, 2], &[1, 1], 1),
+        // Two groups of two images (gemm, which finishes each group's block in a loop).
+        case(&[2, 8, 7, 7], &[6, 4, 3, 3], &[1, 1], &[1, 1], 2),
     ] {
         // Uniform in [-1, 1): about half the sums are negative.
         let x = rng.vec(c.x.iter().product());
