@@ -5,6 +5,7 @@
 //! constants and records the rest into a [`program::Program`] that runs on any back end.
 pub mod builder;
 pub mod compile;
+pub mod epilogues;
 pub mod fold_bn;
 pub mod fuse;
 pub mod inline;

@@ -51,13 +51,26 @@ pub fn producers(instrs: &[Instr]) -> HashMap<usize, usize> {
 pub fn rewrite(
     instrs: Vec<Instr>,
     removed: &HashSet<usize>,
-    mut replaced: HashMap<usize, Instr>,
+    replaced: HashMap<usize, Instr>,
+) -> Vec<Instr> {
+    let replaced = replaced
+        .into_iter()
+        .map(|(i, ins)| (i, vec![ins]))
+        .collect();
+    rewrite_into(instrs, removed, replaced)
+}
+
+/// [`rewrite`] with each replaced instruction swapped for a sequence of them, in order.
+pub fn rewrite_into(
+    instrs: Vec<Instr>,
+    removed: &HashSet<usize>,
+    mut replaced: HashMap<usize, Vec<Instr>>,
 ) -> Vec<Instr> {
     instrs
         .into_iter()
         .enumerate()
         .filter(|(i, _)| !removed.contains(i))
-        .map(|(i, ins)| replaced.remove(&i).unwrap_or(ins))
+        .flat_map(|(i, ins)| replaced.remove(&i).unwrap_or_else(|| vec![ins]))
         .collect()
 }
 
