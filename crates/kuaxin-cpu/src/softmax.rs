@@ -29,11 +29,12 @@ pub fn softmax_rows(x: &Data, shape: &[usize]) -> Result<Data> {
 
 #[inline(always)]
 fn row(x: &[f32], out: &mut [f32]) {
-    let max = fold::row(ReduceOp::Max, fold::init(ReduceOp::Max), x) as f32;
+    // Already compiled for the vector level (`map_rows`): the folds inline here.
+    let max = fold::row_any(ReduceOp::Max, fold::init(ReduceOp::Max), x) as f32;
     for (o, &v) in out.iter_mut().zip(x) {
         *o = <f32 as FMath>::exp(v - max);
     }
-    let sum = fold::row(ReduceOp::Sum, fold::init(ReduceOp::Sum), out) as f32;
+    let sum = fold::row_any(ReduceOp::Sum, fold::init(ReduceOp::Sum), out) as f32;
     for o in out.iter_mut() {
         *o /= sum;
     }
