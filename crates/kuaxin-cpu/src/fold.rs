@@ -140,16 +140,9 @@ impl Lanes {
     }
 }
 
-/// `acc op v[0] op v[1] ...`: a block along the reduced axis of one output row.
-pub fn row(op: ReduceOp, acc: f64, v: &[f32]) -> f64 {
-    crate::simd::vectorized(
-        #[inline(always)]
-        || row_any(op, acc, v),
-    )
-}
-
-/// [`row`] for a caller already inside [`crate::simd::vectorized`]: inlined into it, where
-/// `row` would dispatch again for each run (a global average pool folds 2048 runs of 49).
+/// `acc op v[0] op v[1] ...`: a block along the reduced axis of one output row. For a caller
+/// inside [`crate::simd::vectorized`], into which it inlines (every caller: a dispatch per
+/// run cost a global average pool 2048 of them, and a softmax 5% of its time).
 #[inline(always)]
 pub fn row_any(op: ReduceOp, acc: f64, v: &[f32]) -> f64 {
     // Eight partial results folded into `acc` in a fixed order, then the tail.
@@ -237,11 +230,11 @@ mod tests {
             .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.25)
             .collect();
         for op in [ReduceOp::Max, ReduceOp::Min, ReduceOp::Sum] {
-            assert_eq!(row(op, init(op), &v), sequential(op, &v), "{op:?}");
+            assert_eq!(row_any(op, init(op), &v), sequential(op, &v), "{op:?}");
         }
         let small: Vec<f32> = v.iter().map(|x| 1.0 + x * 1e-3).collect();
         assert_eq!(
-            row(ReduceOp::Prod, 1.0, &small),
+            row_any(ReduceOp::Prod, 1.0, &small),
             sequential(ReduceOp::Prod, &small)
         );
     }
@@ -251,8 +244,8 @@ mod tests {
         for at in [0, 5, 8, 17] {
             let mut v = vec![1.0f32; 19];
             v[at] = f32::NAN;
-            assert!(row(ReduceOp::Max, init(ReduceOp::Max), &v).is_nan(), "{at}");
-            assert!(row(ReduceOp::Min, init(ReduceOp::Min), &v).is_nan(), "{at}");
+            assert!(row_any(ReduceOp::Max, init(ReduceOp::Max), &v).is_nan(), "{at}");
+            assert!(row_any(ReduceOp::Min, init(ReduceOp::Min), &v).is_nan(), "{at}");
             let mut lanes = Lanes::default();
             let mut out = vec![0f32; 19];
             for op in [ReduceOp::Max, ReduceOp::Min] {

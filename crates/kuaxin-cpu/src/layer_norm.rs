@@ -38,12 +38,13 @@ pub fn layer_norm_rows(
 #[inline(always)]
 fn row(x: &[f32], out: &mut [f32], squares: &mut [f32], (scale, bias): (&[f32], &[f32]), eps: f32) {
     let count = x.len() as f32;
-    let mean = fold::row(ReduceOp::Sum, fold::init(ReduceOp::Sum), x) as f32 / count;
+    // Already compiled for the vector level (`map_rows`): the folds inline here.
+    let mean = fold::row_any(ReduceOp::Sum, fold::init(ReduceOp::Sum), x) as f32 / count;
     for ((o, s), &v) in out.iter_mut().zip(squares.iter_mut()).zip(x) {
         *o = v - mean;
         *s = *o * *o;
     }
-    let var = fold::row(ReduceOp::Sum, fold::init(ReduceOp::Sum), squares) as f32 / count;
+    let var = fold::row_any(ReduceOp::Sum, fold::init(ReduceOp::Sum), squares) as f32 / count;
     let r = 1.0 / (var + eps).sqrt();
     for ((o, &s), &b) in out.iter_mut().zip(scale).zip(bias) {
         *o = *o * r * s + b;
