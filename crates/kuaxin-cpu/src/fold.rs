@@ -244,8 +244,14 @@ mod tests {
         for at in [0, 5, 8, 17] {
             let mut v = vec![1.0f32; 19];
             v[at] = f32::NAN;
-            assert!(row_any(ReduceOp::Max, init(ReduceOp::Max), &v).is_nan(), "{at}");
-            assert!(row_any(ReduceOp::Min, init(ReduceOp::Min), &v).is_nan(), "{at}");
+            assert!(
+                row_any(ReduceOp::Max, init(ReduceOp::Max), &v).is_nan(),
+                "{at}"
+            );
+            assert!(
+                row_any(ReduceOp::Min, init(ReduceOp::Min), &v).is_nan(),
+                "{at}"
+            );
             let mut lanes = Lanes::default();
             let mut out = vec![0f32; 19];
             for op in [ReduceOp::Max, ReduceOp::Min] {
