@@ -156,25 +156,16 @@ pub fn conv_with_epilogue<T: GemmEl>(
                 };
                 let wg = &w[gi * g.mg * rows..(gi + 1) * g.mg * rows];
                 gemm_rm(g.mg, p, rows, wg, cols, og, parallel);
-                // A bias, residual and ReLU as a plain loop, not the block evaluator.
+                // A bias, residual and ReLU as a plain loop, not the block evaluator: this
+                // group's biases, this block's residual.
                 if let (Some(e), Some(c)) = (columns, T::as_f32_mut(og)) {
-                    let block = img * out_img + gi * g.mg * p;
-                    let bias = match e.bias {
-                        Some(b) => {
-                            Some(b.get(gi * g.mg..(gi + 1) * g.mg).ok_or_else(|| {
-                                Error::backend("Conv: fewer biases than channels")
-                            })?)
-                        }
-                        None => None,
-                    };
-                    let residual = match e.residual {
-                        Some(r) => Some(r.get(block..block + c.len()).ok_or_else(short_residual)?),
-                        None => None,
-                    };
-                    let f = crate::conv_finish::Finish {
-                        bias,
-                        residual,
-                        relu: e.relu,
+                    let e = e
+                        .shifted(img * out_img + gi * g.mg * p)
+                        .filter(|e| !e.shorter_than((gi + 1) * g.mg, c.len()))
+                        .ok_or_else(short_residual)?;
+                    let f = Columns {
+                        bias: e.bias.map(|b| &b[gi * g.mg..]),
+                        ..e
                     };
                     crate::conv_finish::finish_rows(c, p, f, parallel);
                     return Ok(());

@@ -3,6 +3,7 @@
 //! ([`crate::panels::Columns`]) instead of a pass of the block evaluator over the stored
 //! output. All of ResNet-50's convolutions end this way once their BatchNormalization is
 //! folded into the weights.
+use crate::panels::Columns;
 use crate::tile::finish_one;
 use kuaxin_core::kernel::{Expr, Kernel, Load};
 use kuaxin_core::prim::BinaryOp;
@@ -14,7 +15,7 @@ use rayon::prelude::*;
 /// convolution off the tiles (gemm): the same bits as the block evaluator, at the cost of a
 /// plain loop. ResNet-50's last 1 x 1 layer (2048 x 49) took 0.24 ms more with its bias,
 /// residual and ReLU through the evaluator.
-pub fn finish_rows(block: &mut [f32], p: usize, f: Finish, parallel: bool) {
+pub fn finish_rows(block: &mut [f32], p: usize, f: Columns, parallel: bool) {
     let row = |(i, row): (usize, &mut [f32])| {
         let bias = f.bias.map(|b| b[i]);
         match f.residual {
