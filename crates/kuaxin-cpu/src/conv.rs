@@ -19,6 +19,7 @@ use crate::tile_direct;
 use crate::weights::Weights;
 use kuaxin_core::{Data, Error, Result, Tensor};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 /// `wt`: the f32 weight packed by [`panel_weights`], when it is.
@@ -109,13 +110,26 @@ pub fn conv_with_epilogue<T: GemmEl>(
     let out_img = g.m * p;
     let x_img = g.c * g.in_plane;
     let x_group = g.cg * g.in_plane;
-    let mut out = vec![T::ZERO; g.n * out_img];
-    if out.is_empty() {
-        return Ok(out);
+    let len = g.n * out_img;
+    if len == 0 {
+        return Ok(Vec::new());
     }
     let threads = rayon::current_num_threads();
     // The tiles (a packed weight and f32 data) make their own columns, a block at a time.
     let on_tiles = wt.filter(|_| T::as_f32(x).is_some());
+    // The tiles write every element of their output (stores, not sums into it): it starts
+    // uninitialised, not zeroed, a pass over megabytes saved. gemm's output starts zeroed.
+    let mut out: Vec<T> = if on_tiles.is_some() {
+        Vec::with_capacity(len)
+    } else {
+        vec![T::ZERO; len]
+    };
+    let all: &mut [MaybeUninit<T>] = if on_tiles.is_some() {
+        &mut out.spare_capacity_mut()[..len]
+    } else {
+        // SAFETY: the same memory as `out`, written below only with initialised values.
+        unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr().cast(), len) }
+    };
     let pointwise = g.is_pointwise();
     let col_len = if pointwise || on_tiles.is_some() {
         0
@@ -125,9 +139,14 @@ pub fn conv_with_epilogue<T: GemmEl>(
     let big = g.mg.saturating_mul(p).saturating_mul(rows) >= PAR_FLOPS;
 
     // One (image, group) product; `col` is scratch of `col_len` elements.
-    let run = |img: usize, gi: usize, col: &mut [T], og: &mut [T], parallel: bool| -> Result<()> {
+    let run = |img: usize,
+               gi: usize,
+               col: &mut [T],
+               og: &mut [MaybeUninit<T>],
+               parallel: bool|
+     -> Result<()> {
         let xs = &x[img * x_img + gi * x_group..img * x_img + (gi + 1) * x_group];
-        match (on_tiles, T::as_f32(xs), T::as_f32_mut(og)) {
+        match (on_tiles, T::as_f32(xs), T::as_f32_uninit(og)) {
             (Some(wt), Some(xs), Some(c)) => {
                 // The residual of this image's block of the output.
                 let columns = columns
@@ -148,6 +167,8 @@ pub fn conv_with_epilogue<T: GemmEl>(
                 }
             }
             _ => {
+                // SAFETY: off the tiles `out` was zeroed.
+                let og = unsafe { assume_init(og) };
                 let cols: &[T] = if pointwise {
                     xs
                 } else {
@@ -173,7 +194,8 @@ pub fn conv_with_epilogue<T: GemmEl>(
             }
         }
         match epilogue {
-            Some(e) => e(img * out_img + gi * g.mg * p, og),
+            // SAFETY: the tiles or gemm wrote every element of `og`.
+            Some(e) => e(img * out_img + gi * g.mg * p, unsafe { assume_init(og) }),
             None => Ok(()),
         }
     };
@@ -182,7 +204,7 @@ pub fn conv_with_epilogue<T: GemmEl>(
         // Few large products: one at a time, each using every thread.
         limits::check_elems::<T>(col_len)?;
         with_scratch(col_len, |col: &mut [T]| -> Result<()> {
-            for (img, oimg) in out.chunks_mut(out_img).enumerate() {
+            for (img, oimg) in all.chunks_mut(out_img).enumerate() {
                 for (gi, og) in oimg.chunks_mut(g.mg * p).enumerate() {
                     run(img, gi, col, og, true)?;
                 }
@@ -192,7 +214,7 @@ pub fn conv_with_epilogue<T: GemmEl>(
     } else {
         // Many small products: one image per task, each task with its own scratch.
         limits::check_bytes(col_len as u128 * threads as u128 * std::mem::size_of::<T>() as u128)?;
-        out.par_chunks_mut(out_img)
+        all.par_chunks_mut(out_img)
             .enumerate()
             .try_for_each(|(img, oimg)| -> Result<()> {
                 with_scratch(col_len, |col: &mut [T]| {
@@ -203,7 +225,20 @@ pub fn conv_with_epilogue<T: GemmEl>(
                 })
             })?;
     }
+    if on_tiles.is_some() {
+        // SAFETY: every image and group ran on the tiles, which wrote all of it.
+        unsafe { out.set_len(len) };
+    }
     Ok(out)
+}
+
+/// `x` as initialised values.
+///
+/// # Safety
+/// Every element of `x` is initialised.
+unsafe fn assume_init<T>(x: &mut [MaybeUninit<T>]) -> &mut [T] {
+    // SAFETY: `MaybeUninit<T>` has `T`'s layout, and the caller vouches for the values.
+    unsafe { &mut *(x as *mut [MaybeUninit<T>] as *mut [T]) }
 }
 
 /// Bytes of columns a block of output positions may take: with a panel of the weight, it
@@ -220,7 +255,7 @@ fn tiled(
     x: &[f32],
     wt: &PackedB,
     g: &Geom,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
     columns: Option<Columns>,
     parallel: bool,
 ) -> Result<()> {
@@ -253,7 +288,7 @@ fn tiled(
             g.m
         )));
     }
-    let c = SendPtr(out.as_mut_ptr());
+    let c = SendPtr(out.as_mut_ptr().cast::<f32>());
     let block = |b: usize, inner_parallel: bool| -> Result<()> {
         let at = b * per..((b + 1) * per).min(p);
         let len = at.len();

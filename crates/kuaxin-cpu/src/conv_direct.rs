@@ -27,6 +27,7 @@ use crate::tile_avx2;
 use crate::tile_direct::{MR, NR};
 use kuaxin_core::{Error, Result};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Bytes of `C^T` up to which a map's positions are one block.
 const CT_BYTES: usize = 512 << 10;
@@ -59,7 +60,7 @@ pub fn run(
     x: &[f32],
     wt: &PackedB,
     g: &Geom,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
     columns: Option<Columns>,
     parallel: bool,
 ) -> Result<()> {
@@ -80,7 +81,7 @@ pub fn run(
         )));
     }
     if m == 0 || p == 0 || depth == 0 {
-        out[..m * p].fill(0.0);
+        out[..m * p].fill(MaybeUninit::new(0.0));
         return Ok(());
     }
     let (steps, origins) = offsets(g);
@@ -112,7 +113,7 @@ pub fn run(
         (CT_BLOCK_BYTES / (ldc * 4)).max(1).next_multiple_of(MR * 4)
     };
     let blocks = p.div_ceil(per);
-    let o = &SendPtr(out.as_mut_ptr());
+    let o = &SendPtr(out.as_mut_ptr().cast::<f32>());
     let block = |b: usize, inner_threads: usize| -> Result<()> {
         let at = b * per..((b + 1) * per).min(p);
         let len = at.len() * ldc;
@@ -324,9 +325,10 @@ mod tests {
         columns: Option<Columns>,
         parallel: bool,
     ) -> Vec<f32> {
-        let mut out = vec![f32::NAN; g.m * g.p];
+        let mut out = vec![MaybeUninit::new(f32::NAN); g.m * g.p];
         run(x, wt, g, &mut out, columns, parallel).expect("runs");
-        out
+        // SAFETY: made initialised (NaN); `run` writes only values.
+        out.iter().map(|v| unsafe { v.assume_init() }).collect()
     }
 
     #[test]
@@ -376,7 +378,7 @@ mod tests {
         let x = values(xs.iter().product(), 1);
         let other = geom(&[1, 5, 9, 11], &[16, 5, 3, 3], &st, &dil);
         let wt = packed(&values(16 * 45, 2), &other, NR);
-        let mut out = vec![0f32; g.m * g.p];
+        let mut out = vec![MaybeUninit::new(0f32); g.m * g.p];
         assert!(run(&x, &wt, &g, &mut out, None, false).is_err());
         // The right weight on too short an input: its windows would read past it.
         let wt = packed(&values(20 * 45, 2), &g, NR);

@@ -27,6 +27,7 @@ use crate::scratch::with_scratch;
 use crate::tile_avx2::{self, MR, NR};
 use kuaxin_core::{Error, Result};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Sixteen-position panels per block of positions at most.
 const PANELS_PER_BLOCK: usize = 12;
@@ -80,7 +81,7 @@ pub fn run(
     x: &[f32],
     wt: &PackedB,
     g: &Geom,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
     columns: Option<Columns>,
     parallel: bool,
 ) -> Result<()> {
@@ -113,7 +114,7 @@ pub fn run(
     // Evened out: 13 panels make blocks of 7 and 6, not 12 and 1.
     let per = panels.div_ceil(blocks) * NR;
     let blocks = p.div_ceil(per);
-    let c = SendPtr(out.as_mut_ptr());
+    let c = SendPtr(out.as_mut_ptr().cast::<f32>());
     // A large 1 x 1, stride-1 layer's input is its column matrix: whole panels of it are
     // read in place, and only a last part panel is copied (a panel reads all 16 columns).
     let in_place = if reads_in_place(g) { p / NR * NR } else { 0 };
@@ -213,9 +214,10 @@ mod tests {
         columns: Option<Columns>,
         parallel: bool,
     ) -> Vec<f32> {
-        let mut out = vec![f32::NAN; g.m * g.p];
+        let mut out = vec![MaybeUninit::new(f32::NAN); g.m * g.p];
         run(x, wt, g, &mut out, columns, parallel).expect("runs");
-        out
+        // SAFETY: made initialised (NaN); `run` writes only values.
+        out.iter().map(|v| unsafe { v.assume_init() }).collect()
     }
 
     #[test]
@@ -271,7 +273,7 @@ mod tests {
         let x = values(xs.iter().product(), 1);
         let other = geom(&[1, 5, 9, 11], &[12, 5, 3, 3], &st, &dil);
         let wt = packed(&values(12 * 45, 2), &other, MR);
-        let mut out = vec![0f32; g.m * g.p];
+        let mut out = vec![MaybeUninit::new(0f32); g.m * g.p];
         assert!(run(&x, &wt, &g, &mut out, None, false).is_err());
     }
 }

@@ -2,6 +2,7 @@
 use crate::scalar::Scalar;
 use half::f16;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Element types `gemm::gemm` multiplies.
 pub trait GemmEl: Scalar {
@@ -12,12 +13,18 @@ pub trait GemmEl: Scalar {
     fn as_f32_mut(_x: &mut [Self]) -> Option<&mut [f32]> {
         None
     }
+    fn as_f32_uninit(_x: &mut [MaybeUninit<Self>]) -> Option<&mut [MaybeUninit<f32>]> {
+        None
+    }
 }
 impl GemmEl for f32 {
     fn as_f32(x: &[f32]) -> Option<&[f32]> {
         Some(x)
     }
     fn as_f32_mut(x: &mut [f32]) -> Option<&mut [f32]> {
+        Some(x)
+    }
+    fn as_f32_uninit(x: &mut [MaybeUninit<f32>]) -> Option<&mut [MaybeUninit<f32>]> {
         Some(x)
     }
 }
