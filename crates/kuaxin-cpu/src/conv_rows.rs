@@ -214,10 +214,9 @@ mod tests {
         columns: Option<Columns>,
         parallel: bool,
     ) -> Vec<f32> {
-        let mut out = vec![MaybeUninit::new(f32::NAN); g.m * g.p];
+        let mut out = crate::par::preset(f32::NAN, g.m * g.p);
         run(x, wt, g, &mut out, columns, parallel).expect("runs");
-        // SAFETY: made initialised (NaN); `run` writes only values.
-        out.iter().map(|v| unsafe { v.assume_init() }).collect()
+        crate::par::values_of(&out)
     }
 
     #[test]
@@ -273,7 +272,7 @@ mod tests {
         let x = values(xs.iter().product(), 1);
         let other = geom(&[1, 5, 9, 11], &[12, 5, 3, 3], &st, &dil);
         let wt = packed(&values(12 * 45, 2), &other, MR);
-        let mut out = vec![MaybeUninit::new(0f32); g.m * g.p];
+        let mut out = crate::par::preset(0f32, g.m * g.p);
         assert!(run(&x, &wt, &g, &mut out, None, false).is_err());
     }
 }

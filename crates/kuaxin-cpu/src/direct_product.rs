@@ -7,6 +7,7 @@ use crate::conv_finish::Finish;
 use crate::gemm::{Mat, SendPtr};
 use crate::panels::PackedB;
 use crate::tile_direct::{self, ColumnFinish, DirectTile, MR, NR};
+use std::mem::MaybeUninit;
 
 /// Most steps of depth per block: a block of one weight panel is then at most 32 KiB (L1).
 /// The depth goes in even blocks ([`depth_block`]): blocks of 256 steps, as before, left
@@ -104,7 +105,7 @@ pub fn matmul(
     m: usize,
     (a, am): (&[f32], Mat),
     b: &PackedB,
-    c: &mut [f32],
+    c: &mut [MaybeUninit<f32>],
     parallel: bool,
     finish: Option<Finish>,
 ) -> Option<()> {
@@ -126,7 +127,7 @@ pub fn matmul(
         return Some(());
     }
     if k == 0 {
-        c[..m * n].fill(0.0);
+        c[..m * n].fill(MaybeUninit::new(0.0));
         return Some(());
     }
     let origins: Vec<usize> = (0..m).map(|i| am.offset + i * am.rs as usize).collect();
@@ -137,7 +138,7 @@ pub fn matmul(
     } else {
         1
     };
-    let cp = &SendPtr(c.as_mut_ptr());
+    let cp = &SendPtr(c.as_mut_ptr().cast::<f32>());
     let part = |js: std::ops::Range<usize>| {
         // SAFETY: `fits` bounds every element of A; C holds m x n; each part writes its own
         // panels' columns.
@@ -191,8 +192,9 @@ mod tests {
                 ),
             ] {
                 let at = |i: usize, p: usize| a[i * am.rs as usize + p * am.cs as usize];
-                let mut c = vec![f32::NAN; m * n];
+                let mut c = crate::par::preset(f32::NAN, m * n);
                 matmul(m, (&a, am), &wt, &mut c, false, None).expect("runs");
+                let c = crate::par::values_of(&c);
                 for i in 0..m {
                     for j in 0..n {
                         let terms = (0..k).map(|p| at(i, p) as f64 * b[p * n + j] as f64);
@@ -201,9 +203,10 @@ mod tests {
                         });
                     }
                 }
-                let mut shared = vec![f32::NAN; m * n];
+                let mut shared = crate::par::preset(f32::NAN, m * n);
                 pool.install(|| matmul(m, (&a, am), &wt, &mut shared, true, None))
                     .expect("runs");
+                let shared = crate::par::values_of(&shared);
                 let same = shared
                     .iter()
                     .zip(&c)
@@ -234,8 +237,9 @@ mod tests {
             let mut residual = values(m * n, 6);
             residual[0] = f32::NAN;
             residual[1] = -0.0;
-            let mut plain = vec![f32::NAN; m * n];
+            let mut plain = crate::par::preset(f32::NAN, m * n);
             matmul(m, (&a, Mat::row_major(k)), &wt, &mut plain, false, None).expect("runs");
+            let plain = crate::par::values_of(&plain);
             for (bias_on, res_on, relu) in [
                 (true, false, false),
                 (true, true, false),
@@ -256,7 +260,7 @@ mod tests {
                     })
                     .collect();
                 for threads in [1, 2] {
-                    let mut c = vec![f32::NAN; m * n];
+                    let mut c = crate::par::preset(f32::NAN, m * n);
                     let run = || {
                         matmul(
                             m,
@@ -268,7 +272,10 @@ mod tests {
                         )
                     };
                     pool.install(run).expect("runs");
-                    let got: Vec<u32> = c.iter().map(|v| v.to_bits()).collect();
+                    let got: Vec<u32> = crate::par::values_of(&c)
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .collect();
                     assert!(
                         got == want,
                         "{m} x {k} x {n}, bias {bias_on}, residual {res_on}, relu {relu}, {threads} threads: first difference at {:?}",
@@ -282,7 +289,7 @@ mod tests {
                 residual: None,
                 relu: false,
             };
-            let mut c = vec![0f32; m * n];
+            let mut c = crate::par::preset(0f32, m * n);
             assert!(matmul(m, (&a, Mat::row_major(k)), &wt, &mut c, false, Some(short)).is_none());
             let short = Finish {
                 bias: None,
@@ -297,7 +304,7 @@ mod tests {
     fn an_operand_it_cannot_read_in_place_is_left_to_another_path() {
         let (m, k, n) = (4, 8, 16);
         let (a, wt) = (values(m * k, 1), packed(&values(k * n, 2), k, n));
-        let mut c = vec![0f32; m * n];
+        let mut c = crate::par::preset(0f32, m * n);
         let backwards = Mat {
             offset: k - 1,
             rs: k as isize,

@@ -75,7 +75,7 @@ pub fn gemm_rm<T: GemmEl>(
     k: usize,
     a: &[T],
     b: &[T],
-    c: &mut [T],
+    c: &mut [MaybeUninit<T>],
     parallel: bool,
 ) {
     gemm_mats(
@@ -90,14 +90,15 @@ pub fn gemm_rm<T: GemmEl>(
 }
 
 /// `c[m x n] = A[m x k] * B[k x n]` for operands anywhere in their slices (`c` row-major and
-/// contiguous).
+/// contiguous). Every element of `c[..m * n]` is written (gemm does not read it), so `c` may
+/// start uninitialised.
 pub fn gemm_mats<T: GemmEl>(
     m: usize,
     n: usize,
     k: usize,
     (a, am): (&[T], Mat),
     (b, bm): (&[T], Mat),
-    c: &mut [T],
+    c: &mut [MaybeUninit<T>],
     parallel: bool,
 ) {
     assert!(
@@ -108,7 +109,7 @@ pub fn gemm_mats<T: GemmEl>(
         return;
     }
     if k == 0 {
-        c[..m * n].fill(T::ZERO);
+        c[..m * n].fill(MaybeUninit::new(T::ZERO));
         return;
     }
     // SAFETY: `fits` bounds every element of both operands, so these offsets stay inside
@@ -125,7 +126,7 @@ pub fn gemm_mats<T: GemmEl>(
                 m,
                 n,
                 k,
-                c.as_mut_ptr(),
+                c.as_mut_ptr().cast(),
                 n,
                 (at(a, am, 0, 0), am),
                 (at(b, bm, 0, 0), bm),
@@ -149,7 +150,7 @@ pub fn gemm_mats<T: GemmEl>(
                         r,
                         n,
                         k,
-                        cp.as_mut_ptr(),
+                        cp.as_mut_ptr().cast(),
                         n,
                         (at(a, am, p * rows, 0), am),
                         (at(b, bm, 0, 0), bm),
@@ -159,7 +160,7 @@ pub fn gemm_mats<T: GemmEl>(
     } else {
         let cols = n.div_ceil(threads).next_multiple_of(16);
         let parts = n.div_ceil(cols);
-        let dst = SendPtr(c.as_mut_ptr());
+        let dst = SendPtr(c.as_mut_ptr().cast::<T>());
         (0..parts).into_par_iter().for_each(|p| {
             let (c0, w) = (p * cols, cols.min(n - p * cols));
             let dst = &dst;
@@ -267,8 +268,9 @@ pub(crate) mod tests {
         // product too small to split.
         for (m, n, k) in [(300, 70, 50), (70, 301, 50), (129, 131, 77), (8, 9, 10)] {
             let (a, b) = operands(m, n, k);
-            let mut c = vec![f32::NAN; m * n];
+            let mut c = crate::par::preset(f32::NAN, m * n);
             pool.install(|| gemm_rm(m, n, k, &a, &b, &mut c, true));
+            let c = crate::par::values_of(&c);
             let want = reference(m, n, k, &a, &b);
             for (i, (&got, &w)) in c.iter().zip(&want).enumerate() {
                 // Products of these operands are exact in f32; only the sums round.

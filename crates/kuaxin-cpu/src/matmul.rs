@@ -16,6 +16,8 @@ use kuaxin_core::tensor::Element;
 use kuaxin_core::{Data, Error, Result, Tensor};
 use rayon::prelude::*;
 use std::borrow::Cow;
+use std::convert::Infallible;
+use std::mem::MaybeUninit;
 
 #[derive(Clone, Copy)]
 pub struct Dims {
@@ -116,23 +118,27 @@ impl Operand {
 /// across the batch, large ones one at a time with every thread.
 fn batched_views<T: GemmEl>(a: &[T], oa: &Operand, b: &[T], ob: &Operand, d: Dims) -> Vec<T> {
     let Dims { batch, m, k, n } = d;
-    let mut c = vec![T::ZERO; batch * m * n];
     if m * n == 0 {
-        return c;
+        return vec![T::ZERO; batch * m * n];
     }
     let big = m.saturating_mul(n).saturating_mul(k) >= PAR_FLOPS;
-    let run = |i: usize, ci: &mut [T], parallel: bool| {
+    let run = |i: usize, ci: &mut [MaybeUninit<T>], parallel: bool| {
         gemm_mats(m, n, k, (a, oa.at(i)), (b, ob.at(i)), ci, parallel)
     };
-    if batch > 1 && !big && rayon::current_num_threads() > 1 {
-        c.par_chunks_mut(m * n)
-            .enumerate()
-            .for_each(|(i, ci)| run(i, ci, false));
-    } else {
-        c.chunks_mut(m * n)
-            .enumerate()
-            .for_each(|(i, ci)| run(i, ci, true));
-    }
+    let fill = |c: &mut [MaybeUninit<T>]| -> std::result::Result<(), Infallible> {
+        if batch > 1 && !big && rayon::current_num_threads() > 1 {
+            c.par_chunks_mut(m * n)
+                .enumerate()
+                .for_each(|(i, ci)| run(i, ci, false));
+        } else {
+            c.chunks_mut(m * n)
+                .enumerate()
+                .for_each(|(i, ci)| run(i, ci, true));
+        }
+        Ok(())
+    };
+    // SAFETY: gemm writes every element of each batch's m x n.
+    let Ok(c) = unsafe { par::try_filled(batch * m * n, fill) };
     c
 }
 
@@ -223,18 +229,22 @@ fn packed_product(
         return None;
     }
     let packed = weights.packed_b(y, b, ob.mat, (d.k, d.n), crate::tile_direct::NR)?;
-    let mut c = vec![0f32; d.batch * d.m * d.n];
     let size = d.m * d.n;
     // A finish the tile cannot take (a depth of 0) is left to the caller, for every batch.
     let finishing = finish.filter(|_| d.k > 0);
-    for (i, ci) in c.chunks_mut(size).enumerate() {
-        // Batch i's residual is its own m x n; the bias is shared.
-        let fi = finishing.map(|f| Finish {
-            residual: f.residual.map(|r| r.get(i * size..).unwrap_or(&[])),
-            ..f
-        });
-        crate::direct_product::matmul(d.m, (a, oa.at(i)), &packed, ci, true, fi)?;
-    }
+    let fill = |c: &mut [MaybeUninit<f32>]| -> std::result::Result<(), ()> {
+        for (i, ci) in c.chunks_mut(size).enumerate() {
+            // Batch i's residual is its own m x n; the bias is shared.
+            let fi = finishing.map(|f| Finish {
+                residual: f.residual.map(|r| r.get(i * size..).unwrap_or(&[])),
+                ..f
+            });
+            crate::direct_product::matmul(d.m, (a, oa.at(i)), &packed, ci, true, fi).ok_or(())?;
+        }
+        Ok(())
+    };
+    // SAFETY: the product writes every element of each batch's m x n when it runs.
+    let c = unsafe { par::try_filled(d.batch * size, fill) }.ok()?;
     Some((c, finishing.is_some()))
 }
 

@@ -100,6 +100,45 @@ pub fn write_from<T: Copy>(dst: &mut [MaybeUninit<T>], src: &[T]) {
     }
 }
 
+/// `x` as the values it holds.
+///
+/// # Safety
+/// Every element of `x` is initialised.
+pub unsafe fn assume_init_mut<T>(x: &mut [MaybeUninit<T>]) -> &mut [T] {
+    // SAFETY: `MaybeUninit<T>` has `T`'s layout, and the caller vouches for the values.
+    unsafe { &mut *(x as *mut [MaybeUninit<T>] as *mut [T]) }
+}
+
+/// A vector of `len` elements whose every element `fill` writes (it is given them
+/// uninitialised), or `fill`'s error.
+///
+/// # Safety
+/// When `fill` returns `Ok`, it wrote every element of its slice.
+pub unsafe fn try_filled<T, E>(
+    len: usize,
+    fill: impl FnOnce(&mut [MaybeUninit<T>]) -> std::result::Result<(), E>,
+) -> std::result::Result<Vec<T>, E> {
+    let mut out: Vec<T> = Vec::with_capacity(len);
+    fill(&mut out.spare_capacity_mut()[..len])?;
+    // SAFETY: the caller's contract.
+    unsafe { out.set_len(len) };
+    Ok(out)
+}
+
+/// `n` elements preset to `v`, for a fill function under test (an element it leaves
+/// unwritten keeps `v`, which [`values_of`] then shows).
+#[cfg(test)]
+pub fn preset<T: Copy>(v: T, n: usize) -> Vec<MaybeUninit<T>> {
+    vec![MaybeUninit::new(v); n]
+}
+
+/// The values of a [`preset`] vector.
+#[cfg(test)]
+pub fn values_of<T: Copy>(c: &[MaybeUninit<T>]) -> Vec<T> {
+    // SAFETY: `preset` initialised every element, and fills write only values.
+    c.iter().map(|v| unsafe { v.assume_init() }).collect()
+}
+
 /// Checks a [`build`] fill function: every piece, starting and ending anywhere, holds `want`'s
 /// elements there (each element is preset to `preset` first, so a piece left unwritten shows).
 #[cfg(test)]
