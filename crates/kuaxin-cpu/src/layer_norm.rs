@@ -6,6 +6,7 @@
 use crate::fold;
 use kuaxin_core::prim::ReduceOp;
 use kuaxin_core::{Data, Error, Result};
+use std::mem::MaybeUninit;
 
 pub fn layer_norm_rows(
     x: &Data,
@@ -32,18 +33,27 @@ pub fn layer_norm_rows(
         || vec![0f32; n],
         #[inline(always)]
         |squares, x, out| row(x, out, squares, (scale, bias), eps),
-    )))
+    )?))
 }
 
 #[inline(always)]
-fn row(x: &[f32], out: &mut [f32], squares: &mut [f32], (scale, bias): (&[f32], &[f32]), eps: f32) {
+fn row(
+    x: &[f32],
+    out: &mut [MaybeUninit<f32>],
+    squares: &mut [f32],
+    (scale, bias): (&[f32], &[f32]),
+    eps: f32,
+) {
     let count = x.len() as f32;
     // Already compiled for the vector level (`map_rows`): the folds inline here.
     let mean = fold::row_any(ReduceOp::Sum, fold::init(ReduceOp::Sum), x) as f32 / count;
     for ((o, s), &v) in out.iter_mut().zip(squares.iter_mut()).zip(x) {
-        *o = v - mean;
-        *s = *o * *o;
+        let d = v - mean;
+        o.write(d);
+        *s = d * d;
     }
+    // SAFETY: the loop above wrote the whole row (`out`, `squares` and `x` are as long).
+    let out = unsafe { crate::par::assume_init_mut(out) };
     let var = fold::row_any(ReduceOp::Sum, fold::init(ReduceOp::Sum), squares) as f32 / count;
     let r = 1.0 / (var + eps).sqrt();
     for ((o, &s), &b) in out.iter_mut().zip(scale).zip(bias) {

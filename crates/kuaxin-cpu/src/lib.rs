@@ -60,6 +60,7 @@ mod typed;
 mod unary;
 mod view;
 mod vmath;
+mod vmath_avx2;
 mod walk;
 mod warm;
 mod weights;

@@ -2,22 +2,30 @@
 //! its last axis into a new tensor, whole rows per parallel task (between `MIN_TASK` and
 //! `MIN_PAR` elements each), each task compiled for the CPU's vector level.
 use rayon::prelude::*;
+use std::convert::Infallible;
+use std::mem::MaybeUninit;
 
 /// The fewest elements a row task takes: a softmax or LayerNorm row costs several operations
 /// an element, so tasks can be smaller than elementwise ones.
 const MIN_TASK: usize = 8192;
 
 /// `row(scratch, x_row, out_row)` for every row of `n` of `x`; `scratch` is made once per
-/// task by `scratch()`.
+/// task by `scratch()`. `row` is given its output uninitialised and must write all of it
+/// (the output is not zeroed first: a pass over the whole tensor saved).
 pub fn map_rows<S>(
     x: &[f32],
     n: usize,
     scratch: impl Fn() -> S + Sync,
-    row: impl Fn(&mut S, &[f32], &mut [f32]) + Sync,
-) -> Vec<f32> {
-    let mut out = vec![0f32; x.len()];
+    row: impl Fn(&mut S, &[f32], &mut [MaybeUninit<f32>]) + Sync,
+) -> kuaxin_core::Result<Vec<f32>> {
     if n == 0 || x.is_empty() {
-        return out;
+        return Ok(vec![0f32; x.len()]);
+    }
+    if !x.len().is_multiple_of(n) {
+        return Err(kuaxin_core::Error::invalid(format!(
+            "rows of {n} do not divide a tensor of {} elements",
+            x.len()
+        )));
     }
     // About four tasks a thread (so a thread held up elsewhere costs little), but no task
     // under `MIN_TASK` elements.
@@ -27,18 +35,24 @@ pub fn map_rows<S>(
         .div_ceil(4 * threads)
         .clamp(MIN_TASK.div_ceil(n), (crate::par::MIN_PAR / n).max(1))
         * n;
-    out.par_chunks_mut(per)
-        .zip(x.par_chunks(per))
-        .for_each(|(out, x)| {
-            let mut s = scratch();
-            crate::simd::vectorized(
-                #[inline(always)]
-                || {
-                    for (out, x) in out.chunks_exact_mut(n).zip(x.chunks_exact(n)) {
-                        row(&mut s, x, out);
-                    }
-                },
-            )
-        });
-    out
+    let fill = |out: &mut [MaybeUninit<f32>]| -> Result<(), Infallible> {
+        out.par_chunks_mut(per)
+            .zip(x.par_chunks(per))
+            .for_each(|(out, x)| {
+                let mut s = scratch();
+                crate::simd::vectorized(
+                    #[inline(always)]
+                    || {
+                        for (out, x) in out.chunks_exact_mut(n).zip(x.chunks_exact(n)) {
+                            row(&mut s, x, out);
+                        }
+                    },
+                )
+            });
+        Ok(())
+    };
+    // SAFETY: `x.len()` is a multiple of `n` (checked above), so the rows cover the output,
+    // and `row` writes every element of each.
+    let Ok(out) = unsafe { crate::par::try_filled(x.len(), fill) };
+    Ok(out)
 }

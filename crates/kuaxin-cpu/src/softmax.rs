@@ -1,12 +1,15 @@
 //! `Prim::SoftmaxRows`: softmax along the last axis, one row at a time while it is in cache:
 //! the row's max, `exp(x - max)` written to the output, their sum, then the division. The
-//! same f32 steps as the primitives it replaces (the max and the f64 sum folded as the fused
-//! reductions fold them, `exp` the shared vectorisable one), in one pass over memory where
-//! the primitives' four kernels each walk the whole tensor.
+//! max and each exponential are the primitives' bits (`fold`'s max, the shared `exp`); with
+//! AVX2 the exponentials and their sum are one pass of eight lanes ([`row_avx2`]), the sum in
+//! f32 lanes, and the division a multiply by the sum's reciprocal, as onnxruntime's kernel
+//! does: within an accumulation's rounding of the primitives (the f64 sum and the
+//! division), which the row-op tests hold it to.
 use crate::fold;
 use crate::scalar::FMath;
 use kuaxin_core::prim::ReduceOp;
 use kuaxin_core::{Data, Error, Result};
+use std::mem::MaybeUninit;
 
 pub fn softmax_rows(x: &Data, shape: &[usize]) -> Result<Data> {
     let Data::F32(x) = x else {
@@ -24,18 +27,89 @@ pub fn softmax_rows(x: &Data, shape: &[usize]) -> Result<Data> {
         || (),
         #[inline(always)]
         |_, x, out| row(x, out),
-    )))
+    )?))
 }
 
 #[inline(always)]
-fn row(x: &[f32], out: &mut [f32]) {
+fn row(x: &[f32], out: &mut [MaybeUninit<f32>]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::level() >= crate::simd::Level::Avx2Fma {
+        // SAFETY: the CPU has AVX2 and FMA.
+        unsafe { row_avx2(x, out) };
+        return;
+    }
     // Already compiled for the vector level (`map_rows`): the folds inline here.
     let max = fold::row_any(ReduceOp::Max, fold::init(ReduceOp::Max), x) as f32;
     for (o, &v) in out.iter_mut().zip(x) {
-        *o = <f32 as FMath>::exp(v - max);
+        o.write(<f32 as FMath>::exp(v - max));
     }
+    // SAFETY: the loop above wrote the whole row (`out` is as long as `x`).
+    let out = unsafe { crate::par::assume_init_mut(out) };
     let sum = fold::row_any(ReduceOp::Sum, fold::init(ReduceOp::Sum), out) as f32;
     for o in out.iter_mut() {
         *o /= sum;
+    }
+}
+
+/// [`row`] with the exponentials and their sum in one pass: eight lanes of
+/// [`crate::vmath_avx2::exp8`] (each the bits of `exp`) summed into two vectors of partial
+/// sums, the tail one at a time; then every value times the sum's reciprocal. Per-kernel
+/// minima on a Zen 3 core, MiniLM-L3's 12 x 128 rows of 128 (with the output no longer
+/// zeroed first): 0.225 -> 0.199 ms a layer (onnxruntime 0.104). The exponential's two
+/// dozen vector operations per eight values bound it (its polynomial in pairs instead of
+/// one Horner chain measured no faster).
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `out` is as long as `x`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn row_avx2(x: &[f32], out: &mut [MaybeUninit<f32>]) {
+    use crate::vmath_avx2::exp8;
+    use std::arch::x86_64::*;
+    let n = x.len().min(out.len());
+    let max = fold::row_any(ReduceOp::Max, fold::init(ReduceOp::Max), x) as f32;
+    let vmax = _mm256_set1_ps(max);
+    let (xp, op) = (x.as_ptr(), out.as_mut_ptr().cast::<f32>());
+    // Two sums (one would make each exponential wait for the add before it), in registers.
+    let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let exp_at = |i: usize| {
+        // SAFETY: the callers' i + 8 <= n: elements i .. i + 8 lie in both rows.
+        unsafe {
+            let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(xp.add(i)), vmax));
+            _mm256_storeu_ps(op.add(i), e);
+            e
+        }
+    };
+    let mut i = 0;
+    while i + 16 <= n {
+        s0 = _mm256_add_ps(s0, exp_at(i));
+        s1 = _mm256_add_ps(s1, exp_at(i + 8));
+        i += 16;
+    }
+    if i + 8 <= n {
+        s0 = _mm256_add_ps(s0, exp_at(i));
+        i += 8;
+    }
+    let mut lanes = [0f32; 8];
+    // SAFETY: `lanes` holds eight floats.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(s0, s1)) };
+    let mut sum: f32 = lanes.iter().sum();
+    for j in i..n {
+        let e = <f32 as FMath>::exp(x[j] - max);
+        out[j].write(e);
+        sum += e;
+    }
+    // SAFETY: the loops above wrote elements 0 .. n.
+    let out = unsafe { crate::par::assume_init_mut(&mut out[..n]) };
+    let inv = _mm256_set1_ps(1.0 / sum);
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: elements i .. i + 8 lie in `out`.
+        unsafe { _mm256_storeu_ps(op.add(i), _mm256_mul_ps(_mm256_loadu_ps(op.add(i)), inv)) };
+        i += 8;
+    }
+    let inv = 1.0 / sum;
+    for o in &mut out[i..n] {
+        *o *= inv;
     }
 }
