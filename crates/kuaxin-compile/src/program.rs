@@ -230,7 +230,7 @@ impl<'a> Executor<'a> {
                         Prim::MatMulOfViews { .. } if per_kernel => {
                             format!("MatMulOfViews {}", ins.origin)
                         }
-                        Prim::SoftmaxRows | Prim::LayerNormRows { .. } if per_kernel => format!(
+                        p if p.is_row_op() && per_kernel => format!(
                             "{} {:?} {}",
                             ins.prim.name(),
                             ins.out_types[0].shape,

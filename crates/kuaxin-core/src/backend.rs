@@ -65,7 +65,10 @@ pub trait Backend: Send + Sync {
     fn supports(&self, prim: &Prim, _inputs: &[TensorType]) -> bool {
         !matches!(
             prim,
-            Prim::Fused(_) | Prim::SoftmaxRows | Prim::LayerNormRows { .. }
+            Prim::Fused(_)
+                | Prim::SoftmaxRows
+                | Prim::MaskedSoftmaxRows { .. }
+                | Prim::LayerNormRows { .. }
         )
     }
 }

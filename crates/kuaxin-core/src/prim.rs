@@ -230,6 +230,16 @@ pub enum Prim {
     /// the fusion pass for back ends that claim it: one pass per row in cache, where the
     /// primitives are four kernels that each walk the whole tensor.
     SoftmaxRows,
+    /// [`Prim::SoftmaxRows`] of an attention's scores: the softmax of `x / scale` (`x * scale`
+    /// when not `divide`) plus a mask read through the view `mask` (a broadcast of the mask
+    /// input to x's shape), each step as the primitives it replaces compute it. Inputs
+    /// `[x, mask]`. Made by the fusion pass for back ends that claim it: the scaled, masked
+    /// scores are then never written out.
+    MaskedSoftmaxRows {
+        scale: f32,
+        divide: bool,
+        mask: ViewMap,
+    },
     /// f32 LayerNorm along the last axis of x `[.., n]`, with a scale and a bias of n values,
     /// as the primitives it replaces compute it: `mean = sum(x) / n`, `d = x - mean`,
     /// `r = 1 / sqrt(sum(d * d) / n + eps)`, `(d * r) * scale + bias` (sums as `Reduce`
@@ -379,6 +389,15 @@ impl Prim {
         }
     }
 
+    /// Whether this is one of the row primitives fusion makes of a normalisation
+    /// (`SoftmaxRows`, `MaskedSoftmaxRows`, `LayerNormRows`).
+    pub fn is_row_op(&self) -> bool {
+        matches!(
+            self,
+            Prim::SoftmaxRows | Prim::MaskedSoftmaxRows { .. } | Prim::LayerNormRows { .. }
+        )
+    }
+
     pub fn name(&self) -> String {
         match self {
             Prim::Unary(op) => format!("{op:?}"),
@@ -408,6 +427,7 @@ impl Prim {
             | Prim::Cumulative { .. }
             | Prim::View { .. }
             | Prim::SoftmaxRows => Some(1),
+            Prim::MaskedSoftmaxRows { .. } => Some(2),
             Prim::Binary(_)
             | Prim::PadConstant { .. }
             | Prim::Gather { .. }
@@ -470,6 +490,20 @@ impl Prim {
                     return Err(Error::invalid(format!(
                         "SoftmaxRows runs on f32 rows, not {}",
                         ins[0]
+                    )));
+                }
+                vec![ins[0].clone()]
+            }
+            Prim::MaskedSoftmaxRows { mask, .. } => {
+                let fits = ins[0].dtype == DType::F32
+                    && !ins[0].shape.is_empty()
+                    && ins[1].dtype == DType::F32
+                    && mask.shape == ins[0].shape
+                    && strided_in_bounds(&mask.shape, &mask.strides, mask.offset, ins[1].numel());
+                if !fits {
+                    return Err(Error::invalid(format!(
+                        "MaskedSoftmaxRows takes f32 rows and an f32 mask whose view {:?} (strides {:?}, offset {}) covers them, not {}, {}",
+                        mask.shape, mask.strides, mask.offset, ins[0], ins[1]
                     )));
                 }
                 vec![ins[0].clone()]

@@ -276,6 +276,11 @@ fn run(
             conv::conv(d(0), d(1), &geom, wt.as_deref())?
         }
         Prim::SoftmaxRows => softmax::softmax_rows(d(0), &x.shape)?,
+        Prim::MaskedSoftmaxRows {
+            scale,
+            divide,
+            mask,
+        } => softmax::masked_softmax_rows(d(0), d(1), &x.shape, (*scale, *divide), mask)?,
         Prim::LayerNormRows { eps } => {
             layer_norm::layer_norm_rows(d(0), &x.shape, (d(1), d(2)), *eps)?
         }

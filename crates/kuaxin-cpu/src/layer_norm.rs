@@ -32,7 +32,7 @@ pub fn layer_norm_rows(
         n,
         || vec![0f32; n],
         #[inline(always)]
-        |squares, x, out| row(x, out, squares, (scale, bias), eps),
+        |squares, _, x, out| row(x, out, squares, (scale, bias), eps),
     )?))
 }
 

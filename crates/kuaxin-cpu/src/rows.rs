@@ -9,14 +9,14 @@ use std::mem::MaybeUninit;
 /// an element, so tasks can be smaller than elementwise ones.
 const MIN_TASK: usize = 8192;
 
-/// `row(scratch, x_row, out_row)` for every row of `n` of `x`; `scratch` is made once per
-/// task by `scratch()`. `row` is given its output uninitialised and must write all of it
+/// `row(scratch, r, x_row, out_row)` for every row `r` of `n` of `x`; `scratch` is made once
+/// per task by `scratch()`. `row` is given its output uninitialised and must write all of it
 /// (the output is not zeroed first: a pass over the whole tensor saved).
 pub fn map_rows<S>(
     x: &[f32],
     n: usize,
     scratch: impl Fn() -> S + Sync,
-    row: impl Fn(&mut S, &[f32], &mut [MaybeUninit<f32>]) + Sync,
+    row: impl Fn(&mut S, usize, &[f32], &mut [MaybeUninit<f32>]) + Sync,
 ) -> kuaxin_core::Result<Vec<f32>> {
     if n == 0 || x.is_empty() {
         return Ok(vec![0f32; x.len()]);
@@ -38,13 +38,16 @@ pub fn map_rows<S>(
     let fill = |out: &mut [MaybeUninit<f32>]| -> Result<(), Infallible> {
         out.par_chunks_mut(per)
             .zip(x.par_chunks(per))
-            .for_each(|(out, x)| {
+            .enumerate()
+            .for_each(|(t, (out, x))| {
                 let mut s = scratch();
+                let first = t * (per / n);
                 crate::simd::vectorized(
                     #[inline(always)]
                     || {
-                        for (out, x) in out.chunks_exact_mut(n).zip(x.chunks_exact(n)) {
-                            row(&mut s, x, out);
+                        let rows = out.chunks_exact_mut(n).zip(x.chunks_exact(n));
+                        for (i, (out, x)) in rows.enumerate() {
+                            row(&mut s, first + i, x, out);
                         }
                     },
                 )

@@ -8,6 +8,7 @@
 use crate::fold;
 use crate::scalar::FMath;
 use kuaxin_core::prim::ReduceOp;
+use kuaxin_core::prim::{strided_in_bounds, ViewMap};
 use kuaxin_core::{Data, Error, Result};
 use std::mem::MaybeUninit;
 
@@ -26,7 +27,75 @@ pub fn softmax_rows(x: &Data, shape: &[usize]) -> Result<Data> {
         n,
         || (),
         #[inline(always)]
-        |_, x, out| row(x, out),
+        |_, _, x, out| row(x, out),
+    )?))
+}
+
+/// `Prim::MaskedSoftmaxRows`: each row's scores `x / scale + mask` (`x * scale + mask`
+/// when not `divide`) made in a scratch row, the mask's row read through its view, then
+/// [`row`] on them.
+pub fn masked_softmax_rows(
+    x: &Data,
+    mask: &Data,
+    shape: &[usize],
+    (scale, divide): (f32, bool),
+    view: &ViewMap,
+) -> Result<Data> {
+    let (Data::F32(x), Data::F32(m)) = (x, mask) else {
+        return Err(Error::unsupported("MaskedSoftmaxRows runs on f32"));
+    };
+    let (Some(&n), rank) = (shape.last(), shape.len()) else {
+        return Err(Error::invalid("MaskedSoftmaxRows needs at least one axis"));
+    };
+    if view.shape != shape
+        || !strided_in_bounds(&view.shape, &view.strides, view.offset, m.len())
+        || x.len() != shape.iter().product::<usize>()
+    {
+        return Err(Error::invalid(format!(
+            "MaskedSoftmaxRows: a mask of {} elements read through {view:?} for rows of {shape:?}",
+            m.len()
+        )));
+    }
+    // x / 2^k is x * 2^-k exactly (both correctly rounded, and 2^-k exact): a multiply.
+    let power_of_two = scale.is_normal() && scale.to_bits() & 0x7f_ffff == 0;
+    let (divide, scale) = match (divide, power_of_two && (1.0 / scale).is_normal()) {
+        (true, true) => (false, 1.0 / scale),
+        other => (other.0, scale),
+    };
+    let (outer, last) = view.strides.split_at(rank - 1);
+    let last = last[0];
+    Ok(Data::F32(crate::rows::map_rows(
+        x,
+        n,
+        || (vec![0f32; n], vec![0f32; n]),
+        #[inline(always)]
+        |(scores, gathered), r, x, out| {
+            // The mask row's first element: row r's index over the outer axes.
+            let (mut at, mut q) = (view.offset as isize, r);
+            for (&d, &stride) in shape[..rank - 1].iter().zip(outer).rev() {
+                at += (q % d) as isize * stride;
+                q /= d;
+            }
+            // In bounds: the view was checked against the mask above.
+            let mrow: &[f32] = if last == 1 {
+                &m[at as usize..at as usize + n]
+            } else {
+                for (j, g) in gathered.iter_mut().enumerate() {
+                    *g = m[(at + j as isize * last) as usize];
+                }
+                gathered
+            };
+            if divide {
+                for ((s, &v), &k) in scores.iter_mut().zip(x).zip(mrow) {
+                    *s = v / scale + k;
+                }
+            } else {
+                for ((s, &v), &k) in scores.iter_mut().zip(x).zip(mrow) {
+                    *s = v * scale + k;
+                }
+            }
+            row(scores, out)
+        },
     )?))
 }
 
@@ -111,5 +180,32 @@ unsafe fn row_avx2(x: &[f32], out: &mut [MaybeUninit<f32>]) {
     let inv = 1.0 / sum;
     for o in &mut out[i..n] {
         *o *= inv;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mask_view_past_the_mask_is_an_error() {
+        let x = Data::F32(vec![0.0; 2 * 4]);
+        let mask = Data::F32(vec![0.0; 4]);
+        let view = |offset: usize| ViewMap {
+            shape: vec![2, 4],
+            strides: vec![0, 1],
+            offset,
+        };
+        assert!(masked_softmax_rows(&x, &mask, &[2, 4], (8.0, true), &view(0)).is_ok());
+        assert!(masked_softmax_rows(&x, &mask, &[2, 4], (8.0, true), &view(1)).is_err());
+        let short = Data::F32(vec![0.0; 3]);
+        assert!(masked_softmax_rows(&x, &short, &[2, 4], (8.0, true), &view(0)).is_err());
+        // A view of another shape than the rows.
+        let other = ViewMap {
+            shape: vec![4, 2],
+            strides: vec![1, 0],
+            offset: 0,
+        };
+        assert!(masked_softmax_rows(&x, &mask, &[2, 4], (8.0, true), &other).is_err());
     }
 }

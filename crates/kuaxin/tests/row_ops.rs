@@ -1,7 +1,7 @@
 //! A softmax or a LayerNorm over the last axis runs as one row primitive (`SoftmaxRows`,
-//! `LayerNormRows`) when fused, and computes what its primitives compute unfused: with what
-//! made its input before it (an attention scale and mask with an infinite column; a bias and
-//! a residual), rows of one element and rows longer than an evaluator block, NaN and
+//! `MaskedSoftmaxRows` with an attention's scale and mask, `LayerNormRows`) when fused, and
+//! computes what its primitives compute unfused: with what made its input before it (a
+//! scale and a mask broadcast in each way, with an infinite column; a bias and a residual), rows of one element and rows longer than an evaluator block, NaN and
 //! infinities, a constant row. Over other axes, or without a LayerNorm bias, the primitives
 //! stay.
 mod common;
@@ -103,9 +103,114 @@ fn agree(got: &Tensor, want: &Tensor, n: usize, scale: f64, what: &str) {
 }
 
 fn run(model: &Model, x: &Tensor, fuse: bool, threads: usize) -> (Tensor, bool) {
-    run_with(model, &[("x", x)], fuse, threads, |p| {
-        *p == Prim::SoftmaxRows
-    })
+    run_with(model, &[("x", x)], fuse, threads, Prim::is_row_op)
+}
+
+fn is_masked(p: &Prim) -> bool {
+    matches!(p, Prim::MaskedSoftmaxRows { .. })
+}
+
+/// How an attention-like softmax's input is made from x `[2, 3, 4, n]` (`mask` an input).
+#[derive(Debug, Clone, Copy)]
+enum Scores {
+    /// Softmax(x).
+    Plain,
+    /// Softmax(x * 0.3 + mask), a mask of `[2, 1, 1, n]` (one per batch, broadcast).
+    TimesAndBatchMask,
+    /// Softmax(mask + x / 3), a mask of x's shape (no broadcast).
+    DividedAndWholeMask,
+    /// Softmax(x / 8 + mask), a mask of `[2, 3, 4, 1]` (one value per row).
+    DividedAndRowMask,
+}
+
+/// The model for `scores` over rows of `n`, and the mask's shape (none for `Plain`).
+fn scores_model(n: usize, scores: Scores) -> (Model, Option<Vec<usize>>) {
+    let shape = [2, 3, 4, n];
+    let (nodes, scale, mask): (Vec<_>, f32, Option<Vec<usize>>) = match scores {
+        Scores::Plain => (vec![node("Softmax", &["x"], "y", vec![])], 1.0, None),
+        Scores::TimesAndBatchMask => (
+            vec![
+                node("Mul", &["x", "scale"], "a", vec![]),
+                node("Add", &["a", "mask"], "b", vec![]),
+                node("Softmax", &["b"], "y", vec![]),
+            ],
+            0.3,
+            Some(vec![2, 1, 1, n]),
+        ),
+        Scores::DividedAndWholeMask => (
+            vec![
+                node("Div", &["x", "scale"], "a", vec![]),
+                node("Add", &["mask", "a"], "b", vec![]),
+                node("Softmax", &["b"], "y", vec![]),
+            ],
+            3.0,
+            Some(shape.to_vec()),
+        ),
+        Scores::DividedAndRowMask => (
+            vec![
+                node("Div", &["x", "scale"], "a", vec![]),
+                node("Add", &["a", "mask"], "b", vec![]),
+                node("Softmax", &["b"], "y", vec![]),
+            ],
+            8.0,
+            Some(vec![2, 3, 4, 1]),
+        ),
+    };
+    let mut inputs = vec![vi("x", &shape)];
+    inputs.extend(mask.as_ref().map(|m| vi("mask", m)));
+    let model = Model {
+        graph: Graph {
+            name: "scores".into(),
+            nodes,
+            inputs,
+            outputs: vec![vi("y", &shape)],
+            initializers: vec![("scale".into(), f32_tensor(vec![], vec![scale]))],
+            value_info: vec![],
+        },
+        opsets: [(String::new(), 17)].into(),
+        producer: "test".into(),
+        source: "scores".into(),
+    };
+    (model, mask)
+}
+
+#[test]
+fn scaled_and_masked_scores_are_one_row_primitive_that_agrees_with_the_primitives() {
+    let mut rng = Rng::new(29);
+    for scores in [
+        Scores::Plain,
+        Scores::TimesAndBatchMask,
+        Scores::DividedAndWholeMask,
+        Scores::DividedAndRowMask,
+    ] {
+        for n in [3, 37, 128] {
+            let (m, mask_shape) = scores_model(n, scores);
+            let x = random_tensor(&mut rng, DType::F32, vec![2, 3, 4, n]);
+            let mask = mask_shape.map(|s| {
+                let mut t = random_tensor(&mut rng, DType::F32, s);
+                // Masked-out positions as attention masks make them.
+                if let kuaxin_core::Data::F32(v) = &mut t.data {
+                    for (i, v) in v.iter_mut().enumerate() {
+                        if i % 4 == 1 {
+                            *v = -10000.0;
+                        }
+                    }
+                }
+                t
+            });
+            let mut inputs = vec![("x", &x)];
+            inputs.extend(mask.as_ref().map(|t| ("mask", t)));
+            let what = format!("{scores:?}, n = {n}");
+            let (want, unfused) = run_with(&m, &inputs, false, 1, Prim::is_row_op);
+            assert!(!unfused, "{what}: unfused runs the primitives");
+            for threads in [1, 2] {
+                let (got, masked) = run_with(&m, &inputs, true, threads, is_masked);
+                let plain = matches!(scores, Scores::Plain);
+                assert_eq!(masked, !plain, "{what}: the fused program's row primitive");
+                agree(&got, &want, n, 1.0, &format!("{what}, {threads} threads"));
+            }
+        }
+    }
 }
 
 #[test]
@@ -129,7 +234,7 @@ fn softmax_rows_agree_with_the_primitives() {
             assert_eq!(
                 fused_rows,
                 n > 1,
-                "n = {n}: the fused program holds a SoftmaxRows"
+                "n = {n}: the fused program holds a row primitive"
             );
             agree(&got, &want, n, 1.0, &format!("n = {n}, {threads} threads"));
             assert!(

@@ -90,13 +90,7 @@ fn print_plan(a: &Args, m: &kuaxin_core::graph::Model) -> Result<()> {
         .program
         .instrs
         .iter()
-        .filter(|i| {
-            matches!(
-                i.prim,
-                kuaxin_core::prim::Prim::SoftmaxRows
-                    | kuaxin_core::prim::Prim::LayerNormRows { .. }
-            )
-        })
+        .filter(|i| i.prim.is_row_op())
         .count();
     println!(
         "instructions: {} before fusion, {} after ({} kernels replacing {} primitives, {} row \

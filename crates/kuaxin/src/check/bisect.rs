@@ -121,13 +121,18 @@ impl NodeCheck {
     }
 }
 
-/// The row primitives of a program, in program order: each one's name and the node it
-/// replaced (`node 'x' (Softmax)`).
+/// The row primitives of a program, in program order: each one's name and a node it
+/// replaced (`node 'x' (Softmax)`), once per node (a masked softmax runs three).
 pub fn program_row_ops(p: &Program) -> Vec<(String, String)> {
     p.instrs
         .iter()
-        .filter(|i| matches!(i.prim, Prim::SoftmaxRows | Prim::LayerNormRows { .. }))
-        .map(|i| (i.prim.name(), i.origin.to_string()))
+        .filter(|i| i.prim.is_row_op())
+        .flat_map(|i| {
+            i.origin
+                .split(kuaxin_compile::row_ops::ORIGINS_JOINED_BY)
+                .map(|o| (i.prim.name(), o.to_string()))
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
 
