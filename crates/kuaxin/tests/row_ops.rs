@@ -126,35 +126,28 @@ enum Scores {
 /// The model for `scores` over rows of `n`, and the mask's shape (none for `Plain`).
 fn scores_model(n: usize, scores: Scores) -> (Model, Option<Vec<usize>>) {
     let shape = [2, 3, 4, n];
-    let (nodes, scale, mask): (Vec<_>, f32, Option<Vec<usize>>) = match scores {
-        Scores::Plain => (vec![node("Softmax", &["x"], "y", vec![])], 1.0, None),
-        Scores::TimesAndBatchMask => (
-            vec![
-                node("Mul", &["x", "scale"], "a", vec![]),
-                node("Add", &["a", "mask"], "b", vec![]),
+    // The scaling op, whether the mask is the addition's first operand, the scale, the mask.
+    let scaled = match scores {
+        Scores::Plain => None,
+        Scores::TimesAndBatchMask => Some(("Mul", false, 0.3, vec![2, 1, 1, n])),
+        Scores::DividedAndWholeMask => Some(("Div", true, 3.0, shape.to_vec())),
+        Scores::DividedAndRowMask => Some(("Div", false, 8.0, vec![2, 3, 4, 1])),
+    };
+    let (nodes, scale, mask) = match scaled {
+        None => (vec![node("Softmax", &["x"], "y", vec![])], 1.0, None),
+        Some((op, mask_first, scale, mask)) => {
+            let add = if mask_first {
+                ["mask", "a"]
+            } else {
+                ["a", "mask"]
+            };
+            let nodes = vec![
+                node(op, &["x", "scale"], "a", vec![]),
+                node("Add", &add, "b", vec![]),
                 node("Softmax", &["b"], "y", vec![]),
-            ],
-            0.3,
-            Some(vec![2, 1, 1, n]),
-        ),
-        Scores::DividedAndWholeMask => (
-            vec![
-                node("Div", &["x", "scale"], "a", vec![]),
-                node("Add", &["mask", "a"], "b", vec![]),
-                node("Softmax", &["b"], "y", vec![]),
-            ],
-            3.0,
-            Some(shape.to_vec()),
-        ),
-        Scores::DividedAndRowMask => (
-            vec![
-                node("Div", &["x", "scale"], "a", vec![]),
-                node("Add", &["a", "mask"], "b", vec![]),
-                node("Softmax", &["b"], "y", vec![]),
-            ],
-            8.0,
-            Some(vec![2, 3, 4, 1]),
-        ),
+            ];
+            (nodes, scale, Some(mask))
+        }
     };
     let mut inputs = vec![vi("x", &shape)];
     inputs.extend(mask.as_ref().map(|m| vi("mask", m)));
