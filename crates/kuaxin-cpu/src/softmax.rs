@@ -170,6 +170,8 @@ unsafe fn row_avx2(x: &[f32], out: &mut [MaybeUninit<f32>]) {
     }
     // SAFETY: the loops above wrote elements 0 .. n.
     let out = unsafe { crate::par::assume_init_mut(&mut out[..n]) };
+    // From the initialised row itself, which the tail below uses too.
+    let op = out.as_mut_ptr();
     let inv = _mm256_set1_ps(1.0 / sum);
     let mut i = 0;
     while i + 8 <= n {
