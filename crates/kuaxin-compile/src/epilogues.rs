@@ -117,7 +117,7 @@ pub fn merge_epilogues(
                     .filter(|(b, _)| *b != a)
                     .map(|(_, s)| s.clone()),
             );
-            let origin: Arc<str> = Arc::from(format!("{} + {}", product.origin, ins.origin));
+            let origin = crate::program::joined_origin([&*product.origin, &*ins.origin]);
             let merged = match reduction {
                 // The product, finished by the prologue, still fills its own slot (nothing
                 // else reads it), and the reduction reads it there.

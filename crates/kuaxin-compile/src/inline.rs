@@ -214,7 +214,7 @@ fn substitute(
         inputs,
         outputs: reader.outputs.clone(),
         out_types: reader.out_types.clone(),
-        origin: Arc::from(format!("{} + {}", producer.origin, reader.origin)),
+        origin: crate::program::joined_origin([&*producer.origin, &*reader.origin]),
     })
 }
 

@@ -17,6 +17,19 @@ pub struct Instr {
     pub origin: Arc<str>,
 }
 
+/// What separates the nodes in the origin of an instruction made of several (a kernel that
+/// absorbed its producer, a product with its epilogue, a row primitive with its prologue).
+pub const ORIGINS_JOINED_BY: &str = " + ";
+
+/// The origin of an instruction made of instructions with these origins.
+pub fn joined_origin<'s>(parts: impl IntoIterator<Item = &'s str>) -> Arc<str> {
+    parts
+        .into_iter()
+        .collect::<Vec<_>>()
+        .join(ORIGINS_JOINED_BY)
+        .into()
+}
+
 /// How many instruction inputs read each slot (and once more for each slot in `live_out`,
 /// when given: a program output is a use the instructions do not show).
 pub fn slot_uses<'a>(

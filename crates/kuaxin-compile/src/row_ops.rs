@@ -18,9 +18,6 @@ use kuaxin_core::{DType, Tensor};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-/// What separates the nodes in the origin of a row primitive that runs more than one.
-pub const ORIGINS_JOINED_BY: &str = " + ";
-
 /// Replaces every f32 softmax or LayerNorm chain over the last axis whose intermediates
 /// nothing else reads (and that are not outputs) by its row primitive, where `supports`
 /// claims it.
@@ -76,22 +73,17 @@ pub fn merge_row_ops(
             continue;
         }
         // The nodes it runs: the last instruction's first, then any other the parts came
-        // from (an attention's scale and mask), joined by [`ORIGINS_JOINED_BY`].
-        let mut origins: Vec<&Arc<str>> = vec![&ins.origin];
+        // from (an attention's scale and mask).
+        let mut origins: Vec<&str> = vec![&ins.origin];
         let mut sorted = parts.clone();
         sorted.sort_unstable();
         for &p in &sorted {
-            let o = &instrs[p].origin;
+            let o: &str = &instrs[p].origin;
             if !origins.contains(&o) {
                 origins.push(o);
             }
         }
-        let origin: Arc<str> = origins
-            .iter()
-            .map(|o| o.as_ref())
-            .collect::<Vec<_>>()
-            .join(ORIGINS_JOINED_BY)
-            .into();
+        let origin = crate::program::joined_origin(origins);
         removed.extend(parts);
         replaced.insert(
             i,

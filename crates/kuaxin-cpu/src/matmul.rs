@@ -16,7 +16,6 @@ use kuaxin_core::tensor::Element;
 use kuaxin_core::{Data, Error, Result, Tensor};
 use rayon::prelude::*;
 use std::borrow::Cow;
-use std::convert::Infallible;
 use std::mem::MaybeUninit;
 
 #[derive(Clone, Copy)]
@@ -125,7 +124,7 @@ fn batched_views<T: GemmEl>(a: &[T], oa: &Operand, b: &[T], ob: &Operand, d: Dim
     let run = |i: usize, ci: &mut [MaybeUninit<T>], parallel: bool| {
         gemm_mats(m, n, k, (a, oa.at(i)), (b, ob.at(i)), ci, parallel)
     };
-    let fill = |c: &mut [MaybeUninit<T>]| -> std::result::Result<(), Infallible> {
+    let fill = |c: &mut [MaybeUninit<T>]| {
         if batch > 1 && !big && rayon::current_num_threads() > 1 {
             c.par_chunks_mut(m * n)
                 .enumerate()
@@ -135,11 +134,9 @@ fn batched_views<T: GemmEl>(a: &[T], oa: &Operand, b: &[T], ob: &Operand, d: Dim
                 .enumerate()
                 .for_each(|(i, ci)| run(i, ci, true));
         }
-        Ok(())
     };
     // SAFETY: gemm writes every element of each batch's m x n.
-    let Ok(c) = unsafe { par::try_filled(batch * m * n, fill) };
-    c
+    unsafe { par::filled(batch * m * n, fill) }
 }
 
 /// A tensor's data as seen through `v` (copied), or as it is.

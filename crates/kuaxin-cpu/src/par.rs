@@ -125,6 +125,20 @@ pub unsafe fn try_filled<T, E>(
     Ok(out)
 }
 
+/// [`try_filled`] for a `fill` that cannot fail.
+///
+/// # Safety
+/// `fill` writes every element of its slice.
+pub unsafe fn filled<T>(len: usize, fill: impl FnOnce(&mut [MaybeUninit<T>])) -> Vec<T> {
+    let fill = |out: &mut [MaybeUninit<T>]| -> std::result::Result<(), std::convert::Infallible> {
+        fill(out);
+        Ok(())
+    };
+    // SAFETY: the caller's contract.
+    let Ok(out) = unsafe { try_filled(len, fill) };
+    out
+}
+
 /// `n` elements preset to `v`, for a fill function under test (an element it leaves
 /// unwritten keeps `v`, which [`values_of`] then shows).
 #[cfg(test)]

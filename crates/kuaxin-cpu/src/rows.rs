@@ -2,7 +2,6 @@
 //! its last axis into a new tensor, whole rows per parallel task (between `MIN_TASK` and
 //! `MIN_PAR` elements each), each task compiled for the CPU's vector level.
 use rayon::prelude::*;
-use std::convert::Infallible;
 use std::mem::MaybeUninit;
 
 /// The fewest elements a row task takes: a softmax or LayerNorm row costs several operations
@@ -35,7 +34,7 @@ pub fn map_rows<S>(
         .div_ceil(4 * threads)
         .clamp(MIN_TASK.div_ceil(n), (crate::par::MIN_PAR / n).max(1))
         * n;
-    let fill = |out: &mut [MaybeUninit<f32>]| -> Result<(), Infallible> {
+    let fill = |out: &mut [MaybeUninit<f32>]| {
         out.par_chunks_mut(per)
             .zip(x.par_chunks(per))
             .enumerate()
@@ -52,10 +51,8 @@ pub fn map_rows<S>(
                     },
                 )
             });
-        Ok(())
     };
     // SAFETY: `x.len()` is a multiple of `n` (checked above), so the rows cover the output,
     // and `row` writes every element of each.
-    let Ok(out) = unsafe { crate::par::try_filled(x.len(), fill) };
-    Ok(out)
+    Ok(unsafe { crate::par::filled(x.len(), fill) })
 }

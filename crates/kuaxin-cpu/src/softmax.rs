@@ -57,10 +57,12 @@ pub fn masked_softmax_rows(
         )));
     }
     // x / 2^k is x * 2^-k exactly (both correctly rounded, and 2^-k exact): a multiply.
-    let power_of_two = scale.is_normal() && scale.to_bits() & 0x7f_ffff == 0;
-    let (divide, scale) = match (divide, power_of_two && (1.0 / scale).is_normal()) {
-        (true, true) => (false, 1.0 / scale),
-        other => (other.0, scale),
+    let exact_reciprocal =
+        scale.is_normal() && scale.to_bits() & 0x7f_ffff == 0 && (1.0 / scale).is_normal();
+    let (divide, scale) = if divide && exact_reciprocal {
+        (false, 1.0 / scale)
+    } else {
+        (divide, scale)
     };
     let (outer, last) = view.strides.split_at(rank - 1);
     let last = last[0];

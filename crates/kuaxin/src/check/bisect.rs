@@ -129,7 +129,7 @@ pub fn program_row_ops(p: &Program) -> Vec<(String, String)> {
         .filter(|i| i.prim.is_row_op())
         .flat_map(|i| {
             i.origin
-                .split(kuaxin_compile::row_ops::ORIGINS_JOINED_BY)
+                .split(kuaxin_compile::program::ORIGINS_JOINED_BY)
                 .map(|o| (i.prim.name(), o.to_string()))
                 .collect::<Vec<_>>()
         })
