@@ -81,30 +81,8 @@ pub fn merge_epilogues(
             }
             epilogue.origins.insert(0, product.origin.to_string());
             let epilogue = Arc::new(epilogue);
-            let prim = match &product.prim {
-                Prim::Conv {
-                    strides,
-                    dilations,
-                    groups,
-                } if made.shape == elementwise.domain => Prim::ConvEpilogue {
-                    strides: strides.clone(),
-                    dilations: dilations.clone(),
-                    groups: *groups,
-                    epilogue,
-                },
-                Prim::MatMul if made.numel() == elementwise.out.numel() => Prim::MatMulEpilogue {
-                    a: None,
-                    b: None,
-                    epilogue,
-                },
-                Prim::MatMulOfViews { a, b } if made.numel() == elementwise.out.numel() => {
-                    Prim::MatMulEpilogue {
-                        a: a.clone(),
-                        b: b.clone(),
-                        epilogue,
-                    }
-                }
-                _ => continue,
+            let Some(prim) = finished_by(&product.prim, made, epilogue) else {
+                continue;
             };
             if !supports(&prim) {
                 break;
@@ -151,6 +129,41 @@ pub fn merge_epilogues(
         }
     }
     crate::program::rewrite_into(instrs, &removed, replaced)
+}
+
+/// `product` (a convolution or a matrix product, as lowering or view merging made it) with
+/// `epilogue` run on its output `made`; `None` for another primitive, or an epilogue that
+/// does not cover the product's output in its order (a convolution's over its very shape).
+pub(crate) fn finished_by(
+    product: &Prim,
+    made: &TensorType,
+    epilogue: Arc<Kernel>,
+) -> Option<Prim> {
+    Some(match product {
+        Prim::Conv {
+            strides,
+            dilations,
+            groups,
+        } if made.shape == epilogue.domain => Prim::ConvEpilogue {
+            strides: strides.clone(),
+            dilations: dilations.clone(),
+            groups: *groups,
+            epilogue,
+        },
+        Prim::MatMul if made.numel() == epilogue.out.numel() => Prim::MatMulEpilogue {
+            a: None,
+            b: None,
+            epilogue,
+        },
+        Prim::MatMulOfViews { a, b } if made.numel() == epilogue.out.numel() => {
+            Prim::MatMulEpilogue {
+                a: a.clone(),
+                b: b.clone(),
+                epilogue,
+            }
+        }
+        _ => return None,
+    })
 }
 
 /// A reduction kernel as its prologue and the reduction of what the prologue computes: the

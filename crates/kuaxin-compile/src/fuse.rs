@@ -207,6 +207,7 @@ pub fn fuse(
     let (out, dissolved) = crate::inline::inline_producers(out, live_out, supports);
     report.kernels -= dissolved;
     let out = crate::epilogues::merge_epilogues(out, live_out, supports);
+    let out = crate::residual_bias::move_residual_biases(out, live_out, supports);
     let out = crate::reshape_outputs::absorb_reshapes(out, live_out);
     (out, report)
 }

@@ -219,7 +219,7 @@ fn substitute(
 }
 
 /// `e` with each operand `i` replaced by `id(i)`.
-fn renumber(e: &Expr, id: impl Fn(usize) -> usize) -> Expr {
+pub(crate) fn renumber(e: &Expr, id: impl Fn(usize) -> usize) -> Expr {
     match e {
         Expr::Unary(u, a) => Expr::Unary(*u, id(*a)),
         Expr::Binary(b, x, y) => Expr::Binary(*b, id(*x), id(*y)),
@@ -230,7 +230,7 @@ fn renumber(e: &Expr, id: impl Fn(usize) -> usize) -> Expr {
 }
 
 /// Drops loads no op uses and arguments no load reads; returns the remaining arguments.
-fn compact(k: &mut Kernel, inputs: Vec<Src>) -> Vec<Src> {
+pub(crate) fn compact(k: &mut Kernel, inputs: Vec<Src>) -> Vec<Src> {
     let mut used_loads: Vec<usize> = k
         .body
         .iter()

@@ -14,6 +14,7 @@ pub mod matmul_views;
 pub mod ops;
 pub mod program;
 pub mod reshape_outputs;
+pub mod residual_bias;
 pub mod row_ops;
 pub mod trace;
 pub mod value;

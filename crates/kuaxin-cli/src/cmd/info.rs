@@ -80,9 +80,15 @@ fn print_plan(a: &Args, m: &kuaxin_core::graph::Model) -> Result<()> {
         println!("  {line}");
     }
     if a.kernels {
+        use kuaxin_core::prim::Prim;
         for i in &p.program.instrs {
-            if let kuaxin_core::prim::Prim::Fused(k) = &i.prim {
-                print!("{k}");
+            match &i.prim {
+                Prim::Fused(k) => print!("{k}"),
+                Prim::ConvEpilogue { epilogue, .. } | Prim::MatMulEpilogue { epilogue, .. } => {
+                    println!("epilogue of {} (argument 0: the product)", i.origin);
+                    print!("{epilogue}");
+                }
+                _ => {}
             }
         }
     }
