@@ -20,6 +20,14 @@ inter_op_num_threads = 1, ORT_ENABLE_ALL. kuaxin: `kuaxin bench MODEL --threads 
 --iters N --json FILE --input NAME=FILE.npy ...`, one process per round (its load and compile
 are not timed), times read from times_ms.
 
+Both sides run on the same CPUs: for T threads, the first T of the CPUs this script may use
+(os.sched_getaffinity), set before onnxruntime's session makes its threads and inherited by each
+kuaxin process (--no-pin: no affinity). Unpinned, fresh one-thread kuaxin processes on a shared
+2-vCPU Zen 3 machine split into fast and ~30% slow ones (MiniLM-L3: minima 19-20 against
+25-26 ms, 4 of 8 processes), where 8 processes pinned with taskset, 4 to each vCPU, were all
+fast (19.1-20.0); the script starts a kuaxin process per round, so placement, not the code,
+decided some rounds.
+
 The two sides alternate: R rounds of (onnxruntime N iterations, then kuaxin N iterations), so
 that both see the same machine load. N is chosen per case so that one side's round takes about
 a second (from a calibration run of each). Each side's median is over all its timed
@@ -189,7 +197,18 @@ def spread(round_medians):
     return (max(round_medians) - lo) / lo if lo > 0 else 0.0
 
 
+def pinned_cpus(threads):
+    """The CPUs both sides run on for `threads` threads: the first `threads` this process may
+    use (all of them when there are fewer); None where the OS has no affinity call."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    return set(allowed[:max(1, threads)])
+
+
 def bench_case(name, path, inputs, threads, kbin, extra, cfg, workdir):
+    # onnxruntime's threads are made with the session, kuaxin's processes inherit the mask:
+    # both after this.
     ort_side = Ort(path, inputs, threads)
     kx = Kuaxin(kbin, path, inputs, threads, extra, workdir)
     # Calibration: a few runs of each side pick N so that a round takes about cfg.round_s.
@@ -243,6 +262,8 @@ def main():
     ap.add_argument("--kuaxin-arg", action="append", default=[], metavar="ARG",
                     help="extra argument for every `kuaxin bench` (e.g. --kuaxin-arg=--no-fuse)")
     ap.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    ap.add_argument("--no-pin", action="store_true",
+                    help="do not pin both sides to the first T CPUs (the OS places their threads)")
     a = ap.parse_args()
 
     class Cfg:
@@ -265,8 +286,10 @@ def main():
     import onnxruntime
 
     extra = " ".join(a.kuaxin_arg)
+    all_cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    pinning = "not pinned" if a.no_pin or all_cpus is None else "both pinned to the first T CPUs"
     log(f"kuaxin {kbin}{(' ' + extra) if extra else ''} vs onnxruntime {onnxruntime.__version__}; "
-        f"{cfg.rounds} interleaved rounds per case")
+        f"{cfg.rounds} interleaved rounds per case; {pinning}")
     rows = []
     t_start = time.time()
     load0 = os.getloadavg()[0]
@@ -280,7 +303,15 @@ def main():
             for t in threads:
                 wd = os.path.join(tmp, f"{c}-{t}")
                 os.makedirs(wd, exist_ok=True)
-                r = bench_case(c, path, inputs, t, kbin, a.kuaxin_arg, cfg, wd)
+                cpus = None if a.no_pin else pinned_cpus(t)
+                if cpus is not None:
+                    os.sched_setaffinity(0, cpus)
+                try:
+                    r = bench_case(c, path, inputs, t, kbin, a.kuaxin_arg, cfg, wd)
+                finally:
+                    if cpus is not None:
+                        os.sched_setaffinity(0, all_cpus)
+                r["cpus"] = sorted(cpus) if cpus is not None else None
                 rows.append(r)
                 notes = ""
                 if c == "matmul1024":
@@ -302,7 +333,7 @@ def main():
     print("-" * len(hdr))
     print(f"load average (1 min) {load0:.2f} at the start, {os.getloadavg()[0]:.2f} at the end on "
           f"{os.cpu_count()} cores (above ~0.5 the machine was shared: both sides suffer, 2 threads most)")
-    print(f"CPU: {cpu_summary()}")
+    print(f"CPU: {cpu_summary()}; {pinning}")
     if ratios:
         print(f"{sum(x <= 1.0 for x in ratios)}/{len(ratios)} cases at ratio <= 1.0, "
               f"{sum(x <= 0.8 for x in ratios)}/{len(ratios)} at <= 0.8; "
@@ -310,7 +341,8 @@ def main():
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"onnxruntime": onnxruntime.__version__, "kuaxin_args": a.kuaxin_arg,
-                       "cpu": cpu_summary(), "rows": rows}, f, indent=1)
+                       "cpu": cpu_summary(), "pinned": not a.no_pin and all_cpus is not None,
+                       "rows": rows}, f, indent=1)
     return 0
 
 
