@@ -123,12 +123,13 @@ fn row(x: &[f32], out: &mut [MaybeUninit<f32>]) {
 }
 
 /// [`row`] with the exponentials and their sum in one pass: eight lanes of
-/// [`crate::vmath_avx2::exp8`] (each the bits of `exp`) summed into two vectors of partial
-/// sums, the tail one at a time; then every value times the sum's reciprocal. Per-kernel
-/// minima on a Zen 3 core, MiniLM-L3's 12 x 128 rows of 128 (with the output no longer
-/// zeroed first): 0.225 -> 0.199 ms a layer (onnxruntime 0.104). The exponential's two
-/// dozen vector operations per eight values bound it (its polynomial in pairs instead of
-/// one Horner chain measured no faster).
+/// [`crate::vmath_avx2::exp8`] (each the bits of `exp`) summed into four vectors of partial
+/// sums (two from 16 values on), the tail one at a time; then every value times the sum's
+/// reciprocal. Per-kernel minima on a Zen 3 core, MiniLM-L3's 12 x 128 rows of 128 (with the
+/// output no longer zeroed first): 0.225 -> 0.199 ms a layer (onnxruntime 0.104); with the
+/// scale and mask, four sums instead of two 0.231 -> 0.211 ms: each exponential is a chain of
+/// a dozen dependent operations, and four independent ones in flight hide more of it (its
+/// polynomial in pairs instead of one Horner chain measured no faster).
 ///
 /// # Safety
 /// The CPU has AVX2 and FMA; `out` is as long as `x`.
@@ -141,7 +142,8 @@ unsafe fn row_avx2(x: &[f32], out: &mut [MaybeUninit<f32>]) {
     let max = fold::row_any(ReduceOp::Max, fold::init(ReduceOp::Max), x) as f32;
     let vmax = _mm256_set1_ps(max);
     let (xp, op) = (x.as_ptr(), out.as_mut_ptr().cast::<f32>());
-    // Two sums (one would make each exponential wait for the add before it), in registers.
+    // Several sums (one would make each exponential wait for the add before it), in
+    // registers.
     let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     let exp_at = |i: usize| {
         // SAFETY: the callers' i + 8 <= n: elements i .. i + 8 lie in both rows.
@@ -151,7 +153,17 @@ unsafe fn row_avx2(x: &[f32], out: &mut [MaybeUninit<f32>]) {
             e
         }
     };
+    let (mut s2, mut s3) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     let mut i = 0;
+    while i + 32 <= n {
+        s0 = _mm256_add_ps(s0, exp_at(i));
+        s1 = _mm256_add_ps(s1, exp_at(i + 8));
+        s2 = _mm256_add_ps(s2, exp_at(i + 16));
+        s3 = _mm256_add_ps(s3, exp_at(i + 24));
+        i += 32;
+    }
+    s0 = _mm256_add_ps(s0, s2);
+    s1 = _mm256_add_ps(s1, s3);
     while i + 16 <= n {
         s0 = _mm256_add_ps(s0, exp_at(i));
         s1 = _mm256_add_ps(s1, exp_at(i + 8));

@@ -176,7 +176,7 @@ fn scaled_and_masked_scores_are_one_row_primitive_that_agrees_with_the_primitive
         Scores::DividedAndWholeMask,
         Scores::DividedAndRowMask,
     ] {
-        for n in [3, 37, 128] {
+        for n in [3, 37, 61, 128] {
             let (m, mask_shape) = scores_model(n, scores);
             let x = random_tensor(&mut rng, DType::F32, vec![2, 3, 4, n]);
             let mask = mask_shape.map(|s| {
