@@ -71,11 +71,10 @@ pub fn move_residual_biases(
             inputs.push(instrs[i].inputs[PRODUCT_INPUTS - 1 + split.bias_arg].clone());
             instrs[p].prim = prim;
             instrs[p].inputs = inputs;
-            match &mut instrs[i].prim {
-                Prim::ConvEpilogue { epilogue, .. } | Prim::MatMulEpilogue { epilogue, .. } => {
-                    *epilogue = Arc::new(kernel)
-                }
-                _ => unreachable!("matched above"),
+            if let Prim::ConvEpilogue { epilogue, .. } | Prim::MatMulEpilogue { epilogue, .. } =
+                &mut instrs[i].prim
+            {
+                *epilogue = Arc::new(kernel);
             }
             instrs[i].inputs = rest_inputs;
             break;
