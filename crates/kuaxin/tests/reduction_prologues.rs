@@ -5,11 +5,10 @@
 //! finished in place.
 mod common;
 
-use common::{node, vi};
+use common::{node, run_on_cpu, vi};
 use kuaxin::compare::{metrics, OpClass, Tolerance};
 use kuaxin::random::{random_tensor, Rng};
-use kuaxin::session::SessionOptions;
-use kuaxin::{open_device, DType, HostValue, Session, Tensor};
+use kuaxin::{DType, HostValue, Tensor};
 use kuaxin_core::graph::{Attr, Graph, Model};
 use kuaxin_core::prim::Prim;
 use std::sync::Arc;
@@ -89,24 +88,8 @@ fn run(
     fuse: bool,
     threads: usize,
 ) -> (Vec<Tensor>, bool) {
-    let opts = SessionOptions {
-        fuse,
-        ..Default::default()
-    };
-    let device = open_device("cpu", Some(threads)).expect("a CPU device");
-    let s = Session::with_options(model.clone(), device, opts).expect("a session");
-    let outs = s
-        .run(inputs)
-        .expect("runs")
-        .iter()
-        .map(|(_, v)| v.as_tensor().expect("a tensor").clone())
-        .collect();
-    let finished = s
-        .program_for(inputs)
-        .expect("a cached program")
-        .instrs
-        .iter()
-        .any(|i| matches!(i.prim, Prim::ConvEpilogue { .. }));
+    let (outs, prims) = run_on_cpu(model, inputs, fuse, threads);
+    let finished = prims.iter().any(|p| matches!(p, Prim::ConvEpilogue { .. }));
     (outs, finished)
 }
 

@@ -4,10 +4,9 @@
 //! program's values bit for bit; a transposing view and a reshape of a program output stay.
 mod common;
 
-use common::{node, vi};
+use common::{node, run_on_cpu, vi};
 use kuaxin::random::{random_tensor, Rng};
-use kuaxin::session::SessionOptions;
-use kuaxin::{open_device, DType, HostValue, Session, Tensor};
+use kuaxin::{DType, HostValue, Tensor};
 use kuaxin_core::graph::{Attr, Graph, Model};
 use kuaxin_core::prim::Prim;
 use std::sync::Arc;
@@ -68,29 +67,11 @@ fn model(also_out: bool) -> Model {
 
 /// The outputs and the number of View instructions of the program.
 fn run(model: &Model, x: &Tensor, fuse: bool) -> (Vec<Tensor>, usize) {
-    let opts = SessionOptions {
-        fuse,
-        ..Default::default()
-    };
-    let s = Session::with_options(
-        model.clone(),
-        open_device("cpu", Some(1)).expect("a CPU device"),
-        opts,
-    )
-    .expect("a session");
-    let inputs = vec![("x".to_string(), HostValue::Tensor(x.clone()))];
-    let outs = s
-        .run(&inputs)
-        .expect("runs")
-        .into_iter()
-        .map(|(_, v)| v.as_tensor().expect("a tensor").clone())
-        .collect();
-    let views = s
-        .program_for(&inputs)
-        .expect("a cached program")
-        .instrs
+    let inputs = [("x".to_string(), HostValue::Tensor(x.clone()))];
+    let (outs, prims) = run_on_cpu(model, &inputs, fuse, 1);
+    let views = prims
         .iter()
-        .filter(|i| matches!(i.prim, Prim::View { .. }))
+        .filter(|p| matches!(p, Prim::View { .. }))
         .count();
     (outs, views)
 }

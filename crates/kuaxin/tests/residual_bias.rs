@@ -5,10 +5,9 @@
 //! biased residual is read elsewhere too, it is stored; the answer is the same bits.
 mod common;
 
-use common::{node, vi};
+use common::{node, run_on_cpu, vi};
 use kuaxin::random::{random_tensor, Rng};
-use kuaxin::session::SessionOptions;
-use kuaxin::{open_device, DType, HostValue, Session, Tensor};
+use kuaxin::{DType, HostValue, Tensor};
 use kuaxin_core::graph::{Attr, Graph, Model};
 use kuaxin_core::prim::Prim;
 use std::sync::Arc;
@@ -117,20 +116,8 @@ fn run(
     fuse: bool,
     threads: usize,
 ) -> (Vec<Tensor>, usize, usize) {
-    let opts = SessionOptions {
-        fuse,
-        ..Default::default()
-    };
-    let device = open_device("cpu", Some(threads)).expect("a CPU device");
-    let s = Session::with_options(model.clone(), device, opts).expect("a session");
-    let outs = s
-        .run(inputs)
-        .expect("runs")
-        .iter()
-        .map(|(_, v)| v.as_tensor().expect("a tensor").clone())
-        .collect();
-    let program = s.program_for(inputs).expect("a cached program");
-    let count = |f: fn(&Prim) -> bool| program.instrs.iter().filter(|i| f(&i.prim)).count();
+    let (outs, prims) = run_on_cpu(model, inputs, fuse, threads);
+    let count = |f: fn(&Prim) -> bool| prims.iter().filter(|p| f(p)).count();
     let finished = count(|p| matches!(p, Prim::ConvEpilogue { .. } | Prim::MatMulEpilogue { .. }));
     let bare = count(|p| {
         matches!(

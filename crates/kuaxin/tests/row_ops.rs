@@ -6,11 +6,10 @@
 //! stay.
 mod common;
 
-use common::{node, vi};
+use common::{node, run_on_cpu, vi};
 use kuaxin::compare::{metrics, OpClass, Tolerance};
 use kuaxin::random::{random_tensor, Rng};
-use kuaxin::session::SessionOptions;
-use kuaxin::{open_device, DType, HostValue, Session, Tensor};
+use kuaxin::{DType, HostValue, Tensor};
 use kuaxin_core::graph::{Attr, Graph, Model};
 use kuaxin_core::prim::Prim;
 use std::sync::Arc;
@@ -60,32 +59,13 @@ fn run_with(
     threads: usize,
     row_op: fn(&Prim) -> bool,
 ) -> (Tensor, bool) {
-    let opts = SessionOptions {
-        fuse,
-        ..Default::default()
-    };
-    let s = Session::with_options(
-        model.clone(),
-        open_device("cpu", Some(threads)).expect("a CPU device"),
-        opts,
-    )
-    .expect("a session");
     let inputs: Vec<_> = inputs
         .iter()
         .map(|(name, t)| (name.to_string(), HostValue::Tensor((*t).clone())))
         .collect();
-    let out = s.run(&inputs).expect("runs")[0]
-        .1
-        .as_tensor()
-        .expect("a tensor")
-        .clone();
-    let rows = s
-        .program_for(&inputs)
-        .expect("a cached program")
-        .instrs
-        .iter()
-        .any(|i| row_op(&i.prim));
-    (out, rows)
+    let (outs, prims) = run_on_cpu(model, &inputs, fuse, threads);
+    let out = outs.into_iter().next().expect("an output");
+    (out, prims.iter().any(row_op))
 }
 
 /// Which elements are NaN.

@@ -7,11 +7,10 @@
 //! steps (a sum over the tokens of `[tokens, features]`) fold across output rows too.
 mod common;
 
-use common::{node, vi};
+use common::{node, run_on_cpu, vi};
 use kuaxin::compare::{metrics, OpClass, Tolerance};
 use kuaxin::random::{random_tensor, Rng};
-use kuaxin::session::SessionOptions;
-use kuaxin::{open_device, DType, HostValue, Session, Tensor};
+use kuaxin::{DType, HostValue, Tensor};
 use kuaxin_core::graph::{Attr, Graph, Model};
 use std::sync::Arc;
 
@@ -61,17 +60,8 @@ fn model() -> Model {
 }
 
 fn run(m: &Model, x: &Tensor, fuse: bool, threads: usize) -> Vec<Tensor> {
-    let opts = SessionOptions {
-        fuse,
-        ..Default::default()
-    };
-    let device = open_device("cpu", Some(threads)).expect("a CPU device");
-    let s = Session::with_options(m.clone(), device, opts).expect("a session");
-    s.run(&[("x".to_string(), HostValue::Tensor(x.clone()))])
-        .expect("runs")
-        .into_iter()
-        .map(|(_, v)| v.as_tensor().expect("a tensor").clone())
-        .collect()
+    let inputs = [("x".to_string(), HostValue::Tensor(x.clone()))];
+    run_on_cpu(m, &inputs, fuse, threads).0
 }
 
 #[test]

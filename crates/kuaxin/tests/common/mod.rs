@@ -22,3 +22,29 @@ pub fn node(op: &str, ins: &[&str], out: &str, attrs: Vec<(&str, Attr)>) -> Node
         attrs: attrs.into_iter().map(|(k, a)| (k.to_string(), a)).collect(),
     }
 }
+
+/// The outputs of `model` for `inputs` on the CPU with `threads` threads, fused or not, and the
+/// primitives of the program that ran (what fusion made of it).
+#[allow(dead_code)] // each test binary compiles this module; not all of them run models
+pub fn run_on_cpu(
+    model: &kuaxin_core::graph::Model,
+    inputs: &[(String, kuaxin::HostValue)],
+    fuse: bool,
+    threads: usize,
+) -> (Vec<kuaxin::Tensor>, Vec<kuaxin_core::prim::Prim>) {
+    let opts = kuaxin::session::SessionOptions {
+        fuse,
+        ..Default::default()
+    };
+    let device = kuaxin::open_device("cpu", Some(threads)).expect("a CPU device");
+    let s = kuaxin::Session::with_options(model.clone(), device, opts).expect("a session");
+    let outs = s
+        .run(inputs)
+        .expect("runs")
+        .into_iter()
+        .map(|(_, v)| v.as_tensor().expect("a tensor").clone())
+        .collect();
+    let program = s.program_for(inputs).expect("a cached program");
+    let prims = program.instrs.iter().map(|i| i.prim.clone()).collect();
+    (outs, prims)
+}
