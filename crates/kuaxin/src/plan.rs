@@ -62,4 +62,21 @@ impl Plan {
             })
             .collect()
     }
+
+    /// The code of every kernel the program runs: each fused kernel, and each product's
+    /// epilogue under a line naming its product (the kernel's argument 0).
+    pub fn kernel_code(&self) -> String {
+        let mut out = String::new();
+        for i in &self.program.instrs {
+            match &i.prim {
+                Prim::Fused(k) => out += &k.to_string(),
+                Prim::ConvEpilogue { epilogue, .. } | Prim::MatMulEpilogue { epilogue, .. } => {
+                    out += &format!("epilogue of {} (argument 0: the product)\n", i.origin);
+                    out += &epilogue.to_string();
+                }
+                _ => {}
+            }
+        }
+        out
+    }
 }

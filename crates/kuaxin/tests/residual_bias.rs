@@ -181,3 +181,22 @@ fn a_residual_products_bias_moves_into_its_epilogue_and_changes_no_bit() {
         }
     }
 }
+
+#[test]
+fn the_plan_prints_both_products_epilogues() {
+    let m = model(Product::Conv, Case::Moves);
+    let x = random_tensor(&mut Rng::new(5), DType::F32, vec![2, 8, 6, 6]);
+    let device = kuaxin::open_device("cpu", Some(1)).expect("a CPU device");
+    let plan = kuaxin::plan::plan(&m, &*device, &[("x".into(), HostValue::Tensor(x))], true)
+        .expect("a plan");
+    let code = plan.kernel_code();
+    let epilogues: Vec<&str> = code
+        .lines()
+        .filter(|l| l.starts_with("epilogue of "))
+        .collect();
+    assert_eq!(epilogues.len(), 2, "{code}");
+    // The residual convolution's epilogue adds its bias; the other's adds its bias, then the
+    // residual, then takes the maximum with zero (the ReLU).
+    let adds = code.matches("= Add(").count();
+    assert_eq!((adds, code.matches("= Max(").count()), (3, 1), "{code}");
+}

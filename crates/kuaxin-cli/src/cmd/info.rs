@@ -22,7 +22,7 @@ pub struct Args {
     /// With --plan: show the program without fusion.
     #[arg(long)]
     pub no_fuse: bool,
-    /// With --plan: print each kernel's code.
+    /// With --plan: print each kernel's code (fused kernels and products' epilogues).
     #[arg(long)]
     pub kernels: bool,
 }
@@ -80,17 +80,7 @@ fn print_plan(a: &Args, m: &kuaxin_core::graph::Model) -> Result<()> {
         println!("  {line}");
     }
     if a.kernels {
-        use kuaxin_core::prim::Prim;
-        for i in &p.program.instrs {
-            match &i.prim {
-                Prim::Fused(k) => print!("{k}"),
-                Prim::ConvEpilogue { epilogue, .. } | Prim::MatMulEpilogue { epilogue, .. } => {
-                    println!("epilogue of {} (argument 0: the product)", i.origin);
-                    print!("{epilogue}");
-                }
-                _ => {}
-            }
-        }
+        print!("{}", p.kernel_code());
     }
     let rows = p
         .program
