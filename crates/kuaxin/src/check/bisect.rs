@@ -6,9 +6,9 @@
 //!   errors carried forward from earlier nodes count.
 //!
 //! Each node's outputs are compared with the tolerance of its op class. The report names the
-//! fused kernels a node ran in: the `Prim::Fused` instructions of the device's whole-model
-//! program whose `Kernel::origins` hold the node (none: the node ran unfused, as its own
-//! primitive instructions).
+//! fused kernels a node ran in: the `Prim::Fused` instructions and products' epilogues of the
+//! device's whole-model program whose `Kernel::origins` hold the node (none: the node ran
+//! unfused, as its own primitive instructions).
 use super::graph_views::{expose, node_order, node_reads, node_values, single_node_model};
 use super::measure::{compare_tensor, flatten};
 use super::perturb::perturb_if_present;
@@ -136,12 +136,16 @@ pub fn program_row_ops(p: &Program) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The fused kernels of a program, in program order.
+/// The fused kernels of a program, in program order: the `Fused` instructions and the
+/// epilogues of products (`ConvEpilogue`, `MatMulEpilogue`), whose origins name the product's
+/// node first and then the nodes the epilogue computes.
 pub fn program_kernels(p: &Program) -> Vec<Arc<Kernel>> {
     p.instrs
         .iter()
         .filter_map(|i| match &i.prim {
-            Prim::Fused(k) => Some(k.clone()),
+            Prim::Fused(k)
+            | Prim::ConvEpilogue { epilogue: k, .. }
+            | Prim::MatMulEpilogue { epilogue: k, .. } => Some(k.clone()),
             _ => None,
         })
         .collect()

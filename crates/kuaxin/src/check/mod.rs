@@ -98,7 +98,8 @@ pub struct DeviceReport {
     pub speedup: Option<f64>,
     pub instructions: usize,
     pub host_ops: Vec<String>,
-    /// The fused kernels of the program the device ran, in program order.
+    /// The fused kernels of the program the device ran (products' epilogues included), in
+    /// program order.
     pub kernels: Vec<Arc<Kernel>>,
     /// Its row primitives (name, the node each replaced), in program order.
     pub row_ops: Vec<(String, String)>,
@@ -113,7 +114,8 @@ pub struct FusionCheck {
     /// Pass: every output within the model's op-class tolerance; Error: a run failed.
     pub verdict: Verdict,
     pub error: Option<String>,
-    /// Fused kernels in the fused program (0: fusion found nothing to fuse on this device).
+    /// Fused kernels and products' epilogues in the fused program (0: fusion found nothing to
+    /// fuse on this device).
     pub kernels: usize,
     /// Instructions of the fused and the unfused program.
     pub fused_instructions: usize,
