@@ -35,12 +35,9 @@ pub fn move_residual_biases(
     let uses = crate::program::slot_uses(&instrs, live_out);
     let producer = crate::program::producers(&instrs);
     for i in 0..instrs.len() {
-        let (Prim::ConvEpilogue { epilogue, .. } | Prim::MatMulEpilogue { epilogue, .. }) =
-            &instrs[i].prim
-        else {
+        let Some(epilogue) = instrs[i].prim.epilogue().cloned() else {
             continue;
         };
-        let epilogue = epilogue.clone();
         for arg in 1..epilogue.loads.iter().map(|l| l.arg + 1).max().unwrap_or(0) {
             let Some(Src::Slot(slot)) = instrs[i].inputs.get(PRODUCT_INPUTS - 1 + arg) else {
                 continue;
@@ -71,9 +68,7 @@ pub fn move_residual_biases(
             inputs.push(instrs[i].inputs[PRODUCT_INPUTS - 1 + split.bias_arg].clone());
             instrs[p].prim = prim;
             instrs[p].inputs = inputs;
-            if let Prim::ConvEpilogue { epilogue, .. } | Prim::MatMulEpilogue { epilogue, .. } =
-                &mut instrs[i].prim
-            {
+            if let Some(epilogue) = instrs[i].prim.epilogue_mut() {
                 *epilogue = Arc::new(kernel);
             }
             instrs[i].inputs = rest_inputs;
@@ -109,7 +104,7 @@ fn split_bias(k: &Kernel, arg: usize, inputs: &[Src]) -> Option<Split> {
     }
     let readers = |v: usize| -> Vec<usize> {
         (0..k.body.len())
-            .filter(|&o| operands(&k.body[o].expr).contains(&v))
+            .filter(|&o| k.body[o].expr.operands().contains(&v))
             .collect()
     };
     let values: Vec<usize> = (0..k.body.len())
@@ -199,16 +194,6 @@ impl Split {
     }
 }
 
-/// The values an expression reads.
-fn operands(e: &Expr) -> Vec<usize> {
-    match *e {
-        Expr::Unary(_, a) | Expr::Cast(a) => vec![a],
-        Expr::Binary(_, x, y) => vec![x, y],
-        Expr::Where(c, x, y) => vec![c, x, y],
-        Expr::Load(_) | Expr::Const(_) | Expr::Reduced => vec![],
-    }
-}
-
 /// Drops the body's values that the stored value does not depend on (an elementwise kernel).
 fn drop_dead_ops(k: &mut Kernel) {
     let mut live = vec![false; k.body.len()];
@@ -217,7 +202,7 @@ fn drop_dead_ops(k: &mut Kernel) {
     }
     for o in (0..k.body.len()).rev() {
         if live[o] {
-            for a in operands(&k.body[o].expr) {
+            for a in k.body[o].expr.operands() {
                 live[a] = true;
             }
         }

@@ -161,6 +161,9 @@ impl Chain<'_> {
         found: (Prim, Vec<Src>, Vec<usize>),
         masked: bool,
     ) -> (Prim, Vec<Src>, Vec<usize>) {
+        if !masked {
+            return found;
+        }
         let matched = || -> Option<(Prim, Vec<Src>, Vec<usize>)> {
             let (_, inputs, parts) = &found;
             let x = inputs.first()?;
@@ -191,9 +194,6 @@ impl Chain<'_> {
                 all,
             ))
         };
-        if !masked {
-            return found;
-        }
         matched().unwrap_or(found)
     }
 

@@ -34,6 +34,18 @@ pub enum Expr {
     Reduced,
 }
 
+impl Expr {
+    /// The values (earlier ops of the same list) this expression reads.
+    pub fn operands(&self) -> Vec<usize> {
+        match *self {
+            Expr::Unary(_, a) | Expr::Cast(a) => vec![a],
+            Expr::Binary(_, x, y) => vec![x, y],
+            Expr::Where(c, x, y) => vec![c, x, y],
+            Expr::Load(_) | Expr::Const(_) | Expr::Reduced => vec![],
+        }
+    }
+}
+
 /// A value of the DAG: an expression and its dtype. Operands refer to earlier values of the
 /// same list (`body` for the prologue, `epilogue` for after the reduction).
 #[derive(Debug, Clone, PartialEq)]

@@ -389,6 +389,34 @@ impl Prim {
         }
     }
 
+    /// The kernel a product runs on its output (`ConvEpilogue`, `MatMulEpilogue`).
+    pub fn epilogue(&self) -> Option<&std::sync::Arc<crate::kernel::Kernel>> {
+        match self {
+            Prim::ConvEpilogue { epilogue, .. } | Prim::MatMulEpilogue { epilogue, .. } => {
+                Some(epilogue)
+            }
+            _ => None,
+        }
+    }
+
+    /// [`Prim::epilogue`], to replace it.
+    pub fn epilogue_mut(&mut self) -> Option<&mut std::sync::Arc<crate::kernel::Kernel>> {
+        match self {
+            Prim::ConvEpilogue { epilogue, .. } | Prim::MatMulEpilogue { epilogue, .. } => {
+                Some(epilogue)
+            }
+            _ => None,
+        }
+    }
+
+    /// The kernel-IR kernel this primitive runs: a fused kernel, or a product's epilogue.
+    pub fn kernel(&self) -> Option<&std::sync::Arc<crate::kernel::Kernel>> {
+        match self {
+            Prim::Fused(k) => Some(k),
+            p => p.epilogue(),
+        }
+    }
+
     /// Whether this is one of the row primitives fusion makes of a normalisation
     /// (`SoftmaxRows`, `MaskedSoftmaxRows`, `LayerNormRows`).
     pub fn is_row_op(&self) -> bool {

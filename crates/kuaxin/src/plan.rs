@@ -68,14 +68,11 @@ impl Plan {
     pub fn kernel_code(&self) -> String {
         let mut out = String::new();
         for i in &self.program.instrs {
-            match &i.prim {
-                Prim::Fused(k) => out += &k.to_string(),
-                Prim::ConvEpilogue { epilogue, .. } | Prim::MatMulEpilogue { epilogue, .. } => {
-                    out += &format!("epilogue of {} (argument 0: the product)\n", i.origin);
-                    out += &epilogue.to_string();
-                }
-                _ => {}
+            let Some(k) = i.prim.kernel() else { continue };
+            if i.prim.epilogue().is_some() {
+                out += &format!("epilogue of {} (argument 0: the product)\n", i.origin);
             }
+            out += &k.to_string();
         }
         out
     }

@@ -142,12 +142,7 @@ pub fn program_row_ops(p: &Program) -> Vec<(String, String)> {
 pub fn program_kernels(p: &Program) -> Vec<Arc<Kernel>> {
     p.instrs
         .iter()
-        .filter_map(|i| match &i.prim {
-            Prim::Fused(k)
-            | Prim::ConvEpilogue { epilogue: k, .. }
-            | Prim::MatMulEpilogue { epilogue: k, .. } => Some(k.clone()),
-            _ => None,
-        })
+        .filter_map(|i| i.prim.kernel().cloned())
         .collect()
 }
 
