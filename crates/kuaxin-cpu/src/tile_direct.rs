@@ -75,6 +75,31 @@ pub unsafe fn run(rows: usize, k: usize, t: &DirectTile) {
     }
 }
 
+/// One step of the depth: `acc[r] += x[r][step] * b[..16]`.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; every `x[r] + step` and 16 floats from `b` are valid to read.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn step<const R: usize>(
+    acc: &mut [[__m256; 2]; R],
+    x: &[*const f32; R],
+    step: usize,
+    b: *const f32,
+) {
+    // SAFETY: the contract above.
+    unsafe {
+        let b0 = _mm256_loadu_ps(b);
+        let b1 = _mm256_loadu_ps(b.add(8));
+        for (acc, x) in acc.iter_mut().zip(x) {
+            let v = _mm256_broadcast_ss(&*x.add(step));
+            acc[0] = _mm256_fmadd_ps(v, b0, acc[0]);
+            acc[1] = _mm256_fmadd_ps(v, b1, acc[1]);
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile<const R: usize>(k: usize, t: &DirectTile) {
@@ -89,17 +114,21 @@ unsafe fn tile<const R: usize>(k: usize, t: &DirectTile) {
             }
         }
         let x: [*const f32; R] = std::array::from_fn(|r| t.x.add(t.origins[r]));
+        // Two steps a turn: the loop's own instructions (counter, pointer, compare and
+        // branch) are a sixth of a one-step turn. Same minimum; in the slow spells of a
+        // shared host (a busy neighbour, likely on the core's other hyperthread), medians
+        // 2-5% lower (a 3 x 3 layer of 64 channels at 56 x 56, MiniLM-L3's MatMuls, the
+        // 1024^3 MatMul; BENCHMARKS.md). The same change to `tile_avx2` gained nothing.
         let mut b = t.b;
-        for s in 0..k {
-            let step = *t.steps.add(s);
-            let b0 = _mm256_loadu_ps(b);
-            let b1 = _mm256_loadu_ps(b.add(8));
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let v = _mm256_broadcast_ss(&*x[r].add(step));
-                acc[0] = _mm256_fmadd_ps(v, b0, acc[0]);
-                acc[1] = _mm256_fmadd_ps(v, b1, acc[1]);
-            }
-            b = b.add(NR);
+        let mut s = 0;
+        while s + 1 < k {
+            step(&mut acc, &x, *t.steps.add(s), b);
+            step(&mut acc, &x, *t.steps.add(s + 1), b.add(NR));
+            b = b.add(2 * NR);
+            s += 2;
+        }
+        if s < k {
+            step(&mut acc, &x, *t.steps.add(s), b);
         }
         let bias = match &t.finish {
             Some(f) if !f.bias.is_null() => Some(masks.load(f.bias)),
