@@ -4,6 +4,11 @@ use clap::{Parser, Subcommand};
 mod cmd;
 mod progress;
 
+/// Large tensors and packed weights on transparent huge pages: the kernels read across
+/// channel planes, a 4 KiB page each (kuaxin_cpu's huge_pages.rs).
+#[global_allocator]
+static ALLOC: kuaxin::HugePageAlloc = kuaxin::HugePageAlloc;
+
 #[derive(Parser)]
 #[command(
     name = "kuaxin",

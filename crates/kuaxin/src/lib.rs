@@ -20,6 +20,9 @@ pub mod session;
 
 pub use devices::{device_notes, list_devices, open_device, DeviceInfo};
 pub use kuaxin_core::{DType, Error, HostValue, Result, Tensor};
+/// The allocator the `kuaxin` command runs with: large buffers on transparent huge pages
+/// (Linux); a program embedding kuaxin can install it with `#[global_allocator]`.
+pub use kuaxin_cpu::HugePageAlloc;
 pub use random::random_inputs;
 pub use session::{RunStats, Session, SessionOptions};
 
