@@ -57,6 +57,21 @@ fn advise(p: *mut u8, len: usize) {
     let _ = (p, len);
 }
 
+/// `get` called with the layout a block of `layout` is made with, the whole huge pages of a
+/// large one then advised.
+fn with_layout(layout: Layout, get: impl FnOnce(Layout) -> *mut u8) -> *mut u8 {
+    match huge_layout(layout) {
+        Some(huge) => {
+            let p = get(huge);
+            if !p.is_null() {
+                advise(p, huge.size() / HUGE * HUGE);
+            }
+            p
+        }
+        None => get(layout),
+    }
+}
+
 // SAFETY: every block is allocated and freed by `System` with one layout, chosen from the
 // caller's layout alone (`huge_layout`), so `dealloc` and `realloc` see the layout `alloc`
 // used; a huge layout only raises the size and the alignment, which the caller's use of the
@@ -64,34 +79,12 @@ fn advise(p: *mut u8, len: usize) {
 unsafe impl GlobalAlloc for HugePageAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded with a layout of nonzero size (the caller's, or a larger one).
-        unsafe {
-            match huge_layout(layout) {
-                Some(huge) => {
-                    let p = System.alloc(huge);
-                    if !p.is_null() {
-                        advise(p, huge.size() / HUGE * HUGE);
-                    }
-                    p
-                }
-                None => System.alloc(layout),
-            }
-        }
+        with_layout(layout, |l| unsafe { System.alloc(l) })
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as in `alloc`.
-        unsafe {
-            match huge_layout(layout) {
-                Some(huge) => {
-                    let p = System.alloc_zeroed(huge);
-                    if !p.is_null() {
-                        advise(p, huge.size() / HUGE * HUGE);
-                    }
-                    p
-                }
-                None => System.alloc_zeroed(layout),
-            }
-        }
+        with_layout(layout, |l| unsafe { System.alloc_zeroed(l) })
     }
 
     unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
