@@ -9,7 +9,11 @@
 //! outputs are the same values written again); rows under eight outputs go one output at a
 //! time. The portable fold compiled for AVX2 took 0.53 ms for SqueezeNet's first pool on Zen
 //! 3, a row of dispatch and strided element loads at a time; a loop of two loads and two
-//! shuffles per position (and a running sum as the NaN test, a chain of adds) 0.30 ms.
+//! shuffles per position (and a running sum as the NaN test, a chain of adds) 0.30 ms. The
+//! 3 x 3 stride-2 window (every max pool of ResNet-50 and SqueezeNet) runs its six steps as
+//! straight-line code, not a loop over the plan with a branch per step: that pool alone, on
+//! data in cache, 0.161 -> 0.129 ms (minimum) and 0.29-0.32 -> 0.19-0.21 ms (median, when the
+//! host's neighbour was busy); SqueezeNet's three pools in the model 1.20 -> 0.94 ms (median).
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
@@ -46,6 +50,14 @@ pub unsafe fn fold_rows<const S: usize, const MIN: bool>(
     };
     let reach = offs.iter().max().copied().unwrap_or(0);
     let plan = plan::<S>(offs);
+    // A 3 x 3 stride-2 window (ResNet-50's and SqueezeNet's pools): a pair and a single load
+    // on each kernel row, folded by straight-line code.
+    let three_pairs = S == 2
+        && plan.len() == 6
+        && plan
+            .iter()
+            .enumerate()
+            .all(|(i, &(_, pair))| pair == (i % 2 == 0));
     for (start, len, base) in rows {
         let row = &src[base..];
         let out = &mut out[start..start + len];
@@ -62,7 +74,13 @@ pub unsafe fn fold_rows<const S: usize, const MIN: bool>(
             let windows = &row[j * S..j * S + reach + 7 * S + 1];
             // SAFETY: AVX2 is there (the caller's contract); `windows` holds what `plan`'s
             // loads read (offsets up to `reach`).
-            unsafe { chunk8::<S, MIN>(windows, &plan, &mut out[j..j + 8]) };
+            unsafe {
+                if three_pairs {
+                    chunk8::<S, MIN, 6>(windows, &plan, &mut out[j..j + 8])
+                } else {
+                    chunk8::<S, MIN, 0>(windows, &plan, &mut out[j..j + 8])
+                }
+            };
             if j + 8 == len {
                 break;
             }
@@ -104,11 +122,15 @@ fn plan<const S: usize>(offs: &[usize]) -> Vec<Step> {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn chunk8<const S: usize, const MIN: bool>(windows: &[f32], plan: &[Step], out: &mut [f32]) {
+unsafe fn chunk8<const S: usize, const MIN: bool, const N: usize>(
+    windows: &[f32],
+    plan: &[Step],
+    out: &mut [f32],
+) {
     // SAFETY (both passes): the caller's contract.
-    let (mut acc, nan) = unsafe { fold8::<S, MIN, false>(windows, plan) };
+    let (mut acc, nan) = unsafe { fold8::<S, MIN, false, N>(windows, plan) };
     if nan {
-        acc = unsafe { fold8::<S, MIN, true>(windows, plan) }.0;
+        acc = unsafe { fold8::<S, MIN, true, N>(windows, plan) }.0;
     }
     if S == 2 {
         acc = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(
@@ -128,7 +150,7 @@ unsafe fn chunk8<const S: usize, const MIN: bool>(windows: &[f32], plan: &[Step]
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn fold8<const S: usize, const MIN: bool, const EXACT: bool>(
+unsafe fn fold8<const S: usize, const MIN: bool, const EXACT: bool, const N: usize>(
     windows: &[f32],
     plan: &[Step],
 ) -> (__m256, bool) {
@@ -154,7 +176,11 @@ unsafe fn fold8<const S: usize, const MIN: bool, const EXACT: bool>(
         }
     };
     let p = windows.as_ptr();
-    for &(o, pair) in plan {
+    // `N` > 0: the plan is `N` steps, pairs at the even ones (a count and a pattern the
+    // compiler unrolls); 0: any plan.
+    let steps = if N > 0 { N } else { plan.len() };
+    for (i, &(o, pair)) in plan[..steps].iter().enumerate() {
+        let pair = if N > 0 { i % 2 == 0 } else { pair };
         // SAFETY: stride 1 reads `o..o + 8`, stride 2 `o..o + 15` (single: `o..o + 8` and
         // `o + 7..o + 15`), a pair `o..o + 16` with `o + 1` a planned offset: all inside
         // `windows` (the caller's contract).
