@@ -74,8 +74,8 @@ fn with_layout(layout: Layout, get: impl FnOnce(Layout) -> *mut u8) -> *mut u8 {
 
 // SAFETY: every block is allocated and freed by `System` with one layout, chosen from the
 // caller's layout alone (`huge_layout`), so `dealloc` and `realloc` see the layout `alloc`
-// used; a huge layout only raises the size and the alignment, which the caller's use of the
-// block cannot notice.
+// used; a huge layout only raises the alignment, which the caller's use of the block cannot
+// notice.
 unsafe impl GlobalAlloc for HugePageAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded with a layout of nonzero size (the caller's, or a larger one).
