@@ -77,7 +77,7 @@ pub fn panel_weights(w: &Tensor, g: &Geom, weights: Option<&Weights>) -> Option<
     let rows = g.rows();
     let width = if panels::available() {
         NR
-    } else if panels_avx2::available() && conv_direct::suits(g) {
+    } else if panels_avx2::available() && conv_direct::suits(g, tile_direct::NR) {
         tile_direct::NR
     } else if panels_avx2::available() && conv_rows::suits(g) {
         tile_avx2::MR
@@ -142,10 +142,15 @@ pub fn conv_with_epilogue<T: GemmEl>(
                             .ok_or_else(short_residual)
                     })
                     .transpose()?;
-                if wt.width() == NR {
-                    tiled(xs, wt, g, c, columns, parallel)?;
-                } else if wt.width() == tile_direct::NR {
+                // AVX-512's panels of 32 serve both the windowed tile and the transposed
+                // panel tiles (the same packing), the geometry chooses; AVX2's panels of 16
+                // are the windowed tile's, of 6 the by-rows tile's.
+                let windowed = wt.width() == tile_direct::NR
+                    || (wt.width() == NR && conv_direct::suits(g, NR));
+                if windowed {
                     conv_direct::run(xs, wt, g, c, columns, parallel)?;
+                } else if wt.width() == NR {
+                    tiled(xs, wt, g, c, columns, parallel)?;
                 } else {
                     conv_rows::run(xs, wt, g, c, columns, parallel)?;
                 }

@@ -24,7 +24,8 @@ use crate::panels::{Columns, PackedB};
 use crate::scratch::with_scratch;
 use crate::tile::finish_one;
 use crate::tile_avx2;
-use crate::tile_direct::{MR, NR};
+use crate::tile_direct;
+use crate::tile_direct_avx512;
 use kuaxin_core::{Error, Result};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -34,13 +35,18 @@ const CT_BYTES: usize = 512 << 10;
 /// Bytes of `C^T` per block of a larger map.
 const CT_BLOCK_BYTES: usize = 64 << 10;
 
-/// Whether a convolution of this geometry runs here: a kernel of more than one position
-/// (whose columns this path does not copy; a 1 x 1 layer's are its input, and ResNet-50's
-/// measured 20-50% slower here than by rows, [`crate::conv_rows`], with the output
-/// transposed through C^T), and output channels that fill their panels of sixteen to at
-/// least 90%.
-pub fn suits(g: &Geom) -> bool {
-    g.kk > 1 && g.m * 10 >= g.m.div_ceil(NR) * NR * 9
+/// Whether a convolution of this geometry runs here with its weight in panels of `width`
+/// channels: output channels that fill their panels to at least 90%, and on AVX2 (panels
+/// of 16) a kernel of more than one position, whose columns this path does not copy: a
+/// 1 x 1 layer's are its input, and ResNet-50's measured 20-50% slower here than by rows
+/// ([`crate::conv_rows`]) on a Zen 3 core, with the output transposed through C^T. With
+/// AVX-512 (panels of 32) 1 x 1 layers come here too, as there is no by-rows tile there:
+/// ResNet-50's on an Ice Lake core 1.0-1.7x as fast as on the transposed panel tiles of
+/// [`crate::conv::tiled`] (a 56 x 56 layer of 256 to 128 channels 3.11 -> 1.83 ms, 2048 to
+/// 512 at 7 x 7 1.65 -> 1.03, 64 to 256 at 56 x 56 level).
+pub fn suits(g: &Geom, width: usize) -> bool {
+    let windowed = g.kk > 1 || width == tile_direct_avx512::NR;
+    windowed && g.m * 10 >= g.m.div_ceil(width) * width * 9
 }
 
 /// The input offset of each step of the depth (channel `s / K`, kernel position `s % K`) from
@@ -54,8 +60,9 @@ fn offsets(g: &Geom) -> (Vec<usize>, Vec<usize>) {
 }
 
 /// One image's one-group convolution into `out` (`[M, P]`): `x` is the image (`C` channels),
-/// `wt` the weight's transpose (`[C K, M]`) packed in panels of [`NR`] channels; `columns`,
-/// when given, is applied to the finished sums. Call only when [`tile_avx2::supported`].
+/// `wt` the weight's transpose (`[C K, M]`) packed in panels of channels; `columns`,
+/// when given, is applied to the finished sums. The panels' width picks the tile
+/// ([`tile_direct::kernel`]): an error when this CPU has none for it.
 pub fn run(
     x: &[f32],
     wt: &PackedB,
@@ -66,20 +73,16 @@ pub fn run(
 ) -> Result<()> {
     let (m, p, depth) = (g.m, g.p, g.rows());
     let short = columns.is_some_and(|e| e.shorter_than(m, m * p));
-    if wt.dims() != (depth, m)
-        || wt.width() != NR
-        || out.len() < m * p
-        || x.len() < g.cg * g.in_plane
-        || short
-        || !tile_avx2::supported()
-    {
+    let fits = wt.dims() == (depth, m) && out.len() >= m * p && x.len() >= g.cg * g.in_plane;
+    let Some(kernel) = tile_direct::kernel(wt.width()).filter(|_| fits && !short) else {
         return Err(Error::backend(format!(
-            "Conv on input windows: a packed weight of {:?} (panels of {}) and an output of {} for {m} channels x {p} positions x depth {depth}",
+            "Conv on input windows: a packed weight of {:?} (panels of {}; this CPU has a tile for them: {}) and an output of {} for {m} channels x {p} positions x depth {depth}",
             wt.dims(),
             wt.width(),
+            tile_direct::kernel(wt.width()).is_some(),
             out.len(),
         )));
-    }
+    };
     if m == 0 || p == 0 || depth == 0 {
         out[..m * p].fill(MaybeUninit::new(0.0));
         return Ok(());
@@ -99,10 +102,11 @@ pub fn run(
     } else {
         1
     };
-    let panels = m.div_ceil(NR);
+    let (mr, nr) = (kernel.mr, kernel.nr);
+    let panels = m.div_ceil(nr);
     // C^T's rows a little longer than the channels: rows of 256 or 1024 floats would put a
     // tile's six rows in the same L1 sets.
-    let ldc = m + NR;
+    let ldc = m + nr;
     // Positions per block: all of a small map (its weight, megabytes for a 7 x 7 layer of
     // 512 channels, is then read once); a large one in blocks whose C^T stays in L2, of
     // whole tiles and whole 8 x 8 transposes (a block's last few positions go one element
@@ -111,7 +115,9 @@ pub fn run(
     // both threads passing over all of them for their halves of the channels: a 28 x 28
     // layer of 128 channels at 2 threads 1.47-1.50 against 1.59-1.69 ms (minimum), the
     // medians level, in one process alternating the two.
-    let blocked = (CT_BLOCK_BYTES / (ldc * 4)).max(1).next_multiple_of(MR * 4);
+    let blocked = (CT_BLOCK_BYTES / (ldc * 4))
+        .max(1)
+        .next_multiple_of(lcm(mr, 8));
     let share_blocks = threads > 1 && p.div_ceil(blocked) >= 2 * threads;
     let per = if p * ldc * 4 <= CT_BYTES && !share_blocks {
         p
@@ -132,6 +138,7 @@ pub fn run(
                 // own panels' channels.
                 unsafe {
                     direct_product::product(
+                        kernel,
                         x.as_ptr(),
                         (&origins[at.clone()], &steps),
                         wt,
@@ -153,6 +160,15 @@ pub fn run(
     } else {
         (0..blocks).try_for_each(|b| block(b, threads))
     }
+}
+
+/// The least common multiple of `a` and `b`.
+fn lcm(a: usize, b: usize) -> usize {
+    let (mut x, mut y) = (a, b);
+    while y != 0 {
+        (x, y) = (y, x % y);
+    }
+    a / x.max(1) * b
 }
 
 /// `out[i, q] = finish(ct[q - at.start, i])` for the `m` channels and the positions `at` of
@@ -292,6 +308,7 @@ unsafe fn transpose8(
 mod tests {
     use super::*;
     use crate::conv_cases::{self, geom, packed, values, Case};
+    use crate::tile_direct::NR;
 
     /// Channel counts that leave a part panel of sixteen and a part group of eight (20, 40),
     /// position counts that are not multiples of six or eight, a depth past one block of
@@ -329,6 +346,29 @@ mod tests {
                 vec![1, 1],
                 vec![1, 1],
             ),
+            // For the AVX-512 tile's positions read through one or two pointers: rows of 7
+            // positions (two to a tile, and a tile of one row), at strides 1 and 2 (the case
+            // of 17 x 15 above too); rows of 14 at stride 2; rows of 14 over a depth of 360,
+            // past the steps the tile prefetches ahead.
+            (vec![1, 4, 9, 9], vec![32, 4, 3, 3], vec![1, 1], vec![1, 1]),
+            (
+                vec![1, 40, 13, 13],
+                vec![32, 40, 1, 1],
+                vec![2, 2],
+                vec![1, 1],
+            ),
+            (
+                vec![1, 3, 30, 30],
+                vec![32, 3, 3, 3],
+                vec![2, 2],
+                vec![1, 1],
+            ),
+            (
+                vec![1, 40, 16, 16],
+                vec![36, 40, 3, 3],
+                vec![1, 1],
+                vec![1, 1],
+            ),
         ]
     }
 
@@ -344,22 +384,33 @@ mod tests {
         crate::par::values_of(&out)
     }
 
+    /// The panel widths this CPU has a windowed tile for (AVX2's 16, AVX-512's 32), each
+    /// named; those it lacks are printed as skipped.
+    fn widths() -> Vec<usize> {
+        [NR, tile_direct_avx512::NR]
+            .into_iter()
+            .filter(|&w| {
+                let here = tile_direct::kernel(w).is_some();
+                if !here {
+                    eprintln!("skipped: this CPU has no windowed tile for panels of {w}");
+                }
+                here
+            })
+            .collect()
+    }
+
     #[test]
     fn windows_agree_with_a_reference_within_the_rounding_of_their_depth() {
-        if !tile_avx2::supported() {
-            eprintln!("skipped: this CPU has no AVX2 and FMA (the tile needs them)");
-            return;
+        for width in widths() {
+            conv_cases::agrees_with_a_reference(&cases(), width, &conv);
         }
-        conv_cases::agrees_with_a_reference(&cases(), NR, &conv);
     }
 
     #[test]
     fn the_transposed_finish_is_the_unfused_finish_bit_for_bit_and_threads_change_nothing() {
-        if !tile_avx2::supported() {
-            eprintln!("skipped: this CPU has no AVX2 and FMA (the tile needs them)");
-            return;
+        for width in widths() {
+            conv_cases::finishes_as_unfused_and_threads_change_nothing(&cases(), width, &conv);
         }
-        conv_cases::finishes_as_unfused_and_threads_change_nothing(&cases(), NR, &conv);
     }
 
     #[test]
@@ -376,7 +427,10 @@ mod tests {
             ([1, 8, 10, 10], [20, 8, 3, 3], [1, 1], false),
         ] {
             let g = geom(&x, &w, &st, &[1, 1]);
-            assert_eq!(suits(&g), here, "{x:?} * {w:?}, strides {st:?}");
+            assert_eq!(suits(&g, NR), here, "{x:?} * {w:?}, strides {st:?}");
+            // With AVX-512's panels of 32, 1 x 1 layers too.
+            let wide = g.m.is_multiple_of(tile_direct_avx512::NR);
+            assert_eq!(suits(&g, tile_direct_avx512::NR), wide, "{x:?} * {w:?}");
         }
     }
 
@@ -386,6 +440,13 @@ mod tests {
             eprintln!("skipped: this CPU has no AVX2 and FMA (the tile needs them)");
             return;
         }
+        // Panels of a width no tile takes.
+        let (xs, ws, st, dil) = cases().remove(0);
+        let g = geom(&xs, &ws, &st, &dil);
+        let x = values(xs.iter().product(), 1);
+        let mut out = crate::par::preset(0f32, g.m * g.p);
+        let wt = packed(&values(20 * 45, 2), &g, 8);
+        assert!(run(&x, &wt, &g, &mut out, None, false).is_err());
         let (xs, ws, st, dil) = cases().remove(0);
         let g = geom(&xs, &ws, &st, &dil);
         let x = values(xs.iter().product(), 1);

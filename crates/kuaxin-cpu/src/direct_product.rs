@@ -6,10 +6,11 @@
 use crate::conv_finish::Finish;
 use crate::gemm::{Mat, SendPtr};
 use crate::panels::PackedB;
-use crate::tile_direct::{self, ColumnFinish, DirectTile, MR, NR};
+use crate::tile_direct::{self, ColumnFinish, DirectTile, Kernel, MR, NR};
 use std::mem::MaybeUninit;
 
-/// Most steps of depth per block: a block of one weight panel is then at most 32 KiB (L1).
+/// Most steps of depth per block of a panel of sixteen: a block of one weight panel is then at
+/// most 32 KiB (L1); wider panels go in proportionally fewer steps.
 /// The depth goes in even blocks ([`depth_block`]): blocks of 256 steps, as before, left
 /// MiniLM-L3's depth of 384 as 256 + 128, whose second block costs a pass over C for half
 /// the work; one block of 384 made its products 5-6% faster on a Zen 3 core, the 1024^3
@@ -19,24 +20,25 @@ pub const KC: usize = 512;
 /// Rows of A per block of rows (132: 256 KiB of A at the deepest block, half a Zen 3 L2).
 const MC: usize = 22 * MR;
 
-/// Steps per block for a depth of `k`: the fewest blocks of at most [`KC`], evenly sized.
-pub fn depth_block(k: usize) -> usize {
-    k.div_ceil(k.div_ceil(KC).max(1)).max(1)
+/// Steps per block for a depth of `k`: the fewest blocks of at most `kc`, evenly sized.
+fn depth_block(k: usize, kc: usize) -> usize {
+    k.div_ceil(k.div_ceil(kc).max(1)).max(1)
 }
 
-/// `C[r, 16 j + l] = sum_s X[origins[r] + steps[s]] * B[s, 16 j + l]` for every row r of
-/// `origins` and every panel j in `panels` of `b` (dims `(steps.len(), n)`), C's row r at
-/// `c + r * ldc`. The depth goes in even blocks of at most [`KC`]: one block of a panel (at
-/// most 32 KiB, in L1) passes over a block of rows, six at a time; later blocks continue
-/// from C. `finish`, on
-/// the last block, adds a bias per column (`n` values) and a residual laid out as C, then
-/// applies a ReLU.
+/// `C[r, w j + l] = sum_s X[origins[r] + steps[s]] * B[s, w j + l]` for every row r of
+/// `origins` and every panel j in `panels` of `b` (dims `(steps.len(), n)`, panels of w =
+/// `kernel.nr` columns), C's row r at `c + r * ldc`. The depth goes in even blocks of at most
+/// [`KC`]: one block of a panel (at most 32 KiB at w = 16, in L1) passes over a block of
+/// rows, `kernel.mr` at a time; later blocks continue from C. `finish`, on the last block,
+/// adds a bias per column (`n` values) and a residual laid out as C, then applies a ReLU.
 ///
 /// # Safety
-/// The CPU has AVX2 and FMA; `x + origins[r] + steps[s]` is valid to read for every r and s;
-/// the first `n` columns of C's rows are valid to write, and of them nothing else touches the
-/// panels' columns meanwhile; a finish's bias holds `n` values and its residual C's rows.
+/// `kernel` is [`tile_direct::kernel`]`(b.width())`; `x + origins[r] + steps[s]` is valid to
+/// read for every r and s; the first `n` columns of C's rows are valid to write, and of them
+/// nothing else touches the panels' columns meanwhile; a finish's bias holds `n` values and
+/// its residual C's rows.
 pub unsafe fn product(
+    kernel: Kernel,
     x: *const f32,
     (origins, steps): (&[usize], &[usize]),
     b: &PackedB,
@@ -45,48 +47,50 @@ pub unsafe fn product(
     finish: Option<&Finish>,
 ) {
     let (depth, n) = b.dims();
+    let (mr, nr) = (kernel.mr, kernel.nr);
     let (rows, k) = (origins.len(), steps.len().min(depth));
     // A depth block of a block of A's rows stays in L2 while the panels pass over it.
-    let block = depth_block(k);
+    // At most 32 KiB of a panel per block whatever its width (ResNet-50 on an Ice Lake core
+    // the same at 256 or 512 steps of the AVX-512 tile's 32 channels).
+    let block = depth_block(k, KC * NR / nr);
+    let mc = (MC / mr).max(1) * mr;
     for k0 in (0..k).step_by(block) {
         let kb = block.min(k - k0);
-        for i0 in (0..rows).step_by(MC) {
+        for i0 in (0..rows).step_by(mc) {
             for j in panels.clone() {
-                let panel = b.panel(j)[k0 * NR..].as_ptr();
-                for i in (i0..rows.min(i0 + MC)).step_by(MR) {
-                    if k0 > 0 && i + MR < rows {
-                        crate::tile_avx2::prefetch_rows(
-                            c.wrapping_add((i + MR) * ldc + j * NR),
-                            MR,
-                            ldc,
-                        );
+                let panel = b.panel(j)[k0 * nr..].as_ptr();
+                for i in (i0..rows.min(i0 + mc)).step_by(mr) {
+                    if k0 > 0 && i + mr < rows {
+                        for half in (0..nr).step_by(16) {
+                            crate::tile_avx2::prefetch_rows(
+                                c.wrapping_add((i + mr) * ldc + j * nr + half),
+                                mr,
+                                ldc,
+                            );
+                        }
                     }
                     let last = k0 + kb == k;
                     let finish = finish.filter(|_| last).map(|f| ColumnFinish {
-                        bias: f.bias.map_or(std::ptr::null(), |v| v[j * NR..].as_ptr()),
+                        bias: f.bias.map_or(std::ptr::null(), |v| v[j * nr..].as_ptr()),
                         residual: f.residual.map_or(std::ptr::null(), |v| {
-                            v.as_ptr().wrapping_add(i * ldc + j * NR)
+                            v.as_ptr().wrapping_add(i * ldc + j * nr)
                         }),
                         relu: f.relu,
                     });
                     let t = DirectTile {
                         x,
-                        origins: std::array::from_fn(|r| origins[(i + r).min(rows - 1)]),
+                        origins: origins[i..].as_ptr(),
                         steps: steps[k0..].as_ptr(),
                         b: panel,
-                        c: c.wrapping_add(i * ldc + j * NR),
+                        c: c.wrapping_add(i * ldc + j * nr),
                         ldc,
-                        cols: NR.min(n - j * NR),
+                        cols: nr.min(n - j * nr),
                         accumulate: k0 > 0,
                         finish,
                     };
-                    // SAFETY: the caller's contract; panel j from step k0 holds `kb` rows of 16.
-                    #[cfg(target_arch = "x86_64")]
-                    unsafe {
-                        tile_direct::run(MR.min(rows - i), kb, &t)
-                    };
-                    #[cfg(not(target_arch = "x86_64"))]
-                    let _ = t;
+                    // SAFETY: the caller's contract; panel j from step k0 holds `kb` rows of
+                    // `nr`, and `origins` from row i holds the tile's rows.
+                    unsafe { (kernel.run)(mr.min(rows - i), kb, &t) };
                 }
             }
         }
@@ -119,10 +123,10 @@ pub fn matmul(
         || am.rs < 0
         || am.cs < 0
         || !am.fits(m, k, a.len())
-        || !crate::tile_avx2::supported()
     {
         return None;
     }
+    let kernel = tile_direct::kernel(NR)?;
     if m == 0 || n == 0 {
         return Some(());
     }
@@ -144,6 +148,7 @@ pub fn matmul(
         // panels' columns.
         unsafe {
             product(
+                kernel,
                 a.as_ptr(),
                 (&origins, &steps),
                 b,

@@ -57,6 +57,7 @@ mod softmax;
 mod tile;
 mod tile_avx2;
 mod tile_direct;
+mod tile_direct_avx512;
 mod typed;
 mod unary;
 mod view;

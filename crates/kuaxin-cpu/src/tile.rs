@@ -231,7 +231,7 @@ pub fn finish_one(mut v: f32, bias: Option<f32>, residual: Option<f32>, relu: bo
 /// that row's columns (contiguous, as C's are here).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn finish(
+pub(crate) unsafe fn finish(
     f: &Finish,
     (lo, hi): (u16, u16),
     (mut v0, mut v1): (__m512, __m512),

@@ -23,15 +23,16 @@ pub const NR: usize = 16;
 pub struct DirectTile {
     /// The input; position r's element for step s at `x + origins[r] + steps[s]`.
     pub x: *const f32,
-    pub origins: [usize; MR],
+    /// The tile's positions' window origins, one per row.
+    pub origins: *const usize,
     /// The block's steps: `k` input offsets.
     pub steps: *const usize,
-    /// The weight panel from the block's first step: `k` rows of 16 channels.
+    /// The weight panel from the block's first step: `k` rows of the tile's channels.
     pub b: *const f32,
     /// C^T: position r's 16 channels at `c + r * ldc`.
     pub c: *mut f32,
     pub ldc: usize,
-    /// Channels of C read and written (1..=16).
+    /// Channels of C read and written (1 to the tile's channels).
     pub cols: usize,
     /// The sums continue from C's values (a later block of the depth).
     pub accumulate: bool,
@@ -45,17 +46,54 @@ pub struct DirectTile {
 /// result is the same bits.
 #[derive(Clone, Copy)]
 pub struct ColumnFinish {
-    /// The bias of the tile's first column (sixteen values, one per column), or null.
+    /// The bias of the tile's first column (one value per column), or null.
     pub bias: *const f32,
     /// The residual's element for the tile's (0, 0), laid out as C, or null.
     pub residual: *const f32,
     pub relu: bool,
 }
 
+/// A windowed tile: how many positions and channels it takes, and what runs it.
+#[derive(Clone, Copy)]
+pub struct Kernel {
+    pub mr: usize,
+    pub nr: usize,
+    /// Runs the tile for `rows` (1..=mr) positions over `k` steps (the contract of [`run`],
+    /// with panels of `nr` channels).
+    pub run: unsafe fn(usize, usize, &DirectTile),
+}
+
+/// The tile for a weight packed in panels of `width` channels, when this CPU runs one: this
+/// AVX2 tile's [`NR`] (AVX2 and FMA), or the AVX-512 tile's 32
+/// ([`crate::tile_direct_avx512`]; `KUAXIN_CPU_SIMD` caps it).
+pub fn kernel(width: usize) -> Option<Kernel> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::tile_direct_avx512 as wide;
+        if width == NR && crate::tile_avx2::supported() {
+            return Some(Kernel {
+                mr: MR,
+                nr: NR,
+                run,
+            });
+        }
+        if width == wide::NR && crate::panels::available() {
+            return Some(Kernel {
+                mr: wide::MR,
+                nr: wide::NR,
+                run: wide::run,
+            });
+        }
+    }
+    let _ = width;
+    None
+}
+
 /// Runs the tile for `rows` (1..=MR) positions over `k` steps.
 ///
 /// # Safety
-/// [`crate::tile_avx2::supported`] is true; for every position r < `rows` and step s < `k`,
+/// [`crate::tile_avx2::supported`] is true; `origins` holds `rows` values; for every
+/// position r < `rows` and step s < `k`,
 /// `x + origins[r] + steps[s]` is valid to read, as are `k` steps and `k` rows of 16 from `b`;
 /// the first `cols` floats of C's `rows` rows are valid to write (and to read when
 /// accumulating) and overlap nothing else; a finish's bias holds `cols` floats from its
@@ -113,7 +151,7 @@ unsafe fn tile<const R: usize>(k: usize, t: &DirectTile) {
                 *acc = masks.load(t.c.add(r * t.ldc));
             }
         }
-        let x: [*const f32; R] = std::array::from_fn(|r| t.x.add(t.origins[r]));
+        let x: [*const f32; R] = std::array::from_fn(|r| t.x.add(*t.origins.add(r)));
         // Two steps a turn: the loop's own instructions (counter, pointer, compare and
         // branch) are a sixth of a one-step turn. Same minimum; in the slow spells of a
         // shared host (a busy neighbour, likely on the core's other hyperthread), medians
