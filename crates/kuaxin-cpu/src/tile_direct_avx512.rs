@@ -32,37 +32,62 @@ pub const NR: usize = 32;
 pub unsafe fn run(rows: usize, k: usize, t: &DirectTile) {
     // SAFETY: the caller's contract.
     let o: &[usize] = unsafe { std::slice::from_raw_parts(t.origins, rows) };
-    // Whether the positions are two runs, from 0 and from `split`, each `dx` apart.
-    let runs = |dx: usize, split: usize| {
-        let spaced = |o: &[usize]| o.iter().enumerate().all(|(r, &v)| v == o[0] + r * dx);
-        spaced(&o[..split.min(rows)]) && spaced(&o[split.min(rows)..])
-    };
     // SAFETY: the caller's contract, for the row count each arm names; the runs each arm
-    // names are the origins'.
+    // names are the origins' (`runs`).
     unsafe {
-        match rows {
-            MR if runs(1, MR) => tile::<MR, 1, MR>(k, t),
-            MR if runs(2, MR) => tile::<MR, 2, MR>(k, t),
-            MR if runs(1, 7) => tile::<MR, 1, 7>(k, t),
-            MR if runs(2, 7) => tile::<MR, 2, 7>(k, t),
-            7 if runs(1, 7) => tile::<7, 1, 7>(k, t),
-            7 if runs(2, 7) => tile::<7, 2, 7>(k, t),
-            1 => tile::<1, 0, 0>(k, t),
-            2 => tile::<2, 0, 0>(k, t),
-            3 => tile::<3, 0, 0>(k, t),
-            4 => tile::<4, 0, 0>(k, t),
-            5 => tile::<5, 0, 0>(k, t),
-            6 => tile::<6, 0, 0>(k, t),
-            7 => tile::<7, 0, 0>(k, t),
-            8 => tile::<8, 0, 0>(k, t),
-            9 => tile::<9, 0, 0>(k, t),
-            10 => tile::<10, 0, 0>(k, t),
-            11 => tile::<11, 0, 0>(k, t),
-            12 => tile::<12, 0, 0>(k, t),
-            13 => tile::<13, 0, 0>(k, t),
+        macro_rules! split_at {
+            ($r:literal, $dx:literal, $split:expr) => {
+                match $split {
+                    1 => tile::<$r, $dx, 1>(k, t),
+                    2 => tile::<$r, $dx, 2>(k, t),
+                    3 => tile::<$r, $dx, 3>(k, t),
+                    4 => tile::<$r, $dx, 4>(k, t),
+                    5 => tile::<$r, $dx, 5>(k, t),
+                    6 => tile::<$r, $dx, 6>(k, t),
+                    7 => tile::<$r, $dx, 7>(k, t),
+                    8 => tile::<$r, $dx, 8>(k, t),
+                    9 => tile::<$r, $dx, 9>(k, t),
+                    10 => tile::<$r, $dx, 10>(k, t),
+                    11 => tile::<$r, $dx, 11>(k, t),
+                    12 => tile::<$r, $dx, 12>(k, t),
+                    13 => tile::<$r, $dx, 13>(k, t),
+                    _ => tile::<$r, $dx, $r>(k, t),
+                }
+            };
+        }
+        match (rows, runs(o, 1), runs(o, 2)) {
+            (MR, Some(split), _) => split_at!(14, 1, split),
+            (MR, None, Some(split)) => split_at!(14, 2, split),
+            (7, Some(7), _) => tile::<7, 1, 7>(k, t),
+            (7, None, Some(7)) => tile::<7, 2, 7>(k, t),
+            (1, ..) => tile::<1, 0, 0>(k, t),
+            (2, ..) => tile::<2, 0, 0>(k, t),
+            (3, ..) => tile::<3, 0, 0>(k, t),
+            (4, ..) => tile::<4, 0, 0>(k, t),
+            (5, ..) => tile::<5, 0, 0>(k, t),
+            (6, ..) => tile::<6, 0, 0>(k, t),
+            (7, ..) => tile::<7, 0, 0>(k, t),
+            (8, ..) => tile::<8, 0, 0>(k, t),
+            (9, ..) => tile::<9, 0, 0>(k, t),
+            (10, ..) => tile::<10, 0, 0>(k, t),
+            (11, ..) => tile::<11, 0, 0>(k, t),
+            (12, ..) => tile::<12, 0, 0>(k, t),
+            (13, ..) => tile::<13, 0, 0>(k, t),
             _ => tile::<MR, 0, 0>(k, t),
         }
     }
+}
+
+/// Where `o` splits into two runs of origins each `dx` apart: the first position of the
+/// second run (`o.len()` for one run), or `None` when they are not two such runs. A tile of
+/// a map at least 13 positions wide crosses at most one row boundary, so it is two runs
+/// (SqueezeNet's 3 x 3 layers at 55 x 55 and 27 x 27, its stem at 111 x 111).
+fn runs(o: &[usize], dx: usize) -> Option<usize> {
+    let spaced = |o: &[usize]| o.iter().enumerate().all(|(r, &v)| v == o[0] + r * dx);
+    let split = (1..o.len())
+        .find(|&r| o[r] != o[0] + r * dx)
+        .unwrap_or(o.len());
+    spaced(&o[split..]).then_some(split)
 }
 
 /// One step of the depth: `acc[r] += x[r][step] * b[..32]`.
