@@ -1,9 +1,10 @@
-//! One-group f32 convolutions of few output positions on CPUs with AVX2 but no AVX-512 (Zen
-//! 3), computed transposed, positions x channels, with no column matrix: the register tile
-//! of [`crate::tile_direct`] reads each position's window straight from the (padded) input
+//! One-group f32 convolutions computed transposed, positions x channels, with no column
+//! matrix: a register tile reads each position's window straight from the (padded) input
 //! through two offset tables, one per output position (its window's origin) and one per step
 //! of the depth (an input channel and kernel position), and multiplies it into the weight
-//! packed once as panels of sixteen output channels.
+//! packed once as panels of output channels: sixteen for the AVX2 tile of
+//! [`crate::tile_direct`] (CPUs without AVX-512, Zen 3: windowed kernels), 32 for the AVX-512
+//! tile of [`crate::tile_direct_avx512`] (every kernel size; see [`suits`]).
 //!
 //! Channels in the vector lanes suit small maps: a 14 x 14 layer's 196 positions fill
 //! sixteen-position panels 94% and a 7 x 7 layer's 49 only 77% ([`crate::conv_rows`]), where
