@@ -4,7 +4,7 @@
 //! vectors of a weight panel (32 channels, packed once: the panels of [`crate::panels`]) and
 //! broadcasts the fourteen positions' input values into them: 28 independent fused
 //! multiply-adds, 28 accumulators and two weight vectors in 30 of the 32 vector registers,
-//! two loads for every fused multiply-add and a half.
+//! sixteen loads (fourteen broadcasts, two weight vectors) for the 28.
 //!
 //! Fourteen positions fit ResNet-50's maps: 7 x 7 in four tiles (49 of 56), 14 x 14 and
 //! 28 x 28 and 56 x 56 in whole tiles.
