@@ -29,7 +29,7 @@ pub struct DirectTile {
     pub steps: *const usize,
     /// The weight panel from the block's first step: `k` rows of the tile's channels.
     pub b: *const f32,
-    /// C^T: position r's 16 channels at `c + r * ldc`.
+    /// C^T: position r's channels at `c + r * ldc`.
     pub c: *mut f32,
     pub ldc: usize,
     /// Channels of C read and written (1 to the tile's channels).
@@ -42,16 +42,9 @@ pub struct DirectTile {
 }
 
 /// A bias per column, a residual and an optional ReLU applied to a product's finished sums as
-/// the unfused kernels apply them: `(sum + bias) + residual`, then `max_nan(v, 0)`, so the
-/// result is the same bits.
-#[derive(Clone, Copy)]
-pub struct ColumnFinish {
-    /// The bias of the tile's first column (one value per column), or null.
-    pub bias: *const f32,
-    /// The residual's element for the tile's (0, 0), laid out as C, or null.
-    pub residual: *const f32,
-    pub relu: bool,
-}
+/// the unfused kernels apply them (the AVX-512 tiles' [`crate::tile::Finish`]: the bias of
+/// the tile's first column, the residual's element for the tile's (0, 0) laid out as C).
+pub type ColumnFinish = crate::tile::Finish;
 
 /// A windowed tile: how many positions and channels it takes, and what runs it.
 #[derive(Clone, Copy)]

@@ -12,7 +12,7 @@
 //! With `accumulate` the sums start from C's values, so a product run in blocks of the depth
 //! is the same chain of roundings as one run over all of it.
 #[cfg(target_arch = "x86_64")]
-use crate::tile::{finish, Finish};
+use crate::tile::finish;
 #[cfg(target_arch = "x86_64")]
 use crate::tile_direct::DirectTile;
 #[cfg(target_arch = "x86_64")]
@@ -227,13 +227,8 @@ unsafe fn tile<const R: usize, const DX: usize, const SPLIT: usize>(k: usize, t:
                 step(&mut acc, &x, *t.steps.add(s), b);
             }
         }
-        let f = t.finish.map(|f| Finish {
-            bias: f.bias,
-            residual: f.residual,
-            relu: f.relu,
-        });
         for (r, [mut v0, mut v1]) in acc.into_iter().enumerate() {
-            if let Some(f) = &f {
+            if let Some(f) = &t.finish {
                 (v0, v1) = finish(f, (lo, hi), (v0, v1), r * t.ldc);
             }
             let c = t.c.add(r * t.ldc);
