@@ -10,12 +10,13 @@ use crate::gemm::{gemm_rm, GemmEl, Mat, SendPtr, PAR_FLOPS};
 use crate::im2col::{im2col, Geom};
 use crate::limits;
 use crate::panels::{self, product_at, Columns, Out, PackedB};
-use crate::panels_avx2;
 use crate::par;
+use crate::row_product;
 use crate::scratch::with_scratch;
 use crate::tile::{MR, NR};
 use crate::tile_avx2;
 use crate::tile_direct;
+use crate::tile_rows_avx512;
 use crate::weights::Weights;
 use kuaxin_core::{Data, Error, Result, Tensor};
 use rayon::prelude::*;
@@ -70,16 +71,22 @@ const MIN_DEPTH: usize = 16;
 /// the 32 lanes of a tile run over channels, where over positions a late ResNet layer (7 x 7
 /// = 49 positions) would fill two panels of 32 with 49 values.
 ///
-/// Without AVX-512 but with AVX2 ([`panels_avx2::available`]) the weight is packed in panels of
-/// six channels instead, the A of [`conv_rows`]' tile, whose output comes out by rows.
+/// Without AVX-512 but with AVX2 ([`row_product::available`]) the weight is packed in panels of
+/// sixteen channels for the windowed tile, or of six, the A of [`conv_rows`]' tile, whose
+/// output comes out by rows; with AVX-512 a 1 x 1 expansion's in panels of fourteen, the A of
+/// its by-rows tile ([`conv_rows::suits_wide`]).
 pub fn panel_weights(w: &Tensor, g: &Geom, weights: Option<&Weights>) -> Option<Arc<PackedB>> {
     let Data::F32(wd) = &w.data else { return None };
     let rows = g.rows();
     let width = if panels::available() {
-        NR
-    } else if panels_avx2::available() && conv_direct::suits(g, tile_direct::NR) {
+        if conv_rows::suits_wide(g) {
+            tile_rows_avx512::MR
+        } else {
+            NR
+        }
+    } else if row_product::available() && conv_direct::suits(g, tile_direct::NR) {
         tile_direct::NR
-    } else if panels_avx2::available() && conv_rows::suits(g) {
+    } else if row_product::available() && conv_rows::suits(g) {
         tile_avx2::MR
     } else {
         return None;
@@ -144,7 +151,7 @@ pub fn conv_with_epilogue<T: GemmEl>(
                     .transpose()?;
                 // AVX-512's panels of 32 serve both the windowed tile and the transposed
                 // panel tiles (the same packing), the geometry chooses; AVX2's panels of 16
-                // are the windowed tile's, of 6 the by-rows tile's.
+                // are the windowed tile's; of 6 (AVX2) and 14 (AVX-512) the by-rows tiles'.
                 let windowed = wt.width() == tile_direct::NR
                     || (wt.width() == NR && conv_direct::suits(g, NR));
                 if windowed {
@@ -353,7 +360,7 @@ mod tests {
     /// 32 output channels and depth 16; the prims tests check what they compute.
     #[test]
     fn shallow_and_deep_one_group_convolutions_take_the_tiles() {
-        if !panels::available() && !panels_avx2::available() {
+        if !panels::available() && !row_product::available() {
             eprintln!("skipped: this CPU has neither AVX-512 nor AVX2 (the tiles need one)");
             return;
         }

@@ -61,13 +61,12 @@ pub unsafe fn product(
                 let panel = b.panel(j)[k0 * nr..].as_ptr();
                 for i in (i0..rows.min(i0 + mc)).step_by(mr) {
                     if k0 > 0 && i + mr < rows {
-                        for half in (0..nr).step_by(16) {
-                            crate::tile_avx2::prefetch_rows(
-                                c.wrapping_add((i + mr) * ldc + j * nr + half),
-                                mr,
-                                ldc,
-                            );
-                        }
+                        crate::tile_avx2::prefetch_rows(
+                            c.wrapping_add((i + mr) * ldc + j * nr),
+                            mr,
+                            ldc,
+                            nr,
+                        );
                     }
                     let last = k0 + kb == k;
                     let finish = finish.filter(|_| last).map(|f| ColumnFinish {

@@ -27,8 +27,9 @@ pub fn available() -> bool {
 
 /// A `k x n` matrix as `n.div_ceil(width)` panels of `k` rows of `width` columns (the last
 /// padded with zeros), each panel contiguous. Width [`NR`] (32) feeds the AVX-512 tiles as B;
-/// width [`crate::tile_avx2::MR`] (6) holds a convolution's weight as the A of the AVX2 tile
-/// (a panel is six output channels, `k` steps of six).
+/// width [`crate::tile_avx2::MR`] (6) or [`crate::tile_rows_avx512::MR`] (14) holds a
+/// convolution's weight as the A of a row tile (a panel is six or fourteen output channels,
+/// `k` steps of them).
 pub struct PackedB {
     k: usize,
     n: usize,
