@@ -71,7 +71,7 @@ const MIN_DEPTH: usize = 16;
 /// the 32 lanes of a tile run over channels, where over positions a late ResNet layer (7 x 7
 /// = 49 positions) would fill two panels of 32 with 49 values.
 ///
-/// Without AVX-512 but with AVX2 ([`row_product::available`]) the weight is packed in panels of
+/// Without AVX-512 but with AVX2 ([`row_product::avx2_only`]) the weight is packed in panels of
 /// sixteen channels for the windowed tile, or of six, the A of [`conv_rows`]' tile, whose
 /// output comes out by rows; with AVX-512 a 1 x 1 expansion's in panels of fourteen, the A of
 /// its by-rows tile ([`conv_rows::suits_wide`]).
@@ -84,9 +84,9 @@ pub fn panel_weights(w: &Tensor, g: &Geom, weights: Option<&Weights>) -> Option<
         } else {
             NR
         }
-    } else if row_product::available() && conv_direct::suits(g, tile_direct::NR) {
+    } else if row_product::avx2_only() && conv_direct::suits(g, tile_direct::NR) {
         tile_direct::NR
-    } else if row_product::available() && conv_rows::suits(g) {
+    } else if row_product::avx2_only() && conv_rows::suits(g) {
         tile_avx2::MR
     } else {
         return None;
@@ -360,7 +360,7 @@ mod tests {
     /// 32 output channels and depth 16; the prims tests check what they compute.
     #[test]
     fn shallow_and_deep_one_group_convolutions_take_the_tiles() {
-        if !panels::available() && !row_product::available() {
+        if !panels::available() && !row_product::avx2_only() {
             eprintln!("skipped: this CPU has neither AVX-512 nor AVX2 (the tiles need one)");
             return;
         }

@@ -222,7 +222,7 @@ fn packed_product(
         }
         return Some((c, false));
     }
-    if !crate::row_product::available() {
+    if !crate::row_product::avx2_only() {
         return None;
     }
     let packed = weights.packed_b(y, b, ob.mat, (d.k, d.n), crate::tile_direct::NR)?;

@@ -25,9 +25,10 @@ pub const KC: usize = 256;
 /// Bytes of a depth block of a block of row panels (in L2).
 const ROW_BLOCK_BYTES: usize = 192 << 10;
 
-/// Whether this CPU runs its products here: it has AVX2 and FMA, and no AVX-512 (which runs
-/// the tiles of [`crate::panels`] instead).
-pub fn available() -> bool {
+/// Whether this CPU takes the AVX2 tiles: it has AVX2 and FMA, and no AVX-512 (whose
+/// products run on the tiles of [`crate::panels`] and [`crate::tile_direct_avx512`], and only
+/// its 1 x 1 expansions here, on [`crate::tile_rows_avx512`]).
+pub fn avx2_only() -> bool {
     cfg!(target_arch = "x86_64")
         && !crate::panels::available()
         && crate::simd::level() >= crate::simd::Level::Avx2Fma
