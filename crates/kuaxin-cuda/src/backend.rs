@@ -7,7 +7,7 @@ use crate::bytes::{from_bytes, to_bytes};
 use crate::dialect::CUDA;
 use crate::driver::{arch_of, device_count};
 use crate::nvrtc::{compile, nvrtc_present};
-use crate::plan::{plan, plan_kernel_only, GemmPlan, Operand, Plan};
+use crate::plan::{claims_untyped, plan, GemmPlan, Operand, Plan};
 use crate::plan_cache::{Cached, PlanCache};
 use crate::text::{Launch, ENTRY};
 use crate::timing::Timing;
@@ -309,7 +309,7 @@ impl Backend for CudaBackend {
 
     fn supports(&self, prim: &Prim, inputs: &[TensorType]) -> bool {
         if inputs.is_empty() {
-            return plan_kernel_only(prim, &CUDA).is_ok();
+            return claims_untyped(prim, &CUDA);
         }
         let Ok(outs) = prim.infer(inputs) else {
             return false;

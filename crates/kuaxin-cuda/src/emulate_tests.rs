@@ -99,7 +99,7 @@ static vector<unsigned char> kx_read(const char* path) {
 "#;
 
 /// Runs every case as its rendered kernel and returns the outputs.
-fn emulate(cases: &[(Prim, Vec<Tensor>)]) -> Vec<Tensor> {
+pub(crate) fn emulate(cases: &[(Prim, Vec<Tensor>)]) -> Vec<Tensor> {
     let launches: Vec<(Launch, &[Tensor], TensorType)> = cases
         .iter()
         .enumerate()
@@ -191,7 +191,7 @@ fn emulate_launches(launches: &[(Launch, &[Tensor], TensorType)]) -> Vec<Tensor>
 
 /// Seeded values of `d`: floats in about [-4, 4] with a NaN and infinities among them when
 /// `specials`, integers in [-20, 20] (unsigned: [0, 40]).
-fn tensor(d: DType, shape: Vec<usize>, seed: u64) -> Tensor {
+pub(crate) fn tensor(d: DType, shape: Vec<usize>, seed: u64) -> Tensor {
     let n: usize = shape.iter().product();
     let mut s = seed
         .wrapping_mul(6364136223846793005)
@@ -212,7 +212,7 @@ fn tensor(d: DType, shape: Vec<usize>, seed: u64) -> Tensor {
     Tensor::new(shape, Data::from_f64_iter(d, vals)).unwrap()
 }
 
-fn cpu(prim: &Prim, inputs: &[Tensor]) -> Tensor {
+pub(crate) fn cpu(prim: &Prim, inputs: &[Tensor]) -> Tensor {
     let b = kuaxin_cpu::CpuBackend::new(Some(1)).unwrap();
     let ins: Vec<_> = inputs.iter().map(|t| b.upload(t).unwrap()).collect();
     let types: Vec<TensorType> = ins.iter().map(|t| t.ty.clone()).collect();

@@ -137,18 +137,7 @@ pub fn render_kernel(k: &Kernel, n_args: usize, dl: &Dialect) -> R<Launch> {
     let _ = writeln!(b, "for (kx_i o = {bi}; o < (kx_i){n_out}; o += {g}) {{");
     coords(&mut b, "c", "o", kept);
     let _ = writeln!(b, "{acc_t} acc = {init};\nfor (kx_i j = {t}; j < (kx_i){r_len}; j += {threads}) {{\n{inner}}}");
-    let _ = writeln!(
-        b,
-        "for (int s = {}; s > 0; s >>= 1) {{ {acc_t} t = {}; acc = {}; }}",
-        warp / 2,
-        dl.shuffle_down("acc", "s"),
-        comb("acc", "t")
-    );
-    let _ = writeln!(
-        b,
-        "if ({t} % {warp} == 0) kx_part[{t} / {warp}] = acc;\n{};",
-        dl.barrier
-    );
+    b += &warp_partials(dl, acc_t, &*comb);
     let _ = writeln!(
         b,
         "if ({t} == 0) {{\nfor (int w = 1; w < {}; ++w) acc = {};\n{tail}}}\n{};\n}}",
@@ -163,9 +152,28 @@ pub fn render_kernel(k: &Kernel, n_args: usize, dl: &Dialect) -> R<Launch> {
     })
 }
 
+/// The first half of a block reduction of each thread's `acc` (of C type `acc_t`): a shuffle
+/// tree within each warp, then lane 0 of every warp stores the warp's partial in the shared
+/// `kx_part` (the caller declares it, one slot per warp) and the block waits at a barrier.
+/// The caller combines the partials. The block is a whole number of warps.
+pub(crate) fn warp_partials(
+    dl: &Dialect,
+    acc_t: &str,
+    comb: &dyn Fn(&str, &str) -> String,
+) -> String {
+    let (warp, t) = (dl.warp_size, dl.thread_idx);
+    format!(
+        "for (int s = {}; s > 0; s >>= 1) {{ {acc_t} t = {}; acc = {}; }}\nif ({t} % {warp} == 0) kx_part[{t} / {warp}] = acc;\n{};\n",
+        warp / 2,
+        dl.shuffle_down("acc", "s"),
+        comb("acc", "t"),
+        dl.barrier
+    )
+}
+
 /// Identity and combining expression of a reduction of values of `d`.
 #[allow(clippy::type_complexity)]
-fn reduce_parts(
+pub(crate) fn reduce_parts(
     op: ReduceOp,
     d: DType,
     dl: &Dialect,

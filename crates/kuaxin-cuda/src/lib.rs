@@ -18,6 +18,8 @@ pub mod ctype;
 pub mod dialect;
 mod driver;
 #[cfg(test)]
+mod emulate_rows_tests;
+#[cfg(test)]
 mod emulate_tests;
 pub mod kernel;
 mod nvrtc;
@@ -25,6 +27,7 @@ mod plan;
 mod plan_cache;
 mod prelude;
 pub mod prims;
+pub mod rows;
 mod scalar;
 pub mod text;
 mod timing;

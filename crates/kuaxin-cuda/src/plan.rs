@@ -149,11 +149,18 @@ pub fn plan_kernel_only(prim: &Prim, dl: &Dialect) -> Result<Plan, String> {
     }
 }
 
+/// What the back end claims of a primitive asked about without input types: the fusion pass
+/// asks so whether to make kernels and row primitives. Row primitives are claimed for every
+/// f32 input their `infer` accepts (anything else is refused by [`claims`] with types).
+pub fn claims_untyped(prim: &Prim, dl: &Dialect) -> bool {
+    prim.is_row_op() || plan_kernel_only(prim, dl).is_ok()
+}
+
 /// `Backend::supports` of the CUDA back end (and of the codegen check, which claims the same).
-/// The fusion pass asks with no input types, about kernels only.
+/// The fusion pass asks with no input types, about kernels and row primitives only.
 pub fn claims(prim: &Prim, inputs: &[TensorType], blas: bool, dl: &Dialect) -> bool {
     if inputs.is_empty() {
-        return plan_kernel_only(prim, dl).is_ok();
+        return claims_untyped(prim, dl);
     }
     prim.infer(inputs)
         .is_ok_and(|o| o.len() == 1 && plan(prim, inputs, &o[0], blas, dl).is_ok())

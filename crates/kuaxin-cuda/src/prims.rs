@@ -17,6 +17,9 @@ pub fn render(p: &Prim, ins: &[TensorType], out: &TensorType, dl: &Dialect) -> R
     if let Prim::Fused(k) = p {
         return render_kernel(k, ins.len(), dl);
     }
+    if p.is_row_op() {
+        return crate::rows::render_rows(p, ins, out, dl);
+    }
     if let Some(k) = prim_kernel(p, ins, out) {
         return render_kernel(&k, ins.len(), dl);
     }
