@@ -8,7 +8,7 @@
 //! (read in place, the block stays in L2 across panels), the panels of the block, its tiles.
 use crate::gemm::{Mat, SendPtr, PAR_FLOPS};
 use crate::simd::{level, Level};
-use crate::tile::{self, Finish, Tile, MR, NR};
+use crate::tile::{self, Finish, Tile, MR, MR_ROWS, NR};
 use kuaxin_core::{limits, Result};
 use rayon::prelude::*;
 
@@ -123,6 +123,14 @@ pub enum Out {
 }
 
 impl Out {
+    /// Rows of the tallest tile that stores C this way.
+    fn tile_rows(self) -> usize {
+        match self {
+            Out::Rows => MR_ROWS,
+            Out::Transposed => MR,
+        }
+    }
+
     /// Steps in C between rows and between columns of the product, at leading dimension `ld`.
     fn steps(self, ld: usize) -> (usize, usize) {
         match self {
@@ -251,7 +259,8 @@ pub unsafe fn product_at(
         unsafe { part(a, am, b, (c, out, ld), columns, 0..m, 0..panels) };
         return;
     }
-    let tiles = m.div_ceil(MR);
+    let mr = out.tile_rows();
+    let tiles = m.div_ceil(mr);
     if share(panels, threads) <= share(tiles, threads) {
         let per = panels.div_ceil(threads);
         (0..panels.div_ceil(per)).into_par_iter().for_each(|p| {
@@ -259,7 +268,7 @@ pub unsafe fn product_at(
             unsafe { part(a, am, b, (c, out, ld), columns, 0..m, js) };
         });
     } else {
-        let per = tiles.div_ceil(threads) * MR;
+        let per = tiles.div_ceil(threads) * mr;
         (0..m.div_ceil(per)).into_par_iter().for_each(|p| {
             let rows = p * per..((p + 1) * per).min(m);
             unsafe { part(a, am, b, (c, out, ld), columns, rows, 0..panels) };
@@ -288,15 +297,16 @@ unsafe fn part(
 ) {
     let (k, n) = (b.k, b.n);
     let (c_rs, c_cs) = out.steps(ld);
-    let mc = (A_BLOCK_BYTES / (4 * k.clamp(1, KC)) / MR).max(1) * MR;
+    let mr = out.tile_rows();
+    let mc = (A_BLOCK_BYTES / (4 * k.clamp(1, KC)) / mr).max(1) * mr;
     for k0 in (0..k).step_by(KC) {
         let kb = KC.min(k - k0);
         for i0 in rows.clone().step_by(mc) {
             let i1 = (i0 + mc).min(rows.end);
             for j in js.clone() {
                 let mask = tile::mask(n - j * NR);
-                for i in (i0..i1).step_by(MR) {
-                    // SAFETY: rows i .. i + MR (clipped to i1 <= m) of A from step k0, panel
+                for i in (i0..i1).step_by(mr) {
+                    // SAFETY: rows i .. i + mr (clipped to i1 <= m) of A from step k0, panel
                     // j from row k0, and rows i.. of C at column j * NR are in bounds.
                     unsafe {
                         let t = Tile {
@@ -322,7 +332,7 @@ unsafe fn part(
                             }),
                         };
                         #[cfg(target_arch = "x86_64")]
-                        tile::run((i1 - i).min(MR), kb, &t);
+                        tile::run((i1 - i).min(mr), kb, &t);
                         #[cfg(not(target_arch = "x86_64"))]
                         let _ = t;
                     }
@@ -398,6 +408,37 @@ mod tests {
                         (got as f64 - w).abs() <= 1e-6 * k as f64 * (1.0 + w.abs()),
                         "{m}x{n}x{k} (A transposed: {transposed}, parallel: {parallel}, \
                          C transposed: {}): element {i}: {got} vs {w}",
+                        out == Out::Transposed
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_tile_height_matches_the_reference() {
+        if !available() {
+            eprintln!("skipped: this CPU has no AVX-512 (the panel product needs it)");
+            return;
+        }
+        // Every row count a tile runs with, by rows (up to MR_ROWS) and transposed (up to MR),
+        // and the same again after a whole tile; a depth past the prefetch distance.
+        let (n, k) = (40, 37);
+        for m in 1..=MR_ROWS + MR_ROWS + 1 {
+            let (a, b) = crate::gemm::tests::operands(m, n, k);
+            let am = Mat::row_major(k);
+            let packed = PackedB::with_width(&b, Mat::row_major(n), k, n, NR).expect("packs");
+            let want = reference(m, n, k, &a, am, &b);
+            for out in [Out::Rows, Out::Transposed] {
+                let mut c = vec![f32::NAN; m * n];
+                product(m, (&a, am), &packed, (&mut c, out), false);
+                if out == Out::Transposed {
+                    c = (0..m * n).map(|e| c[(e % n) * m + e / n]).collect();
+                }
+                for (i, (&got, &w)) in c.iter().zip(&want).enumerate() {
+                    assert!(
+                        (got as f64 - w).abs() <= 1e-6 * k as f64 * (1.0 + w.abs()),
+                        "{m} rows, C transposed: {}: element {i}: {got} vs {w}",
                         out == Out::Transposed
                     );
                 }
