@@ -5,7 +5,7 @@
 //! their own type. Small matrices run one per thread across the batch; large ones run one at
 //! a time with gemm's own threading.
 use crate::conv_finish::Finish;
-use crate::gemm::{gemm_mats, GemmEl, Mat, PAR_FLOPS};
+use crate::gemm::{gemm_mats, GemmEl, Mat, SendPtr, PAR_FLOPS};
 use crate::panels;
 use crate::par;
 use crate::scalar::Int;
@@ -214,19 +214,47 @@ fn packed_product(
     if !shared || d.m * d.n == 0 {
         return None;
     }
+    let size = d.m * d.n;
     if panels::available() {
         let packed = weights.packed_b(y, b, ob.mat, (d.k, d.n), crate::tile::NR)?;
-        let mut c = vec![0f32; d.batch * d.m * d.n];
-        for (i, ci) in c.chunks_mut(d.m * d.n).enumerate() {
-            panels::product(d.m, (a, oa.at(i)), &packed, (ci, panels::Out::Rows), true);
-        }
-        return Some((c, false));
+        // A bias shorter than a row or a residual shorter than the output is left to the
+        // caller's epilogue, which names it.
+        let finishing = finish.filter(|f| {
+            f.bias.is_none_or(|v| v.len() >= d.n)
+                && f.residual.is_none_or(|v| v.len() >= d.batch * size)
+        });
+        let fill = |c: &mut [MaybeUninit<f32>]| -> std::result::Result<(), ()> {
+            for (i, ci) in c.chunks_mut(size).enumerate() {
+                // Batch i's residual is its own m x n; the bias is shared.
+                let columns = finishing.map(|f| panels::Columns {
+                    bias: f.bias,
+                    residual: f.residual.map(|r| &r[i * size..(i + 1) * size]),
+                    relu: f.relu,
+                });
+                let c = SendPtr(ci.as_mut_ptr().cast::<f32>());
+                // SAFETY: `ci` is this batch's m x n block of C, rows `n` apart, written by
+                // this product alone.
+                unsafe {
+                    panels::product_at(
+                        d.m,
+                        (a, oa.at(i)),
+                        &packed,
+                        (&c, panels::Out::Rows, d.n),
+                        columns,
+                        true,
+                    )
+                };
+            }
+            Ok(())
+        };
+        // SAFETY: the panel product writes every element of each batch's m x n.
+        let c = unsafe { par::try_filled(d.batch * size, fill) }.ok()?;
+        return Some((c, finishing.is_some()));
     }
     if !crate::row_product::avx2_only() {
         return None;
     }
     let packed = weights.packed_b(y, b, ob.mat, (d.k, d.n), crate::tile_direct::NR)?;
-    let size = d.m * d.n;
     // A finish the tile cannot take (a depth of 0) is left to the caller, for every batch.
     let finishing = finish.filter(|_| d.k > 0);
     let fill = |c: &mut [MaybeUninit<f32>]| -> std::result::Result<(), ()> {
