@@ -64,6 +64,7 @@ mod unary;
 mod view;
 mod vmath;
 mod vmath_avx2;
+mod vmath_avx512;
 mod walk;
 mod warm;
 mod weights;

@@ -1,10 +1,11 @@
 //! `Prim::SoftmaxRows`: softmax along the last axis, one row at a time while it is in cache:
-//! the row's max, `exp(x - max)` written to the output, their sum, then the division. The
-//! max and each exponential are the primitives' bits (`fold`'s max, the shared `exp`); with
-//! AVX2 the exponentials and their sum are one pass of eight lanes ([`row_avx2`]), the sum in
-//! f32 lanes, and the division a multiply by the sum's reciprocal, as onnxruntime's kernel
-//! does: within an accumulation's rounding of the primitives (the f64 sum and the
-//! division), which the row-op tests hold it to.
+//! the row's max, `exp(x - max)` written to the output, their sum, then the division. Each
+//! exponential is the primitives' bits (the shared `exp`), and so is the max (`fold`'s, or
+//! sixteen lanes' where a NaN in the row makes every output NaN either way); with AVX2 the
+//! exponentials and their sum are one pass of eight lanes ([`row_avx2`]), with AVX-512 of
+//! sixteen ([`row_avx512`]), the sum in f32 lanes, and the division a multiply by the sum's
+//! reciprocal, as onnxruntime's kernel does: within an accumulation's rounding of the
+//! primitives (the f64 sum and the division), which the row-op tests hold it to.
 use crate::fold;
 use crate::scalar::FMath;
 use kuaxin_core::prim::ReduceOp;
@@ -104,10 +105,18 @@ pub fn masked_softmax_rows(
 #[inline(always)]
 fn row(x: &[f32], out: &mut [MaybeUninit<f32>]) {
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::level() >= crate::simd::Level::Avx2Fma {
-        // SAFETY: the CPU has AVX2 and FMA.
-        unsafe { row_avx2(x, out) };
-        return;
+    match crate::simd::level() {
+        crate::simd::Level::Avx512 => {
+            // SAFETY: the CPU has AVX-512F.
+            unsafe { row_avx512(x, out) };
+            return;
+        }
+        crate::simd::Level::Avx2Fma => {
+            // SAFETY: the CPU has AVX2 and FMA.
+            unsafe { row_avx2(x, out) };
+            return;
+        }
+        crate::simd::Level::Baseline => {}
     }
     // Already compiled for the vector level (`map_rows`): the folds inline here.
     let max = fold::row_any(ReduceOp::Max, fold::init(ReduceOp::Max), x) as f32;
@@ -196,6 +205,95 @@ unsafe fn row_avx2(x: &[f32], out: &mut [MaybeUninit<f32>]) {
     let inv = 1.0 / sum;
     for o in &mut out[i..n] {
         *o *= inv;
+    }
+}
+
+/// The row's largest value, sixteen lanes at a time; -inf for an empty row. A NaN may or may
+/// not come through (`max_ps` returns its second operand when either is NaN), and need not:
+/// its exponential makes the row's sum NaN and so every output, as with the primitives.
+/// (The fold, compiled for any x86-64, compared four lanes at a time with blends: a third of
+/// the row's time.)
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn row_max_avx512(x: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let low = _mm512_set1_ps(f32::NEG_INFINITY);
+    let mut m = low;
+    for chunk in x.chunks(16) {
+        let lanes = ((1u32 << chunk.len()) - 1) as u16;
+        // SAFETY: the lanes read hold the chunk's elements.
+        m = _mm512_max_ps(m, unsafe {
+            _mm512_mask_loadu_ps(low, lanes, chunk.as_ptr())
+        });
+    }
+    _mm512_reduce_max_ps(m)
+}
+
+/// [`row_avx2`] on sixteen lanes ([`crate::vmath_avx512::exp16`], the same bits), the
+/// row's last few under a mask, so no element is left to the scalar function. Per-kernel
+/// minima on an Ice Lake core, MiniLM-L3's 12 x 128 rows of 128 with the scale and mask,
+/// interleaved: 0.31 ms a layer on the AVX2 row, 0.26 with these exponentials, 0.18 with the
+/// max in sixteen lanes too (onnxruntime's softmax: under 0.09).
+///
+/// # Safety
+/// The CPU has AVX-512F; `out` is as long as `x`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn row_avx512(x: &[f32], out: &mut [MaybeUninit<f32>]) {
+    use crate::vmath_avx512::exp16;
+    use std::arch::x86_64::*;
+    let n = x.len().min(out.len());
+    let (xp, op) = (x.as_ptr(), out.as_mut_ptr().cast::<f32>());
+    let vmax = _mm512_set1_ps(row_max_avx512(&x[..n]));
+    // The exponentials of elements i .. i + 16 under `lanes`, stored; zeros elsewhere.
+    let exp_at = |i: usize, lanes: __mmask16| {
+        // SAFETY: the callers' lanes hold elements below n: they lie in both rows.
+        unsafe {
+            let e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(lanes, xp.add(i)), vmax));
+            _mm512_mask_storeu_ps(op.add(i), lanes, e);
+            _mm512_maskz_mov_ps(lanes, e)
+        }
+    };
+    // Four sums in registers (one would make each exponential wait for the add before it).
+    let all = u16::MAX;
+    let mut s = [_mm512_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 64 <= n {
+        for (q, s) in s.iter_mut().enumerate() {
+            *s = _mm512_add_ps(*s, exp_at(i + 16 * q, all));
+        }
+        i += 64;
+    }
+    while i < n {
+        let lanes = if n - i >= 16 {
+            all
+        } else {
+            ((1u32 << (n - i)) - 1) as u16
+        };
+        s[0] = _mm512_add_ps(s[0], exp_at(i, lanes));
+        i += 16;
+    }
+    let sum = _mm512_reduce_add_ps(_mm512_add_ps(
+        _mm512_add_ps(s[0], s[1]),
+        _mm512_add_ps(s[2], s[3]),
+    ));
+    let inv = _mm512_set1_ps(1.0 / sum);
+    let mut i = 0;
+    while i < n {
+        let lanes = if n - i >= 16 {
+            all
+        } else {
+            ((1u32 << (n - i)) - 1) as u16
+        };
+        // SAFETY: the lanes hold elements below n of `out`, which the loops above wrote.
+        unsafe {
+            let v = _mm512_maskz_loadu_ps(lanes, op.add(i));
+            _mm512_mask_storeu_ps(op.add(i), lanes, _mm512_mul_ps(v, inv));
+        }
+        i += 16;
     }
 }
 
