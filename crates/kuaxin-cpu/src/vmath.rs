@@ -8,13 +8,26 @@
 
 /// 1.5 * 2^23: adding it to |v| < 2^22 rounds v to an integer, which then sits in the low
 /// mantissa bits.
-const ROUND_MAGIC: f32 = 12582912.0;
+pub(crate) const ROUND_MAGIC: f32 = 12582912.0;
 
 /// 2^n for -126 <= n <= 127, built from its exponent bits.
 #[inline(always)]
 fn pow2i(n: i32) -> f32 {
     f32::from_bits(((n + 127) << 23) as u32)
 }
+
+/// ln 2 split so that n * LN2_HI is exact for |n| < 2^15 (`exp`).
+pub(crate) const EXP_LN2_HI: f32 = 0.693359375;
+pub(crate) const EXP_LN2_LO: f32 = -2.12194440e-4;
+/// The leading coefficient of `exp`'s polynomial, and the rest in Horner order.
+pub(crate) const EXP_P0: f32 = 1.9875691500e-4;
+pub(crate) const EXP_P: [f32; 5] = [
+    1.3981999507e-3,
+    8.3334519073e-3,
+    4.1665795894e-2,
+    1.6666665459e-1,
+    5.0000001201e-1,
+];
 
 /// e^x: x = n ln2 + r with |r| <= ln2 / 2, e^r by Cephes' `expf` polynomial, times 2^n in two
 /// factors so that results down to the subnormals round once.
@@ -26,28 +39,90 @@ fn pow2i(n: i32) -> f32 {
 /// cases cost a fifth of the function.)
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
-    // ln 2 split so that n * LN2_HI is exact for |n| < 2^15.
-    const LN2_HI: f32 = 0.693359375;
-    const LN2_LO: f32 = -2.12194440e-4;
     let xc = x.clamp(-104.0, 89.0);
     let t = xc * std::f32::consts::LOG2_E + ROUND_MAGIC;
     let n = t - ROUND_MAGIC;
-    let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, xc));
+    let r = (-n).mul_add(EXP_LN2_LO, (-n).mul_add(EXP_LN2_HI, xc));
     let r2 = r * r;
-    let mut p = 1.9875691500e-4f32;
-    for c in [
-        1.3981999507e-3,
-        8.3334519073e-3,
-        4.1665795894e-2,
-        1.6666665459e-1,
-        5.0000001201e-1,
-    ] {
+    let mut p = EXP_P0;
+    for c in EXP_P {
         p = p.mul_add(r, c);
     }
     let p = p.mul_add(r2, r) + 1.0;
     let ni = (t.to_bits() as i32).wrapping_sub(ROUND_MAGIC.to_bits() as i32);
     let n1 = ni >> 1;
     p * pow2i(n1) * pow2i(ni - n1)
+}
+
+/// [`exp_f32`] on a vector of lanes, step for step (the same multiplies, adds and fused
+/// multiply-adds in the same order), so every lane is that function's bits: the body of the
+/// AVX2 and AVX-512 forms (`vmath_avx2::exp8`, `vmath_avx512::exp16`), given the width's
+/// intrinsics, in the order: broadcast, min, max, add, sub, mul, fused multiply-add; float to
+/// int bits, int bits to float, integer broadcast, add, sub, arithmetic shift right by one,
+/// shift left by 23.
+macro_rules! exp_lanes {
+    ($x:expr, $set1:ident, $min:ident, $max:ident, $add:ident, $sub:ident, $mul:ident,
+     $fmadd:ident, $to_int:ident, $to_float:ident, $set1_i:ident, $add_i:ident,
+     $sub_i:ident, $srai:ident, $slli:ident) => {{
+        use $crate::vmath::{EXP_LN2_HI, EXP_LN2_LO, EXP_P, EXP_P0, ROUND_MAGIC};
+        let s = $set1;
+        // `x.clamp(-104, 89)` lets NaN through: `max` and `min` return their second operand
+        // when either is NaN, so x goes second.
+        let xc = $min(s(89.0), $max(s(-104.0), $x));
+        let magic = s(ROUND_MAGIC);
+        let t = $add($mul(xc, s(std::f32::consts::LOG2_E)), magic);
+        let n = $sub(t, magic);
+        // `(-n) * c` as `n * (-c)`: the same product, one negation fewer.
+        let r = $fmadd(n, s(-EXP_LN2_LO), $fmadd(n, s(-EXP_LN2_HI), xc));
+        let r2 = $mul(r, r);
+        let mut p = s(EXP_P0);
+        for c in EXP_P {
+            p = $fmadd(p, r, s(c));
+        }
+        let p = $add($fmadd(p, r2, r), s(1.0));
+        let ni = $sub_i($to_int(t), $set1_i(ROUND_MAGIC.to_bits() as i32));
+        let n1 = $srai::<1>(ni);
+        let pow2 = |e| $to_float($slli::<23>($add_i(e, $set1_i(127))));
+        $mul($mul(p, pow2(n1)), pow2($sub_i(ni, n1)))
+    }};
+}
+pub(crate) use exp_lanes;
+
+/// Every 997th f32 bit pattern of both signs (zeros, subnormals, the clamp's ends, the range
+/// where results are subnormal or infinite, infinities and NaNs among them), then the edges:
+/// what the vector forms of `exp` are checked on, lane by lane, against [`exp_f32`].
+#[cfg(test)]
+pub(crate) fn exp_lane_cases() -> Vec<f32> {
+    (0..=u32::MAX / 997)
+        .map(|i| f32::from_bits(i.wrapping_mul(997)))
+        .chain([
+            -104.0,
+            89.0,
+            -103.97,
+            88.72,
+            0.0,
+            -0.0,
+            f32::NAN,
+            f32::INFINITY,
+        ])
+        .collect()
+}
+
+/// Asserts that `lanes(chunk, out)` writes [`exp_f32`]'s bits (any NaN for a NaN) for every
+/// chunk of `width` of [`exp_lane_cases`].
+#[cfg(test)]
+pub(crate) fn check_exp_lanes(width: usize, lanes: impl Fn(&[f32], &mut [f32])) {
+    let mut got = vec![0f32; width];
+    for chunk in exp_lane_cases().chunks_exact(width) {
+        lanes(chunk, &mut got);
+        for (&x, &g) in chunk.iter().zip(&got) {
+            let want = exp_f32(x);
+            assert!(
+                g.to_bits() == want.to_bits() || (g.is_nan() && want.is_nan()),
+                "exp({x:e}) on {width} lanes: {g:e} against {want:e}"
+            );
+        }
+    }
 }
 
 /// erf(x) = x P(x^2) / Q(x^2) on |x| < 4 and +-1 from there on (erf(4) rounds to 1): a
