@@ -425,6 +425,26 @@ impl Program {
         })
     }
 
+    /// Like [`Program::run`] with inputs the caller keeps: a back end that shares host memory
+    /// reads them in place ([`Backend::upload_input`]), so a run repeated on the same inputs
+    /// copies none of them.
+    pub fn run_shared(
+        &self,
+        device: &dyn Backend,
+        host: &dyn Backend,
+        inputs: &[Arc<Tensor>],
+        consts: &mut ConstCache,
+    ) -> Result<Vec<(String, HostValue)>> {
+        self.check_arity(inputs.len())?;
+        let uploaded = inputs
+            .iter()
+            .map(|t| device.upload_input(t))
+            .collect::<Result<Vec<_>>>()?;
+        self.execute(device, host, uploaded, consts, |ex, outputs| {
+            ex.fetch_outputs(outputs)
+        })
+    }
+
     /// Like [`Program::run`] with inputs and outputs that stay on the device (a KV cache fed
     /// back step after step). Every output must be a tensor.
     pub fn run_device(

@@ -31,6 +31,11 @@ pub trait Backend: Send + Sync {
     fn upload_shared(&self, t: &Arc<Tensor>) -> Result<DeviceTensor> {
         self.upload(t)
     }
+    /// Gives a run an input the caller keeps (it is not a constant: nothing is cached for
+    /// it): back ends that share host memory read it where it lies, without a copy.
+    fn upload_input(&self, t: &Arc<Tensor>) -> Result<DeviceTensor> {
+        self.upload(t)
+    }
     /// Moves a host tensor the caller no longer needs onto the device: back ends that share
     /// host memory take it without a copy.
     fn upload_owned(&self, t: Tensor) -> Result<DeviceTensor> {

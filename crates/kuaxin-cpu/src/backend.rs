@@ -83,6 +83,13 @@ impl Backend for CpuBackend {
         })
     }
 
+    fn upload_input(&self, t: &Arc<Tensor>) -> Result<DeviceTensor> {
+        Ok(DeviceTensor {
+            ty: TensorType::new(t.dtype(), t.shape.clone()),
+            storage: t.clone(),
+        })
+    }
+
     fn upload_owned(&self, t: Tensor) -> Result<DeviceTensor> {
         Ok(wrap(t))
     }
@@ -129,5 +136,46 @@ impl Backend for CpuBackend {
 
     fn synchronize(&self) -> Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gemm::Mat;
+    use kuaxin_core::Data;
+
+    fn matrix() -> Arc<Tensor> {
+        let v: Vec<f32> = (0..64 * 64).map(|i| i as f32).collect();
+        Arc::new(Tensor::new(vec![64, 64], Data::F32(v)).unwrap())
+    }
+
+    fn packs(b: &CpuBackend, t: &Tensor) -> bool {
+        let Data::F32(src) = &t.data else {
+            unreachable!("an f32 matrix")
+        };
+        let mat = Mat {
+            offset: 0,
+            rs: 64,
+            cs: 1,
+        };
+        b.weights.packed_b(t, src, mat, (64, 64), 16).is_some()
+    }
+
+    #[test]
+    fn an_input_is_read_in_place_and_not_taken_for_a_constant() {
+        let b = CpuBackend::new(Some(1)).unwrap();
+        let x = matrix();
+        let up = b.upload_input(&x).unwrap();
+        assert!(Arc::ptr_eq(&host_tensor(&up).unwrap(), &x), "no copy");
+        assert_eq!(up.ty, TensorType::new(x.dtype(), vec![64, 64]));
+        // Nothing is packed and kept for an input: it may be a new one next run.
+        assert!(!packs(&b, &x));
+        drop(up);
+        assert_eq!(Arc::strong_count(&x), 1, "the back end keeps no handle");
+        // A constant, uploaded shared, is.
+        let w = matrix();
+        let _kept = b.upload_shared(&w).unwrap();
+        assert!(packs(&b, &w));
     }
 }

@@ -3,6 +3,7 @@ use kuaxin::compare::{metrics, OpClass, Tolerance};
 use kuaxin::demo::{transformer_block, BlockConfig};
 use kuaxin::random::{random_tensor, Rng};
 use kuaxin::{open_device, DType, HostValue, Session, Tensor};
+use std::sync::Arc;
 
 fn input(seed: u64, dtype: DType) -> Vec<(String, HostValue)> {
     let t = random_tensor(&mut Rng::new(seed), DType::F64, vec![2, 5, 64]).cast(dtype);
@@ -37,6 +38,41 @@ fn second_run_replays_the_cached_program_with_new_data() {
     let t = random_tensor(&mut Rng::new(3), DType::F32, vec![1, 9, 64]);
     s.run(&[("x".into(), HostValue::Tensor(t))]).unwrap();
     assert!(s.last_stats().compiled);
+}
+
+#[test]
+fn shared_inputs_run_as_copied_ones_and_stay_the_callers() {
+    let open = || {
+        Session::new(
+            transformer_block(&BlockConfig::default(), DType::F32, 7),
+            open_device("cpu", Some(1)).unwrap(),
+        )
+        .unwrap()
+    };
+    let (copied, shared) = (open(), open());
+    let tensor = |seed| Arc::new(input(seed, DType::F32)[0].1.as_tensor().unwrap().clone());
+    for seed in [1, 2] {
+        let x = tensor(seed);
+        let want = out(&copied.run(&input(seed, DType::F32)).unwrap());
+        let got = out(&shared.run_shared(&[("x".into(), x.clone())]).unwrap());
+        // The first compiles, the second replays on the shared tensor.
+        assert_eq!(shared.last_stats().compiled, seed == 1);
+        assert_eq!(got, want, "seed {seed}");
+        assert_eq!(Arc::strong_count(&x), 1, "the session keeps no handle");
+    }
+    // Once compiled, a name the model lacks is still an error (it must not replay the program
+    // cached for these types), the same one through either call.
+    let x = tensor(1);
+    let copied_err = copied
+        .run(&[("nope".into(), HostValue::Tensor(x.as_ref().clone()))])
+        .unwrap_err()
+        .to_string();
+    let shared_err = shared
+        .run_shared(&[("nope".into(), x)])
+        .unwrap_err()
+        .to_string();
+    assert!(copied_err.contains("'x'"), "{copied_err}");
+    assert_eq!(shared_err, copied_err);
 }
 
 #[test]
