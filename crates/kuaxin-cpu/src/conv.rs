@@ -73,8 +73,8 @@ const MIN_DEPTH: usize = 16;
 ///
 /// Without AVX-512 but with AVX2 ([`row_product::avx2_only`]) the weight is packed in panels of
 /// sixteen channels for the windowed tile, or of six, the A of [`conv_rows`]' tile, whose
-/// output comes out by rows; with AVX-512 a 1 x 1 expansion's in panels of fourteen, the A of
-/// its by-rows tile ([`conv_rows::suits_wide`]).
+/// output comes out by rows; with AVX-512 a 1 x 1 expansion's or large map's in panels of
+/// fourteen, the A of its by-rows tile ([`conv_rows::suits_wide`]).
 pub fn panel_weights(w: &Tensor, g: &Geom, weights: Option<&Weights>) -> Option<Arc<PackedB>> {
     let Data::F32(wd) = &w.data else { return None };
     let rows = g.rows();

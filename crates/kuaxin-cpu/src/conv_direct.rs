@@ -41,7 +41,8 @@ const CT_BLOCK_BYTES: usize = 64 << 10;
 /// of 16) a kernel of more than one position, whose columns this path does not copy: a
 /// 1 x 1 layer's are its input, and ResNet-50's measured 20-50% slower here than by rows
 /// ([`crate::conv_rows`]) on a Zen 3 core, with the output transposed through C^T. With
-/// AVX-512 (panels of 32) 1 x 1 layers come here too, but for the expansions that go by rows
+/// AVX-512 (panels of 32) 1 x 1 layers come here too, but for the expansions and large maps
+/// that go by rows
 /// ([`crate::conv_rows::suits_wide`], decided before the weight is packed): ResNet-50's on an
 /// Ice Lake core 1.0-1.7x as fast as on the transposed panel tiles of
 /// [`crate::conv::tiled`] (a 56 x 56 layer of 256 to 128 channels 3.11 -> 1.83 ms, 2048 to

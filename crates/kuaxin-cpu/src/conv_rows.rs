@@ -1,8 +1,8 @@
 //! One-group f32 convolutions by rows of the output: `out[M, P] = W[M, C K] * columns[C K, P]`
 //! on a row tile ([`crate::row_product`]): on CPUs with AVX2 but no AVX-512 (Zen 3) the 6 x 16
 //! tile of [`crate::tile_avx2`], six channels by sixteen positions at a time; on AVX-512 the
-//! 14 x 32 tile of [`crate::tile_rows_avx512`], for the 1 x 1 expansions only ([`suits_wide`];
-//! the rest go windowed there).
+//! 14 x 32 tile of [`crate::tile_rows_avx512`], for the 1 x 1 expansions and large 1 x 1 maps
+//! only ([`suits_wide`]; the rest go windowed there).
 //!
 //! The weight is packed once (a constant, see [`crate::conv::panel_weights`]) as panels of the
 //! tile's channels, `C K` steps of six (or fourteen): each step's broadcasts come from one
@@ -80,19 +80,23 @@ pub fn suits(g: &Geom) -> bool {
 
 /// Whether a convolution of this geometry runs here on an AVX-512 CPU (on the tile of
 /// [`tile_rows_avx512`]) rather than on the windowed tile of [`crate::conv_direct`]: a 1 x 1,
-/// stride-1 expansion (at least twice the channels out as in) whose positions fill their
-/// 32-position panels to at least 85%. Per-kernel minima on an Ice Lake core (a busy host,
+/// stride-1 layer whose positions fill their 32-position panels to at least 85%, and that
+/// either expands (at least twice the channels out as in) or has at least
+/// [`IN_PLACE_POSITIONS`] positions, read in place (no transpose of C^T afterwards): its
+/// reductions 256 -> 64 at 56 x 56 (14-row tiles since) 8-12% faster here, in three
+/// alternations with the whole model and one alone (0.80-0.85 -> 0.69-0.74 ms), 64 -> 64
+/// level, SqueezeNet's 128 -> 16 and 64 -> 16 at 55 x 55 7% and 20%. Per-kernel minima on an Ice Lake core (a busy host,
 /// each pair measured interleaved): ResNet-50's expansions 64 -> 256 at 56 x 56 1.5-1.9 ->
 /// 1.1-1.3 ms, 128 -> 512 at 28 x 28 1.05-1.25 -> 0.86-0.99 ms, 256 -> 1024 at 14 x 14 (88%
 /// of their panels) level; SqueezeNet's 16 -> 64 at 55 x 55 0.134 -> 0.089 ms, 32 -> 128 at
 /// 27 x 27 0.10 -> 0.066, 64 -> 256 at 13 x 13 0.098 -> 0.071. Slower here: the reductions
-/// (10-30%, those of 256 -> 64 at 56 x 56 level), the 7 x 7 layers (49 positions in two
+/// of fewer positions (10-30%; 1024 -> 256 at 14 x 14 0.74-0.77 -> 0.86-0.95 ms), the 7 x 7 layers (49 positions in two
 /// panels of 32, 5-10%) and the 3 x 3 layers (their columns copied into panels where the
 /// windowed tile reads the input in place: 30-60% at 56 x 56).
 pub fn suits_wide(g: &Geom) -> bool {
     let nr = tile_rows_avx512::NR;
     let fills = g.p * 100 >= g.p.div_ceil(nr) * nr * 85;
-    g.is_pointwise() && g.m >= 2 * g.rows() && fills
+    g.is_pointwise() && (g.m >= 2 * g.rows() || g.p >= IN_PLACE_POSITIONS) && fills
 }
 
 /// One image's one-group convolution into `out` (`[M, P]`): `x` is the image (`C` channels),
@@ -311,7 +315,7 @@ mod tests {
     }
 
     #[test]
-    fn on_avx512_only_one_by_one_expansions_that_fill_their_panels_go_by_rows() {
+    fn on_avx512_one_by_one_expansions_and_large_maps_that_fill_their_panels_go_by_rows() {
         for (x, w, st, here) in [
             // ResNet-50's expansions 64 -> 256 at 56 x 56, 128 -> 512 at 28 x 28, 256 ->
             // 1024 at 14 x 14 (196 positions, 88% of seven panels of 32) but not 512 -> 2048
@@ -320,10 +324,13 @@ mod tests {
             ([1, 128, 28, 28], [512, 128, 1, 1], [1, 1], true),
             ([1, 256, 14, 14], [1024, 256, 1, 1], [1, 1], true),
             ([1, 512, 7, 7], [2048, 512, 1, 1], [1, 1], false),
-            // Its 64 -> 64 layer (not twice the channels), a reduction, a stride-2 1 x 1
-            // expansion and a 3 x 3 layer.
-            ([1, 64, 56, 56], [64, 64, 1, 1], [1, 1], false),
-            ([1, 256, 56, 56], [64, 256, 1, 1], [1, 1], false),
+            // Its 64 -> 64 and 256 -> 64 layers at 56 x 56 (3136 positions, read in place),
+            // but not its reductions of fewer positions, a stride-2 1 x 1 expansion or a
+            // 3 x 3 layer.
+            ([1, 64, 56, 56], [64, 64, 1, 1], [1, 1], true),
+            ([1, 256, 56, 56], [64, 256, 1, 1], [1, 1], true),
+            ([1, 512, 28, 28], [128, 512, 1, 1], [1, 1], false),
+            ([1, 1024, 14, 14], [256, 1024, 1, 1], [1, 1], false),
             ([1, 256, 56, 56], [512, 256, 1, 1], [2, 2], false),
             ([1, 64, 58, 58], [64, 64, 3, 3], [1, 1], false),
             // SqueezeNet's expand 16 -> 64 at 55 x 55 (3025 positions, 99% of 95 panels).
