@@ -61,23 +61,15 @@ enum Term<'a> {
     /// `(x + bias) + residual`, in that association.
     Summed(&'a [f32], &'a [f32]),
     /// `max_nan(v, 0)` of `x`, `x + bias` or `(x + bias) + residual`.
-    Relu(Finish<'a>),
+    Relu(Columns<'a>),
     Other,
-}
-
-/// What the tiles apply: `max_nan((x + bias) + residual, 0)` with the parts that are there.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Finish<'a> {
-    pub bias: Option<&'a [f32]>,
-    pub residual: Option<&'a [f32]>,
-    pub relu: bool,
 }
 
 /// The finish when the epilogue `k` (argument 0 the convolution's output `x` over its domain
 /// `[N, M, ..]`; arguments 1.. in `extra`) computes exactly `max_nan(x + bias[m], 0)`, `x +
 /// bias[m]`, `max_nan(x, 0)`, or `max_nan((x + bias[m]) + residual, 0)` (the add with the
 /// residual in either operand order, the ReLU optional).
-pub fn bias_relu<'a>(k: &Kernel, extra: &[&'a Tensor]) -> Option<Finish<'a>> {
+pub fn bias_relu<'a>(k: &Kernel, extra: &[&'a Tensor]) -> Option<Columns<'a>> {
     if k.domain.len() < 3 {
         return None;
     }
@@ -86,7 +78,7 @@ pub fn bias_relu<'a>(k: &Kernel, extra: &[&'a Tensor]) -> Option<Finish<'a>> {
 
 /// The same finish for a matrix product's epilogue, its bias one value per column: along the
 /// last axis of the kernel's domain, which must be the product's `n` columns.
-pub fn bias_relu_columns<'a>(k: &Kernel, extra: &[&'a Tensor], n: usize) -> Option<Finish<'a>> {
+pub fn bias_relu_columns<'a>(k: &Kernel, extra: &[&'a Tensor], n: usize) -> Option<Columns<'a>> {
     if k.domain.last() != Some(&n) {
         return None;
     }
@@ -110,7 +102,7 @@ pub fn may_finish(k: &Kernel) -> bool {
 }
 
 /// [`bias_relu`] with the bias along domain axis `axis`.
-fn along<'a>(k: &Kernel, extra: &[&'a Tensor], axis: usize) -> Option<Finish<'a>> {
+fn along<'a>(k: &Kernel, extra: &[&'a Tensor], axis: usize) -> Option<Columns<'a>> {
     if k.reduce.is_some() || k.body.is_empty() || axis >= k.domain.len() {
         return None;
     }
@@ -146,17 +138,17 @@ fn along<'a>(k: &Kernel, extra: &[&'a Tensor], axis: usize) -> Option<Finish<'a>
             },
             // `max_nan(v, 0)` keeps v's -0.0 and NaN; `max_nan(0, v)` would not: only this order.
             Expr::Binary(BinaryOp::Max, a, b) => match (at(*a), at(*b)) {
-                (Term::Conv, Term::Zero) => Term::Relu(Finish {
+                (Term::Conv, Term::Zero) => Term::Relu(Columns {
                     bias: None,
                     residual: None,
                     relu: true,
                 }),
-                (Term::Biased(s), Term::Zero) => Term::Relu(Finish {
+                (Term::Biased(s), Term::Zero) => Term::Relu(Columns {
                     bias: Some(s),
                     residual: None,
                     relu: true,
                 }),
-                (Term::Summed(s, r), Term::Zero) => Term::Relu(Finish {
+                (Term::Summed(s, r), Term::Zero) => Term::Relu(Columns {
                     bias: Some(s),
                     residual: Some(r),
                     relu: true,
@@ -168,12 +160,12 @@ fn along<'a>(k: &Kernel, extra: &[&'a Tensor], axis: usize) -> Option<Finish<'a>
         terms.push(t);
     }
     match *terms.last()? {
-        Term::Biased(s) => Some(Finish {
+        Term::Biased(s) => Some(Columns {
             bias: Some(s),
             residual: None,
             relu: false,
         }),
-        Term::Summed(s, r) => Some(Finish {
+        Term::Summed(s, r) => Some(Columns {
             bias: Some(s),
             residual: Some(r),
             relu: false,

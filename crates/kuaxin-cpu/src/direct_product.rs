@@ -3,9 +3,8 @@
 //! panels of sixteen columns: a convolution's input windows ([`crate::conv_direct`]) and, on
 //! CPUs with AVX2 but no AVX-512, a MatMul by a constant weight ([`matmul`]), whose A rows are
 //! then read in place and whose C comes out by rows.
-use crate::conv_finish::Finish;
 use crate::gemm::{Mat, SendPtr};
-use crate::panels::PackedB;
+use crate::panels::{Columns, PackedB};
 use crate::tile_direct::{self, ColumnFinish, DirectTile, Kernel, MR, NR};
 use std::mem::MaybeUninit;
 
@@ -44,7 +43,7 @@ pub unsafe fn product(
     b: &PackedB,
     (c, ldc): (*mut f32, usize),
     panels: std::ops::Range<usize>,
-    finish: Option<&Finish>,
+    finish: Option<&Columns>,
 ) {
     let (depth, n) = b.dims();
     let (mr, nr) = (kernel.mr, kernel.nr);
@@ -110,7 +109,7 @@ pub fn matmul(
     b: &PackedB,
     c: &mut [MaybeUninit<f32>],
     parallel: bool,
-    finish: Option<Finish>,
+    finish: Option<Columns>,
 ) -> Option<()> {
     let (k, n) = b.dims();
     let finish_fits = finish.is_none_or(|f| {
@@ -251,7 +250,7 @@ mod tests {
                 (true, false, true),
                 (false, false, true),
             ] {
-                let f = Finish {
+                let f = Columns {
                     bias: bias_on.then_some(&bias[..]),
                     residual: res_on.then_some(&residual[..]),
                     relu,
@@ -288,14 +287,14 @@ mod tests {
                 }
             }
             // A bias or residual too short, and a depth of 0, are left to the caller.
-            let short = Finish {
+            let short = Columns {
                 bias: Some(&bias[..n - 1]),
                 residual: None,
                 relu: false,
             };
             let mut c = crate::par::preset(0f32, m * n);
             assert!(matmul(m, (&a, Mat::row_major(k)), &wt, &mut c, false, Some(short)).is_none());
-            let short = Finish {
+            let short = Columns {
                 bias: None,
                 residual: Some(&residual[..m * n - 1]),
                 relu: false,

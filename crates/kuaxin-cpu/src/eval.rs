@@ -192,12 +192,7 @@ fn run(
         };
         let wt = conv::panel_weights(w, &geom, weights);
         // A bias and ReLU the tiles can apply themselves (same bits as `apply`).
-        let columns =
-            crate::conv_finish::bias_relu(epilogue, extra).map(|f| crate::panels::Columns {
-                bias: f.bias,
-                residual: f.residual,
-                relu: f.relu,
-            });
+        let columns = crate::conv_finish::bias_relu(epilogue, extra);
         let out = conv::conv_with_epilogue(xd, wd, &geom, (Some(&apply), columns), wt.as_deref())?;
         return Ok(vec![Data::F32(out)]);
     }

@@ -4,7 +4,6 @@
 //! through gemm (bf16 via f32); integers use a plain loop that wraps in
 //! their own type. Small matrices run one per thread across the batch; large ones run one at
 //! a time with gemm's own threading.
-use crate::conv_finish::Finish;
 use crate::gemm::{gemm_mats, GemmEl, Mat, SendPtr, PAR_FLOPS};
 use crate::panels;
 use crate::par;
@@ -169,7 +168,7 @@ pub fn matmul_of_views_finished(
     y: &Tensor,
     (va, vb): (&Option<ViewMap>, &Option<ViewMap>),
     weights: Option<&Weights>,
-    finish: Option<Finish>,
+    finish: Option<panels::Columns>,
 ) -> Result<(Data, bool)> {
     let operand = |t: &Tensor, v: &Option<ViewMap>| match v {
         Some(v) => (v.shape.clone(), Operand::of(&v.shape, &v.strides, v.offset)),
@@ -204,7 +203,7 @@ fn packed_product(
     (y, b, ob): (&Tensor, &[f32], &Operand),
     d: Dims,
     weights: &Weights,
-    finish: Option<Finish>,
+    finish: Option<panels::Columns>,
 ) -> Option<(Vec<f32>, bool)> {
     let shared = ob
         .batch_shape
@@ -227,9 +226,8 @@ fn packed_product(
             for (i, ci) in c.chunks_mut(size).enumerate() {
                 // Batch i's residual is its own m x n; the bias is shared.
                 let columns = finishing.map(|f| panels::Columns {
-                    bias: f.bias,
                     residual: f.residual.map(|r| &r[i * size..(i + 1) * size]),
-                    relu: f.relu,
+                    ..f
                 });
                 let c = SendPtr(ci.as_mut_ptr().cast::<f32>());
                 // SAFETY: `ci` is this batch's m x n block of C, rows `n` apart, written by
@@ -260,7 +258,7 @@ fn packed_product(
     let fill = |c: &mut [MaybeUninit<f32>]| -> std::result::Result<(), ()> {
         for (i, ci) in c.chunks_mut(size).enumerate() {
             // Batch i's residual is its own m x n; the bias is shared.
-            let fi = finishing.map(|f| Finish {
+            let fi = finishing.map(|f| panels::Columns {
                 residual: f.residual.map(|r| r.get(i * size..).unwrap_or(&[])),
                 ..f
             });

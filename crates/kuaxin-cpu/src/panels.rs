@@ -142,8 +142,9 @@ impl Out {
 
 /// What a product does to its finished sums before storing them: a bias per column of B
 /// (`n` values) added, then a residual laid out as C from C's first element, then a ReLU
-/// (see [`tile::Finish`]).
-#[derive(Clone, Copy)]
+/// (see [`tile::Finish`]): `max_nan((x + bias) + residual, 0)` with the parts that are
+/// there. Convolutions' epilogues become one ([`crate::conv_finish::bias_relu`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Columns<'a> {
     pub bias: Option<&'a [f32]>,
     pub residual: Option<&'a [f32]>,
@@ -465,6 +466,27 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    #[should_panic(expected = "asked for 0")]
+    fn a_tile_of_no_rows_is_refused_before_it_touches_memory() {
+        // Rows past the dispatch table run the tallest tile: 0 must not get there.
+        let t = Tile {
+            a: std::ptr::null(),
+            a_rs: 0,
+            a_cs: 0,
+            b: std::ptr::null(),
+            b_rs: 0,
+            c: std::ptr::null_mut(),
+            c_rs: NR,
+            c_cs: 1,
+            mask: u32::MAX,
+            accumulate: false,
+            finish: None,
+        };
+        // SAFETY: the assertion refuses the call before any operand is read or written.
+        unsafe { tile::run(0, 1, &t) };
     }
 
     #[test]

@@ -69,8 +69,8 @@ pub struct Finish {
 #[cfg(target_arch = "x86_64")]
 pub unsafe fn run(rows: usize, k: usize, t: &Tile) {
     assert!(
-        (t.c_cs == 1 && rows <= MR_ROWS) || (t.c_rs == 1 && rows <= MR),
-        "a register tile stores rows of C as vectors (up to {MR_ROWS}) or columns (up to {MR})"
+        rows >= 1 && ((t.c_cs == 1 && rows <= MR_ROWS) || (t.c_rs == 1 && rows <= MR)),
+        "a register tile stores 1 to {MR_ROWS} rows of C as vectors, or 1 to {MR} as columns (asked for {rows})"
     );
     // SAFETY: the caller's contract, for the row count each arm names.
     unsafe {
