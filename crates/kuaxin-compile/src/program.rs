@@ -420,9 +420,7 @@ impl Program {
             .into_iter()
             .map(|t| device.upload_owned(t))
             .collect::<Result<Vec<_>>>()?;
-        self.execute(device, host, uploaded, consts, |ex, outputs| {
-            ex.fetch_outputs(outputs)
-        })
+        self.run_uploaded(device, host, uploaded, consts)
     }
 
     /// Like [`Program::run`] with inputs the caller keeps: a back end that shares host memory
@@ -440,6 +438,18 @@ impl Program {
             .iter()
             .map(|t| device.upload_input(t))
             .collect::<Result<Vec<_>>>()?;
+        self.run_uploaded(device, host, uploaded, consts)
+    }
+
+    /// [`Program::run`] and [`Program::run_shared`] once their inputs are on the device: the
+    /// outputs fetched to the host.
+    fn run_uploaded(
+        &self,
+        device: &dyn Backend,
+        host: &dyn Backend,
+        uploaded: Vec<DeviceTensor>,
+        consts: &mut ConstCache,
+    ) -> Result<Vec<(String, HostValue)>> {
         self.execute(device, host, uploaded, consts, |ex, outputs| {
             ex.fetch_outputs(outputs)
         })
