@@ -52,9 +52,14 @@ impl std::fmt::Debug for CpuBackend {
 
 /// A host tensor as a CPU device tensor (no copy).
 pub fn wrap(t: Tensor) -> DeviceTensor {
+    share(&Arc::new(t))
+}
+
+/// A device tensor holding `t` itself: host memory the caller keeps a handle on.
+fn share(t: &Arc<Tensor>) -> DeviceTensor {
     DeviceTensor {
         ty: TensorType::new(t.dtype(), t.shape.clone()),
-        storage: Arc::new(t),
+        storage: t.clone(),
     }
 }
 
@@ -77,17 +82,11 @@ impl Backend for CpuBackend {
 
     fn upload_shared(&self, t: &Arc<Tensor>) -> Result<DeviceTensor> {
         self.weights.register(t);
-        Ok(DeviceTensor {
-            ty: TensorType::new(t.dtype(), t.shape.clone()),
-            storage: t.clone(),
-        })
+        Ok(share(t))
     }
 
     fn upload_input(&self, t: &Arc<Tensor>) -> Result<DeviceTensor> {
-        Ok(DeviceTensor {
-            ty: TensorType::new(t.dtype(), t.shape.clone()),
-            storage: t.clone(),
-        })
+        Ok(share(t))
     }
 
     fn upload_owned(&self, t: Tensor) -> Result<DeviceTensor> {

@@ -59,11 +59,16 @@ type InputKey = Vec<(String, TensorType)>;
 fn input_key(inputs: &[&(String, HostValue)]) -> Option<InputKey> {
     inputs
         .iter()
-        .map(|(n, v)| {
-            v.as_tensor()
-                .map(|t| (n.clone(), TensorType::new(t.dtype(), t.shape.clone())))
-        })
+        .map(|(n, v)| v.as_tensor().map(|t| key_entry(n, t)))
         .collect()
+}
+
+/// An input's part of an [`InputKey`].
+fn key_entry(name: &str, t: &Tensor) -> (String, TensorType) {
+    (
+        name.to_string(),
+        TensorType::new(t.dtype(), t.shape.clone()),
+    )
 }
 
 fn count_kernels(p: &Program) -> usize {
@@ -121,8 +126,8 @@ impl Session {
     }
 
     /// Orders the given inputs like the model's graph inputs, so cached programs bind right.
-    fn ordered<'v>(&self, inputs: &'v [(String, HostValue)]) -> Vec<&'v (String, HostValue)> {
-        let mut v: Vec<&(String, HostValue)> = inputs.iter().collect();
+    fn ordered<'v, V>(&self, inputs: &'v [(String, V)]) -> Vec<&'v (String, V)> {
+        let mut v: Vec<&(String, V)> = inputs.iter().collect();
         v.sort_by_key(|(n, _)| self.input_position(n));
         v
     }
@@ -162,12 +167,8 @@ impl Session {
     /// (a 1024 x 1024 input is 4 MiB). The first run for given input types compiles as
     /// [`Session::run`] does.
     pub fn run_shared(&self, inputs: &[(String, Arc<Tensor>)]) -> Result<Vec<(String, HostValue)>> {
-        let mut ordered: Vec<&(String, Arc<Tensor>)> = inputs.iter().collect();
-        ordered.sort_by_key(|(n, _)| self.input_position(n));
-        let key: InputKey = ordered
-            .iter()
-            .map(|(n, t)| (n.clone(), TensorType::new(t.dtype(), t.shape.clone())))
-            .collect();
+        let ordered = self.ordered(inputs);
+        let key: InputKey = ordered.iter().map(|(n, t)| key_entry(n, t)).collect();
         if let Some(p) = self.cached(&key) {
             let tensors: Vec<Arc<Tensor>> = ordered.iter().map(|(_, t)| t.clone()).collect();
             return self.with_consts(&key, &p, |consts| {
@@ -188,8 +189,7 @@ impl Session {
         &self,
         inputs: &[(String, DeviceTensor)],
     ) -> Result<Vec<(String, DeviceTensor)>> {
-        let mut ordered: Vec<&(String, DeviceTensor)> = inputs.iter().collect();
-        ordered.sort_by_key(|(n, _)| self.input_position(n));
+        let ordered = self.ordered(inputs);
         let key: InputKey = ordered
             .iter()
             .map(|(n, t)| (n.clone(), t.ty.clone()))
