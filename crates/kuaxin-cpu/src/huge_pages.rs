@@ -14,15 +14,16 @@
 //! `/sys/kernel/mm/transparent_hugepage/enabled` is `always` or `madvise` (and ignores
 //! otherwise); a last part page stays on small pages. Padding every large buffer to whole
 //! pages instead, and putting buffers from 512 KiB on huge pages, made ResNet-50's peak RSS
-//! 394-466 MiB against 294; this way it is ~325. Smaller allocations, and every allocation off
-//! Linux, go to the system allocator as they are.
+//! 394-466 MiB against 294; this way it is ~325. Medium allocations, from
+//! [`huge_regions::MEDIUM`] (64 KiB) up to [`THRESHOLD`], are carved side by side from regions
+//! of huge pages instead ([`crate::huge_regions`]: a few MiB more RSS). Smaller allocations,
+//! and every allocation off Linux, go to the system allocator as they are.
 //!
 //! A freed large block is kept (up to [`CACHE_SLOTS`] blocks, [`CACHE_BYTES`] in all) and
 //! handed out again for the next allocation of exactly its layout: the C allocator unmaps or
 //! trims such blocks, so a model's output of megabytes (or a copy of its input) was faulted
 //! in afresh, page by page, on every run: a 1024^3 MatMul's 4 MiB output and input cost 5-8%
-//! of its run under `perf` in the kernel's page clearing. A model's planned intermediates are
-//! reused by the executor and never come here.
+//! of its run under `perf` in the kernel's page clearing.
 //!
 //! A library cannot choose the allocator of the program that uses it: the `kuaxin` command
 //! installs this one, and a program embedding kuaxin may do the same:
@@ -30,6 +31,7 @@
 //! #[global_allocator]
 //! static ALLOC: kuaxin::HugePageAlloc = kuaxin::HugePageAlloc;
 //! ```
+use crate::huge_regions;
 use std::alloc::{GlobalAlloc, Layout, System};
 
 /// A huge page (x86-64 and aarch64 Linux with 4 KiB base pages).
@@ -134,14 +136,19 @@ fn with_layout(layout: Layout, get: impl FnOnce(Layout) -> *mut u8) -> *mut u8 {
     }
 }
 
-// SAFETY: every block is allocated and freed by `System` with one layout, chosen from the
-// caller's layout alone (`huge_layout`), so `dealloc` and `realloc` see the layout `alloc`
-// used; a huge layout only raises the alignment, which the caller's use of the block cannot
-// notice.
+// SAFETY: a medium block from a region (`huge_regions`) is recognised by its address and
+// goes back there, never to `System`; it holds its layout's bytes at a 64-byte alignment,
+// at least the layout's. Every other block is allocated and freed by `System` with one
+// layout, chosen from the caller's layout alone (`huge_layout`), so `dealloc` and `realloc`
+// see the layout `alloc` used; a huge layout only raises the alignment, which the caller's
+// use of the block cannot notice.
 // A kept block came from `System` with the very layout it is handed out for again, and
 // belongs to no one while kept.
 unsafe impl GlobalAlloc for HugePageAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if let Some(p) = huge_regions::alloc(layout) {
+            return p;
+        }
         if let Some(p) = huge_layout(layout).and_then(take_kept) {
             return p;
         }
@@ -150,8 +157,11 @@ unsafe impl GlobalAlloc for HugePageAlloc {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if let Some(p) = huge_layout(layout).and_then(take_kept) {
-            // SAFETY: the kept block holds `layout.size()` bytes, now the caller's.
+        if let Some(p) =
+            huge_regions::alloc(layout).or_else(|| huge_layout(layout).and_then(take_kept))
+        {
+            // SAFETY: the block (kept, or from a region) holds `layout.size()` bytes, now
+            // the caller's.
             unsafe { std::ptr::write_bytes(p, 0, layout.size()) };
             return p;
         }
@@ -160,6 +170,9 @@ unsafe impl GlobalAlloc for HugePageAlloc {
     }
 
     unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
+        if huge_regions::dealloc(p, layout) {
+            return;
+        }
         let made = huge_layout(layout);
         if made.is_some_and(|l| keep(p, l)) {
             return;
@@ -173,7 +186,9 @@ unsafe impl GlobalAlloc for HugePageAlloc {
         // through `alloc` and `dealloc` above, so it keeps its layout's rules.
         unsafe {
             let new = Layout::from_size_align_unchecked(new_size, layout.align());
-            if huge_layout(layout).is_none() && huge_layout(new).is_none() {
+            let plain =
+                |l: Layout| huge_layout(l).is_none() && huge_regions::block_size(l).is_none();
+            if plain(layout) && plain(new) {
                 return System.realloc(p, layout, new_size);
             }
             let q = self.alloc(new);
@@ -244,12 +259,41 @@ mod tests {
         }
     }
 
+    /// A freed medium block, from a region of huge pages, comes back for the next allocation
+    /// of its size, zeroed when asked.
+    #[test]
+    fn freed_medium_blocks_come_back_zeroed_when_asked() {
+        if !cfg!(target_os = "linux") {
+            eprintln!("skipped: medium blocks come from regions on Linux only");
+            return;
+        }
+        let a = HugePageAlloc;
+        // A size no other test allocates (the regions are the process's).
+        let layout = Layout::from_size_align(huge_regions::MEDIUM + 54_321, 8).expect("a layout");
+        // SAFETY: each block is written within its size and freed once with its layout.
+        unsafe {
+            let p = a.alloc(layout);
+            assert!(!p.is_null());
+            std::ptr::write_bytes(p, 7, layout.size());
+            a.dealloc(p, layout);
+            let q = a.alloc_zeroed(layout);
+            assert_eq!(q, p, "the freed block was not handed out again");
+            assert!((0..layout.size()).all(|i| *q.add(i) == 0), "not zeroed");
+            a.dealloc(q, layout);
+        }
+    }
+
     /// Blocks on either side of the threshold, grown and shrunk across it, keep their bytes,
     /// and large ones come back 2 MiB aligned.
     #[test]
     fn blocks_keep_their_contents_across_the_threshold() {
         let a = HugePageAlloc;
+        let medium = huge_regions::MEDIUM;
         for (from, to) in [
+            (1000, medium + 100),
+            (medium + 100, THRESHOLD + 5),
+            (THRESHOLD + 5, medium + 7),
+            (medium + 7, 2 * medium + 9),
             (1000, THRESHOLD + 100),
             (THRESHOLD + 100, 1000),
             (THRESHOLD, 3 * HUGE + 5),

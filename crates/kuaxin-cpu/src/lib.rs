@@ -35,6 +35,7 @@ mod gather;
 mod gemm;
 mod host;
 mod huge_pages;
+mod huge_regions;
 mod im2col;
 mod layer_norm;
 pub use kuaxin_core::limits;
