@@ -235,16 +235,9 @@ mod tests {
         let a = HugePageAlloc;
         // A size no other test allocates (the cache is the process's).
         let layout = Layout::from_size_align(THRESHOLD + 12_345, 8).expect("a layout");
-        // SAFETY: each block is written within its size and freed once with its layout.
+        let p = comes_back_zeroed(layout);
+        // SAFETY: each block is freed once with its layout.
         unsafe {
-            let p = a.alloc(layout);
-            assert!(!p.is_null());
-            std::ptr::write_bytes(p, 7, layout.size());
-            a.dealloc(p, layout);
-            let q = a.alloc_zeroed(layout);
-            assert_eq!(q, p, "the freed block was not handed out again");
-            assert!((0..layout.size()).all(|i| *q.add(i) == 0), "not zeroed");
-            a.dealloc(q, layout);
             let r = a.alloc(layout);
             assert_eq!(r, p);
             a.dealloc(r, layout);
@@ -267,9 +260,16 @@ mod tests {
             eprintln!("skipped: medium blocks come from regions on Linux only");
             return;
         }
-        let a = HugePageAlloc;
         // A size no other test allocates (the regions are the process's).
         let layout = Layout::from_size_align(huge_regions::MEDIUM + 54_321, 8).expect("a layout");
+        comes_back_zeroed(layout);
+    }
+
+    /// Allocates a block of `layout`, fills and frees it, and checks that a zeroed
+    /// allocation of the same layout hands the same block back, zeroed; returns its address
+    /// (freed).
+    fn comes_back_zeroed(layout: Layout) -> *mut u8 {
+        let a = HugePageAlloc;
         // SAFETY: each block is written within its size and freed once with its layout.
         unsafe {
             let p = a.alloc(layout);
@@ -280,6 +280,7 @@ mod tests {
             assert_eq!(q, p, "the freed block was not handed out again");
             assert!((0..layout.size()).all(|i| *q.add(i) == 0), "not zeroed");
             a.dealloc(q, layout);
+            p
         }
     }
 

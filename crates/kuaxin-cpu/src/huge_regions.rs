@@ -70,7 +70,8 @@ fn state() -> MutexGuard<'static, Regions> {
     STATE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The bytes a block of `layout` takes in a region, when it is medium (and on Linux).
+/// The size class of a block of `layout` (its bytes in whole grains; it is carved with a
+/// page more), when it is medium (and on Linux).
 pub fn block_size(layout: Layout) -> Option<usize> {
     let medium = layout.size() >= MEDIUM
         && layout.size() < crate::huge_pages::THRESHOLD
