@@ -17,9 +17,11 @@
 //! and handed out again for the next block of its size, the last freed first (the likeliest
 //! still in cache, as the C allocator's bins hand them out): a program run allocates the
 //! same sizes in the same order every time, so after the first run nothing new is carved
-//! (and nothing is faulted in). Regions
-//! are never unmapped; when they are full (or the list of freed blocks is), a block goes to
-//! the system allocator as before, so the worst case is the old placement, not a failure.
+//! (and nothing is faulted in). Past [`FREE_BYTES`] of freed blocks (or [`FREE_SLOTS`] of
+//! them: sizes that stop coming, as when inputs change shape between runs) the oldest is
+//! given back to the system and its range not carved again. Regions are never unmapped; when
+//! they are full, a block goes to the system allocator as before, so the worst case is the
+//! old placement, not a failure or unbounded memory.
 use std::alloc::Layout;
 use std::sync::{Mutex, MutexGuard};
 
@@ -33,6 +35,9 @@ const REGION: usize = 64 << 20;
 const REGIONS: usize = 8;
 /// Freed blocks kept at most.
 const FREE_SLOTS: usize = 512;
+/// Bytes of freed blocks kept at most; past it the oldest are given back
+/// ([`release_oldest`]).
+const FREE_BYTES: usize = 64 << 20;
 /// A huge page.
 const HUGE: usize = 2 << 20;
 /// A small page: the span of a block's [`COLOR`]s.
@@ -122,14 +127,44 @@ pub fn dealloc(p: *mut u8, layout: Layout) -> bool {
     if !ours {
         return false;
     }
-    // With every slot taken the block stays carved and unused: memory of a region, not a
-    // leak to the system.
-    if r.held < FREE_SLOTS {
-        let held = r.held;
-        r.free[held] = (at, size);
-        r.held += 1;
-    }
+    keep_freed(&mut r, (at, size), FREE_BYTES);
     true
+}
+
+/// Adds the freed `block` (address, bytes) to the list, then gives back the oldest blocks
+/// while the list is over `bytes` in all (or full).
+fn keep_freed(r: &mut Regions, block: (usize, usize), bytes: usize) {
+    if r.held == FREE_SLOTS {
+        release_oldest(r);
+    }
+    let held = r.held;
+    r.free[held] = block;
+    r.held += 1;
+    while r.free[..r.held].iter().map(|f| f.1).sum::<usize>() > bytes {
+        release_oldest(r);
+    }
+}
+
+/// Gives the memory of the oldest freed block back to the system and forgets the block (its
+/// address range is not carved again): what bounds the memory held for sizes that stop
+/// coming, as when a program's inputs change shape from run to run.
+fn release_oldest(r: &mut Regions) {
+    if r.held == 0 {
+        return;
+    }
+    let (at, size) = r.free[0];
+    r.free.copy_within(1..r.held, 0);
+    r.held -= 1;
+    // Whole small pages inside the block.
+    let (start, end) = (at.next_multiple_of(PAGE), (at + size) / PAGE * PAGE);
+    if end > start {
+        #[cfg(target_os = "linux")]
+        // SAFETY: `start..end` lies inside a block of a region that no one holds (freed, and
+        // now out of the list); dropping its pages only makes them read as zeros again.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+        }
+    }
 }
 
 /// Maps a region of [`REGION`] bytes aligned to a huge page and advises huge pages over it;
@@ -188,6 +223,55 @@ mod tests {
         assert_eq!(size(MEDIUM + 1, 64), Some(MEDIUM + GRAIN));
         assert_eq!(size(crate::huge_pages::THRESHOLD, 8), None);
         assert_eq!(size(MEDIUM, 128), None, "an alignment past a cache line");
+    }
+
+    /// Past the bound on freed bytes the oldest freed block leaves the list and its pages are
+    /// given back (they read as zeros again); the others stay, in order, with their bytes.
+    #[test]
+    fn the_oldest_freed_blocks_are_given_back_past_the_bound() {
+        if !cfg!(target_os = "linux") {
+            eprintln!("skipped: regions of huge pages are made on Linux only");
+            return;
+        }
+        // A region of this test's own and a list of its own (not the process's).
+        let base = map_region().expect("a region");
+        let mut r = Regions {
+            maps: [(0, 0); REGIONS],
+            free: [(0, 0); FREE_SLOTS],
+            held: 0,
+            carved: 0,
+        };
+        let size = 4 * PAGE;
+        let blocks: Vec<(usize, usize)> = (0..3).map(|i| (base + i * size, size)).collect();
+        for &(at, n) in &blocks {
+            // SAFETY: the block lies in the region mapped above, which nothing else uses.
+            unsafe { std::ptr::write_bytes(at as *mut u8, 9, n) };
+            keep_freed(&mut r, (at, n), 2 * size);
+        }
+        assert_eq!(
+            &r.free[..r.held],
+            &blocks[1..],
+            "the oldest block was not the one given back"
+        );
+        let bytes = |(at, n): (usize, usize)| -> Vec<u8> {
+            // SAFETY: as above; reading only.
+            unsafe { std::slice::from_raw_parts(at as *const u8, n).to_vec() }
+        };
+        assert!(
+            bytes(blocks[0]).iter().all(|&b| b == 0),
+            "its pages were not given back"
+        );
+        assert!(
+            bytes(blocks[1]).iter().all(|&b| b == 9),
+            "a kept block lost its bytes"
+        );
+        // A full list gives back its oldest to take one more, whatever the bytes.
+        r.held = FREE_SLOTS;
+        keep_freed(&mut r, (base + 3 * size, size), usize::MAX);
+        assert_eq!(
+            (r.held, r.free[FREE_SLOTS - 1]),
+            (FREE_SLOTS, (base + 3 * size, size))
+        );
     }
 
     /// Blocks come out cache-line aligned, at different offsets in their pages, inside a huge-page aligned region, apart from each
