@@ -35,7 +35,7 @@ use crate::huge_regions;
 use std::alloc::{GlobalAlloc, Layout, System};
 
 /// A huge page (x86-64 and aarch64 Linux with 4 KiB base pages).
-const HUGE: usize = 2 << 20;
+pub(crate) const HUGE: usize = 2 << 20;
 /// Smallest allocation advised: one that can hold a whole huge page once aligned.
 pub const THRESHOLD: usize = HUGE;
 
@@ -110,7 +110,7 @@ fn huge_layout(layout: Layout) -> Option<Layout> {
 
 /// Asks the kernel for huge pages over `len` bytes from `p` (both multiples of 2 MiB). Advice
 /// only: a kernel without transparent huge pages refuses it and the buffer keeps small pages.
-fn advise(p: *mut u8, len: usize) {
+pub(crate) fn advise(p: *mut u8, len: usize) {
     #[cfg(target_os = "linux")]
     // SAFETY: `p..p + len` is a mapping this allocator just obtained; MADV_HUGEPAGE changes
     // only how it is backed, never its contents.

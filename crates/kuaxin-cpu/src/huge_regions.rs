@@ -22,6 +22,8 @@
 //! given back to the system and its range not carved again. Regions are never unmapped; when
 //! they are full, a block goes to the system allocator as before, so the worst case is the
 //! old placement, not a failure or unbounded memory.
+#[cfg(target_os = "linux")]
+use crate::huge_pages::{advise, HUGE};
 use std::alloc::Layout;
 use std::sync::{Mutex, MutexGuard};
 
@@ -38,8 +40,6 @@ const FREE_SLOTS: usize = 512;
 /// Bytes of freed blocks kept at most; past it the oldest are given back
 /// ([`release_oldest`]).
 const FREE_BYTES: usize = 64 << 20;
-/// A huge page.
-const HUGE: usize = 2 << 20;
 /// A small page: the span of a block's [`COLOR`]s.
 const PAGE: usize = 4096;
 /// Step between the offsets at which successive blocks start within a page (17 cache
@@ -62,12 +62,17 @@ struct Regions {
     carved: usize,
 }
 
-static STATE: Mutex<Regions> = Mutex::new(Regions {
-    maps: [(0, 0); REGIONS],
-    free: [(0, 0); FREE_SLOTS],
-    held: 0,
-    carved: 0,
-});
+impl Regions {
+    /// Nothing mapped, nothing freed.
+    const EMPTY: Regions = Regions {
+        maps: [(0, 0); REGIONS],
+        free: [(0, 0); FREE_SLOTS],
+        held: 0,
+        carved: 0,
+    };
+}
+
+static STATE: Mutex<Regions> = Mutex::new(Regions::EMPTY);
 
 /// The state, also after a panic elsewhere poisoned the lock (nothing here panics while
 /// holding it, and a block of ours must never reach the system allocator).
@@ -198,7 +203,7 @@ fn map_region() -> Option<usize> {
                 end - aligned - REGION,
             );
         }
-        libc::madvise(aligned as *mut libc::c_void, REGION, libc::MADV_HUGEPAGE);
+        advise(aligned as *mut u8, REGION);
         Some(aligned)
     }
     #[cfg(not(target_os = "linux"))]
@@ -235,12 +240,7 @@ mod tests {
         }
         // A region of this test's own and a list of its own (not the process's).
         let base = map_region().expect("a region");
-        let mut r = Regions {
-            maps: [(0, 0); REGIONS],
-            free: [(0, 0); FREE_SLOTS],
-            held: 0,
-            carved: 0,
-        };
+        let mut r = Regions::EMPTY;
         let size = 4 * PAGE;
         let blocks: Vec<(usize, usize)> = (0..3).map(|i| (base + i * size, size)).collect();
         for &(at, n) in &blocks {
