@@ -150,6 +150,17 @@ pub(crate) fn finished_by(
             groups: *groups,
             epilogue,
         },
+        Prim::ConvBlocked {
+            strides,
+            dilations,
+            pads,
+            epilogue: None,
+        } if made.shape == epilogue.domain => Prim::ConvBlocked {
+            strides: strides.clone(),
+            dilations: dilations.clone(),
+            pads: pads.clone(),
+            epilogue: Some(epilogue),
+        },
         Prim::MatMul if made.numel() == epilogue.out.numel() => Prim::MatMulEpilogue {
             a: None,
             b: None,

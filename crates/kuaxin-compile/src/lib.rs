@@ -3,6 +3,7 @@
 //! [`lower::Cx`] walks a graph and calls each op's lowering ([`ops`]); lowerings speak the
 //! numpy-like vocabulary of [`builder`]; primitives go to a [`trace::Trace`], which folds
 //! constants and records the rest into a [`program::Program`] that runs on any back end.
+pub mod blocked;
 pub mod builder;
 pub mod compile;
 pub mod epilogues;

@@ -249,8 +249,11 @@ impl<'a> Executor<'a> {
                             ins.out_types[0].shape,
                             ins.origin
                         ),
-                        Prim::Conv { .. } if per_kernel => {
-                            format!("Conv -> {:?} {}", ins.out_types[0].shape, ins.origin)
+                        Prim::Conv { .. } | Prim::ConvBlocked { .. } | Prim::View { .. }
+                            if per_kernel =>
+                        {
+                            let name = ins.prim.name();
+                            format!("{name} -> {:?} {}", ins.out_types[0].shape, ins.origin)
                         }
                         Prim::ConvEpilogue { epilogue, .. }
                         | Prim::MatMulEpilogue { epilogue, .. }

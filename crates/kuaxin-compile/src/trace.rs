@@ -234,6 +234,15 @@ impl<'a> Trace<'a> {
         if self.fuse {
             let device = self.exec.device;
             let live: std::collections::HashSet<usize> = keep.iter().copied().collect();
+            let segment = self.program.instrs.split_off(start);
+            let segment = crate::blocked::block_convolutions(
+                segment,
+                &mut self.program.slot_types,
+                &live,
+                &|p| device.supports(p, &[]),
+            );
+            self.program.instrs.extend(segment);
+            self.exec.ensure_slots(self.program.slot_types.len());
             let (fused, report) = crate::fuse::fuse(
                 &self.program.instrs[start..],
                 &self.program.slot_types,

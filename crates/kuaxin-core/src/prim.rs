@@ -215,6 +215,18 @@ pub enum Prim {
         groups: usize,
         epilogue: std::sync::Arc<crate::kernel::Kernel>,
     },
+    /// A one-group f32 2-D convolution in the blocked layout: x `[N, C/16, H, W, 16]` (sixteen
+    /// channels innermost), w `[M, C, KH, KW]` as lowering gives it, output
+    /// `[N, M/16, OH, OW, 16]`; zero `pads` ((begin, end) per spatial axis) inside. With an
+    /// `epilogue`, that kernel runs on the output as [`Prim::ConvEpilogue`]'s does (inputs
+    /// after x and w are its arguments 1..). Made by the layout pass for back ends that claim
+    /// it, never by lowering.
+    ConvBlocked {
+        strides: Vec<usize>,
+        dilations: Vec<usize>,
+        pads: Vec<(usize, usize)>,
+        epilogue: Option<std::sync::Arc<crate::kernel::Kernel>>,
+    },
     /// A `MatMulOfViews` whose output goes straight through an elementwise kernel (a bias, an
     /// activation, a residual, an attention scale and mask) while it is in cache. Inputs: a, b,
     /// then the kernel's arguments 1..; the kernel's argument 0 is the product, read in its
@@ -377,6 +389,53 @@ impl Prim {
         Ok(out)
     }
 
+    /// The output of [`Prim::ConvBlocked`] on x and w (`ins`), checked.
+    fn blocked_conv_out(
+        ins: &[TensorType],
+        strides: &[usize],
+        dilations: &[usize],
+        pads: &[(usize, usize)],
+    ) -> Result<TensorType> {
+        let bad = || {
+            Error::invalid(format!(
+                "ConvBlocked: inputs {ins:?} do not fit (strides {strides:?}, dilations \
+                 {dilations:?}, pads {pads:?})"
+            ))
+        };
+        let ([x, w], 2, 2, 2) = (ins, strides.len(), dilations.len(), pads.len()) else {
+            return Err(bad());
+        };
+        let xs = &x.shape;
+        let fits = xs.len() == 5
+            && xs[4] == 16
+            && w.shape.len() == 4
+            && xs[1].checked_mul(16) == Some(w.shape[1])
+            && w.shape[0] % 16 == 0
+            && x.dtype == DType::F32
+            && w.dtype == DType::F32
+            && !strides.contains(&0)
+            && !dilations.contains(&0);
+        if !fits {
+            return Err(bad());
+        }
+        let mut shape = vec![xs[0], w.shape[0] / 16];
+        for i in 0..2 {
+            let extent = w.shape[2 + i]
+                .checked_sub(1)
+                .and_then(|k| k.checked_mul(dilations[i]))
+                .map(|k| k + 1);
+            let padded = xs[2 + i]
+                .checked_add(pads[i].0)
+                .and_then(|v| v.checked_add(pads[i].1));
+            match (extent, padded) {
+                (Some(e), Some(p)) if p >= e => shape.push((p - e) / strides[i] + 1),
+                _ => return Err(bad()),
+            }
+        }
+        shape.push(16);
+        Ok(TensorType::new(DType::F32, shape))
+    }
+
     /// A `View`'s map: (shape, strides, offset); `None` for any other primitive.
     pub fn as_view(&self) -> Option<(&[usize], &[isize], usize)> {
         match self {
@@ -395,6 +454,7 @@ impl Prim {
             Prim::ConvEpilogue { epilogue, .. } | Prim::MatMulEpilogue { epilogue, .. } => {
                 Some(epilogue)
             }
+            Prim::ConvBlocked { epilogue, .. } => epilogue.as_ref(),
             _ => None,
         }
     }
@@ -405,6 +465,7 @@ impl Prim {
             Prim::ConvEpilogue { epilogue, .. } | Prim::MatMulEpilogue { epilogue, .. } => {
                 Some(epilogue)
             }
+            Prim::ConvBlocked { epilogue, .. } => epilogue.as_mut(),
             _ => None,
         }
     }
@@ -472,6 +533,7 @@ impl Prim {
             | Prim::Host(_)
             | Prim::Fused(_)
             | Prim::ConvEpilogue { .. }
+            | Prim::ConvBlocked { .. }
             | Prim::MatMulEpilogue { .. } => None,
         };
         if let Some(n) = arity {
@@ -818,6 +880,32 @@ impl Prim {
                     )));
                 }
                 Prim::epilogue_out("ConvEpilogue", epilogue, &conv[0], &ins[2..])?
+            }
+            Prim::ConvBlocked {
+                strides,
+                dilations,
+                pads,
+                epilogue,
+            } => {
+                let conv =
+                    Prim::blocked_conv_out(&ins[..ins.len().min(2)], strides, dilations, pads)?;
+                match epilogue {
+                    None if ins.len() == 2 => vec![conv],
+                    None => {
+                        return Err(Error::invalid(
+                            "ConvBlocked without an epilogue takes x and w",
+                        ))
+                    }
+                    Some(k) => {
+                        if k.domain != conv.shape {
+                            return Err(Error::invalid(format!(
+                                "ConvBlocked: kernel {} does not fit the convolution output {conv}",
+                                k.name
+                            )));
+                        }
+                        Prim::epilogue_out("ConvBlocked", k, &conv, &ins[2..])?
+                    }
+                }
             }
             Prim::MatMulEpilogue { a, b, epilogue } => {
                 if ins.len() < 2 {

@@ -129,6 +129,9 @@ impl Backend for CpuBackend {
             // Only an epilogue the tile may take in registers: run on the stored product, any
             // other measured no faster than a kernel of its own (BENCHMARKS.md).
             Prim::MatMulEpilogue { epilogue, .. } => crate::conv_finish::may_finish(epilogue),
+            // The blocked layout where its tile has AVX-512; elsewhere it is only computed
+            // when asked for (its portable tile is a reference, not a fast path).
+            Prim::ConvBlocked { .. } => crate::panels::available(),
             _ => true,
         }
     }

@@ -101,9 +101,46 @@ pub fn may_finish(k: &Kernel) -> bool {
         })
 }
 
+/// The same finish for a blocked convolution's epilogue (domain `[N, M/16, OH, OW, 16]`):
+/// its bias one value per channel, channel `16 b + i` at block `b`, lane `i`.
+pub fn bias_relu_blocked<'a>(k: &Kernel, extra: &[&'a Tensor]) -> Option<Columns<'a>> {
+    let d = &k.domain;
+    if d.len() != 5 || d[4] != 16 {
+        return None;
+    }
+    let channels = d[1] * 16;
+    finish_of(k, extra, &|ld: &Load, t: &'a Tensor| {
+        let s = &ld.strides;
+        let per_channel = s.len() == 5
+            && s[4] == 1
+            && (s[1] == 16 || d[1] == 1)
+            && [0, 2, 3].iter().all(|&i| s[i] == 0 || d[i] == 1);
+        match &t.data {
+            Data::F32(v) if per_channel && ld.dtype == DType::F32 => {
+                v.get(ld.offset..ld.offset + channels)
+            }
+            _ => None,
+        }
+    })
+}
+
 /// [`bias_relu`] with the bias along domain axis `axis`.
 fn along<'a>(k: &Kernel, extra: &[&'a Tensor], axis: usize) -> Option<Columns<'a>> {
-    if k.reduce.is_some() || k.body.is_empty() || axis >= k.domain.len() {
+    if axis >= k.domain.len() {
+        return None;
+    }
+    finish_of(k, extra, &|ld: &Load, t: &'a Tensor| {
+        per_channel(ld, &k.domain, axis, t)
+    })
+}
+
+/// The finish `k` computes, with `bias` saying which loads read a bias and its values.
+fn finish_of<'a>(
+    k: &Kernel,
+    extra: &[&'a Tensor],
+    bias: &dyn Fn(&Load, &'a Tensor) -> Option<&'a [f32]>,
+) -> Option<Columns<'a>> {
+    if k.reduce.is_some() || k.body.is_empty() {
         return None;
     }
     let mut terms: Vec<Term<'a>> = Vec::with_capacity(k.body.len());
@@ -124,7 +161,7 @@ fn along<'a>(k: &Kernel, extra: &[&'a Tensor], axis: usize) -> Option<Columns<'a
                     } else if let Some(r) = in_order(ld, &k.domain, t) {
                         Term::Residual(r)
                     } else {
-                        per_channel(ld, &k.domain, axis, t).map_or(Term::Other, Term::Bias)
+                        bias(ld, t).map_or(Term::Other, Term::Bias)
                     }
                 }
             }

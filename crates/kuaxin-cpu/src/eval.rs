@@ -196,6 +196,16 @@ fn run(
         let out = conv::conv_with_epilogue(xd, wd, &geom, (Some(&apply), columns), wt.as_deref())?;
         return Ok(vec![Data::F32(out)]);
     }
+    if let Prim::ConvBlocked {
+        strides,
+        dilations,
+        pads,
+        epilogue,
+    } = prim
+    {
+        let out = crate::conv_blocked::eval(inputs, (strides, dilations, pads), epilogue, weights)?;
+        return Ok(vec![Data::F32(out)]);
+    }
     if let Prim::MatMulEpilogue { a, b, epilogue } = prim {
         let extra = &inputs[2..];
         // A bias per column, a residual and a ReLU go into the tile's registers; any other
@@ -280,7 +290,10 @@ fn run(
             layer_norm::layer_norm_rows(d(0), &x.shape, (d(1), d(2)), *eps)?
         }
         Prim::Host(_) => return Err(Error::backend("host ops are evaluated by host::eval")),
-        Prim::Fused(_) | Prim::ConvEpilogue { .. } | Prim::MatMulEpilogue { .. } => {
+        Prim::Fused(_)
+        | Prim::ConvEpilogue { .. }
+        | Prim::ConvBlocked { .. }
+        | Prim::MatMulEpilogue { .. } => {
             return Err(Error::backend("fused kernels are evaluated above"))
         }
     };

@@ -20,6 +20,7 @@ mod block;
 mod cast;
 mod concat;
 mod conv;
+mod conv_blocked;
 #[cfg(test)]
 mod conv_cases;
 mod conv_direct;
@@ -57,6 +58,7 @@ mod skinny;
 mod softmax;
 mod tile;
 mod tile_avx2;
+mod tile_blocked_avx512;
 mod tile_direct;
 mod tile_direct_avx512;
 mod tile_rows_avx512;

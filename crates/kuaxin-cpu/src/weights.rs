@@ -4,6 +4,7 @@
 //!
 //! Packed copies add memory (as much as the weights they copy), so they stop at a budget:
 //! `KUAXIN_CPU_PACK_MIB` (default 1024). Products beyond it pack on every call, as before.
+use crate::conv_blocked::{pack, PackedConv};
 use crate::gemm::Mat;
 use crate::panels::PackedB;
 use kuaxin_core::Tensor;
@@ -22,6 +23,8 @@ struct Inner {
     /// address cannot be reused by another tensor while it is here.
     consts: HashMap<usize, Weak<Tensor>>,
     packed: HashMap<Key, Arc<PackedB>>,
+    /// Convolution weights packed for the blocked layout, by the constant's address.
+    blocked: HashMap<usize, Arc<PackedConv>>,
     bytes: usize,
 }
 
@@ -60,6 +63,13 @@ impl Weights {
         let mut freed = 0;
         g.packed.retain(|key, p| {
             let keep = consts.contains_key(&key.tensor);
+            if !keep {
+                freed += p.bytes();
+            }
+            keep
+        });
+        g.blocked.retain(|tensor, p| {
+            let keep = consts.contains_key(tensor);
             if !keep {
                 freed += p.bytes();
             }
@@ -110,6 +120,33 @@ impl Weights {
         let p = Arc::new(PackedB::with_width(src, mat, k, n, width).ok()?);
         let mut g = self.inner.lock().ok()?;
         if let Some(old) = g.packed.insert(key, p.clone()) {
+            g.bytes -= old.bytes();
+        }
+        g.bytes += p.bytes();
+        Some(p)
+    }
+
+    /// The constant convolution weight `t` (`[m, c, kh, kw]`, data `src`) packed for the
+    /// blocked layout ([`pack`]), now if it is not yet; `None` when `t` is not a registered
+    /// constant, does not pack, or the budget is spent.
+    pub fn packed_conv(&self, t: &Tensor, src: &[f32], shape: &[usize]) -> Option<Arc<PackedConv>> {
+        let tensor = t as *const Tensor as usize;
+        let &[m, c, kh, kw] = shape else { return None };
+        {
+            let g = self.inner.lock().ok()?;
+            if g.consts.get(&tensor).is_none_or(|w| w.strong_count() == 0) {
+                return None;
+            }
+            if let Some(p) = g.blocked.get(&tensor) {
+                return Some(p.clone());
+            }
+            if g.bytes.saturating_add(src.len().saturating_mul(4)) > budget_bytes() {
+                return None;
+            }
+        }
+        let p = Arc::new(pack(src, m, c, kh, kw).ok()?);
+        let mut g = self.inner.lock().ok()?;
+        if let Some(old) = g.blocked.insert(tensor, p.clone()) {
             g.bytes -= old.bytes();
         }
         g.bytes += p.bytes();

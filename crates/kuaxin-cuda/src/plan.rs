@@ -60,6 +60,7 @@ pub fn plan(
         Prim::ConvEpilogue { .. } | Prim::MatMulEpilogue { .. } => {
             return Err("product epilogues are not claimed yet".into())
         }
+        Prim::ConvBlocked { .. } => return Err("the blocked layout is the CPU's".into()),
         _ => {}
     }
     let library = blas && blas_dtype(ins[0].dtype);

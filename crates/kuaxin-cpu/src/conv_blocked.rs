@@ -1,0 +1,624 @@
+//! `Prim::ConvBlocked`: a one-group f32 2-D convolution in the blocked layout, input
+//! `[N, C/16, H, W, 16]` and output `[N, M/16, OH, OW, 16]` (sixteen channels innermost,
+//! onnxruntime's NCHWc), with its zero padding and its finish (a bias per channel, a residual,
+//! a ReLU) inside the kernel: no padded copy of the input, no transposes, and the output
+//! stored a whole cache line per position and channel block.
+//!
+//! The weight `[M, C, KH, KW]` is packed once ([`pack`]) in groups of four output channel
+//! blocks: for each group, `[C/16, KH, KW, 16, 64]` (a last group of fewer blocks narrower),
+//! so a step of the tile reads its weights from up to four contiguous vectors.
+//!
+//! Work goes a row of output positions at a time (a 1 x 1, stride-1 layer without padding
+//! takes its whole map as one row), cut into chunks of at most [`CHUNK`] positions: the units
+//! are (image, group of channel blocks, row, chunk), group-major, shared out between threads.
+//! In a row, the positions whose every kernel tap falls inside the input go in tiles of up
+//! to [`tile_blocked_avx512::RW`]; those at the edges one at a time, with only their taps
+//! inside (zero padding contributes nothing).
+use crate::gemm::SendPtr;
+use crate::panels::Columns;
+use crate::tile_blocked_avx512::{self, RW};
+use crate::weights::Weights;
+use kuaxin_core::kernel::Kernel;
+use kuaxin_core::{Data, Error, Result, Tensor};
+use std::sync::Arc;
+
+/// Channels in a block of the layout.
+pub const BLOCK: usize = 16;
+
+/// Output positions per unit of work at most (eight tiles).
+const CHUNK: usize = 8 * RW;
+
+/// Output positions of a map small enough to go whole to a unit of work, its depth in
+/// blocks ([`DEPTH_BYTES`]): ResNet-50's 14 x 14 and 7 x 7 layers, whose weights are large
+/// against their maps (a tile of six positions streams a group's weights once).
+const SMALL_MAP: usize = 256;
+
+/// Bytes of a group's weights a depth block of a small map holds at most (L1).
+const DEPTH_BYTES: usize = 32 << 10;
+
+/// Output channel blocks a tile computes at most.
+const GROUP: usize = 4;
+
+/// A blocked convolution's sizes: input `[n, c/16, h, w, 16]`, weight `[m, c, kh, kw]`,
+/// output `[n, m/16, oh, ow, 16]`; strides, dilations and the padding before each spatial
+/// axis (the padding after only decides `oh`, `ow`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BlockedGeom {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub m: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub strides: [usize; 2],
+    pub dilations: [usize; 2],
+    pub pads: [usize; 2],
+}
+
+impl BlockedGeom {
+    /// The geometry of input `x` `[N, C/16, H, W, 16]` and weight `w` `[M, C, KH, KW]` with
+    /// these strides, dilations and pads ((begin, end) per spatial axis); an error naming
+    /// what does not fit.
+    pub fn new(
+        x: &[usize],
+        w: &[usize],
+        strides: &[usize],
+        dilations: &[usize],
+        pads: &[(usize, usize)],
+    ) -> Result<BlockedGeom> {
+        let bad = || {
+            Error::invalid(format!(
+                "ConvBlocked: input {x:?} and weight {w:?} (strides {strides:?}, dilations \
+                 {dilations:?}, pads {pads:?}) do not fit"
+            ))
+        };
+        let ([n, cb, h, wd, BLOCK], [m, c, kh, kw], [sh, sw], [dh, dw], [(pt, pb), (pl, pr)]) = (
+            <[usize; 5]>::try_from(x).map_err(|_| bad())?,
+            <[usize; 4]>::try_from(w).map_err(|_| bad())?,
+            <[usize; 2]>::try_from(strides).map_err(|_| bad())?,
+            <[usize; 2]>::try_from(dilations).map_err(|_| bad())?,
+            <[(usize, usize); 2]>::try_from(pads).map_err(|_| bad())?,
+        ) else {
+            return Err(bad());
+        };
+        if c != cb * BLOCK || m % BLOCK != 0 || m == 0 || [kh, kw, sh, sw, dh, dw].contains(&0) {
+            return Err(bad());
+        }
+        let out = |size: usize, before: usize, after: usize, k: usize, s: usize, d: usize| {
+            let padded = size.checked_add(before)?.checked_add(after)?;
+            let extent = (k - 1).checked_mul(d)?.checked_add(1)?;
+            Some(padded.checked_sub(extent)? / s + 1)
+        };
+        let oh = out(h, pt, pb, kh, sh, dh).ok_or_else(bad)?;
+        let ow = out(wd, pl, pr, kw, sw, dw).ok_or_else(bad)?;
+        Ok(BlockedGeom {
+            n,
+            c,
+            h,
+            w: wd,
+            m,
+            oh,
+            ow,
+            kh,
+            kw,
+            strides: [sh, sw],
+            dilations: [dh, dw],
+            pads: [pt, pl],
+        })
+    }
+
+    /// Elements of the output.
+    pub fn out_len(&self) -> usize {
+        self.n * self.m * self.oh * self.ow
+    }
+
+    /// The same convolution with a 1 x 1, stride-1, unpadded layer's map as one row.
+    fn as_rows(&self) -> BlockedGeom {
+        let pointwise = self.kh == 1
+            && self.kw == 1
+            && self.strides == [1, 1]
+            && self.pads == [0, 0]
+            && (self.oh, self.ow) == (self.h, self.w);
+        if !pointwise {
+            return self.clone();
+        }
+        BlockedGeom {
+            h: 1,
+            w: self.h * self.w,
+            oh: 1,
+            ow: self.oh * self.ow,
+            ..self.clone()
+        }
+    }
+
+    /// The kernel taps along one axis that fall inside the input for the output position
+    /// `o`: `(first, count)`.
+    fn taps(
+        o: usize,
+        stride: usize,
+        dilation: usize,
+        pad: usize,
+        k: usize,
+        size: usize,
+    ) -> (usize, usize) {
+        let start = o * stride;
+        let inside = |t: usize| {
+            (start + t * dilation)
+                .checked_sub(pad)
+                .is_some_and(|i| i < size)
+        };
+        match (0..k).find(|&t| inside(t)) {
+            Some(first) => (first, (first..k).take_while(|&t| inside(t)).count()),
+            None => (0, 0),
+        }
+    }
+}
+
+/// A weight packed for the blocked tiles ([`pack`]), 64-byte aligned so that no weight
+/// vector of a step straddles two cache lines.
+pub struct PackedConv {
+    lines: Vec<Line>,
+}
+
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct Line([f32; BLOCK]);
+
+impl PackedConv {
+    pub fn values(&self) -> &[f32] {
+        // SAFETY: `Line` is sixteen f32 with no padding (64 bytes, aligned to 64).
+        unsafe {
+            std::slice::from_raw_parts(self.lines.as_ptr().cast::<f32>(), self.lines.len() * BLOCK)
+        }
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.lines.len() * std::mem::size_of::<Line>()
+    }
+}
+
+/// The weight `w` `[m, c, kh, kw]` in groups of [`GROUP`] output channel blocks (see the
+/// module doc).
+pub fn pack(w: &[f32], m: usize, c: usize, kh: usize, kw: usize) -> Result<PackedConv> {
+    let taps = kh * kw;
+    if !m.is_multiple_of(BLOCK) || !c.is_multiple_of(BLOCK) || w.len() != m * c * taps {
+        return Err(Error::invalid(format!(
+            "ConvBlocked: weight of {} values is not [{m}, {c}, {kh}, {kw}] in blocks of {BLOCK}",
+            w.len()
+        )));
+    }
+    let mut values = Vec::with_capacity(w.len());
+    for first in (0..m).step_by(GROUP * BLOCK) {
+        let width = (m - first).min(GROUP * BLOCK);
+        for cb in 0..c / BLOCK {
+            for tap in 0..taps {
+                for ci in 0..BLOCK {
+                    let ch = cb * BLOCK + ci;
+                    values.extend((first..first + width).map(|o| w[(o * c + ch) * taps + tap]));
+                }
+            }
+        }
+    }
+    let lines = values
+        .chunks_exact(BLOCK)
+        .map(|l| {
+            let mut line = Line([0.0; BLOCK]);
+            line.0.copy_from_slice(l);
+            line
+        })
+        .collect();
+    Ok(PackedConv { lines })
+}
+
+/// One tile's operands (element pointers and strides, in elements): the sums over `blocks`
+/// channel blocks, `rows` kernel rows and `cols` kernel columns for up to
+/// [`RW`] positions `x_pos` apart, then the finish, stored at `out`.
+pub struct Tile {
+    pub x: *const f32,
+    pub x_block: usize,
+    pub x_row: usize,
+    pub x_col: usize,
+    pub x_pos: usize,
+    pub w: *const f32,
+    pub w_block: usize,
+    pub w_row: usize,
+    pub w_col: usize,
+    pub blocks: usize,
+    pub rows: usize,
+    pub cols: usize,
+    /// Whether the sums start from the output's (an earlier depth block's) instead of zero.
+    pub accumulate: bool,
+    /// The output's first position; the second channel block `out_block` further on.
+    pub out: *mut f32,
+    pub out_block: usize,
+    /// This tile's first bias (null: none); the residual laid out as the output (null: none).
+    pub bias: *const f32,
+    pub residual: *const f32,
+    pub relu: bool,
+}
+
+/// The tile on any CPU: the same sums in the same order, a multiply and an add each.
+///
+/// # Safety
+/// As [`tile_blocked_avx512::run`] without the AVX-512.
+unsafe fn portable(rw: usize, nb: usize, t: &Tile) {
+    let mut acc = vec![[0f32; BLOCK]; rw * nb];
+    // SAFETY (every access): within the windows the caller vouches for.
+    unsafe {
+        if t.accumulate {
+            for r in 0..rw {
+                for j in 0..nb {
+                    let at = j * t.out_block + r * BLOCK;
+                    for (l, a) in acc[r * nb + j].iter_mut().enumerate() {
+                        *a = *t.out.add(at + l);
+                    }
+                }
+            }
+        }
+        for cb in 0..t.blocks {
+            for kh in 0..t.rows {
+                for kw in 0..t.cols {
+                    let x = t.x.add(cb * t.x_block + kh * t.x_row + kw * t.x_col);
+                    let w = t.w.add(cb * t.w_block + kh * t.w_row + kw * t.w_col);
+                    for ci in 0..BLOCK {
+                        for r in 0..rw {
+                            let b = *x.add(r * t.x_pos + ci);
+                            for j in 0..nb {
+                                let wv = w.add((ci * nb + j) * BLOCK);
+                                for (l, a) in acc[r * nb + j].iter_mut().enumerate() {
+                                    *a += b * *wv.add(l);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for r in 0..rw {
+            for j in 0..nb {
+                let at = j * t.out_block + r * BLOCK;
+                for (l, &v) in acc[r * nb + j].iter().enumerate() {
+                    let bias = (!t.bias.is_null()).then(|| *t.bias.add(j * BLOCK + l));
+                    let res = (!t.residual.is_null()).then(|| *t.residual.add(at + l));
+                    *t.out.add(at + l) = crate::tile::finish_one(v, bias, res, t.relu);
+                }
+            }
+        }
+    }
+}
+
+/// `Prim::ConvBlocked` on its inputs (x, w, then the epilogue's arguments): the weight
+/// packed once when it is a constant of `weights`, the epilogue in the tile when it is a
+/// bias, residual and ReLU, else run on the stored output.
+pub fn eval(
+    inputs: &[&Tensor],
+    (strides, dilations, pads): (&[usize], &[usize], &[(usize, usize)]),
+    epilogue: &Option<Arc<Kernel>>,
+    weights: Option<&Weights>,
+) -> Result<Vec<f32>> {
+    let (Some(x), Some(w)) = (inputs.first(), inputs.get(1)) else {
+        return Err(Error::invalid("ConvBlocked takes x and w"));
+    };
+    let (Data::F32(xd), Data::F32(wd)) = (&x.data, &w.data) else {
+        return Err(Error::unsupported("ConvBlocked runs on f32"));
+    };
+    let g = BlockedGeom::new(&x.shape, &w.shape, strides, dilations, pads)?;
+    let packed = match weights.and_then(|ws| ws.packed_conv(w, wd, &w.shape)) {
+        Some(p) => p,
+        None => Arc::new(pack(wd, g.m, g.c, g.kh, g.kw)?),
+    };
+    let extra = &inputs[2.min(inputs.len())..];
+    let Some(k) = epilogue else {
+        return conv_blocked(xd, packed.values(), &g, None);
+    };
+    if let Some(f) = crate::conv_finish::bias_relu_blocked(k, extra) {
+        return conv_blocked(xd, packed.values(), &g, Some(f));
+    }
+    let mut out = conv_blocked(xd, packed.values(), &g, None)?;
+    crate::fused::apply_in_place(k, extra, 0, &mut out)?;
+    Ok(out)
+}
+
+/// The convolution of `x` (blocked) by the `packed` weight ([`pack`]), finished by `finish`
+/// (its bias per output channel, its residual laid out as the output).
+pub fn conv_blocked(
+    x: &[f32],
+    packed: &[f32],
+    g: &BlockedGeom,
+    finish: Option<Columns>,
+) -> Result<Vec<f32>> {
+    let avx512 = cfg!(target_arch = "x86_64") && crate::panels::available();
+    conv_blocked_on(x, packed, g, finish, avx512)
+}
+
+/// [`conv_blocked`] on the AVX-512 tile or the portable one.
+fn conv_blocked_on(
+    x: &[f32],
+    packed: &[f32],
+    g: &BlockedGeom,
+    finish: Option<Columns>,
+    avx512: bool,
+) -> Result<Vec<f32>> {
+    let mut out: Vec<f32> = Vec::with_capacity(g.out_len());
+    conv_blocked_into(x, packed, g, finish, avx512, out.spare_capacity_mut())?;
+    // SAFETY: `conv_blocked_into` wrote every element of the output.
+    unsafe { out.set_len(g.out_len()) };
+    Ok(out)
+}
+
+/// [`conv_blocked_on`] into `out` (at least the output's length).
+fn conv_blocked_into(
+    x: &[f32],
+    packed: &[f32],
+    g: &BlockedGeom,
+    finish: Option<Columns>,
+    avx512: bool,
+    out: &mut [std::mem::MaybeUninit<f32>],
+) -> Result<()> {
+    let len = g.out_len();
+    let short = x.len() != g.n * g.c * g.h * g.w
+        || out.len() < len
+        || packed.len() != g.m * g.c * g.kh * g.kw
+        || finish.is_some_and(|f| f.shorter_than(g.m, len));
+    if short {
+        return Err(Error::invalid(format!(
+            "ConvBlocked: operands do not fit {g:?} (input {}, weight {})",
+            x.len(),
+            packed.len()
+        )));
+    }
+    let r = g.as_rows();
+    // A small map goes whole to a unit, its depth in blocks whose weights stay in L1 while
+    // every position of the map takes them; a large one a chunk of a row at a time, all of
+    // its depth at once.
+    let small = r.oh * r.ow <= SMALL_MAP;
+    let (rows_per_unit, chunk_len) = if small { (r.oh, r.ow) } else { (1, CHUNK) };
+    let groups = g.m.div_ceil(GROUP * BLOCK);
+    let (row_units, chunks) = (r.oh.div_ceil(rows_per_unit), r.ow.div_ceil(chunk_len));
+    let units = g.n * groups * row_units * chunks;
+    let dst = SendPtr(out.as_mut_ptr() as *mut f32);
+    let x_img = g.c * g.h * g.w;
+    let out_img = g.m * g.oh * g.ow;
+    let out_block = r.oh * r.ow * BLOCK;
+    let group_len = GROUP * BLOCK * g.c * g.kh * g.kw;
+    let blocks = g.c / BLOCK;
+    let (bias, residual, relu) = match finish {
+        Some(f) => (f.bias, f.residual, f.relu),
+        None => (None, None, false),
+    };
+    let col_taps =
+        |o: usize| BlockedGeom::taps(o, r.strides[1], r.dilations[1], r.pads[1], r.kw, r.w);
+    let unit = |u: usize| {
+        let chunk = u % chunks;
+        let row_unit = (u / chunks) % row_units;
+        let group = (u / chunks / row_units) % groups;
+        let img = u / chunks / row_units / groups;
+        let nb = (g.m / BLOCK - GROUP * group).min(GROUP);
+        let w_col = BLOCK * nb * BLOCK;
+        let (w_row, w_block) = (r.kw * w_col, r.kw * r.kh * w_col);
+        let depth = if small {
+            (DEPTH_BYTES / (w_block * 4)).clamp(1, blocks)
+        } else {
+            blocks
+        };
+        let rows_at = row_unit * rows_per_unit..((row_unit + 1) * rows_per_unit).min(r.oh);
+        let (start, end) = (chunk * chunk_len, ((chunk + 1) * chunk_len).min(r.ow));
+        for first in (0..blocks).step_by(depth) {
+            let last = first + depth >= blocks;
+            for row in rows_at.clone() {
+                let (kh0, rows) =
+                    BlockedGeom::taps(row, r.strides[0], r.dilations[0], r.pads[0], r.kh, r.h);
+                let ih = (row * r.strides[0] + kh0 * r.dilations[0]).saturating_sub(r.pads[0]);
+                let mut o = start;
+                while o < end {
+                    let (kw0, cols) = col_taps(o);
+                    // Positions from `o` with all taps inside, as far as the tile reaches.
+                    let rw = if cols == r.kw && rows > 0 {
+                        (o + 1..end.min(o + tile_blocked_avx512::width(nb)))
+                            .take_while(|&p| col_taps(p).1 == r.kw)
+                            .count()
+                            + 1
+                    } else {
+                        1
+                    };
+                    let empty = rows == 0 || cols == 0;
+                    if !(empty && first > 0) {
+                        let iw =
+                            (o * r.strides[1] + kw0 * r.dilations[1]).saturating_sub(r.pads[1]);
+                        let at =
+                            img * out_img + GROUP * group * out_block + (row * r.ow + o) * BLOCK;
+                        let x_at = (first * r.h + ih) * r.w * BLOCK + iw * BLOCK;
+                        let finished = last || empty;
+                        let w_at = group * group_len + first * w_block + kh0 * w_row + kw0 * w_col;
+                        let t = Tile {
+                            x: x[img * x_img + if empty { 0 } else { x_at }..].as_ptr(),
+                            x_block: r.h * r.w * BLOCK,
+                            x_row: r.dilations[0] * r.w * BLOCK,
+                            x_col: r.dilations[1] * BLOCK,
+                            x_pos: r.strides[1] * BLOCK,
+                            w: packed[w_at..].as_ptr(),
+                            w_block,
+                            w_row,
+                            w_col,
+                            blocks: if empty { 0 } else { depth.min(blocks - first) },
+                            rows,
+                            cols,
+                            accumulate: first > 0,
+                            out: crate::conv::offset(&dst, at).0,
+                            out_block,
+                            bias: match bias {
+                                Some(b) if finished => b[GROUP * group * BLOCK..].as_ptr(),
+                                _ => std::ptr::null(),
+                            },
+                            residual: match residual {
+                                Some(v) if finished => v[at..].as_ptr(),
+                                _ => std::ptr::null(),
+                            },
+                            relu: relu && finished,
+                        };
+                        // SAFETY: the geometry bounds every tap, position and channel block
+                        // the tile reads to the input, the packed group and the finish (their
+                        // lengths checked above); units write disjoint positions of the
+                        // output, and a tile accumulates only onto the sums its position's
+                        // earlier depth blocks stored.
+                        unsafe {
+                            if avx512 {
+                                #[cfg(target_arch = "x86_64")]
+                                tile_blocked_avx512::run(rw, nb, &t);
+                            } else {
+                                portable(rw, nb, &t);
+                            }
+                        }
+                    }
+                    o += rw;
+                }
+            }
+        }
+    };
+    let flops = len.saturating_mul(g.c * g.kh * g.kw);
+    let threads = if flops >= crate::gemm::PAR_FLOPS {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
+    // The units cover every (image, channel block, row, position) of the output.
+    crate::par::for_ranges(units, threads, |range| range.for_each(unit));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values of a pseudo-random sequence in [-1, 1).
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 23) as f32) - 1.0
+            })
+            .collect()
+    }
+
+    /// NCHW `[n, c, h, w]` as blocked `[n, c/16, h, w, 16]`.
+    fn blocked(x: &[f32], n: usize, c: usize, hw: usize) -> Vec<f32> {
+        let mut out = vec![0.0; x.len()];
+        for i in 0..n {
+            for ch in 0..c {
+                for p in 0..hw {
+                    out[((i * c / BLOCK + ch / BLOCK) * hw + p) * BLOCK + ch % BLOCK] =
+                        x[(i * c + ch) * hw + p];
+                }
+            }
+        }
+        out
+    }
+
+    /// The convolution by its definition, in f64, NCHW, zero padding.
+    fn reference(x: &[f32], w: &[f32], g: &BlockedGeom) -> Vec<f64> {
+        let mut out = vec![0f64; g.out_len()];
+        for i in 0..g.n {
+            for o in 0..g.m {
+                for y in 0..g.oh {
+                    for z in 0..g.ow {
+                        let mut s = 0f64;
+                        for ch in 0..g.c {
+                            for a in 0..g.kh {
+                                for b in 0..g.kw {
+                                    let iy = (y * g.strides[0] + a * g.dilations[0]) as isize
+                                        - g.pads[0] as isize;
+                                    let iz = (z * g.strides[1] + b * g.dilations[1]) as isize
+                                        - g.pads[1] as isize;
+                                    if iy < 0 || iz < 0 || iy >= g.h as isize || iz >= g.w as isize
+                                    {
+                                        continue;
+                                    }
+                                    let xv =
+                                        x[((i * g.c + ch) * g.h + iy as usize) * g.w + iz as usize];
+                                    let wv = w[((o * g.c + ch) * g.kh + a) * g.kw + b];
+                                    s += xv as f64 * wv as f64;
+                                }
+                            }
+                        }
+                        out[((i * g.m + o) * g.oh + y) * g.ow + z] = s;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Checks one geometry on the AVX-512 tile (where the CPU has it) and on the portable
+    /// one, with and without a finish, against the definition (tolerance: f32 sums of
+    /// `c kh kw` products of values below 1).
+    fn check(
+        (n, c, hw, m): (usize, usize, [usize; 2], usize),
+        (k, s, d): ([usize; 2], [usize; 2], [usize; 2]),
+        pads: [(usize, usize); 2],
+    ) {
+        let x_shape = [n, c / BLOCK, hw[0], hw[1], BLOCK];
+        let g = BlockedGeom::new(&x_shape, &[m, c, k[0], k[1]], &s, &d, &pads).unwrap();
+        let x = values(n * c * hw[0] * hw[1], 1);
+        let w = values(m * c * k[0] * k[1], 2);
+        let bias = values(m, 3);
+        let res = values(g.out_len(), 4);
+        let sums: Vec<f32> = reference(&x, &w, &g).iter().map(|&v| v as f32).collect();
+        let want = blocked(&sums, n, m, g.oh * g.ow);
+        let xb = blocked(&x, n, c, hw[0] * hw[1]);
+        let packed = pack(&w, m, c, k[0], k[1]).unwrap();
+        let packed = packed.values();
+        let tol = 4.0 * f32::EPSILON * (c * k[0] * k[1]) as f32;
+        let finish = Columns {
+            bias: Some(&bias),
+            residual: Some(&res),
+            relu: true,
+        };
+        // The channel of blocked element `i`.
+        let channel = |i: usize| (i / BLOCK / (g.oh * g.ow)) % (m / BLOCK) * BLOCK + i % BLOCK;
+        for avx512 in [false, crate::panels::available()] {
+            let plain = conv_blocked_on(&xb, packed, &g, None, avx512).unwrap();
+            let finished = conv_blocked_on(&xb, packed, &g, Some(finish), avx512).unwrap();
+            for i in 0..g.out_len() {
+                let (got, w) = (plain[i], want[i]);
+                assert!((got - w).abs() <= tol, "{g:?} at {i}: {got} vs {w}");
+                let f = (want[i] + bias[channel(i)] + res[i]).max(0.0);
+                let got = finished[i];
+                assert!(
+                    (got - f).abs() <= tol,
+                    "{g:?} finished at {i}: {got} vs {f}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn blocked_convolutions_agree_with_the_definition() {
+        let none = [(0, 0); 2];
+        // 1 x 1 as one row; groups of three channel blocks, of four and one; stride 2.
+        check((1, 32, [5, 7], 48), ([1, 1], [1, 1], [1, 1]), none);
+        check((1, 16, [5, 7], 80), ([1, 1], [1, 1], [1, 1]), none);
+        check((2, 16, [6, 5], 32), ([1, 1], [2, 2], [1, 1]), none);
+        // 3 x 3 padded, positions on both edges and a row wider than a tile.
+        check((1, 16, [4, 31], 32), ([3, 3], [1, 1], [1, 1]), [(1, 1); 2]);
+        check((1, 32, [9, 9], 16), ([3, 3], [2, 2], [1, 1]), [(1, 1); 2]);
+        // Uneven padding, dilation, kernel rows wholly outside for the edge rows.
+        check(
+            (1, 16, [7, 8], 32),
+            ([3, 2], [1, 2], [2, 1]),
+            [(2, 0), (0, 1)],
+        );
+        check((1, 16, [3, 3], 16), ([5, 5], [1, 1], [1, 1]), [(2, 2); 2]);
+        // A small map in depth blocks (four, of one channel block each).
+        check((1, 64, [6, 6], 64), ([3, 3], [1, 1], [1, 1]), [(1, 1); 2]);
+        // A map longer than a chunk of work, in one row.
+        check((1, 16, [20, 13], 32), ([1, 1], [1, 1], [1, 1]), none);
+    }
+}

@@ -1,0 +1,146 @@
+//! The blocked layout between convolutions (`Prim::ConvBlocked`, where the CPU has AVX-512):
+//! a chain of convolutions with padding, strides, a residual, a max pool, a channel concat
+//! and a global pool, one of its blocked values also a program output, gives the unfused
+//! program's answer within the tolerance of an accumulating op, and runs every convolution
+//! blocked with nothing left of the paddings they absorbed.
+mod common;
+
+use common::{node, run_on_cpu, vi};
+use kuaxin::compare::{metrics, OpClass, Tolerance};
+use kuaxin::random::{random_tensor, Rng};
+use kuaxin::{DType, HostValue};
+use kuaxin_core::graph::{Attr, Graph, Model};
+use kuaxin_core::prim::Prim;
+use std::sync::Arc;
+
+fn conv(
+    x: &str,
+    w: &str,
+    b: &str,
+    out: &str,
+    k: i64,
+    stride: i64,
+    pad: i64,
+) -> Vec<kuaxin_core::graph::Node> {
+    let raw = format!("{out}_raw");
+    vec![
+        node(
+            "Conv",
+            &[x, w],
+            &raw,
+            vec![
+                ("kernel_shape", Attr::Ints(vec![k, k])),
+                ("strides", Attr::Ints(vec![stride, stride])),
+                ("pads", Attr::Ints(vec![pad; 4])),
+            ],
+        ),
+        node("Add", &[&raw, b], out, vec![]),
+    ]
+}
+
+fn model() -> Model {
+    let mut rng = Rng::new(41);
+    let mut t = |shape: Vec<usize>| Arc::new(random_tensor(&mut rng, DType::F32, shape));
+    let mut nodes = Vec::new();
+    // 16 -> 32, 3 x 3, then ReLU.
+    nodes.extend(conv("x", "W1", "B1", "c1", 3, 1, 1));
+    nodes.push(node("Relu", &["c1"], "a", vec![]));
+    // 32 -> 32, 1 x 1, plus the residual `a`, then ReLU: `r` is also an output.
+    nodes.extend(conv("a", "W2", "B2", "c2", 1, 1, 0));
+    nodes.push(node("Add", &["c2", "a"], "s", vec![]));
+    nodes.push(node("Relu", &["s"], "r", vec![]));
+    nodes.push(node(
+        "MaxPool",
+        &["r"],
+        "p",
+        vec![
+            ("kernel_shape", Attr::Ints(vec![3, 3])),
+            ("strides", Attr::Ints(vec![2, 2])),
+            ("pads", Attr::Ints(vec![1, 1, 1, 1])),
+        ],
+    ));
+    // Two branches of 16 concatenated on channels.
+    nodes.extend(conv("p", "W3", "B3", "e1", 1, 1, 0));
+    nodes.extend(conv("p", "W4", "B4", "e2", 3, 1, 1));
+    nodes.push(node(
+        "Concat",
+        &["e1", "e2"],
+        "c",
+        vec![("axis", Attr::Int(1))],
+    ));
+    // 32 -> 48, 3 x 3, stride 2, then the global pool.
+    nodes.extend(conv("c", "W5", "B5", "d", 3, 2, 1));
+    nodes.push(node("GlobalAveragePool", &["d"], "g", vec![]));
+    nodes.push(node("Flatten", &["g"], "y", vec![]));
+    let initializers = [
+        ("W1", vec![32, 16, 3, 3]),
+        ("B1", vec![32, 1, 1]),
+        ("W2", vec![32, 32, 1, 1]),
+        ("B2", vec![32, 1, 1]),
+        ("W3", vec![16, 32, 1, 1]),
+        ("B3", vec![16, 1, 1]),
+        ("W4", vec![16, 32, 3, 3]),
+        ("B4", vec![16, 1, 1]),
+        ("W5", vec![48, 32, 3, 3]),
+        ("B5", vec![48, 1, 1]),
+    ]
+    .into_iter()
+    .map(|(n, s)| (n.to_string(), t(s)))
+    .collect();
+    Model {
+        graph: Graph {
+            name: "blocked_layout".into(),
+            nodes,
+            inputs: vec![vi("x", &[2, 16, 11, 9])],
+            outputs: vec![vi("y", &[2, 48]), vi("r", &[2, 32, 11, 9])],
+            initializers,
+            value_info: vec![],
+        },
+        opsets: [(String::new(), 17)].into(),
+        producer: "test".into(),
+        source: "blocked_layout".into(),
+    }
+}
+
+/// Whether the CPU back end claims the blocked layout here (AVX-512, not capped).
+fn claimed() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::env::var("KUAXIN_CPU_SIMD").is_err() && std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[test]
+fn a_blocked_chain_of_convolutions_gives_the_unfused_answer() {
+    let m = model();
+    let mut rng = Rng::new(5);
+    let x = random_tensor(&mut rng, DType::F32, vec![2, 16, 11, 9]);
+    let inputs = vec![("x".to_string(), HostValue::Tensor(x))];
+    let (want, plain) = run_on_cpu(&m, &inputs, false, 1);
+    assert!(!plain.iter().any(|p| matches!(p, Prim::ConvBlocked { .. })));
+    for threads in [1, 2] {
+        let (got, prims) = run_on_cpu(&m, &inputs, true, threads);
+        let count = |f: fn(&Prim) -> bool| prims.iter().filter(|p| f(p)).count();
+        let blocked = count(|p| matches!(p, Prim::ConvBlocked { .. }));
+        let pads = count(|p| matches!(p, Prim::PadConstant { .. }));
+        if claimed() {
+            assert_eq!(blocked, 5, "every convolution blocked: {prims:?}");
+            // The max pool's -inf padding is the one left.
+            assert_eq!(pads, 1, "the convolutions' paddings absorbed: {prims:?}");
+        } else {
+            println!("this CPU does not claim the blocked layout: checked the answer only");
+        }
+        for (g, w) in got.iter().zip(&want) {
+            // The deepest sums: 32 channels x 9 taps, twice over (the concat's branch, then
+            // the last convolution), of values of order 1.
+            let tol = Tolerance::for_class(OpClass::Accumulating, DType::F32, 2 * 32 * 9, 10.0);
+            let m = metrics(g, w, tol);
+            assert_eq!(m.mismatches, 0, "threads {threads}: {m:?}");
+        }
+        assert_eq!(got.len(), 2);
+    }
+}
