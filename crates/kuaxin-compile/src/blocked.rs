@@ -4,6 +4,9 @@
 //! work between convolutions (bias, ReLU, residual adds) runs on the same layout, so a chain
 //! of convolutions is reordered once on the way in and once on the way out.
 //!
+//! A first layer of fewer than 16 input channels (an image's three) reads its plain input
+//! and writes the blocked layout.
+//!
 //! A pass over the traced instructions, before fusion: a value made in the blocked layout
 //! (by a convolution, or by elementwise work on such a value) gets a new slot of the blocked
 //! shape; its own slot is filled only if something else reads it (a pool, a reshape, a
@@ -56,10 +59,15 @@ pub fn block_convolutions(
                 Some((x, pads)) => (x, pads),
                 None => (ins.inputs[0].clone(), vec![(0, 0); 2]),
             };
-            let xb = pass.blocked_source(&x, &instrs, &producer, &ins.origin);
+            let (strides, dilations, plain) = conv;
+            let xb = if plain {
+                x
+            } else {
+                pass.blocked_source(&x, &instrs, &producer, &ins.origin)
+            };
             let prim = Prim::ConvBlocked {
-                strides: conv.0,
-                dilations: conv.1,
+                strides,
+                dilations,
                 pads,
                 epilogue: None,
             };
@@ -95,9 +103,10 @@ pub fn block_convolutions(
     drop_unused(pass.out, live_out)
 }
 
-/// (strides, dilations) of a convolution the blocked layout takes: one group, f32, 2-D,
-/// input and output channels multiples of 16.
-fn eligible(ins: &Instr, slot_types: &[TensorType]) -> Option<(Vec<usize>, Vec<usize>)> {
+/// (strides, dilations, whether it reads its input as it is) of a convolution the blocked
+/// layout takes: one group, f32, 2-D, output channels a multiple of 16, input channels too
+/// or fewer than 16 (a first layer's, read from the plain input).
+fn eligible(ins: &Instr, slot_types: &[TensorType]) -> Option<(Vec<usize>, Vec<usize>, bool)> {
     let Prim::Conv {
         strides,
         dilations,
@@ -112,10 +121,10 @@ fn eligible(ins: &Instr, slot_types: &[TensorType]) -> Option<(Vec<usize>, Vec<u
         && w.dtype == DType::F32
         && x.shape.len() == 4
         && w.shape.len() == 4
-        && x.shape[1] % BLOCK == 0
         && x.shape[1] > 0
-        && w.shape[0] % BLOCK == 0;
-    fits.then(|| (strides.clone(), dilations.clone()))
+        && (x.shape[1].is_multiple_of(BLOCK) || x.shape[1] < BLOCK)
+        && w.shape[0].is_multiple_of(BLOCK);
+    fits.then(|| (strides.clone(), dilations.clone(), x.shape[1] < BLOCK))
 }
 
 fn type_of(s: &Src, slot_types: &[TensorType]) -> Option<TensorType> {

@@ -216,7 +216,8 @@ pub enum Prim {
         epilogue: std::sync::Arc<crate::kernel::Kernel>,
     },
     /// A one-group f32 2-D convolution in the blocked layout: x `[N, C/16, H, W, 16]` (sixteen
-    /// channels innermost), w `[M, C, KH, KW]` as lowering gives it, output
+    /// channels innermost; or `[N, C, H, W]` as it is, a first layer's few channels), w
+    /// `[M, C, KH, KW]` as lowering gives it, output
     /// `[N, M/16, OH, OW, 16]`; zero `pads` ((begin, end) per spatial axis) inside. With an
     /// `epilogue`, that kernel runs on the output as [`Prim::ConvEpilogue`]'s does (inputs
     /// after x and w are its arguments 1..). Made by the layout pass for back ends that claim
@@ -406,10 +407,13 @@ impl Prim {
             return Err(bad());
         };
         let xs = &x.shape;
-        let fits = xs.len() == 5
-            && xs[4] == 16
-            && w.shape.len() == 4
-            && xs[1].checked_mul(16) == Some(w.shape[1])
+        let channels = match xs.len() {
+            5 if xs[4] == 16 => xs[1].checked_mul(16),
+            4 => Some(xs[1]),
+            _ => None,
+        };
+        let fits = w.shape.len() == 4
+            && channels == Some(w.shape[1])
             && w.shape[0] % 16 == 0
             && x.dtype == DType::F32
             && w.dtype == DType::F32

@@ -57,10 +57,13 @@ pub struct BlockedGeom {
     pub strides: [usize; 2],
     pub dilations: [usize; 2],
     pub pads: [usize; 2],
+    /// Elements per input position: 16 for a blocked input, 1 for a plain (NCHW) one, whose
+    /// channels (a first layer's few) are one block, planes apart.
+    pub lane: usize,
 }
 
 impl BlockedGeom {
-    /// The geometry of input `x` `[N, C/16, H, W, 16]` and weight `w` `[M, C, KH, KW]` with
+    /// The geometry of input `x` `[N, C/16, H, W, 16]` (or `[N, C, H, W]`) and weight `w` `[M, C, KH, KW]` with
     /// these strides, dilations and pads ((begin, end) per spatial axis); an error naming
     /// what does not fit.
     pub fn new(
@@ -76,16 +79,18 @@ impl BlockedGeom {
                  {dilations:?}, pads {pads:?}) do not fit"
             ))
         };
-        let ([n, cb, h, wd, BLOCK], [m, c, kh, kw], [sh, sw], [dh, dw], [(pt, pb), (pl, pr)]) = (
-            <[usize; 5]>::try_from(x).map_err(|_| bad())?,
+        let ([n, cb, h, wd, lane], [m, c, kh, kw], [sh, sw], [dh, dw], [(pt, pb), (pl, pr)]) = (
+            match *x {
+                [n, c, h, w] => [n, c, h, w, 1],
+                [n, cb, h, w, BLOCK] => [n, cb * BLOCK, h, w, BLOCK],
+                _ => return Err(bad()),
+            },
             <[usize; 4]>::try_from(w).map_err(|_| bad())?,
             <[usize; 2]>::try_from(strides).map_err(|_| bad())?,
             <[usize; 2]>::try_from(dilations).map_err(|_| bad())?,
             <[(usize, usize); 2]>::try_from(pads).map_err(|_| bad())?,
-        ) else {
-            return Err(bad());
-        };
-        if c != cb * BLOCK || m % BLOCK != 0 || m == 0 || [kh, kw, sh, sw, dh, dw].contains(&0) {
+        );
+        if c != cb || m % BLOCK != 0 || m == 0 || [kh, kw, sh, sw, dh, dw].contains(&0) {
             return Err(bad());
         }
         let out = |size: usize, before: usize, after: usize, k: usize, s: usize, d: usize| {
@@ -108,7 +113,17 @@ impl BlockedGeom {
             strides: [sh, sw],
             dilations: [dh, dw],
             pads: [pt, pl],
+            lane,
         })
+    }
+
+    /// Input channels of a block of the input: sixteen, or all of a plain input's.
+    fn ci_block(&self) -> usize {
+        if self.lane == BLOCK {
+            BLOCK
+        } else {
+            self.c
+        }
     }
 
     /// Elements of the output.
@@ -173,26 +188,31 @@ impl PackedConv {
 
 /// The weight `w` `[m, c, kh, kw]` in groups of [`GROUP`] output channel blocks (see the
 /// module doc).
-pub fn pack(w: &[f32], m: usize, c: usize, kh: usize, kw: usize) -> Result<PackedConv> {
+pub fn pack(w: &[f32], [m, c, kh, kw]: [usize; 4], ci_block: usize) -> Result<PackedConv> {
     let taps = kh * kw;
-    if !m.is_multiple_of(BLOCK) || !c.is_multiple_of(BLOCK) || w.len() != m * c * taps {
+    if !m.is_multiple_of(BLOCK)
+        || ci_block == 0
+        || !c.is_multiple_of(ci_block)
+        || w.len() != m * c * taps
+    {
         return Err(Error::invalid(format!(
-            "ConvBlocked: weight of {} values is not [{m}, {c}, {kh}, {kw}] in blocks of {BLOCK}",
+            "ConvBlocked: weight of {} values is not [{m}, {c}, {kh}, {kw}] in blocks of {ci_block}",
             w.len()
         )));
     }
     let mut values = Vec::with_capacity(w.len());
     for first in (0..m).step_by(GROUP * BLOCK) {
         let width = (m - first).min(GROUP * BLOCK);
-        for cb in 0..c / BLOCK {
+        for cb in 0..c / ci_block {
             for tap in 0..taps {
-                for ci in 0..BLOCK {
-                    let ch = cb * BLOCK + ci;
+                for ci in 0..ci_block {
+                    let ch = cb * ci_block + ci;
                     values.extend((first..first + width).map(|o| w[(o * c + ch) * taps + tap]));
                 }
             }
         }
     }
+    // `m` is whole blocks, so the values are whole lines.
     let lines = values
         .chunks_exact(BLOCK)
         .map(|l| {
@@ -213,6 +233,9 @@ pub struct Tile {
     pub x_row: usize,
     pub x_col: usize,
     pub x_pos: usize,
+    /// Input channels of a block (`cis`), `x_ci` apart.
+    pub cis: usize,
+    pub x_ci: usize,
     pub w: *const f32,
     pub w_block: usize,
     pub w_row: usize,
@@ -234,18 +257,19 @@ pub struct Tile {
 /// `x` (of geometry `g`) into `into` as the input of `p` ([`BlockedGeom::padded`]): each
 /// row and column the padding adds is zeros.
 fn pad(x: &[f32], g: &BlockedGeom, p: &BlockedGeom, into: &mut [f32]) {
-    let (plane, row) = (p.h * p.w * BLOCK, p.w * BLOCK);
+    let lane = g.lane;
+    let (plane, row) = (p.h * p.w * lane, p.w * lane);
     let [top, left] = g.pads;
     let inside = g.w.min(p.w.saturating_sub(left));
     let fill = |(i, out): (usize, &mut [f32])| {
-        let src = &x[i * g.h * g.w * BLOCK..(i + 1) * g.h * g.w * BLOCK];
+        let src = &x[i * g.h * g.w * lane..(i + 1) * g.h * g.w * lane];
         for (ih, out) in out.chunks_exact_mut(row).enumerate() {
             match (ih.checked_sub(top)).filter(|&r| r < g.h) {
                 Some(r) => {
-                    let (before, rest) = out.split_at_mut(left.min(p.w) * BLOCK);
+                    let (before, rest) = out.split_at_mut(left.min(p.w) * lane);
                     before.fill(0.0);
-                    let (mid, after) = rest.split_at_mut(inside * BLOCK);
-                    mid.copy_from_slice(&src[r * g.w * BLOCK..][..inside * BLOCK]);
+                    let (mid, after) = rest.split_at_mut(inside * lane);
+                    mid.copy_from_slice(&src[r * g.w * lane..][..inside * lane]);
                     after.fill(0.0);
                 }
                 None => out.fill(0.0),
@@ -283,9 +307,9 @@ unsafe fn portable(rw: usize, nb: usize, t: &Tile) {
                 for kw in 0..t.cols {
                     let x = t.x.add(cb * t.x_block + kh * t.x_row + kw * t.x_col);
                     let w = t.w.add(cb * t.w_block + kh * t.w_row + kw * t.w_col);
-                    for ci in 0..BLOCK {
+                    for ci in 0..t.cis {
                         for r in 0..rw {
-                            let b = *x.add(r * t.x_pos + ci);
+                            let b = *x.add(r * t.x_pos + ci * t.x_ci);
                             for j in 0..nb {
                                 let wv = w.add((ci * nb + j) * BLOCK);
                                 for (l, a) in acc[r * nb + j].iter_mut().enumerate() {
@@ -326,9 +350,10 @@ pub fn eval(
         return Err(Error::unsupported("ConvBlocked runs on f32"));
     };
     let g = BlockedGeom::new(&x.shape, &w.shape, strides, dilations, pads)?;
-    let packed = match weights.and_then(|ws| ws.packed_conv(w, wd, &w.shape)) {
+    let shape = [g.m, g.c, g.kh, g.kw];
+    let packed = match weights.and_then(|ws| ws.packed_conv(w, wd, shape, g.ci_block())) {
         Some(p) => p,
-        None => Arc::new(pack(wd, g.m, g.c, g.kh, g.kw)?),
+        None => Arc::new(pack(wd, shape, g.ci_block())?),
     };
     let extra = &inputs[2.min(inputs.len())..];
     let Some(k) = epilogue else {
@@ -406,6 +431,7 @@ fn conv_blocked_into(
     // its depth at once.
     let small = r.oh * r.ow <= SMALL_MAP;
     let (rows_per_unit, chunk_len) = if small { (r.oh, r.ow) } else { (1, CHUNK) };
+    let (lane, cis) = (g.lane, g.ci_block());
     let groups = g.m.div_ceil(GROUP * BLOCK);
     let (row_units, chunks) = (r.oh.div_ceil(rows_per_unit), r.ow.div_ceil(chunk_len));
     let units = g.n * groups * row_units * chunks;
@@ -414,7 +440,8 @@ fn conv_blocked_into(
     let out_img = g.m * g.oh * g.ow;
     let out_block = r.oh * r.ow * BLOCK;
     let group_len = GROUP * BLOCK * g.c * g.kh * g.kw;
-    let blocks = g.c / BLOCK;
+    let blocks = g.c / cis;
+    let x_ci = if lane == BLOCK { 1 } else { r.h * r.w };
     let (bias, residual, relu) = match finish {
         Some(f) => (f.bias, f.residual, f.relu),
         None => (None, None, false),
@@ -425,7 +452,7 @@ fn conv_blocked_into(
         let group = (u / chunks / row_units) % groups;
         let img = u / chunks / row_units / groups;
         let nb = (g.m / BLOCK - GROUP * group).min(GROUP);
-        let w_col = BLOCK * nb * BLOCK;
+        let w_col = cis * nb * BLOCK;
         let (w_row, w_block) = (r.kw * w_col, r.kw * r.kh * w_col);
         let depth = if small {
             (DEPTH_BYTES / (w_block * 4)).clamp(1, blocks)
@@ -441,14 +468,15 @@ fn conv_blocked_into(
                 while o < end {
                     let rw = (end - o).min(tile_blocked_avx512::width(nb));
                     let at = img * out_img + GROUP * group * out_block + (row * r.ow + o) * BLOCK;
-                    let x_at =
-                        ((first * r.h + row * r.strides[0]) * r.w + o * r.strides[1]) * BLOCK;
+                    let x_at = ((first * r.h + row * r.strides[0]) * r.w + o * r.strides[1]) * lane;
                     let t = Tile {
                         x: x[img * x_img + x_at..].as_ptr(),
-                        x_block: r.h * r.w * BLOCK,
-                        x_row: r.dilations[0] * r.w * BLOCK,
-                        x_col: r.dilations[1] * BLOCK,
-                        x_pos: r.strides[1] * BLOCK,
+                        x_block: r.h * r.w * lane,
+                        x_row: r.dilations[0] * r.w * lane,
+                        x_col: r.dilations[1] * lane,
+                        x_pos: r.strides[1] * lane,
+                        cis,
+                        x_ci,
                         w: packed[group * group_len + first * w_block..].as_ptr(),
                         w_block,
                         w_row,
@@ -565,15 +593,21 @@ mod tests {
         out
     }
 
-    /// Checks one geometry on the AVX-512 tile (where the CPU has it) and on the portable
-    /// one, with and without a finish, against the definition (tolerance: f32 sums of
-    /// `c kh kw` products of values below 1).
+    /// Checks one geometry (input blocked, or plain when `c` is not whole blocks) on the
+    /// AVX-512 tile (where the CPU has it) and on the portable one, with and without a
+    /// finish, against the definition (tolerance: f32 sums of `c kh kw` products of values
+    /// below 1).
     fn check(
         (n, c, hw, m): (usize, usize, [usize; 2], usize),
         (k, s, d): ([usize; 2], [usize; 2], [usize; 2]),
         pads: [(usize, usize); 2],
     ) {
-        let x_shape = [n, c / BLOCK, hw[0], hw[1], BLOCK];
+        let plain = c % BLOCK != 0;
+        let x_shape = if plain {
+            vec![n, c, hw[0], hw[1]]
+        } else {
+            vec![n, c / BLOCK, hw[0], hw[1], BLOCK]
+        };
         let g = BlockedGeom::new(&x_shape, &[m, c, k[0], k[1]], &s, &d, &pads).unwrap();
         let x = values(n * c * hw[0] * hw[1], 1);
         let w = values(m * c * k[0] * k[1], 2);
@@ -581,8 +615,12 @@ mod tests {
         let res = values(g.out_len(), 4);
         let sums: Vec<f32> = reference(&x, &w, &g).iter().map(|&v| v as f32).collect();
         let want = blocked(&sums, n, m, g.oh * g.ow);
-        let xb = blocked(&x, n, c, hw[0] * hw[1]);
-        let packed = pack(&w, m, c, k[0], k[1]).unwrap();
+        let xb = if plain {
+            x.clone()
+        } else {
+            blocked(&x, n, c, hw[0] * hw[1])
+        };
+        let packed = pack(&w, [m, c, k[0], k[1]], g.ci_block()).unwrap();
         let packed = packed.values();
         let tol = 4.0 * f32::EPSILON * (c * k[0] * k[1]) as f32;
         let finish = Columns {
@@ -627,6 +665,13 @@ mod tests {
         check((1, 16, [3, 3], 16), ([5, 5], [1, 1], [1, 1]), [(2, 2); 2]);
         // A small map in depth blocks (four, of one channel block each).
         check((1, 64, [6, 6], 64), ([3, 3], [1, 1], [1, 1]), [(1, 1); 2]);
+        // A plain input of three channels (a first layer), padded and strided; and 1 x 1.
+        check(
+            (2, 3, [11, 12], 32),
+            ([7, 7], [2, 2], [1, 1]),
+            [(3, 3), (3, 2)],
+        );
+        check((1, 5, [4, 6], 80), ([1, 1], [1, 1], [1, 1]), none);
         // A map longer than a chunk of work, in one row.
         check((1, 16, [20, 13], 32), ([1, 1], [1, 1], [1, 1]), none);
     }

@@ -40,10 +40,34 @@ fn pad_typed<T: Typed>(
     if out_shape.is_empty() {
         return Ok(v.to_vec());
     }
-    let rows = Rows::new(shape, pads, out_shape);
+    let (shape, pads, out_shape) = merge_unpadded_tail(shape, pads);
+    let rows = Rows::new(&shape, &pads, &out_shape);
     Ok(par::build(out_shape.iter().product(), |start, out| {
         rows.fill(v, fill, start, out)
     }))
+}
+
+/// The same padding with a last dim that is not padded merged into the one before (its
+/// pads scaled), as long as there is one: the rows the fill copies are then whole, where a
+/// blocked layout's padding (`[N, C/16, H, W, 16]`, pads on H and W) has rows of sixteen.
+fn merge_unpadded_tail(
+    shape: &[usize],
+    pads: &[(usize, usize)],
+) -> (Vec<usize>, Vec<(usize, usize)>, Vec<usize>) {
+    let (mut shape, mut pads) = (shape.to_vec(), pads.to_vec());
+    while shape.len() >= 2 && pads[shape.len() - 1] == (0, 0) {
+        let last = shape.pop().unwrap_or(1);
+        pads.pop();
+        let r = shape.len() - 1;
+        shape[r] *= last;
+        pads[r] = (pads[r].0 * last, pads[r].1 * last);
+    }
+    let out = shape
+        .iter()
+        .zip(&pads)
+        .map(|(&n, &(b, a))| n + b + a)
+        .collect();
+    (shape, pads, out)
 }
 
 /// The output's rows (along its last dim) and the input rows they hold.
@@ -191,5 +215,36 @@ mod tests {
         ];
         let rows = Rows::new(&shape, &pads, &out_shape);
         par::check_pieces(&want, -1, |start, out| rows.fill(&v, 0, start, out));
+    }
+
+    #[test]
+    fn unpadded_last_dims_merge_and_the_padding_is_the_same() {
+        // [2, 3, 2, 2] padded on dims 1 and 2 only: its last dim merges into dim 2.
+        let shape = [2, 3, 2, 2];
+        let pads = [(0, 0), (1, 0), (1, 2), (0, 0)];
+        let (m_shape, m_pads, m_out) = merge_unpadded_tail(&shape, &pads);
+        assert_eq!(m_shape, [2, 3, 4]);
+        assert_eq!(m_pads, [(0, 0), (1, 0), (2, 4)]);
+        assert_eq!(m_out, [2, 4, 10]);
+        let v: Vec<i32> = (1..=24).collect();
+        let out_shape = [2, 4, 5, 2];
+        let got = pad_typed(&v, &Data::I32(vec![-7]), &shape, &pads, &out_shape).unwrap();
+        // By the definition: each output index inside the pads reads the input, else -7.
+        let mut want = Vec::new();
+        for a in 0..2 {
+            for b in 0..4 {
+                for c in 0..5 {
+                    for d in 0..2 {
+                        let inside = b >= 1 && (1..3).contains(&c);
+                        want.push(if inside {
+                            v[((a * 3 + b - 1) * 2 + c - 1) * 2 + d]
+                        } else {
+                            -7
+                        });
+                    }
+                }
+            }
+        }
+        assert_eq!(got, want);
     }
 }

@@ -102,13 +102,14 @@ unsafe fn tile<const R: usize, const B: usize>(t: &Tile) {
                 for kw in 0..t.cols {
                     let x = t.x.add(cb * t.x_block + kh * t.x_row + kw * t.x_col);
                     let w = t.w.add(cb * t.w_block + kh * t.w_row + kw * t.w_col);
-                    for ci in 0..16 {
+                    for ci in 0..t.cis {
                         let mut wv = [_mm512_setzero_ps(); B];
                         for (j, v) in wv.iter_mut().enumerate() {
                             *v = _mm512_loadu_ps(w.add((ci * B + j) * 16));
                         }
+                        let x = x.add(ci * t.x_ci);
                         for (r, acc) in acc.iter_mut().enumerate() {
-                            let b = _mm512_set1_ps(*x.add(r * t.x_pos + ci));
+                            let b = _mm512_set1_ps(*x.add(r * t.x_pos));
                             for j in 0..B {
                                 acc[j] = _mm512_fmadd_ps(b, wv[j], acc[j]);
                             }

@@ -23,8 +23,9 @@ struct Inner {
     /// address cannot be reused by another tensor while it is here.
     consts: HashMap<usize, Weak<Tensor>>,
     packed: HashMap<Key, Arc<PackedB>>,
-    /// Convolution weights packed for the blocked layout, by the constant's address.
-    blocked: HashMap<usize, Arc<PackedConv>>,
+    /// Convolution weights packed for the blocked layout, by the constant's address and the
+    /// input channels of a block.
+    blocked: HashMap<(usize, usize), Arc<PackedConv>>,
     bytes: usize,
 }
 
@@ -68,7 +69,7 @@ impl Weights {
             }
             keep
         });
-        g.blocked.retain(|tensor, p| {
+        g.blocked.retain(|(tensor, _), p| {
             let keep = consts.contains_key(tensor);
             if !keep {
                 freed += p.bytes();
@@ -127,26 +128,32 @@ impl Weights {
     }
 
     /// The constant convolution weight `t` (`[m, c, kh, kw]`, data `src`) packed for the
-    /// blocked layout ([`pack`]), now if it is not yet; `None` when `t` is not a registered
-    /// constant, does not pack, or the budget is spent.
-    pub fn packed_conv(&self, t: &Tensor, src: &[f32], shape: &[usize]) -> Option<Arc<PackedConv>> {
+    /// blocked layout in input blocks of `ci_block` channels ([`pack`]), now if it is not
+    /// yet; `None` when `t` is not a registered constant, does not pack, or the budget is
+    /// spent.
+    pub fn packed_conv(
+        &self,
+        t: &Tensor,
+        src: &[f32],
+        shape: [usize; 4],
+        ci_block: usize,
+    ) -> Option<Arc<PackedConv>> {
         let tensor = t as *const Tensor as usize;
-        let &[m, c, kh, kw] = shape else { return None };
         {
             let g = self.inner.lock().ok()?;
             if g.consts.get(&tensor).is_none_or(|w| w.strong_count() == 0) {
                 return None;
             }
-            if let Some(p) = g.blocked.get(&tensor) {
+            if let Some(p) = g.blocked.get(&(tensor, ci_block)) {
                 return Some(p.clone());
             }
             if g.bytes.saturating_add(src.len().saturating_mul(4)) > budget_bytes() {
                 return None;
             }
         }
-        let p = Arc::new(pack(src, m, c, kh, kw).ok()?);
+        let p = Arc::new(pack(src, shape, ci_block).ok()?);
         let mut g = self.inner.lock().ok()?;
-        if let Some(old) = g.blocked.insert(tensor, p.clone()) {
+        if let Some(old) = g.blocked.insert((tensor, ci_block), p.clone()) {
             g.bytes -= old.bytes();
         }
         g.bytes += p.bytes();

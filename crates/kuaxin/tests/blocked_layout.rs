@@ -1,6 +1,6 @@
 //! The blocked layout between convolutions (`Prim::ConvBlocked`, where the CPU has AVX-512):
-//! a chain of convolutions with padding, strides, a residual, a max pool, a channel concat
-//! and a global pool, one of its blocked values also a program output, gives the unfused
+//! a chain of convolutions from a three-channel input, with padding, strides, a residual, a
+//! max pool, a channel concat and a global pool, one of its blocked values also a program output, gives the unfused
 //! program's answer within the tolerance of an accumulating op, and runs every convolution
 //! blocked with nothing left of the paddings they absorbed.
 mod common;
@@ -42,7 +42,7 @@ fn model() -> Model {
     let mut rng = Rng::new(41);
     let mut t = |shape: Vec<usize>| Arc::new(random_tensor(&mut rng, DType::F32, shape));
     let mut nodes = Vec::new();
-    // 16 -> 32, 3 x 3, then ReLU.
+    // 3 -> 32, 3 x 3 (a first layer: its plain input read as it is), then ReLU.
     nodes.extend(conv("x", "W1", "B1", "c1", 3, 1, 1));
     nodes.push(node("Relu", &["c1"], "a", vec![]));
     // 32 -> 32, 1 x 1, plus the residual `a`, then ReLU: `r` is also an output.
@@ -73,7 +73,7 @@ fn model() -> Model {
     nodes.push(node("GlobalAveragePool", &["d"], "g", vec![]));
     nodes.push(node("Flatten", &["g"], "y", vec![]));
     let initializers = [
-        ("W1", vec![32, 16, 3, 3]),
+        ("W1", vec![32, 3, 3, 3]),
         ("B1", vec![32, 1, 1]),
         ("W2", vec![32, 32, 1, 1]),
         ("B2", vec![32, 1, 1]),
@@ -91,7 +91,7 @@ fn model() -> Model {
         graph: Graph {
             name: "blocked_layout".into(),
             nodes,
-            inputs: vec![vi("x", &[2, 16, 11, 9])],
+            inputs: vec![vi("x", &[2, 3, 11, 9])],
             outputs: vec![vi("y", &[2, 48]), vi("r", &[2, 32, 11, 9])],
             initializers,
             value_info: vec![],
@@ -118,7 +118,7 @@ fn claimed() -> bool {
 fn a_blocked_chain_of_convolutions_gives_the_unfused_answer() {
     let m = model();
     let mut rng = Rng::new(5);
-    let x = random_tensor(&mut rng, DType::F32, vec![2, 16, 11, 9]);
+    let x = random_tensor(&mut rng, DType::F32, vec![2, 3, 11, 9]);
     let inputs = vec![("x".to_string(), HostValue::Tensor(x))];
     let (want, plain) = run_on_cpu(&m, &inputs, false, 1);
     assert!(!plain.iter().any(|p| matches!(p, Prim::ConvBlocked { .. })));
