@@ -63,9 +63,9 @@ pub struct BlockedGeom {
 }
 
 impl BlockedGeom {
-    /// The geometry of input `x` `[N, C/16, H, W, 16]` (or `[N, C, H, W]`) and weight `w` `[M, C, KH, KW]` with
-    /// these strides, dilations and pads ((begin, end) per spatial axis); an error naming
-    /// what does not fit.
+    /// The geometry of input `x` `[N, C/16, H, W, 16]` (or `[N, C, H, W]`) and weight `w`
+    /// `[M, C, KH, KW]` with these strides, dilations and pads ((begin, end) per spatial
+    /// axis); an error naming what does not fit.
     pub fn new(
         x: &[usize],
         w: &[usize],
@@ -284,6 +284,25 @@ fn pad(x: &[f32], g: &BlockedGeom, p: &BlockedGeom, into: &mut [f32]) {
     }
 }
 
+impl Tile {
+    /// The input and weight of kernel tap (`kh`, `kw`) of channel block `cb`.
+    ///
+    /// # Safety
+    /// The tap is one the tile describes (within the windows its caller vouches for).
+    #[inline(always)]
+    pub unsafe fn tap(&self, cb: usize, kh: usize, kw: usize) -> (*const f32, *const f32) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            (
+                self.x
+                    .add(cb * self.x_block + kh * self.x_row + kw * self.x_col),
+                self.w
+                    .add(cb * self.w_block + kh * self.w_row + kw * self.w_col),
+            )
+        }
+    }
+}
+
 /// The tile on any CPU: the same sums in the same order, a multiply and an add each.
 ///
 /// # Safety
@@ -305,8 +324,7 @@ unsafe fn portable(rw: usize, nb: usize, t: &Tile) {
         for cb in 0..t.blocks {
             for kh in 0..t.rows {
                 for kw in 0..t.cols {
-                    let x = t.x.add(cb * t.x_block + kh * t.x_row + kw * t.x_col);
-                    let w = t.w.add(cb * t.w_block + kh * t.w_row + kw * t.w_col);
+                    let (x, w) = t.tap(cb, kh, kw);
                     for ci in 0..t.cis {
                         for r in 0..rw {
                             let b = *x.add(r * t.x_pos + ci * t.x_ci);
@@ -529,21 +547,7 @@ fn conv_blocked_into(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Values of a pseudo-random sequence in [-1, 1).
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 23) as f32) - 1.0
-            })
-            .collect()
-    }
+    use crate::conv_cases::values;
 
     /// NCHW `[n, c, h, w]` as blocked `[n, c/16, h, w, 16]`.
     fn blocked(x: &[f32], n: usize, c: usize, hw: usize) -> Vec<f32> {

@@ -100,8 +100,7 @@ unsafe fn tile<const R: usize, const B: usize>(t: &Tile) {
         for cb in 0..t.blocks {
             for kh in 0..t.rows {
                 for kw in 0..t.cols {
-                    let x = t.x.add(cb * t.x_block + kh * t.x_row + kw * t.x_col);
-                    let w = t.w.add(cb * t.w_block + kh * t.w_row + kw * t.w_col);
+                    let (x, w) = t.tap(cb, kh, kw);
                     for ci in 0..t.cis {
                         let mut wv = [_mm512_setzero_ps(); B];
                         for (j, v) in wv.iter_mut().enumerate() {
