@@ -8,6 +8,7 @@ use crate::block::{Block, Val, BLOCK};
 use crate::fold;
 use crate::walk::{fetch, inner_strides, load_offsets, row_bases, Segments, Walk};
 use crate::window::Pooling;
+use crate::window_lanes::LanePooling;
 use kuaxin_core::kernel::{Expr, Kernel};
 use kuaxin_core::prim::ReduceOp;
 use kuaxin_core::tensor::is_row_major;
@@ -189,12 +190,18 @@ fn small_reduction(
     if rows == 0 {
         return Ok(store(out, k.out.dtype));
     }
-    let walk = Walk::rows(&kd, &ks, &offsets, &kinner);
-    let pooling = Pooling::of(k, op, value, srcs, &red_offsets, &kinner);
     // An epilogue that stores the reduced value as it is (a max pool): the fold writes the
     // output block itself.
     let stores_reduced =
         matches!(k.epilogue.as_slice(), [e] if e.expr == Expr::Reduced && e.dtype == DType::F32);
+    if stores_reduced && value == 0 {
+        if let Some(p) = LanePooling::of(k, op, srcs, &red_offsets, &kd, &ks) {
+            p.run(&mut out)?;
+            return Ok(store(out, k.out.dtype));
+        }
+    }
+    let walk = Walk::rows(&kd, &ks, &offsets, &kinner);
+    let pooling = Pooling::of(k, op, value, srcs, &red_offsets, &kinner);
     let per_task = task_len(rows, red_total.max(1) * k.body.len() + k.epilogue.len());
     out.par_chunks_mut(per_task)
         .enumerate()

@@ -74,6 +74,7 @@ mod weights;
 mod window;
 mod window_avx2;
 mod window_avx512;
+mod window_lanes;
 
 pub use backend::{host_tensor, wrap, CpuBackend};
 pub use erf::{erf, erf_f32};

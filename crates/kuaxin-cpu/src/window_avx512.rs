@@ -96,3 +96,47 @@ unsafe fn chunk16<const S: usize, const MIN: bool>(
     // SAFETY: the store writes the first `n` floats of `out`.
     unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr(), lanes(n), acc) };
 }
+
+/// Output position `j`'s `width` lanes (a blocked layout's channels):
+/// `out[j * width + l] = op_r src[base + j * step + offs[r] + l]` (min when `MIN`, else max),
+/// one masked vector per window position.
+///
+/// # Safety
+/// The CPU has AVX-512F, and every element read lies in `src`: `base + (n - 1) * step +
+/// max(offs) + width <= src.len()` for the `n = out.len() / width` positions; `width` is at
+/// most 16.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub unsafe fn fold_lanes<const MIN: bool>(
+    src: &[f32],
+    base: usize,
+    step: usize,
+    width: usize,
+    offs: &[usize],
+    out: &mut [f32],
+) {
+    let mask = lanes(width);
+    let init = _mm512_set1_ps(if MIN {
+        f32::INFINITY
+    } else {
+        f32::NEG_INFINITY
+    });
+    for (j, out) in out.chunks_exact_mut(width).enumerate() {
+        // SAFETY: the caller's contract bounds every window of every position.
+        unsafe {
+            let at = src.as_ptr().add(base + j * step);
+            let mut acc = init;
+            for &o in offs {
+                let x = _mm512_maskz_loadu_ps(mask, at.add(o));
+                let better = if MIN {
+                    _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, acc)
+                } else {
+                    _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, acc)
+                };
+                let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
+                acc = _mm512_mask_mov_ps(acc, better | nan, x);
+            }
+            _mm512_mask_storeu_ps(out.as_mut_ptr(), mask, acc);
+        }
+    }
+}
