@@ -9,6 +9,7 @@ use crate::gemm::Mat;
 use crate::panels::PackedB;
 use kuaxin_core::Tensor;
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex, Weak};
 
 /// Packed copies of the constants one back end has seen.
@@ -27,6 +28,58 @@ struct Inner {
     /// input channels of a block.
     blocked: HashMap<(usize, usize), Arc<PackedConv>>,
     bytes: usize,
+}
+
+/// A packed copy of (part of) a constant, and the key it is cached under.
+trait Packed {
+    type Key: Copy + Eq + Hash;
+    /// The address of the constant a key names.
+    fn tensor(key: &Self::Key) -> usize;
+    /// Memory the copy holds.
+    fn bytes(&self) -> usize;
+    /// Where `Inner` keeps copies of this kind.
+    fn map(inner: &mut Inner) -> &mut HashMap<Self::Key, Arc<Self>>;
+}
+
+impl Packed for PackedB {
+    type Key = Key;
+    fn tensor(key: &Key) -> usize {
+        key.tensor
+    }
+    fn bytes(&self) -> usize {
+        PackedB::bytes(self)
+    }
+    fn map(inner: &mut Inner) -> &mut HashMap<Key, Arc<Self>> {
+        &mut inner.packed
+    }
+}
+
+impl Packed for PackedConv {
+    type Key = (usize, usize);
+    fn tensor(key: &(usize, usize)) -> usize {
+        key.0
+    }
+    fn bytes(&self) -> usize {
+        PackedConv::bytes(self)
+    }
+    fn map(inner: &mut Inner) -> &mut HashMap<(usize, usize), Arc<Self>> {
+        &mut inner.blocked
+    }
+}
+
+impl Inner {
+    /// Drops the copies of `P` whose constants are no longer registered.
+    fn forget_dropped<P: Packed>(&mut self) {
+        let mut map = std::mem::take(P::map(self));
+        map.retain(|key, p| {
+            let keep = self.consts.contains_key(&P::tensor(key));
+            if !keep {
+                self.bytes -= p.bytes();
+            }
+            keep
+        });
+        *P::map(self) = map;
+    }
 }
 
 /// Which matrix of which constant a packed copy holds.
@@ -58,26 +111,43 @@ impl Weights {
         let Ok(mut g) = self.inner.lock() else {
             return;
         };
-        let g = &mut *g;
         g.consts.retain(|_, w| w.strong_count() > 0);
-        let consts = &g.consts;
-        let mut freed = 0;
-        g.packed.retain(|key, p| {
-            let keep = consts.contains_key(&key.tensor);
-            if !keep {
-                freed += p.bytes();
-            }
-            keep
-        });
-        g.blocked.retain(|(tensor, _), p| {
-            let keep = consts.contains_key(tensor);
-            if !keep {
-                freed += p.bytes();
-            }
-            keep
-        });
-        g.bytes -= freed;
+        g.forget_dropped::<PackedB>();
+        g.forget_dropped::<PackedConv>();
         g.consts.insert(Arc::as_ptr(t) as usize, Arc::downgrade(t));
+    }
+
+    /// The copy of kind `P` under `key` (of the constant `t`), built by `build` now if there
+    /// is none yet; `None` when `t` is not a registered constant, the copy would take the
+    /// packed bytes past the budget (`need` of them), or `build` fails.
+    fn cached<P: Packed>(
+        &self,
+        t: &Tensor,
+        key: P::Key,
+        need: usize,
+        build: impl FnOnce() -> Option<P>,
+    ) -> Option<Arc<P>> {
+        {
+            let mut g = self.inner.lock().ok()?;
+            // `t` is alive (borrowed here), so a registered address with a live count is it.
+            let tensor = t as *const Tensor as usize;
+            if g.consts.get(&tensor).is_none_or(|w| w.strong_count() == 0) {
+                return None;
+            }
+            if let Some(p) = P::map(&mut g).get(&key) {
+                return Some(p.clone());
+            }
+            if g.bytes.saturating_add(need) > budget_bytes() {
+                return None;
+            }
+        }
+        let p = Arc::new(build()?);
+        let mut g = self.inner.lock().ok()?;
+        if let Some(old) = P::map(&mut g).insert(key, p.clone()) {
+            g.bytes -= old.bytes();
+        }
+        g.bytes += p.bytes();
+        Some(p)
     }
 
     /// The `k x n` matrix `mat` of the constant `t` (whose data is `src`) in panels of
@@ -98,33 +168,13 @@ impl Weights {
             n,
             width,
         };
-        {
-            let g = self.inner.lock().ok()?;
-            // `t` is alive (borrowed here), so a registered address with a live count is it.
-            if g.consts
-                .get(&key.tensor)
-                .is_none_or(|w| w.strong_count() == 0)
-            {
-                return None;
-            }
-            if let Some(p) = g.packed.get(&key) {
-                return Some(p.clone());
-            }
-            let need = n
-                .div_ceil(width.max(1))
-                .saturating_mul(k)
-                .saturating_mul(width.saturating_mul(4));
-            if g.bytes.saturating_add(need) > budget_bytes() {
-                return None;
-            }
-        }
-        let p = Arc::new(PackedB::with_width(src, mat, k, n, width).ok()?);
-        let mut g = self.inner.lock().ok()?;
-        if let Some(old) = g.packed.insert(key, p.clone()) {
-            g.bytes -= old.bytes();
-        }
-        g.bytes += p.bytes();
-        Some(p)
+        let need = n
+            .div_ceil(width.max(1))
+            .saturating_mul(k)
+            .saturating_mul(width.saturating_mul(4));
+        self.cached(t, key, need, || {
+            PackedB::with_width(src, mat, k, n, width).ok()
+        })
     }
 
     /// The constant convolution weight `t` (`[m, c, kh, kw]`, data `src`) packed for the
@@ -138,25 +188,8 @@ impl Weights {
         shape: [usize; 4],
         ci_block: usize,
     ) -> Option<Arc<PackedConv>> {
-        let tensor = t as *const Tensor as usize;
-        {
-            let g = self.inner.lock().ok()?;
-            if g.consts.get(&tensor).is_none_or(|w| w.strong_count() == 0) {
-                return None;
-            }
-            if let Some(p) = g.blocked.get(&(tensor, ci_block)) {
-                return Some(p.clone());
-            }
-            if g.bytes.saturating_add(src.len().saturating_mul(4)) > budget_bytes() {
-                return None;
-            }
-        }
-        let p = Arc::new(pack(src, shape, ci_block).ok()?);
-        let mut g = self.inner.lock().ok()?;
-        if let Some(old) = g.blocked.insert((tensor, ci_block), p.clone()) {
-            g.bytes -= old.bytes();
-        }
-        g.bytes += p.bytes();
-        Some(p)
+        let key = (t as *const Tensor as usize, ci_block);
+        let need = src.len().saturating_mul(4);
+        self.cached(t, key, need, || pack(src, shape, ci_block).ok())
     }
 }
