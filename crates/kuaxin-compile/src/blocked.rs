@@ -356,7 +356,7 @@ impl Pass<'_> {
             .and_then(|p| Some((p.prim.as_view()?, p.inputs.first()?)))
             .filter(|(_, src)| !matches!(src, Src::Slot(s) if self.blocked.contains_key(s)));
         let r = match made_by_view {
-            Some(((shape, strides, offset), src)) if shape.len() == 4 => {
+            Some(((_, strides, offset), src)) => {
                 let strides = blocked_strides(strides);
                 self.view(src.clone(), bty, strides, offset, origin)
             }

@@ -424,17 +424,8 @@ impl Prim {
         }
         let mut shape = vec![xs[0], w.shape[0] / 16];
         for i in 0..2 {
-            let extent = w.shape[2 + i]
-                .checked_sub(1)
-                .and_then(|k| k.checked_mul(dilations[i]))
-                .map(|k| k + 1);
-            let padded = xs[2 + i]
-                .checked_add(pads[i].0)
-                .and_then(|v| v.checked_add(pads[i].1));
-            match (extent, padded) {
-                (Some(e), Some(p)) if p >= e => shape.push((p - e) / strides[i] + 1),
-                _ => return Err(bad()),
-            }
+            let o = window_out(xs[2 + i], pads[i], w.shape[2 + i], strides[i], dilations[i]);
+            shape.push(o.ok_or_else(bad)?);
         }
         shape.push(16);
         Ok(TensorType::new(DType::F32, shape))
@@ -846,16 +837,18 @@ impl Prim {
                 }
                 let mut shape = vec![x.shape[0], w.shape[0]];
                 for i in 0..sp {
-                    let k = w.shape[2 + i]
-                        .checked_sub(1)
-                        .and_then(|v| v.checked_mul(dilations[i]))
-                        .map(|v| v + 1);
-                    let Some(k) = k.filter(|&k| x.shape[2 + i] >= k) else {
+                    let Some(o) = window_out(
+                        x.shape[2 + i],
+                        (0, 0),
+                        w.shape[2 + i],
+                        strides[i],
+                        dilations[i],
+                    ) else {
                         return Err(Error::invalid(format!(
                             "Conv: kernel {w} is empty or larger than input {x}"
                         )));
                     };
-                    shape.push((x.shape[2 + i] - k) / strides[i] + 1);
+                    shape.push(o);
                 }
                 vec![TensorType::new(x.dtype, shape)]
             }
@@ -956,5 +949,45 @@ impl Prim {
             crate::limits::check_alloc(t.dtype, t.numel())?;
         }
         Ok(out)
+    }
+}
+
+/// Positions of a sliding window along an axis of `size` padded by `pads` (before, after):
+/// a kernel of `kernel` taps `dilation` apart, moved by `stride`. `None` when the kernel is
+/// empty or reaches past the padded axis, the stride or dilation is 0, or a size overflows.
+pub fn window_out(
+    size: usize,
+    pads: (usize, usize),
+    kernel: usize,
+    stride: usize,
+    dilation: usize,
+) -> Option<usize> {
+    let padded = size.checked_add(pads.0)?.checked_add(pads.1)?;
+    let extent = kernel
+        .checked_sub(1)?
+        .checked_mul(dilation)?
+        .checked_add(1)?;
+    if dilation == 0 {
+        return None;
+    }
+    Some(padded.checked_sub(extent)?.checked_div(stride)? + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::window_out;
+
+    #[test]
+    fn window_positions_follow_the_onnx_formula() {
+        // floor((size + pads - dilation (kernel - 1) - 1) / stride) + 1, worked by hand.
+        assert_eq!(window_out(224, (3, 3), 7, 2, 1), Some(112)); // ResNet's stem
+        assert_eq!(window_out(112, (1, 1), 3, 2, 1), Some(56)); // its max pool
+        assert_eq!(window_out(5, (0, 0), 3, 1, 2), Some(1)); // dilated to the whole axis
+        assert_eq!(window_out(7, (0, 1), 2, 3, 1), Some(3)); // uneven padding
+        assert_eq!(window_out(4, (0, 0), 3, 1, 2), None); // reaches past the axis
+        assert_eq!(window_out(4, (0, 0), 0, 1, 1), None); // empty kernel
+        assert_eq!(window_out(4, (0, 0), 2, 0, 1), None); // stride 0
+        assert_eq!(window_out(4, (0, 0), 2, 1, 0), None); // dilation 0
+        assert_eq!(window_out(usize::MAX, (1, 0), 1, 1, 1), None); // overflow
     }
 }

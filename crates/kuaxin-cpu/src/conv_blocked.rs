@@ -20,6 +20,7 @@ use crate::scratch::with_scratch;
 use crate::tile_blocked_avx512::{self, RW};
 use crate::weights::Weights;
 use kuaxin_core::kernel::Kernel;
+use kuaxin_core::prim::window_out;
 use kuaxin_core::{Data, Error, Result, Tensor};
 use std::sync::Arc;
 
@@ -93,13 +94,8 @@ impl BlockedGeom {
         if c != cb || m % BLOCK != 0 || m == 0 || [kh, kw, sh, sw, dh, dw].contains(&0) {
             return Err(bad());
         }
-        let out = |size: usize, before: usize, after: usize, k: usize, s: usize, d: usize| {
-            let padded = size.checked_add(before)?.checked_add(after)?;
-            let extent = (k - 1).checked_mul(d)?.checked_add(1)?;
-            Some(padded.checked_sub(extent)? / s + 1)
-        };
-        let oh = out(h, pt, pb, kh, sh, dh).ok_or_else(bad)?;
-        let ow = out(wd, pl, pr, kw, sw, dw).ok_or_else(bad)?;
+        let oh = window_out(h, (pt, pb), kh, sh, dh).ok_or_else(bad)?;
+        let ow = window_out(wd, (pl, pr), kw, sw, dw).ok_or_else(bad)?;
         Ok(BlockedGeom {
             n,
             c,
