@@ -47,12 +47,28 @@ pub fn merge_epilogues(
             let made = &product.out_types[0];
             // A domain with unit axes the product's shape lacks (a pool's window of one
             // output), or the other way round, iterates over the product's shape instead.
-            let reshaped = match &product.prim {
-                Prim::Conv { .. } if made.shape != kernel.domain => {
-                    on_shape(&kernel, &made.shape).map(Cow::Owned)
+            // So does one that walks the product's output in another order (a global pool's
+            // domain puts the blocked layout's lanes before the pooled axes): the
+            // reduction then reads the product's output in the order the kernel read it.
+            let anchor = match kernel
+                .loads
+                .iter()
+                .filter(|l| l.arg == a)
+                .collect::<Vec<_>>()[..]
+            {
+                [l] => Some(l),
+                _ => None,
+            };
+            let reshaped = match (&product.prim, anchor) {
+                (Prim::Conv { .. } | Prim::ConvBlocked { .. }, Some(l))
+                    if made.shape != kernel.domain
+                        || !Prim::is_identity_load(l, &kernel.domain) =>
+                {
+                    on_shape(&kernel, &made.shape, &l.strides).map(Cow::Owned)
                 }
                 _ => None,
             };
+            let anchor = anchor.map(|l| l.strides.clone());
             let elementwise = reshaped.unwrap_or(Cow::Borrowed(&*kernel));
             let fits = uses.get(s) == Some(&1)
                 && !removed.contains(&p)
@@ -108,7 +124,7 @@ pub fn merge_epilogues(
                         origin,
                     },
                     Instr {
-                        prim: Prim::Fused(Arc::new(reduction)),
+                        prim: Prim::Fused(Arc::new(read_as(reduction, anchor))),
                         inputs: vec![src.clone()],
                         outputs: ins.outputs.clone(),
                         out_types: ins.out_types.clone(),
@@ -229,28 +245,45 @@ pub fn split_reduction(k: &Kernel) -> Option<(Kernel, Kernel)> {
     Some((prologue, reduction))
 }
 
-/// An elementwise kernel `k` over `shape` instead of its domain, when the two differ only in
-/// axes of size one: the same elements in the same order, each load's strides carried over
-/// to the axes of the same size in turn.
-fn on_shape(k: &Kernel, shape: &[usize]) -> Option<Kernel> {
-    if k.reduce.is_some() {
+/// An elementwise kernel `k` over `shape` instead of its domain, when the two hold the same
+/// axes (those of size one apart) in some order, and the load whose strides are `anchor`
+/// reads `shape` in order: each axis of `shape` is the axis of the domain of its size along
+/// which `anchor` steps as a contiguous `shape` does, and every load's strides move with it.
+/// Then the kernel runs as the epilogue of the product that made `shape`.
+fn on_shape(k: &Kernel, shape: &[usize], anchor: &[isize]) -> Option<Kernel> {
+    if k.reduce.is_some() || anchor.len() != k.domain.len() {
         return None;
     }
-    let real =
-        |dims: &[usize]| -> Vec<usize> { (0..dims.len()).filter(|&d| dims[d] != 1).collect() };
-    let (from, to) = (real(&k.domain), real(shape));
-    if from.len() != to.len() || from.iter().zip(&to).any(|(&f, &t)| k.domain[f] != shape[t]) {
+    let steps = contiguous_strides(shape);
+    let mut used = vec![false; k.domain.len()];
+    let mut from = vec![None; shape.len()];
+    for (t, &n) in shape.iter().enumerate() {
+        if n == 1 {
+            continue;
+        }
+        let f =
+            (0..k.domain.len()).find(|&f| !used[f] && k.domain[f] == n && anchor[f] == steps[t])?;
+        used[f] = true;
+        from[t] = Some(f);
+    }
+    if (0..k.domain.len()).any(|f| k.domain[f] != 1 && !used[f]) {
         return None;
     }
     let mut out = k.clone();
     out.domain = shape.to_vec();
     for l in &mut out.loads {
-        let mut strides = vec![0isize; shape.len()];
-        for (&f, &t) in from.iter().zip(&to) {
-            strides[t] = l.strides[f];
-        }
-        l.strides = strides;
+        l.strides = from.iter().map(|f| f.map_or(0, |f| l.strides[f])).collect();
     }
     out.out.shape = shape.to_vec();
     Some(out)
+}
+
+/// `reduction` (reading its one argument in order) reading it with the strides `anchor`
+/// instead, when there are some: where its prologue, run as a product's epilogue over the
+/// product's shape, stored the values.
+fn read_as(mut reduction: Kernel, anchor: Option<Vec<isize>>) -> Kernel {
+    if let (Some(anchor), [load]) = (anchor, reduction.loads.as_mut_slice()) {
+        load.strides = anchor;
+    }
+    reduction
 }

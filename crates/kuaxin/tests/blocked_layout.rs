@@ -68,9 +68,16 @@ fn model() -> Model {
         "c",
         vec![("axis", Attr::Int(1))],
     ));
-    // 32 -> 48, 3 x 3, stride 2, then the global pool.
-    nodes.extend(conv("c", "W5", "B5", "d", 3, 2, 1));
-    nodes.push(node("GlobalAveragePool", &["d"], "g", vec![]));
+    // 32 -> 48, 3 x 3, stride 2, a ReLU, then an average pool of the whole 3 x 3 map
+    // (ResNet-50's head; its domain walks the layout's lanes before the pooled axes).
+    nodes.extend(conv("c", "W5", "B5", "d0", 3, 2, 1));
+    nodes.push(node("Relu", &["d0"], "d", vec![]));
+    nodes.push(node(
+        "AveragePool",
+        &["d"],
+        "g",
+        vec![("kernel_shape", Attr::Ints(vec![3, 3]))],
+    ));
     nodes.push(node("Flatten", &["g"], "y", vec![]));
     let initializers = [
         ("W1", vec![32, 3, 3, 3]),
@@ -131,6 +138,13 @@ fn a_blocked_chain_of_convolutions_gives_the_unfused_answer() {
             assert_eq!(blocked, 5, "every convolution blocked: {prims:?}");
             // The max pool's -inf padding is the one left.
             assert_eq!(pads, 1, "the convolutions' paddings absorbed: {prims:?}");
+            // The last bias and ReLU are the convolution's finish, not the pool's prologue.
+            let prologues =
+                count(|p| matches!(p, Prim::Fused(k) if k.reduce.is_some() && k.body.len() > 1));
+            assert_eq!(
+                prologues, 0,
+                "no reduction evaluates elementwise work: {prims:?}"
+            );
         } else {
             println!("this CPU does not claim the blocked layout: checked the answer only");
         }
