@@ -5,7 +5,10 @@
 //! of convolutions is reordered once on the way in and once on the way out.
 //!
 //! A first layer of fewer than 16 input channels (an image's three) reads its plain input
-//! and writes the blocked layout.
+//! and writes the blocked layout. A convolution of a constant weight whose output channels
+//! are not whole blocks (SqueezeNet's 1000-class head) runs on its weight padded with zero
+//! filters to whole blocks; lane-wise work and pools follow its padded output, whose extra
+//! lanes nothing reads but that work, until it is reordered back without them.
 //!
 //! A pass over the traced instructions, before fusion: a value made in the blocked layout
 //! (by a convolution, or by elementwise work on such a value) gets a new slot of the blocked
@@ -71,8 +74,27 @@ pub fn block_convolutions(
                 pads,
                 epilogue: None,
             };
-            pass.emit_blocked(ins, prim, vec![xb, ins.inputs[1].clone()]);
-        } else if let Some(prim) = follows(ins, &pass) {
+            // Output channels not whole blocks: zero filters make them whole.
+            let w = match &ins.inputs[1] {
+                Src::Const(t) if !t.shape[0].is_multiple_of(BLOCK) => {
+                    let mut shape = t.shape.clone();
+                    shape[0] = t.shape[0].div_ceil(BLOCK) * BLOCK;
+                    let padded = match extended(t, shape.iter().product()) {
+                        Some(Src::Const(p)) => p.reshaped(shape).ok().map(Arc::new),
+                        _ => None,
+                    };
+                    match padded {
+                        Some(p) => Src::Const(p),
+                        None => {
+                            pass.keep(ins);
+                            continue;
+                        }
+                    }
+                }
+                w => w.clone(),
+            };
+            pass.emit_blocked(ins, prim, vec![xb, w]);
+        } else if let Some(prim) = follows(ins, &pass, &instrs, &producer) {
             let inputs = match &ins.prim {
                 // The padding value stays the scalar it is.
                 Prim::PadConstant { .. } => {
@@ -87,12 +109,7 @@ pub fn block_convolutions(
             };
             pass.emit_blocked(ins, prim, inputs);
         } else {
-            for s in &ins.inputs {
-                if let Src::Slot(id) = s {
-                    pass.restore(*id, &ins.origin);
-                }
-            }
-            pass.out.push(ins.clone());
+            pass.keep(ins);
         }
     }
     let mut outs: Vec<usize> = live_out.iter().copied().collect();
@@ -122,9 +139,50 @@ fn eligible(ins: &Instr, slot_types: &[TensorType]) -> Option<(Vec<usize>, Vec<u
         && x.shape.len() == 4
         && w.shape.len() == 4
         && x.shape[1] > 0
+        && w.shape[0] > 0
         && (x.shape[1].is_multiple_of(BLOCK) || x.shape[1] < BLOCK)
-        && w.shape[0].is_multiple_of(BLOCK);
+        && (w.shape[0].is_multiple_of(BLOCK) || padding_pays(w.shape[0], &ins.inputs[1]));
     fits.then(|| (strides.clone(), dilations.clone(), x.shape[1] < BLOCK))
+}
+
+/// Whether `m` output channels, not whole blocks, are worth padding to whole blocks: the
+/// weight is a constant (it can be padded), and the extra filters are at most an eighth
+/// more work (SqueezeNet's 1000 classes: 8 more; 24 channels would be a third more).
+fn padding_pays(m: usize, w: &Src) -> bool {
+    matches!(w, Src::Const(_)) && (m.div_ceil(BLOCK) * BLOCK - m) * 8 <= m
+}
+
+/// The constant `t` with values appended to its data so that a view reaching `reach`
+/// elements reads only it: a weight padded with zero filters, a bias or divisor read in the
+/// extra lanes of a padded value (whatever those lanes hold, nothing else reads them).
+fn extended(t: &Arc<kuaxin_core::Tensor>, reach: usize) -> Option<Src> {
+    let kuaxin_core::Data::F32(v) = &t.data else {
+        return None;
+    };
+    if reach <= v.len() {
+        return Some(Src::Const(t.clone()));
+    }
+    // A constant of one value (a mean's divisor) stays one: the fusion then reads it as a
+    // number, and the extra lanes divide by it, not by zero.
+    let fill = match v.first() {
+        Some(&f) if v.iter().all(|x| x.to_bits() == f.to_bits()) => f,
+        _ => 0.0,
+    };
+    let mut data = v.clone();
+    data.resize(reach, fill);
+    let t = kuaxin_core::Tensor::from_vec(vec![reach], data).ok()?;
+    Some(Src::Const(Arc::new(t)))
+}
+
+/// Elements a view of `shape` with `strides` (non-negative) from `offset` reaches.
+fn view_reach(shape: &[usize], strides: &[isize], offset: usize) -> Option<usize> {
+    shape
+        .iter()
+        .zip(strides)
+        .try_fold(offset + 1, |r, (&d, &t)| {
+            let t = usize::try_from(t).ok()?;
+            r.checked_add(d.checked_sub(1)?.checked_mul(t)?)
+        })
 }
 
 fn type_of(s: &Src, slot_types: &[TensorType]) -> Option<TensorType> {
@@ -156,7 +214,14 @@ fn unpadded(
 /// What `ins` becomes on blocked inputs, when at least one of its inputs is blocked and it
 /// keeps channels on axis 1 (16k of them) with the other axes as they are: elementwise work,
 /// a padding or reduction of other axes, a concatenation, a view that moves only other axes.
-fn follows(ins: &Instr, pass: &Pass) -> Option<Prim> {
+/// On channels that are not whole blocks (a padded convolution's), only elementwise work
+/// whose other inputs are blocked or constants, and reductions of other axes.
+fn follows(
+    ins: &Instr,
+    pass: &Pass,
+    instrs: &[Instr],
+    producer: &HashMap<usize, usize>,
+) -> Option<Prim> {
     let [out] = ins.out_types.as_slice() else {
         return None;
     };
@@ -164,10 +229,35 @@ fn follows(ins: &Instr, pass: &Pass) -> Option<Prim> {
     let channels = |t: &TensorType| {
         t.dtype == DType::F32 && t.shape.len() >= 2 && t.shape[1].is_multiple_of(BLOCK)
     };
-    if !channels(out) || !ins.inputs.iter().any(blocked_in) {
+    if out.dtype != DType::F32 || out.shape.len() < 2 || !ins.inputs.iter().any(blocked_in) {
         return None;
     }
     let typed = |s: &Src| type_of(s, pass.slot_types);
+    if !channels(out) {
+        // A constant, or a view of one, can be read in the extra lanes once extended.
+        let constant = |s: &Src| match s {
+            Src::Const(_) => true,
+            Src::Slot(id) => producer.get(id).is_some_and(|&p| {
+                instrs[p].prim.as_view().is_some()
+                    && matches!(instrs[p].inputs.first(), Some(Src::Const(_)))
+            }),
+        };
+        return match &ins.prim {
+            Prim::Unary(_) | Prim::Binary(_) => ins
+                .inputs
+                .iter()
+                .all(|s| {
+                    typed(s).is_some_and(|t| t.dtype == DType::F32 && t.shape == out.shape)
+                        && (blocked_in(s) || constant(s))
+                })
+                .then(|| ins.prim.clone()),
+            Prim::Reduce { op, axes } if axes.iter().all(|&a| a >= 2) => Some(Prim::Reduce {
+                op: *op,
+                axes: axes.clone(),
+            }),
+            _ => None,
+        };
+    }
     match &ins.prim {
         Prim::Unary(_) | Prim::Binary(_) => ins
             .inputs
@@ -251,9 +341,9 @@ fn view_on_blocked(
     (reach < plane).then_some((out, n0 * image + BLOCK * in_image))
 }
 
-/// The blocked shape of `[N, C, ..]`: `[N, C/16, .., 16]`.
+/// The blocked shape of `[N, C, ..]`: `[N, C/16, .., 16]` (the last block padded).
 fn blocked_shape(s: &[usize]) -> Vec<usize> {
-    let mut b = vec![s[0], s[1] / BLOCK];
+    let mut b = vec![s[0], s[1].div_ceil(BLOCK)];
     b.extend_from_slice(&s[2..]);
     b.push(BLOCK);
     b
@@ -338,7 +428,10 @@ impl Pass<'_> {
             Src::Const(t) => {
                 let ty = TensorType::new(t.dtype(), blocked_shape(&t.shape));
                 let strides = blocked_strides(&contiguous_strides(&t.shape));
-                return Src::Slot(self.view(x.clone(), ty, strides, 0, origin));
+                let src = view_reach(&ty.shape, &strides, 0)
+                    .and_then(|reach| extended(t, reach))
+                    .unwrap_or_else(|| x.clone());
+                return Src::Slot(self.view(src, ty, strides, 0, origin));
             }
         };
         if let Some(&b) = self.blocked.get(&id) {
@@ -358,7 +451,13 @@ impl Pass<'_> {
         let r = match made_by_view {
             Some(((_, strides, offset), src)) => {
                 let strides = blocked_strides(strides);
-                self.view(src.clone(), bty, strides, offset, origin)
+                let src = match src {
+                    Src::Const(t) => view_reach(&bty.shape, &strides, offset)
+                        .and_then(|reach| extended(t, reach))
+                        .unwrap_or_else(|| src.clone()),
+                    _ => src.clone(),
+                };
+                self.view(src, bty, strides, offset, origin)
             }
             _ => {
                 let strides = blocked_strides(&contiguous_strides(&ty.shape));
@@ -367,6 +466,16 @@ impl Pass<'_> {
         };
         self.reordered.insert(id, r);
         Src::Slot(r)
+    }
+
+    /// `ins` as it is, its blocked inputs reordered back first.
+    fn keep(&mut self, ins: &Instr) {
+        for s in &ins.inputs {
+            if let Src::Slot(id) = s {
+                self.restore(*id, &ins.origin);
+            }
+        }
+        self.out.push(ins.clone());
     }
 
     /// Fills the slot of blocked value `id` again (NCHW) if it has not been, for a reader
@@ -381,9 +490,11 @@ impl Pass<'_> {
         let ty = self.slot_types[id].clone();
         let s = &ty.shape;
         let rest: usize = s[2..].iter().product();
-        let mut split = vec![s[0], s[1] / BLOCK, BLOCK];
+        // Channels with the padded last block's, of which the second view keeps the first.
+        let padded = s[1].div_ceil(BLOCK) * BLOCK;
+        let mut split = vec![s[0], padded / BLOCK, BLOCK];
         split.extend_from_slice(&s[2..]);
-        let mut strides = vec![(s[1] * rest) as isize, (BLOCK * rest) as isize, 1];
+        let mut strides = vec![(padded * rest) as isize, (BLOCK * rest) as isize, 1];
         strides.extend(
             contiguous_strides(&s[2..])
                 .iter()
@@ -392,10 +503,12 @@ impl Pass<'_> {
         let split = TensorType::new(ty.dtype, split);
         let origin: Arc<str> = format!("{origin} (back from blocked)").into();
         let t = self.view(Src::Slot(b), split, strides, 0, &origin);
+        let mut kept = contiguous_strides(s);
+        kept[0] = (padded * rest) as isize;
         self.out.push(Instr {
             prim: Prim::View {
                 shape: s.clone(),
-                strides: contiguous_strides(s),
+                strides: kept,
                 offset: 0,
             },
             inputs: vec![Src::Slot(t)],

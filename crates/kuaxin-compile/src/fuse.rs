@@ -259,6 +259,18 @@ impl KernelBuilder<'_> {
                 return Expr::Const(v);
             }
         }
+        // So is any view of such a constant (the blocked layout's reorder of a mean's
+        // divisor).
+        if let Some(Instr { prim, inputs, .. }) = match src {
+            Src::Slot(id) => self.producer.get(id).map(|&p| &self.instrs[p]),
+            Src::Const(_) => None,
+        } {
+            if let (Some(_), Some(Src::Const(t))) = (prim.as_view(), inputs.first()) {
+                if let Some(v) = uniform_value(t) {
+                    return Expr::Const(v);
+                }
+            }
+        }
         // A view of a stored value is an index map on that value.
         let (base, mut strides, offset, dtype) = match src {
             Src::Slot(id) => match self.producer.get(id).map(|&p| &self.instrs[p]) {

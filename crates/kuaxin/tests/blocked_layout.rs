@@ -2,7 +2,8 @@
 //! a chain of convolutions from a three-channel input, with padding, strides, a residual, a
 //! max pool, a channel concat and a global pool, one of its blocked values also a program output, gives the unfused
 //! program's answer within the tolerance of an accumulating op, and runs every convolution
-//! blocked with nothing left of the paddings they absorbed.
+//! blocked with nothing left of the paddings they absorbed; a head of 120 channels (not
+//! whole blocks) runs blocked on zero-padded filters, its bias and ReLU in its finish.
 mod common;
 
 use common::{node, run_on_cpu, vi};
@@ -156,5 +157,84 @@ fn a_blocked_chain_of_convolutions_gives_the_unfused_answer() {
             assert_eq!(m.mismatches, 0, "threads {threads}: {m:?}");
         }
         assert_eq!(got.len(), 2);
+    }
+}
+
+/// A classifier head of 120 classes, not whole blocks (SqueezeNet's has 1000): a 1 x 1
+/// convolution, its bias and ReLU, and a global average pool; beside it, another 120-channel
+/// convolution and ReLU whose map is a program output.
+fn head_model() -> Model {
+    let mut rng = Rng::new(43);
+    let mut t = |shape: Vec<usize>| Arc::new(random_tensor(&mut rng, DType::F32, shape));
+    let mut nodes = Vec::new();
+    nodes.extend(conv("x", "W1", "B1", "c1", 3, 1, 1));
+    nodes.push(node("Relu", &["c1"], "a", vec![]));
+    nodes.extend(conv("a", "W2", "B2", "c2", 1, 1, 0));
+    nodes.push(node("Relu", &["c2"], "r", vec![]));
+    nodes.push(node("GlobalAveragePool", &["r"], "g", vec![]));
+    nodes.push(node("Flatten", &["g"], "y", vec![]));
+    nodes.extend(conv("a", "W3", "B3", "c3", 1, 1, 0));
+    nodes.push(node("Relu", &["c3"], "m", vec![]));
+    let initializers = [
+        ("W1", vec![32, 3, 3, 3]),
+        ("B1", vec![32, 1, 1]),
+        ("W2", vec![120, 32, 1, 1]),
+        ("B2", vec![120, 1, 1]),
+        ("W3", vec![120, 32, 1, 1]),
+        ("B3", vec![120, 1, 1]),
+    ]
+    .into_iter()
+    .map(|(n, s)| (n.to_string(), t(s)))
+    .collect();
+    Model {
+        graph: Graph {
+            name: "blocked_head".into(),
+            nodes,
+            inputs: vec![vi("x", &[2, 3, 7, 5])],
+            outputs: vec![vi("y", &[2, 120]), vi("m", &[2, 120, 7, 5])],
+            initializers,
+            value_info: vec![],
+        },
+        opsets: [(String::new(), 17)].into(),
+        producer: "test".into(),
+        source: "blocked_head".into(),
+    }
+}
+
+#[test]
+fn a_head_of_channels_not_whole_blocks_runs_padded_and_gives_the_unfused_answer() {
+    let m = head_model();
+    let mut rng = Rng::new(7);
+    let x = random_tensor(&mut rng, DType::F32, vec![2, 3, 7, 5]);
+    let inputs = vec![("x".to_string(), HostValue::Tensor(x))];
+    let (want, _) = run_on_cpu(&m, &inputs, false, 1);
+    for threads in [1, 2] {
+        let (got, prims) = run_on_cpu(&m, &inputs, true, threads);
+        if claimed() {
+            let padded = prims.iter().any(
+                |p| matches!(p, Prim::ConvBlocked { epilogue: Some(k), .. } if k.domain[1] == 8),
+            );
+            assert!(
+                padded,
+                "the head runs blocked, 120 channels as 8 blocks: {prims:?}"
+            );
+            let prologues = prims
+                .iter()
+                .filter(|p| matches!(p, Prim::Fused(k) if k.reduce.is_some() && k.body.len() > 1))
+                .count();
+            assert_eq!(
+                prologues, 0,
+                "the bias and ReLU are the head's finish: {prims:?}"
+            );
+        } else {
+            println!("this CPU does not claim the blocked layout: checked the answer only");
+        }
+        assert_eq!(got.len(), 2);
+        for (g, w) in got.iter().zip(&want) {
+            // The deepest sums: 3 channels x 9 taps, then 32 channels.
+            let tol = Tolerance::for_class(OpClass::Accumulating, DType::F32, 32 + 27, 10.0);
+            let m = metrics(g, w, tol);
+            assert_eq!(m.mismatches, 0, "threads {threads}: {m:?}");
+        }
     }
 }
