@@ -85,13 +85,7 @@ unsafe fn chunk16<const S: usize, const MIN: bool>(
                 _mm512_permutex2var_ps(lo, evens, hi)
             }
         };
-        let better = if MIN {
-            _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, acc)
-        } else {
-            _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, acc)
-        };
-        let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
-        acc = _mm512_mask_mov_ps(acc, better | nan, x);
+        acc = fold::<MIN>(acc, x);
     }
     // SAFETY: the store writes the first `n` floats of `out`.
     unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr(), lanes(n), acc) };
@@ -128,15 +122,27 @@ pub unsafe fn fold_lanes<const MIN: bool>(
             let mut acc = init;
             for &o in offs {
                 let x = _mm512_maskz_loadu_ps(mask, at.add(o));
-                let better = if MIN {
-                    _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, acc)
-                } else {
-                    _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, acc)
-                };
-                let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
-                acc = _mm512_mask_mov_ps(acc, better | nan, x);
+                acc = fold::<MIN>(acc, x);
             }
             _mm512_mask_storeu_ps(out.as_mut_ptr(), mask, acc);
         }
     }
+}
+
+/// `x` where it is smaller (`MIN`) or larger than `acc`, or NaN; `acc` elsewhere: the rule of
+/// [`crate::fold::min`] / [`crate::fold::max`], lane by lane.
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn fold<const MIN: bool>(acc: __m512, x: __m512) -> __m512 {
+    let better = if MIN {
+        _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, acc)
+    } else {
+        _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, acc)
+    };
+    let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
+    _mm512_mask_mov_ps(acc, better | nan, x)
 }
