@@ -76,21 +76,13 @@ pub fn block_convolutions(
             };
             // Output channels not whole blocks: zero filters make them whole.
             let w = match &ins.inputs[1] {
-                Src::Const(t) if !t.shape[0].is_multiple_of(BLOCK) => {
-                    let mut shape = t.shape.clone();
-                    shape[0] = t.shape[0].div_ceil(BLOCK) * BLOCK;
-                    let padded = match extended(t, shape.iter().product()) {
-                        Some(Src::Const(p)) => p.reshaped(shape).ok().map(Arc::new),
-                        _ => None,
-                    };
-                    match padded {
-                        Some(p) => Src::Const(p),
-                        None => {
-                            pass.keep(ins);
-                            continue;
-                        }
+                Src::Const(t) if !t.shape[0].is_multiple_of(BLOCK) => match zero_filters(t) {
+                    Some(p) => Src::Const(Arc::new(p)),
+                    None => {
+                        pass.keep(ins);
+                        continue;
                     }
-                }
+                },
                 w => w.clone(),
             };
             pass.emit_blocked(ins, prim, vec![xb, w]);
@@ -152,9 +144,21 @@ fn padding_pays(m: usize, w: &Src) -> bool {
     matches!(w, Src::Const(_)) && (m.div_ceil(BLOCK) * BLOCK - m) * 8 <= m
 }
 
+/// The f32 weight `t` (`[M, C, KH, KW]`) with zero filters after its own, to whole blocks.
+fn zero_filters(t: &kuaxin_core::Tensor) -> Option<kuaxin_core::Tensor> {
+    let kuaxin_core::Data::F32(v) = &t.data else {
+        return None;
+    };
+    let mut shape = t.shape.clone();
+    shape[0] = shape.first()?.div_ceil(BLOCK) * BLOCK;
+    let mut data = v.clone();
+    data.resize(shape.iter().product(), 0.0);
+    kuaxin_core::Tensor::from_vec(shape, data).ok()
+}
+
 /// The constant `t` with values appended to its data so that a view reaching `reach`
-/// elements reads only it: a weight padded with zero filters, a bias or divisor read in the
-/// extra lanes of a padded value (whatever those lanes hold, nothing else reads them).
+/// elements reads only it: a bias or divisor read in the extra lanes of a padded value
+/// (whatever those lanes hold, nothing else reads them).
 fn extended(t: &Arc<kuaxin_core::Tensor>, reach: usize) -> Option<Src> {
     let kuaxin_core::Data::F32(v) = &t.data else {
         return None;
