@@ -52,10 +52,12 @@ impl<'a> LanePooling<'a> {
         };
         let (&lanes, dims) = kd.split_last()?;
         let (&lane_stride, strides) = strides.split_last()?;
+        // Windows that step backwards (a reversed view) stay with the row-by-row fold.
         if body.expr != Expr::Load(0)
             || lane_stride != 1
             || !(2..=16).contains(&lanes)
             || dims.is_empty()
+            || strides.iter().any(|&s| s < 0)
             || !window_avx512::takes(1)
         {
             return None;
