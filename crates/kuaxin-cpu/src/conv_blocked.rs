@@ -13,7 +13,9 @@
 //! map as one row), in tiles of up to [`tile_blocked_avx512::RW`] positions, cut into chunks
 //! of at most [`CHUNK`]: the units are (image, group of channel blocks, row, chunk),
 //! group-major, shared out between threads. A small map ([`SMALL_MAP`]) is one unit per
-//! group, its depth in blocks whose weights stay in L1 while every position takes them.
+//! group, its depth in blocks whose weights stay in L2 while every position takes them; the
+//! tiles of one depth block fetch the next block's weights into L2 a share each (the weights
+//! of a network's late layers come from memory, and a tile would otherwise wait on them).
 use crate::gemm::SendPtr;
 use crate::panels::Columns;
 use crate::scratch::with_scratch;
@@ -35,8 +37,12 @@ const CHUNK: usize = 8 * RW;
 /// against their maps (a tile of six positions streams a group's weights once).
 const SMALL_MAP: usize = 256;
 
-/// Bytes of a group's weights a depth block of a small map holds at most (L1).
-const DEPTH_BYTES: usize = 32 << 10;
+/// Bytes of a group's weights a depth block of a small map holds at most (a part of L2).
+/// Stand-alone on ResNet-50's 14 x 14 and 7 x 7 layers (minima of 200 runs, weights
+/// fetched ahead), 128 KiB against 32 KiB: 3 x 3 at 14 x 14 1.41 -> 1.29-1.42 ms, 1 x 1
+/// 1024 -> 256 0.61 -> 0.59, 2048 -> 512 0.63 -> 0.60; the whole depth at once was slower
+/// again at 7 x 7 (a group's 1.2 MB of 3 x 3 weights, 1.6 -> 2.8 ms).
+const DEPTH_BYTES: usize = 128 << 10;
 
 /// Output channel blocks a tile computes at most.
 const GROUP: usize = 4;
@@ -220,6 +226,19 @@ pub fn pack(w: &[f32], [m, c, kh, kw]: [usize; 4], ci_block: usize) -> Result<Pa
     Ok(PackedConv { lines })
 }
 
+/// The width of the next tile of a row with `left` positions to go, in tiles of at most
+/// `width` that leave `rest` over: as even as they go when the last would be less than half
+/// wide (a row of 14 is 5, 5 and 4, not 6, 6 and 2: a narrow tile has too few sums to keep
+/// both FMA ports busy; ResNet-50's 3 x 3 layers at 7 x 7, 4 and 3 instead of 6 and 1, ran
+/// 1.60 -> 1.54 ms), else full tiles first.
+fn tile_width(left: usize, width: usize, rest: usize) -> usize {
+    if rest != 0 && rest * 2 < width {
+        left.div_ceil(left.div_ceil(width))
+    } else {
+        left.min(width)
+    }
+}
+
 /// One tile's operands (element pointers and strides, in elements): the sums over `blocks`
 /// channel blocks, `rows` kernel rows and `cols` kernel columns for up to
 /// [`RW`] positions `x_pos` apart, then the finish, stored at `out`.
@@ -248,6 +267,11 @@ pub struct Tile {
     pub bias: *const f32,
     pub residual: *const f32,
     pub relu: bool,
+    /// Weight lines (sixteen values each, from `ahead`) to fetch into L2 while the tile
+    /// runs, `ahead_per_tap` in each tap's first steps: the next depth block's, which a
+    /// small map would otherwise wait on from memory (null: none).
+    pub ahead: *const f32,
+    pub ahead_per_tap: usize,
 }
 
 /// `x` (of geometry `g`) into `into` as the input of `p` ([`BlockedGeom::padded`]): each
@@ -475,12 +499,26 @@ fn conv_blocked_into(
         };
         let rows = row_unit * rows_per_unit..((row_unit + 1) * rows_per_unit).min(r.oh);
         let (start, end) = (chunk * chunk_len, ((chunk + 1) * chunk_len).min(r.ow));
+        let width = tile_blocked_avx512::width(nb);
         for first in (0..blocks).step_by(depth) {
             let last = first + depth >= blocks;
+            let taps = depth.min(blocks - first) * r.kh * r.kw;
+            // A small map's next depth block (or the next group's first), fetched a share
+            // per tile; a large map reads its weights once per row, from cache after the
+            // first.
+            let next = group * group_len + (first + depth).min(blocks) * w_block;
+            let ahead_lines = if small {
+                (depth * w_block).min(packed.len().saturating_sub(next)) / BLOCK
+            } else {
+                0
+            };
+            let tiles = rows.len() * (end - start).div_ceil(width);
+            let ahead_per_tap = ahead_lines.div_ceil(tiles * taps);
+            let mut tile = 0;
             for row in rows.clone() {
                 let mut o = start;
                 while o < end {
-                    let rw = (end - o).min(tile_blocked_avx512::width(nb));
+                    let rw = tile_width(end - o, width, (end - start) % width);
                     let at = img * out_img + GROUP * group * out_block + (row * r.ow + o) * BLOCK;
                     let x_at = ((first * r.h + row * r.strides[0]) * r.w + o * r.strides[1]) * lane;
                     let t = Tile {
@@ -510,7 +548,15 @@ fn conv_blocked_into(
                             _ => std::ptr::null(),
                         },
                         relu: relu && last,
+                        ahead: match ahead_per_tap {
+                            0 => std::ptr::null(),
+                            _ => packed
+                                .as_ptr()
+                                .wrapping_add(next + tile * ahead_per_tap * taps * BLOCK),
+                        },
+                        ahead_per_tap,
                     };
+                    tile += 1;
                     // SAFETY: the geometry (unpadded: every tap inside) bounds every tap,
                     // position and channel block the tile reads to the input, the packed
                     // group and the finish (their lengths checked above); units write
@@ -663,7 +709,7 @@ mod tests {
             [(2, 0), (0, 1)],
         );
         check((1, 16, [3, 3], 16), ([5, 5], [1, 1], [1, 1]), [(2, 2); 2]);
-        // A small map in depth blocks (four, of one channel block each).
+        // A small map in depth blocks (three channel blocks, then the last one).
         check((1, 64, [6, 6], 64), ([3, 3], [1, 1], [1, 1]), [(1, 1); 2]);
         // A plain input of three channels (a first layer), padded and strided; and 1 x 1.
         check(

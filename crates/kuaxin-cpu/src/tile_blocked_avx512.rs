@@ -97,11 +97,20 @@ unsafe fn tile<const R: usize, const B: usize>(t: &Tile) {
                 }
             }
         }
+        let (mut ahead, fetch) = match t.ahead.is_null() {
+            true => (t.ahead, 0),
+            false => (t.ahead, t.ahead_per_tap.min(t.cis)),
+        };
         for cb in 0..t.blocks {
             for kh in 0..t.rows {
                 for kw in 0..t.cols {
                     let (x, w) = t.tap(cb, kh, kw);
                     for ci in 0..t.cis {
+                        if ci < fetch {
+                            // A hint only: no fault, whatever the address.
+                            _mm_prefetch::<_MM_HINT_T1>(ahead as *const i8);
+                            ahead = ahead.wrapping_add(16);
+                        }
                         let mut wv = [_mm512_setzero_ps(); B];
                         for (j, v) in wv.iter_mut().enumerate() {
                             *v = _mm512_loadu_ps(w.add((ci * B + j) * 16));
