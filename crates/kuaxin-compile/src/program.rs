@@ -160,11 +160,32 @@ impl<'a> Executor<'a> {
     /// `Backend::supports`; the tracer lists them with the host ops), download their inputs,
     /// run on the host back end and upload the results.
     pub fn run_instr(&mut self, ins: &Instr) -> Result<Vec<TensorType>> {
-        let args: Vec<DeviceTensor> = ins
-            .inputs
-            .iter()
-            .map(|s| self.operand(s))
-            .collect::<Result<_>>()?;
+        self.run_instr_giving(ins, &[])
+    }
+
+    /// [`Executor::run_instr`], giving the device the slots in `last` (their last use,
+    /// read once by `ins`): the executor drops its handle first, so a back end may reuse
+    /// their storage for an output.
+    fn run_instr_giving(&mut self, ins: &Instr, last: &[usize]) -> Result<Vec<TensorType>> {
+        let once = |id: usize| {
+            ins.inputs
+                .iter()
+                .filter(|s| matches!(s, Src::Slot(i) if *i == id))
+                .count()
+                == 1
+        };
+        let mut args: Vec<DeviceTensor> = Vec::with_capacity(ins.inputs.len());
+        for s in &ins.inputs {
+            match s {
+                Src::Slot(id) if last.contains(id) && once(*id) => {
+                    let t = self.slots.get_mut(*id).and_then(Option::take);
+                    args.push(t.ok_or_else(|| {
+                        Error::backend(format!("slot {id} used before it was computed"))
+                    })?);
+                }
+                s => args.push(self.operand(s)?),
+            }
+        }
         let on_host = match &ins.prim {
             Prim::Host(_) => true,
             p => !self
@@ -187,8 +208,7 @@ impl<'a> Executor<'a> {
                 .map(|o| self.host.download(o).and_then(|t| self.device.upload(&t)))
                 .collect::<Result<Vec<_>>>()?
         } else {
-            let refs: Vec<&DeviceTensor> = args.iter().collect();
-            self.device.execute(&ins.prim, &refs, &ins.out_types)?
+            self.device.execute_owned(&ins.prim, args, &ins.out_types)?
         };
         if outs.len() != ins.outputs.len() {
             return Err(Error::backend(format!(
@@ -233,7 +253,8 @@ impl<'a> Executor<'a> {
         let r = device.scope(&mut || {
             for (i, ins) in instrs.iter().enumerate() {
                 let t0 = profile.then(std::time::Instant::now);
-                self.run_instr(ins).map_err(|e| e.context(&*ins.origin))?;
+                self.run_instr_giving(ins, &frees[i])
+                    .map_err(|e| e.context(&*ins.origin))?;
                 if let Some(t0) = t0 {
                     let key = match &ins.prim {
                         Prim::Fused(k) if per_kernel => {

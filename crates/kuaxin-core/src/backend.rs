@@ -56,6 +56,18 @@ pub trait Backend: Send + Sync {
         inputs: &[&DeviceTensor],
         outputs: &[TensorType],
     ) -> Result<Vec<DeviceTensor>>;
+    /// [`Backend::execute`] on inputs the caller gives up: an input whose storage has no
+    /// other handle left (its last use) may become an output's storage, as a residual that a
+    /// convolution adds in place. Back ends that cannot reuse storage run `execute`.
+    fn execute_owned(
+        &self,
+        prim: &Prim,
+        inputs: Vec<DeviceTensor>,
+        outputs: &[TensorType],
+    ) -> Result<Vec<DeviceTensor>> {
+        let refs: Vec<&DeviceTensor> = inputs.iter().collect();
+        self.execute(prim, &refs, outputs)
+    }
     /// Runs `f` (a sequence of `execute` calls) in the back end's execution context, so a back
     /// end with worker threads enters it once per program instead of once per primitive.
     fn scope(&self, f: &mut (dyn FnMut() -> Result<()> + Send)) -> Result<()> {

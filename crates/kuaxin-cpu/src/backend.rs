@@ -1,7 +1,7 @@
 //! [`CpuBackend`]: the [`Backend`] contract on host memory. A device tensor's storage is an
 //! `Arc<Tensor>`; primitives run through [`eval`](crate::eval) inside the back end's own rayon
 //! pool (so gemm and the parallel kernels use exactly its threads).
-use crate::eval::eval_with;
+use crate::eval::{eval_owned, eval_with};
 use crate::weights::Weights;
 use kuaxin_core::prim::{Prim, TensorType};
 use kuaxin_core::{Backend, DeviceTensor, Error, Result, Tensor};
@@ -71,6 +71,14 @@ pub fn host_tensor(t: &DeviceTensor) -> Result<Arc<Tensor>> {
         .map_err(|_| Error::backend(format!("cpu: tensor {} belongs to another back end", t.ty)))
 }
 
+/// The host tensor inside a CPU device tensor, the device tensor's handle given up.
+fn into_host(t: DeviceTensor) -> Result<Arc<Tensor>> {
+    let ty = t.ty;
+    t.storage
+        .downcast::<Tensor>()
+        .map_err(|_| Error::backend(format!("cpu: tensor {ty} belongs to another back end")))
+}
+
 impl Backend for CpuBackend {
     fn name(&self) -> String {
         "cpu".into()
@@ -117,6 +125,24 @@ impl Backend for CpuBackend {
         let out = self
             .pool
             .install(|| eval_with(prim, &refs, outputs, Some(&self.weights)))?;
+        Ok(out.into_iter().map(wrap).collect())
+    }
+
+    fn execute_owned(
+        &self,
+        prim: &Prim,
+        inputs: Vec<DeviceTensor>,
+        outputs: &[TensorType],
+    ) -> Result<Vec<DeviceTensor>> {
+        // Each handle is dropped as it is unwrapped: an input the executor gave up is then
+        // held here alone, and the kernel may take its buffer.
+        let held = inputs
+            .into_iter()
+            .map(into_host)
+            .collect::<Result<Vec<_>>>()?;
+        let out = self
+            .pool
+            .install(|| eval_owned(prim, held, outputs, Some(&self.weights)))?;
         Ok(out.into_iter().map(wrap).collect())
     }
 

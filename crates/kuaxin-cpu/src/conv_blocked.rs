@@ -24,6 +24,7 @@ use crate::weights::Weights;
 use kuaxin_core::kernel::Kernel;
 use kuaxin_core::prim::window_out;
 use kuaxin_core::{Data, Error, Result, Tensor};
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 /// Channels in a block of the layout.
@@ -258,7 +259,8 @@ pub struct Tile {
     pub blocks: usize,
     pub rows: usize,
     pub cols: usize,
-    /// Whether the sums start from the output's (an earlier depth block's) instead of zero.
+    /// Whether the sums start from the output's (an earlier depth block's, or a residual
+    /// added in place) instead of zero.
     pub accumulate: bool,
     /// The output's first position; the second channel block `out_block` further on.
     pub out: *mut f32,
@@ -388,11 +390,7 @@ pub fn eval(
         return Err(Error::unsupported("ConvBlocked runs on f32"));
     };
     let g = BlockedGeom::new(&x.shape, &w.shape, strides, dilations, pads)?;
-    let shape = [g.m, g.c, g.kh, g.kw];
-    let packed = match weights.and_then(|ws| ws.packed_conv(w, wd, shape, g.ci_block())) {
-        Some(p) => p,
-        None => Arc::new(pack(wd, shape, g.ci_block())?),
-    };
+    let packed = packed_weight(w, wd, &g, weights)?;
     let extra = &inputs[2.min(inputs.len())..];
     let Some(k) = epilogue else {
         return conv_blocked(xd, packed.values(), &g, None);
@@ -403,6 +401,78 @@ pub fn eval(
     let mut out = conv_blocked(xd, packed.values(), &g, None)?;
     crate::fused::apply_in_place(k, extra, 0, &mut out)?;
     Ok(out)
+}
+
+/// `w` (values `wd`) packed for geometry `g`: once, when it is a constant of `weights`.
+fn packed_weight(
+    w: &Tensor,
+    wd: &[f32],
+    g: &BlockedGeom,
+    weights: Option<&Weights>,
+) -> Result<Arc<PackedConv>> {
+    let shape = [g.m, g.c, g.kh, g.kw];
+    match weights.and_then(|ws| ws.packed_conv(w, wd, shape, g.ci_block())) {
+        Some(p) => Ok(p),
+        None => Ok(Arc::new(pack(wd, shape, g.ci_block())?)),
+    }
+}
+
+/// [`eval`] on inputs the caller gave up, when the epilogue adds a residual that no one
+/// else holds (`Arc::get_mut`) and the tile can finish: the sums start from the residual
+/// where it lies, and its buffer is the output (onnxruntime's NCHWc convolutions do the
+/// same): the output's lines are not fetched only to be overwritten, and the residual is not
+/// read from a second place. `None` (nothing taken) otherwise.
+pub fn eval_in_place(
+    inputs: &mut [Arc<Tensor>],
+    geometry: (&[usize], &[usize], &[(usize, usize)]),
+    epilogue: &Kernel,
+    weights: Option<&Weights>,
+) -> Result<Option<Vec<f32>>> {
+    let (strides, dilations, pads) = geometry;
+    let (bias, relu, at) = {
+        let refs: Vec<&Tensor> = inputs.iter().map(|t| t.as_ref()).collect();
+        let (Some(x), Some(w)) = (refs.first(), refs.get(1)) else {
+            return Ok(None);
+        };
+        let g = BlockedGeom::new(&x.shape, &w.shape, strides, dilations, pads)?;
+        let extra = &refs[2.min(refs.len())..];
+        let Some(f) = crate::conv_finish::bias_relu_blocked(epilogue, extra) else {
+            return Ok(None);
+        };
+        let Some(res) = f.residual.filter(|r| r.len() == g.out_len()) else {
+            return Ok(None);
+        };
+        // The input the residual is: all of its values, in the output's order.
+        let whole =
+            |t: &&Tensor| matches!(&t.data, Data::F32(v) if std::ptr::eq(v.as_slice(), res));
+        let Some(at) = extra.iter().position(whole) else {
+            return Ok(None);
+        };
+        (f.bias.map(<[f32]>::to_vec), f.relu, 2 + at)
+    };
+    let mut out = match Arc::get_mut(&mut inputs[at]).map(|t| &mut t.data) {
+        Some(Data::F32(v)) => std::mem::take(v),
+        _ => return Ok(None),
+    };
+    let (x, w) = (&inputs[0], &inputs[1]);
+    let (Data::F32(xd), Data::F32(wd)) = (&x.data, &w.data) else {
+        return Err(Error::unsupported("ConvBlocked runs on f32"));
+    };
+    let g = BlockedGeom::new(&x.shape, &w.shape, strides, dilations, pads)?;
+    let packed = packed_weight(w, wd, &g, weights)?;
+    let finish = Columns {
+        bias: bias.as_deref(),
+        residual: None,
+        relu,
+    };
+    let avx512 = cfg!(target_arch = "x86_64") && crate::panels::available();
+    // SAFETY: `MaybeUninit<f32>` has `f32`'s layout; every value is initialized, and the
+    // tiles read each one (a sum's start) before they write it.
+    let cells = unsafe {
+        std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<MaybeUninit<f32>>(), out.len())
+    };
+    conv_blocked_into(xd, packed.values(), &g, Some(finish), avx512, (cells, true))?;
+    Ok(Some(out))
 }
 
 /// The convolution of `x` (blocked) by the `packed` weight ([`pack`]), finished by `finish`
@@ -426,20 +496,28 @@ fn conv_blocked_on(
     avx512: bool,
 ) -> Result<Vec<f32>> {
     let mut out: Vec<f32> = Vec::with_capacity(g.out_len());
-    conv_blocked_into(x, packed, g, finish, avx512, out.spare_capacity_mut())?;
+    conv_blocked_into(
+        x,
+        packed,
+        g,
+        finish,
+        avx512,
+        (out.spare_capacity_mut(), false),
+    )?;
     // SAFETY: `conv_blocked_into` wrote every element of the output.
     unsafe { out.set_len(g.out_len()) };
     Ok(out)
 }
 
-/// [`conv_blocked_on`] into `out` (at least the output's length).
+/// [`conv_blocked_on`] into `out` (at least the output's length); with `from_out`, the sums
+/// start from the values `out` holds (a residual added in place) instead of zero.
 fn conv_blocked_into(
     x: &[f32],
     packed: &[f32],
     g: &BlockedGeom,
     finish: Option<Columns>,
     avx512: bool,
-    out: &mut [std::mem::MaybeUninit<f32>],
+    (out, from_out): (&mut [MaybeUninit<f32>], bool),
 ) -> Result<()> {
     let len = g.out_len();
     let short = x.len() != g.n * g.c * g.h * g.w
@@ -460,7 +538,7 @@ fn conv_blocked_into(
         let p = g.padded();
         return with_scratch(p.n * p.c * p.h * p.w, |buf: &mut [f32]| {
             pad(x, g, &p, buf);
-            conv_blocked_into(buf, packed, &p, finish, avx512, out)
+            conv_blocked_into(buf, packed, &p, finish, avx512, (out, from_out))
         });
     }
     let r = g.as_rows();
@@ -536,7 +614,7 @@ fn conv_blocked_into(
                         blocks: depth.min(blocks - first),
                         rows: r.kh,
                         cols: r.kw,
-                        accumulate: first > 0,
+                        accumulate: first > 0 || from_out,
                         out: crate::conv::offset(&dst, at).0,
                         out_block,
                         bias: match bias {
@@ -679,6 +757,20 @@ mod tests {
         for avx512 in [false, crate::panels::available()] {
             let plain = conv_blocked_on(&xb, packed, &g, None, avx512).unwrap();
             let finished = conv_blocked_on(&xb, packed, &g, Some(finish), avx512).unwrap();
+            // The residual added in place: the sums start from it, in the output's buffer.
+            let mut in_place = res.clone();
+            let on_residual = Columns {
+                residual: None,
+                ..finish
+            };
+            // SAFETY: `MaybeUninit<f32>` has `f32`'s layout.
+            let cells = unsafe {
+                std::slice::from_raw_parts_mut(
+                    in_place.as_mut_ptr().cast::<MaybeUninit<f32>>(),
+                    in_place.len(),
+                )
+            };
+            conv_blocked_into(&xb, packed, &g, Some(on_residual), avx512, (cells, true)).unwrap();
             for i in 0..g.out_len() {
                 let (got, w) = (plain[i], want[i]);
                 assert!((got - w).abs() <= tol, "{g:?} at {i}: {got} vs {w}");
@@ -687,6 +779,11 @@ mod tests {
                 assert!(
                     (got - f).abs() <= tol,
                     "{g:?} finished at {i}: {got} vs {f}"
+                );
+                let got = in_place[i];
+                assert!(
+                    (got - f).abs() <= tol,
+                    "{g:?} finished in place at {i}: {got} vs {f}"
                 );
             }
         }

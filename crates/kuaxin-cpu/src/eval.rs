@@ -8,6 +8,7 @@ use crate::{
 use kuaxin_core::prim::{Prim, TensorType};
 use kuaxin_core::tensor::checked_numel;
 use kuaxin_core::{Data, Error, Result, Tensor};
+use std::sync::Arc;
 
 fn type_of(t: &Tensor) -> TensorType {
     TensorType::new(t.dtype(), t.shape.clone())
@@ -28,19 +29,51 @@ pub(crate) fn eval_with(
     outputs: &[TensorType],
     weights: Option<&Weights>,
 ) -> Result<Vec<Tensor>> {
-    for (i, t) in inputs.iter().enumerate() {
-        if checked_numel(&t.shape) != Some(t.data.len()) {
-            return Err(Error::invalid(format!(
-                "{}: input {i} has shape {:?} but {} elements",
-                prim.name(),
-                t.shape,
-                t.data.len()
-            )));
-        }
-    }
     if let Prim::Host(op) = prim {
+        check_lengths(prim, inputs)?;
         return host::eval(op, inputs);
     }
+    let want = checked_types(prim, inputs, outputs)?;
+    let data = run(prim, inputs, &want, weights)?;
+    typed(prim, data, want)
+}
+
+/// [`eval_with`] on inputs the caller gives up: a blocked convolution adds a residual no
+/// one else holds in place ([`crate::conv_blocked::eval_in_place`]).
+pub(crate) fn eval_owned(
+    prim: &Prim,
+    mut inputs: Vec<Arc<Tensor>>,
+    outputs: &[TensorType],
+    weights: Option<&Weights>,
+) -> Result<Vec<Tensor>> {
+    if let Prim::ConvBlocked {
+        strides,
+        dilations,
+        pads,
+        epilogue: Some(k),
+    } = prim
+    {
+        let want = {
+            let refs: Vec<&Tensor> = inputs.iter().map(|t| t.as_ref()).collect();
+            checked_types(prim, &refs, outputs)?
+        };
+        let geometry = (&strides[..], &dilations[..], &pads[..]);
+        if let Some(out) = crate::conv_blocked::eval_in_place(&mut inputs, geometry, k, weights)? {
+            return typed(prim, vec![Data::F32(out)], want);
+        }
+    }
+    let refs: Vec<&Tensor> = inputs.iter().map(|t| t.as_ref()).collect();
+    eval_with(prim, &refs, outputs, weights)
+}
+
+/// The output types of `prim` on `inputs` (whose values must fill their shapes), checked
+/// against `outputs` (empty: not given) and against the allocation limits.
+fn checked_types(
+    prim: &Prim,
+    inputs: &[&Tensor],
+    outputs: &[TensorType],
+) -> Result<Vec<TensorType>> {
+    check_lengths(prim, inputs)?;
     let types: Vec<TensorType> = inputs.iter().map(|t| type_of(t)).collect();
     precheck(prim, &types)?;
     let want = prim.infer(&types)?;
@@ -61,7 +94,27 @@ pub(crate) fn eval_with(
     for t in &want {
         limits::check_alloc(t.dtype, t.numel())?;
     }
-    let data = run(prim, inputs, &want, weights)?;
+    Ok(want)
+}
+
+/// An error for an input whose values do not fill its shape.
+fn check_lengths(prim: &Prim, inputs: &[&Tensor]) -> Result<()> {
+    for (i, t) in inputs.iter().enumerate() {
+        if checked_numel(&t.shape) != Some(t.data.len()) {
+            return Err(Error::invalid(format!(
+                "{}: input {i} has shape {:?} but {} elements",
+                prim.name(),
+                t.shape,
+                t.data.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `data` as tensors of the types `want`; an error naming `prim` for a dtype it should not
+/// have produced.
+fn typed(prim: &Prim, data: Vec<Data>, want: Vec<TensorType>) -> Result<Vec<Tensor>> {
     data.into_iter()
         .zip(want)
         .map(|(d, t)| {

@@ -238,3 +238,93 @@ fn a_head_of_channels_not_whole_blocks_runs_padded_and_gives_the_unfused_answer(
         }
     }
 }
+
+/// Residuals a blocked convolution may add in place: `e` at its last use (the sums of a
+/// 128-channel 3 x 3 layer in two depth blocks start from it, its buffer the output, then
+/// a ReLU and another convolution), and `b`, read again after its convolution, which must
+/// be left as it is.
+fn residual_model() -> Model {
+    let mut rng = Rng::new(47);
+    // Weights scaled by 1 / sqrt(fan-in), so every layer's values stay of order one.
+    let mut t = |shape: Vec<usize>| {
+        let fan: usize = shape[1..].iter().product();
+        let mut w = random_tensor(&mut rng, DType::F32, shape);
+        if let kuaxin_core::Data::F32(v) = &mut w.data {
+            v.iter_mut().for_each(|x| *x /= (fan as f32).sqrt());
+        }
+        Arc::new(w)
+    };
+    let mut nodes = Vec::new();
+    nodes.extend(conv("x", "W1", "B1", "c1", 3, 1, 1));
+    nodes.push(node("Relu", &["c1"], "a", vec![]));
+    nodes.extend(conv("a", "W2", "B2", "b", 1, 1, 0));
+    nodes.extend(conv("a", "W3", "B3", "c3", 1, 1, 0));
+    nodes.push(node("Add", &["c3", "b"], "s3", vec![]));
+    nodes.push(node("Relu", &["s3"], "r", vec![]));
+    nodes.extend(conv("a", "W6", "B6", "e", 1, 1, 0));
+    nodes.extend(conv("r", "W4", "B4", "c4", 3, 1, 1));
+    nodes.push(node("Add", &["c4", "e"], "s4", vec![]));
+    nodes.push(node("Relu", &["s4"], "q", vec![]));
+    nodes.extend(conv("q", "W5", "B5", "y1", 1, 1, 0));
+    nodes.push(node("Add", &["b", "r"], "y2", vec![]));
+    let initializers = [
+        ("W1", vec![32, 3, 3, 3]),
+        ("B1", vec![32, 1, 1]),
+        ("W2", vec![128, 32, 1, 1]),
+        ("B2", vec![128, 1, 1]),
+        ("W3", vec![128, 32, 1, 1]),
+        ("B3", vec![128, 1, 1]),
+        ("W4", vec![32, 128, 3, 3]),
+        ("B4", vec![32, 1, 1]),
+        ("W5", vec![16, 32, 1, 1]),
+        ("B5", vec![16, 1, 1]),
+        ("W6", vec![32, 32, 1, 1]),
+        ("B6", vec![32, 1, 1]),
+    ]
+    .into_iter()
+    .map(|(n, s)| (n.to_string(), t(s)))
+    .collect();
+    Model {
+        graph: Graph {
+            name: "blocked_residuals".into(),
+            nodes,
+            inputs: vec![vi("x", &[1, 3, 14, 13])],
+            outputs: vec![vi("y1", &[1, 16, 14, 13]), vi("y2", &[1, 128, 14, 13])],
+            initializers,
+            value_info: vec![],
+        },
+        opsets: [(String::new(), 17)].into(),
+        producer: "test".into(),
+        source: "blocked_residuals".into(),
+    }
+}
+
+#[test]
+fn residuals_added_in_place_give_the_unfused_answer() {
+    let m = residual_model();
+    let mut rng = Rng::new(11);
+    let x = random_tensor(&mut rng, DType::F32, vec![1, 3, 14, 13]);
+    let inputs = vec![("x".to_string(), HostValue::Tensor(x))];
+    let (want, _) = run_on_cpu(&m, &inputs, false, 1);
+    for threads in [1, 2] {
+        let (got, prims) = run_on_cpu(&m, &inputs, true, threads);
+        if claimed() {
+            let blocked = prims
+                .iter()
+                .filter(|p| matches!(p, Prim::ConvBlocked { .. }))
+                .count();
+            assert_eq!(blocked, 6, "every convolution blocked: {prims:?}");
+        } else {
+            println!("this CPU does not claim the blocked layout: checked the answer only");
+        }
+        assert_eq!(got.len(), 2);
+        for (g, w) in got.iter().zip(&want) {
+            // The deepest sums: 32 channels after 128 channels x 9 taps after 32 channels
+            // after 3 channels x 9 taps.
+            let depth = 32 + 128 * 9 + 32 + 27;
+            let tol = Tolerance::for_class(OpClass::Accumulating, DType::F32, depth, 10.0);
+            let m = metrics(g, w, tol);
+            assert_eq!(m.mismatches, 0, "threads {threads}: {m:?}");
+        }
+    }
+}
