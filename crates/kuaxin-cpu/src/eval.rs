@@ -61,6 +61,9 @@ pub(crate) fn eval_owned(
         if let Some(out) = crate::conv_blocked::eval_in_place(&mut inputs, geometry, k, weights)? {
             return typed(prim, vec![Data::F32(out)], want);
         }
+        let refs: Vec<&Tensor> = inputs.iter().map(|t| t.as_ref()).collect();
+        let data = run(prim, &refs, &want, weights)?;
+        return typed(prim, data, want);
     }
     let refs: Vec<&Tensor> = inputs.iter().map(|t| t.as_ref()).collect();
     eval_with(prim, &refs, outputs, weights)
