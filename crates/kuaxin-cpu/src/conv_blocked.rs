@@ -542,7 +542,7 @@ fn conv_blocked_into(
         });
     }
     let r = g.as_rows();
-    // A small map goes whole to a unit, its depth in blocks whose weights stay in L1 while
+    // A small map goes whole to a unit, its depth in blocks whose weights stay in L2 while
     // every position of the map takes them; a large one a chunk of a row at a time, all of
     // its depth at once.
     let small = r.oh * r.ow <= SMALL_MAP;
