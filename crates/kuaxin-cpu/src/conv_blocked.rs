@@ -429,7 +429,7 @@ pub fn eval_in_place(
     weights: Option<&Weights>,
 ) -> Result<Option<Vec<f32>>> {
     let (strides, dilations, pads) = geometry;
-    let (bias, relu, at) = {
+    let (g, bias, relu, at) = {
         let refs: Vec<&Tensor> = inputs.iter().map(|t| t.as_ref()).collect();
         let (Some(x), Some(w)) = (refs.first(), refs.get(1)) else {
             return Ok(None);
@@ -448,7 +448,7 @@ pub fn eval_in_place(
         let Some(at) = extra.iter().position(whole) else {
             return Ok(None);
         };
-        (f.bias.map(<[f32]>::to_vec), f.relu, 2 + at)
+        (g, f.bias.map(<[f32]>::to_vec), f.relu, 2 + at)
     };
     let mut out = match Arc::get_mut(&mut inputs[at]).map(|t| &mut t.data) {
         Some(Data::F32(v)) => std::mem::take(v),
@@ -458,7 +458,6 @@ pub fn eval_in_place(
     let (Data::F32(xd), Data::F32(wd)) = (&x.data, &w.data) else {
         return Err(Error::unsupported("ConvBlocked runs on f32"));
     };
-    let g = BlockedGeom::new(&x.shape, &w.shape, strides, dilations, pads)?;
     let packed = packed_weight(w, wd, &g, weights)?;
     let finish = Columns {
         bias: bias.as_deref(),

@@ -10,19 +10,12 @@ use common::{node, run_on_cpu, vi};
 use kuaxin::compare::{metrics, OpClass, Tolerance};
 use kuaxin::random::{random_tensor, Rng};
 use kuaxin::{DType, HostValue};
-use kuaxin_core::graph::{Attr, Graph, Model};
+use kuaxin_core::graph::{Attr, Graph, Model, Node, ValueInfo};
 use kuaxin_core::prim::Prim;
+use kuaxin_core::Tensor;
 use std::sync::Arc;
 
-fn conv(
-    x: &str,
-    w: &str,
-    b: &str,
-    out: &str,
-    k: i64,
-    stride: i64,
-    pad: i64,
-) -> Vec<kuaxin_core::graph::Node> {
+fn conv(x: &str, w: &str, b: &str, out: &str, k: i64, stride: i64, pad: i64) -> Vec<Node> {
     let raw = format!("{out}_raw");
     vec![
         node(
@@ -39,9 +32,36 @@ fn conv(
     ]
 }
 
+/// A model of `nodes` named `name`, each initializer made by `make` from its shape.
+fn model_of(
+    name: &str,
+    nodes: Vec<Node>,
+    initializers: &[(&str, Vec<usize>)],
+    mut make: impl FnMut(Vec<usize>) -> Arc<Tensor>,
+    (inputs, outputs): (Vec<ValueInfo>, Vec<ValueInfo>),
+) -> Model {
+    let initializers = initializers
+        .iter()
+        .map(|(n, shape)| (n.to_string(), make(shape.clone())))
+        .collect();
+    Model {
+        graph: Graph {
+            name: name.into(),
+            nodes,
+            inputs,
+            outputs,
+            initializers,
+            value_info: vec![],
+        },
+        opsets: [(String::new(), 17)].into(),
+        producer: "test".into(),
+        source: name.into(),
+    }
+}
+
 fn model() -> Model {
     let mut rng = Rng::new(41);
-    let mut t = |shape: Vec<usize>| Arc::new(random_tensor(&mut rng, DType::F32, shape));
+    let t = |shape: Vec<usize>| Arc::new(random_tensor(&mut rng, DType::F32, shape));
     let mut nodes = Vec::new();
     // 3 -> 32, 3 x 3 (a first layer: its plain input read as it is), then ReLU.
     nodes.extend(conv("x", "W1", "B1", "c1", 3, 1, 1));
@@ -91,23 +111,12 @@ fn model() -> Model {
         ("B4", vec![16, 1, 1]),
         ("W5", vec![48, 32, 3, 3]),
         ("B5", vec![48, 1, 1]),
-    ]
-    .into_iter()
-    .map(|(n, s)| (n.to_string(), t(s)))
-    .collect();
-    Model {
-        graph: Graph {
-            name: "blocked_layout".into(),
-            nodes,
-            inputs: vec![vi("x", &[2, 3, 11, 9])],
-            outputs: vec![vi("y", &[2, 48]), vi("r", &[2, 32, 11, 9])],
-            initializers,
-            value_info: vec![],
-        },
-        opsets: [(String::new(), 17)].into(),
-        producer: "test".into(),
-        source: "blocked_layout".into(),
-    }
+    ];
+    let io = (
+        vec![vi("x", &[2, 3, 11, 9])],
+        vec![vi("y", &[2, 48]), vi("r", &[2, 32, 11, 9])],
+    );
+    model_of("blocked_layout", nodes, &initializers, t, io)
 }
 
 /// Whether the CPU back end claims the blocked layout here (AVX-512, not capped).
@@ -165,7 +174,7 @@ fn a_blocked_chain_of_convolutions_gives_the_unfused_answer() {
 /// convolution and ReLU whose map is a program output.
 fn head_model() -> Model {
     let mut rng = Rng::new(43);
-    let mut t = |shape: Vec<usize>| Arc::new(random_tensor(&mut rng, DType::F32, shape));
+    let t = |shape: Vec<usize>| Arc::new(random_tensor(&mut rng, DType::F32, shape));
     let mut nodes = Vec::new();
     nodes.extend(conv("x", "W1", "B1", "c1", 3, 1, 1));
     nodes.push(node("Relu", &["c1"], "a", vec![]));
@@ -182,23 +191,12 @@ fn head_model() -> Model {
         ("B2", vec![120, 1, 1]),
         ("W3", vec![120, 32, 1, 1]),
         ("B3", vec![120, 1, 1]),
-    ]
-    .into_iter()
-    .map(|(n, s)| (n.to_string(), t(s)))
-    .collect();
-    Model {
-        graph: Graph {
-            name: "blocked_head".into(),
-            nodes,
-            inputs: vec![vi("x", &[2, 3, 7, 5])],
-            outputs: vec![vi("y", &[2, 120]), vi("m", &[2, 120, 7, 5])],
-            initializers,
-            value_info: vec![],
-        },
-        opsets: [(String::new(), 17)].into(),
-        producer: "test".into(),
-        source: "blocked_head".into(),
-    }
+    ];
+    let io = (
+        vec![vi("x", &[2, 3, 7, 5])],
+        vec![vi("y", &[2, 120]), vi("m", &[2, 120, 7, 5])],
+    );
+    model_of("blocked_head", nodes, &initializers, t, io)
 }
 
 #[test]
@@ -246,7 +244,7 @@ fn a_head_of_channels_not_whole_blocks_runs_padded_and_gives_the_unfused_answer(
 fn residual_model() -> Model {
     let mut rng = Rng::new(47);
     // Weights scaled by 1 / sqrt(fan-in), so every layer's values stay of order one.
-    let mut t = |shape: Vec<usize>| {
+    let t = |shape: Vec<usize>| {
         let fan: usize = shape[1..].iter().product();
         let mut w = random_tensor(&mut rng, DType::F32, shape);
         if let kuaxin_core::Data::F32(v) = &mut w.data {
@@ -280,23 +278,12 @@ fn residual_model() -> Model {
         ("B5", vec![16, 1, 1]),
         ("W6", vec![32, 32, 1, 1]),
         ("B6", vec![32, 1, 1]),
-    ]
-    .into_iter()
-    .map(|(n, s)| (n.to_string(), t(s)))
-    .collect();
-    Model {
-        graph: Graph {
-            name: "blocked_residuals".into(),
-            nodes,
-            inputs: vec![vi("x", &[1, 3, 14, 13])],
-            outputs: vec![vi("y1", &[1, 16, 14, 13]), vi("y2", &[1, 128, 14, 13])],
-            initializers,
-            value_info: vec![],
-        },
-        opsets: [(String::new(), 17)].into(),
-        producer: "test".into(),
-        source: "blocked_residuals".into(),
-    }
+    ];
+    let io = (
+        vec![vi("x", &[1, 3, 14, 13])],
+        vec![vi("y1", &[1, 16, 14, 13]), vi("y2", &[1, 128, 14, 13])],
+    );
+    model_of("blocked_residuals", nodes, &initializers, t, io)
 }
 
 #[test]
