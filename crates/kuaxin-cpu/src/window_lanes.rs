@@ -173,41 +173,58 @@ mod tests {
             eprintln!("skipped: this CPU has no AVX-512, so the lane fold is never chosen");
             return;
         }
-        // Values with ties of opposite sign, NaNs and infinities.
-        let src: Vec<f32> = (0..700)
-            .map(|i| match i % 23 {
-                0 => f32::NAN,
-                5 => -0.0,
-                6 => 0.0,
+        // Values with ties of opposite sign, NaNs and infinities; the same without NaNs
+        // (the fast path, with infinities of both signs, which it hands to the rule); and
+        // without NaNs all at most zero, then all at least zero, so that maxima, then
+        // minima, are ties of -0 and +0 (the fast path throughout).
+        let value = |i: usize, case: usize| {
+            let v = match i % 23 {
+                0 if case == 0 => f32::NAN,
+                5 => return -0.0,
+                6 => return 0.0,
                 11 => f32::INFINITY,
                 17 => f32::NEG_INFINITY,
                 _ => ((i * 37 % 101) as f32 - 50.0) * 0.25,
-            })
+            };
+            match case {
+                2 => -v.abs(),
+                3 => v.abs(),
+                _ => v,
+            }
+        };
+        let sources: Vec<Vec<f32>> = (0..4)
+            .map(|case| (0..700).map(|i| value(i, case)).collect())
             .collect();
         // A 3 x 3 window over rows of 9 positions (stride 2), and a 2 x 2 window of width 5.
-        for (width, step, offs) in [
-            (
-                16usize,
-                32usize,
-                vec![0usize, 16, 32, 144, 160, 176, 288, 304, 320],
-            ),
-            (5, 7, vec![0, 5, 20, 25]),
-        ] {
-            for min_op in [false, true] {
-                let n = 9;
-                let base = 3;
-                let want = reference(min_op, &src, base, step, width, &offs, n);
-                let mut got = vec![0f32; n * width];
-                // SAFETY: AVX-512 is there; the windows end within `src`.
-                unsafe {
-                    if min_op {
-                        window_avx512::fold_lanes::<true>(&src, base, step, width, &offs, &mut got)
-                    } else {
-                        window_avx512::fold_lanes::<false>(&src, base, step, width, &offs, &mut got)
+        for src in &sources {
+            for (width, step, offs) in [
+                (
+                    16usize,
+                    32usize,
+                    vec![0usize, 16, 32, 144, 160, 176, 288, 304, 320],
+                ),
+                (5, 7, vec![0, 5, 20, 25]),
+            ] {
+                for min_op in [false, true] {
+                    let n = 9;
+                    let base = 3;
+                    let want = reference(min_op, src, base, step, width, &offs, n);
+                    let mut got = vec![0f32; n * width];
+                    // SAFETY: AVX-512 is there; the windows end within `src`.
+                    unsafe {
+                        if min_op {
+                            window_avx512::fold_lanes::<true>(
+                                src, base, step, width, &offs, &mut got,
+                            )
+                        } else {
+                            window_avx512::fold_lanes::<false>(
+                                src, base, step, width, &offs, &mut got,
+                            )
+                        }
                     }
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&got), bits(&want), "width {width}, min {min_op}");
                 }
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&got), bits(&want), "width {width}, min {min_op}");
             }
         }
     }
