@@ -240,6 +240,26 @@ fn tile_width(left: usize, width: usize, rest: usize) -> usize {
     }
 }
 
+/// `(rows, positions)` of a small map's units: the whole map, or on several threads a
+/// part of it (rows, or positions of a map as one row) so that the `images_groups` (image,
+/// group) pairs make [`crate::par::TASKS_PER_THREAD`] units per thread. Each part streams its
+/// group's weights once more (from L2), but a thread that the machine holds up then leaves
+/// less behind: SqueezeNet's 13 x 13 layers are four groups, two units a thread, and one
+/// delayed thread held the whole layer.
+fn small_map_units(r: &BlockedGeom, images_groups: usize, threads: usize) -> (usize, usize) {
+    let parts = (threads * crate::par::TASKS_PER_THREAD).div_ceil(images_groups.max(1));
+    if threads < 2 || parts < 2 {
+        return (r.oh, r.ow);
+    }
+    if r.oh > 1 {
+        (r.oh.div_ceil(parts.min(r.oh)), r.ow)
+    } else {
+        // Whole tiles of the widest kind.
+        let per = r.ow.div_ceil(parts).next_multiple_of(tile_blocked_avx512::width(GROUP));
+        (1, per.min(r.ow))
+    }
+}
+
 /// One tile's operands (element pointers and strides, in elements): the sums over `blocks`
 /// channel blocks, `rows` kernel rows and `cols` kernel columns for up to
 /// [`RW`] positions `x_pos` apart, then the finish, stored at `out`.
@@ -541,13 +561,23 @@ fn conv_blocked_into(
         });
     }
     let r = g.as_rows();
+    let flops = len.saturating_mul(g.c * g.kh * g.kw);
+    let threads = if flops >= crate::gemm::PAR_FLOPS {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
+    let (lane, cis) = (g.lane, g.ci_block());
+    let groups = g.m.div_ceil(GROUP * BLOCK);
     // A small map goes whole to a unit, its depth in blocks whose weights stay in L2 while
     // every position of the map takes them; a large one a chunk of a row at a time, all of
     // its depth at once.
     let small = r.oh * r.ow <= SMALL_MAP;
-    let (rows_per_unit, chunk_len) = if small { (r.oh, r.ow) } else { (1, CHUNK) };
-    let (lane, cis) = (g.lane, g.ci_block());
-    let groups = g.m.div_ceil(GROUP * BLOCK);
+    let (rows_per_unit, chunk_len) = if small {
+        small_map_units(&r, g.n * groups, threads)
+    } else {
+        (1, CHUNK)
+    };
     let (row_units, chunks) = (r.oh.div_ceil(rows_per_unit), r.ow.div_ceil(chunk_len));
     let units = g.n * groups * row_units * chunks;
     let dst = SendPtr(out.as_mut_ptr() as *mut f32);
@@ -651,12 +681,6 @@ fn conv_blocked_into(
                 }
             }
         }
-    };
-    let flops = len.saturating_mul(g.c * g.kh * g.kw);
-    let threads = if flops >= crate::gemm::PAR_FLOPS {
-        rayon::current_num_threads()
-    } else {
-        1
     };
     // The units cover every (image, channel block, row, position) of the output.
     crate::par::for_ranges(units, threads, |range| range.for_each(unit));
@@ -790,6 +814,15 @@ mod tests {
 
     #[test]
     fn blocked_convolutions_agree_with_the_definition() {
+        // On three threads, whatever the machine: small maps are then cut into parts.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .expect("a pool of three threads");
+        pool.install(every_geometry_agrees);
+    }
+
+    fn every_geometry_agrees() {
         let none = [(0, 0); 2];
         // 1 x 1 as one row; groups of three channel blocks, of four and one; stride 2.
         check((1, 32, [5, 7], 48), ([1, 1], [1, 1], [1, 1]), none);
@@ -805,8 +838,10 @@ mod tests {
             [(2, 0), (0, 1)],
         );
         check((1, 16, [3, 3], 16), ([5, 5], [1, 1], [1, 1]), [(2, 2); 2]);
-        // A small map in depth blocks (three channel blocks, then the last one).
+        // A small map in depth blocks (three channel blocks, then the last one), in parts of
+        // rows; a small 1 x 1 map in parts of positions.
         check((1, 64, [6, 6], 64), ([3, 3], [1, 1], [1, 1]), [(1, 1); 2]);
+        check((1, 64, [12, 12], 64), ([1, 1], [1, 1], [1, 1]), none);
         // A plain input of three channels (a first layer), padded and strided; and 1 x 1.
         check(
             (2, 3, [11, 12], 32),
