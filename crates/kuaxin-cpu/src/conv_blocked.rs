@@ -255,7 +255,9 @@ fn small_map_units(r: &BlockedGeom, images_groups: usize, threads: usize) -> (us
         (r.oh.div_ceil(parts.min(r.oh)), r.ow)
     } else {
         // Whole tiles of the widest kind.
-        let per = r.ow.div_ceil(parts).next_multiple_of(tile_blocked_avx512::width(GROUP));
+        let per =
+            r.ow.div_ceil(parts)
+                .next_multiple_of(tile_blocked_avx512::width(GROUP));
         (1, per.min(r.ow))
     }
 }
