@@ -10,7 +10,7 @@ use common::{node, run_on_cpu, vi};
 use kuaxin::compare::{metrics, OpClass, Tolerance};
 use kuaxin::random::{random_tensor, Rng};
 use kuaxin::{DType, HostValue};
-use kuaxin_core::graph::{Attr, Graph, Model, Node, ValueInfo};
+use kuaxin_core::graph::{Attr, Model, Node, ValueInfo};
 use kuaxin_core::prim::Prim;
 use kuaxin_core::Tensor;
 use std::sync::Arc;
@@ -44,19 +44,7 @@ fn model_of(
         .iter()
         .map(|(n, shape)| (n.to_string(), make(shape.clone())))
         .collect();
-    Model {
-        graph: Graph {
-            name: name.into(),
-            nodes,
-            inputs,
-            outputs,
-            initializers,
-            value_info: vec![],
-        },
-        opsets: [(String::new(), 17)].into(),
-        producer: "test".into(),
-        source: name.into(),
-    }
+    common::model(name, nodes, (inputs, outputs), initializers)
 }
 
 fn model() -> Model {

@@ -8,7 +8,7 @@ mod common;
 use common::{node, run_on_cpu, vi};
 use kuaxin::random::{random_tensor, Rng};
 use kuaxin::{DType, HostValue, Tensor};
-use kuaxin_core::graph::{Attr, Graph, Model};
+use kuaxin_core::graph::{Attr, Model};
 use kuaxin_core::prim::Prim;
 use std::sync::Arc;
 
@@ -96,19 +96,7 @@ fn model(product: Product, case: Case) -> Model {
     if case == Case::ReadTwice {
         outputs.push(vi("b", &out_shape));
     }
-    Model {
-        graph: Graph {
-            name: "residual_bias".into(),
-            nodes,
-            inputs,
-            outputs,
-            initializers,
-            value_info: vec![],
-        },
-        opsets: [(String::new(), 17)].into(),
-        producer: "test".into(),
-        source: "residual_bias".into(),
-    }
+    common::model("residual_bias", nodes, (inputs, outputs), initializers)
 }
 
 /// The outputs, and how many products run with an epilogue and how many bare.

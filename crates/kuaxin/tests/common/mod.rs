@@ -1,6 +1,8 @@
 //! Graph builders shared by the integration tests: typed f32 values and single-output nodes.
 use kuaxin::DType;
-use kuaxin_core::graph::{Attr, Dim, Node, ValueInfo, ValueType};
+use kuaxin_core::graph::{Attr, Dim, Graph, Model, Node, ValueInfo, ValueType};
+use kuaxin_core::Tensor;
+use std::sync::Arc;
 
 pub fn vi(name: &str, shape: &[usize]) -> ValueInfo {
     ValueInfo {
@@ -20,6 +22,29 @@ pub fn node(op: &str, ins: &[&str], out: &str, attrs: Vec<(&str, Attr)>) -> Node
         inputs: ins.iter().map(|s| s.to_string()).collect(),
         outputs: vec![out.into()],
         attrs: attrs.into_iter().map(|(k, a)| (k.to_string(), a)).collect(),
+    }
+}
+
+/// A model (opset 17) named `name` of `nodes`, with these inputs, outputs and initializers.
+#[allow(dead_code)] // each test binary compiles this module; not all of them build models
+pub fn model(
+    name: &str,
+    nodes: Vec<Node>,
+    (inputs, outputs): (Vec<ValueInfo>, Vec<ValueInfo>),
+    initializers: Vec<(String, Arc<Tensor>)>,
+) -> Model {
+    Model {
+        graph: Graph {
+            name: name.into(),
+            nodes,
+            inputs,
+            outputs,
+            initializers,
+            value_info: vec![],
+        },
+        opsets: [(String::new(), 17)].into(),
+        producer: "test".into(),
+        source: name.into(),
     }
 }
 
