@@ -56,6 +56,7 @@ mod shape;
 mod simd;
 mod skinny;
 mod softmax;
+mod spread_rows;
 mod tile;
 mod tile_avx2;
 mod tile_blocked_avx512;

@@ -7,7 +7,9 @@
 //! Loops: blocks of `KC` steps of k (a panel block stays in L2), blocks of `MC` rows of A
 //! (read in place, the block stays in L2 across panels), the panels of the block, its tiles.
 use crate::gemm::{Mat, SendPtr, PAR_FLOPS};
+use crate::scratch::with_scratch;
 use crate::simd::{level, Level};
+use crate::spread_rows;
 use crate::tile::{self, Finish, Tile, MR, MR_ROWS, NR};
 use kuaxin_core::{limits, Result};
 use rayon::prelude::*;
@@ -321,44 +323,60 @@ unsafe fn part(
     let (c_rs, c_cs) = out.steps(ld);
     let mr = out.tile_rows();
     let mc = (A_BLOCK_BYTES / (4 * k.clamp(1, KC)) / mr).max(1) * mr;
+    // Rows of A that would crowd one L1 set are read from a copy, a block at a time.
+    let spread = am.cs == 1 && am.rs > 0 && rows.len() > 1 && spread_rows::crowded(am.rs, mr);
     for k0 in (0..k).step_by(KC) {
         let kb = KC.min(k - k0);
         for i0 in rows.clone().step_by(mc) {
             let i1 = (i0 + mc).min(rows.end);
-            for j in js.clone() {
-                let mask = tile::mask(n - j * NR);
-                for i in (i0..i1).step_by(mr) {
-                    // SAFETY: rows i .. i + mr (clipped to i1 <= m) of A from step k0, panel
-                    // j from row k0, and rows i.. of C at column j * NR are in bounds.
-                    unsafe {
-                        let t = Tile {
-                            a: a.as_ptr().offset(
-                                am.offset as isize + i as isize * am.rs + k0 as isize * am.cs,
-                            ),
-                            a_rs: am.rs,
-                            a_cs: am.cs,
-                            b: b.data.as_ptr().add(j * k * NR + k0 * NR),
-                            b_rs: NR as isize,
-                            c: c.0.add(i * c_rs + j * NR * c_cs),
-                            c_rs,
-                            c_cs,
-                            mask,
-                            accumulate: k0 > 0,
-                            // The bias of panel j's first column (checked to hold n values).
-                            finish: columns.filter(|_| k0 + kb == k).map(|e| Finish {
-                                bias: e.bias.map_or(std::ptr::null(), |b| b[j * NR..].as_ptr()),
-                                residual: e.residual.map_or(std::ptr::null(), |r| {
-                                    r[i * c_rs + j * NR * c_cs..].as_ptr()
+            // Element (i0, k0) of A, as read in place.
+            let first = am.offset as isize + i0 as isize * am.rs + k0 as isize * am.cs;
+            let block = |a: *const f32, a_rs: isize, a_cs: isize| {
+                for j in js.clone() {
+                    let mask = tile::mask(n - j * NR);
+                    for i in (i0..i1).step_by(mr) {
+                        // SAFETY: rows i .. i + mr (clipped to i1 <= m) of A's block from step
+                        // k0 (at `a`), panel j from row k0, and rows i.. of C at column j * NR
+                        // are in bounds.
+                        unsafe {
+                            let t = Tile {
+                                a: a.offset((i - i0) as isize * a_rs),
+                                a_rs,
+                                a_cs,
+                                b: b.data.as_ptr().add(j * k * NR + k0 * NR),
+                                b_rs: NR as isize,
+                                c: c.0.add(i * c_rs + j * NR * c_cs),
+                                c_rs,
+                                c_cs,
+                                mask,
+                                accumulate: k0 > 0,
+                                // The bias of panel j's first column (checked to hold n values).
+                                finish: columns.filter(|_| k0 + kb == k).map(|e| Finish {
+                                    bias: e.bias.map_or(std::ptr::null(), |b| b[j * NR..].as_ptr()),
+                                    residual: e.residual.map_or(std::ptr::null(), |r| {
+                                        r[i * c_rs + j * NR * c_cs..].as_ptr()
+                                    }),
+                                    relu: e.relu,
                                 }),
-                                relu: e.relu,
-                            }),
-                        };
-                        #[cfg(target_arch = "x86_64")]
-                        tile::run((i1 - i).min(mr), kb, &t);
-                        #[cfg(not(target_arch = "x86_64"))]
-                        let _ = t;
+                            };
+                            #[cfg(target_arch = "x86_64")]
+                            tile::run((i1 - i).min(mr), kb, &t);
+                            #[cfg(not(target_arch = "x86_64"))]
+                            let _ = t;
+                        }
                     }
                 }
+            };
+            if spread {
+                let ld = spread_rows::copy_stride(kb);
+                with_scratch::<f32, _>((i1 - i0) * ld, |copy| {
+                    // `fits` put every row of the block, steps k0 .. k0 + kb, inside `a`.
+                    spread_rows::copy(&a[first as usize..], am.rs as usize, i1 - i0, kb, copy);
+                    block(copy.as_ptr(), ld as isize, 1)
+                });
+            } else {
+                // SAFETY: `fits` put element (i0, k0) inside `a`.
+                block(unsafe { a.as_ptr().offset(first) }, am.rs, am.cs);
             }
         }
     }
@@ -411,29 +429,76 @@ mod tests {
             } else {
                 Mat::row_major(k)
             };
-            let packed = PackedB::with_width(&b, Mat::row_major(n), k, n, NR).expect("packs");
-            let want = reference(m, n, k, &a, am, &b);
-            for (parallel, out) in [
-                (false, Out::Rows),
-                (true, Out::Rows),
-                (false, Out::Transposed),
-                (true, Out::Transposed),
-            ] {
-                let mut c = vec![f32::NAN; m * n];
-                pool.install(|| product(m, (&a, am), &packed, (&mut c, out), parallel));
-                if out == Out::Transposed {
-                    c = (0..m * n).map(|e| c[(e % n) * m + e / n]).collect();
-                }
-                for (i, (&got, &w)) in c.iter().zip(&want).enumerate() {
-                    // Products of these operands are exact in f32; only the sums round.
-                    assert!(
-                        (got as f64 - w).abs() <= 1e-6 * k as f64 * (1.0 + w.abs()),
-                        "{m}x{n}x{k} (A transposed: {transposed}, parallel: {parallel}, \
-                         C transposed: {}): element {i}: {got} vs {w}",
-                        out == Out::Transposed
-                    );
-                }
+            products_match_the_reference(&pool, m, n, k, (&a, am), &b);
+        }
+    }
+
+    /// The product of `a` (read as `am`) and the `k x n` row-major `b`, serial and parallel
+    /// on `pool`, C by rows and transposed, against [`reference`].
+    fn products_match_the_reference(
+        pool: &rayon::ThreadPool,
+        m: usize,
+        n: usize,
+        k: usize,
+        (a, am): (&[f32], Mat),
+        b: &[f32],
+    ) {
+        let packed = PackedB::with_width(b, Mat::row_major(n), k, n, NR).expect("packs");
+        let want = reference(m, n, k, a, am, b);
+        for (parallel, out) in [
+            (false, Out::Rows),
+            (true, Out::Rows),
+            (false, Out::Transposed),
+            (true, Out::Transposed),
+        ] {
+            let mut c = vec![f32::NAN; m * n];
+            pool.install(|| product(m, (a, am), &packed, (&mut c, out), parallel));
+            if out == Out::Transposed {
+                c = (0..m * n).map(|e| c[(e % n) * m + e / n]).collect();
             }
+            for (i, (&got, &w)) in c.iter().zip(&want).enumerate() {
+                // Products of these operands are exact in f32; only the sums round.
+                assert!(
+                    (got as f64 - w).abs() <= 1e-6 * k as f64 * (1.0 + w.abs()),
+                    "{m}x{n}x{k} (A as {am:?}, parallel: {parallel}, C transposed: {}): \
+                     element {i}: {got} vs {w}",
+                    out == Out::Transposed
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rows_of_a_that_crowd_a_cache_set_give_the_same_product() {
+        if !available() {
+            eprintln!("skipped: this CPU has no AVX-512 (the panel product needs it)");
+            return;
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .expect("a pool of two threads");
+        // (m, n, k, row step, offset): rows 4 or 8 KiB apart, read from a copy; a block of k
+        // past the first; a window of a wider matrix; a product large enough to be parallel.
+        for (m, n, k, rs, offset) in [
+            (29, 40, 1024, 1024, 0),
+            (30, 70, 100, 1024, 5),
+            (17, 33, 2100, 2048 + 1024, 3),
+            (15, 20, 300, 2048, 1),
+            (200, 300, 1024, 1024, 0),
+        ] {
+            assert!(crate::spread_rows::crowded(rs as isize, MR_ROWS));
+            let len = offset + (m - 1) * rs + k;
+            let a: Vec<f32> = (0..len)
+                .map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0)
+                .collect();
+            let (_, b) = crate::gemm::tests::operands(0, n, k);
+            let am = Mat {
+                offset,
+                rs: rs as isize,
+                cs: 1,
+            };
+            products_match_the_reference(&pool, m, n, k, (&a, am), &b);
         }
     }
 
