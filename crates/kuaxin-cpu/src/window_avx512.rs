@@ -109,6 +109,34 @@ pub unsafe fn fold_lanes<const MIN: bool>(
     offs: &[usize],
     out: &mut [f32],
 ) {
+    // SAFETY (each): the caller's contract.
+    unsafe {
+        match offs.len() {
+            9 => fold_window::<MIN, 9>(src, base, step, width, offs, out),
+            4 => fold_window::<MIN, 4>(src, base, step, width, offs, out),
+            _ => fold_window::<MIN, 0>(src, base, step, width, offs, out),
+        }
+    }
+}
+
+/// [`fold_lanes`] over windows of `N` positions (`offs` holds `N`; the loop over them then
+/// unrolls, the offsets in registers), or of `offs.len()` when `N` is 0. Nine unrolled: the
+/// 3 x 3 / 2 pool after SqueezeNet's stem (the two alone as a model, one Zen 5 core, minima
+/// of 200 runs in alternating processes) 0.078-0.115 -> 0.064-0.094 ms.
+///
+/// # Safety
+/// As for [`fold_lanes`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fold_window<const MIN: bool, const N: usize>(
+    src: &[f32],
+    base: usize,
+    step: usize,
+    width: usize,
+    offs: &[usize],
+    out: &mut [f32],
+) {
+    let offs = if N > 0 { &offs[..N] } else { offs };
     let mask = lanes(width);
     let init = _mm512_set1_ps(if MIN {
         f32::INFINITY

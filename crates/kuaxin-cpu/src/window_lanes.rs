@@ -195,7 +195,8 @@ mod tests {
         let sources: Vec<Vec<f32>> = (0..4)
             .map(|case| (0..700).map(|i| value(i, case)).collect())
             .collect();
-        // A 3 x 3 window over rows of 9 positions (stride 2), and a 2 x 2 window of width 5.
+        // A 3 x 3 window over rows of 9 positions (stride 2), a 2 x 2 window of width 5, a
+        // 2 x 3 window.
         for src in &sources {
             for (width, step, offs) in [
                 (
@@ -204,6 +205,8 @@ mod tests {
                     vec![0usize, 16, 32, 144, 160, 176, 288, 304, 320],
                 ),
                 (5, 7, vec![0, 5, 20, 25]),
+                // Six window positions: the loop not unrolled (nine and four are).
+                (16, 16, vec![0, 16, 32, 144, 160, 176]),
             ] {
                 for min_op in [false, true] {
                     let n = 9;
