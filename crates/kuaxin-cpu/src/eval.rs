@@ -65,8 +65,49 @@ pub(crate) fn eval_owned(
         let data = run(prim, &refs, &want, weights)?;
         return typed(prim, data, want);
     }
+    if let Some(out) = reshape_in_place(prim, &mut inputs, outputs)? {
+        return Ok(out);
+    }
     let refs: Vec<&Tensor> = inputs.iter().map(|t| t.as_ref()).collect();
     eval_with(prim, &refs, outputs, weights)
+}
+
+/// A view that reads the whole of its input in order (a reshape) as the input's own buffer,
+/// when no one else holds it; `None` (inputs untouched) otherwise. A map read back from the
+/// blocked layout is a transposing view and then such a reshape, which copied megabytes.
+fn reshape_in_place(
+    prim: &Prim,
+    inputs: &mut Vec<Arc<Tensor>>,
+    outputs: &[TensorType],
+) -> Result<Option<Vec<Tensor>>> {
+    let (
+        Prim::View {
+            shape,
+            strides,
+            offset: 0,
+        },
+        [x],
+    ) = (prim, inputs.as_slice())
+    else {
+        return Ok(None);
+    };
+    if checked_numel(shape) != Some(x.numel())
+        || !kuaxin_core::tensor::is_row_major(shape, strides)
+        || Arc::strong_count(x) != 1
+    {
+        return Ok(None);
+    }
+    let want = checked_types(prim, &[x.as_ref()], outputs)?;
+    let Some(x) = inputs.pop() else {
+        return Ok(None);
+    };
+    match Arc::try_unwrap(x) {
+        Ok(t) => typed(prim, vec![t.data], want).map(Some),
+        Err(x) => {
+            inputs.push(x);
+            Ok(None)
+        }
+    }
 }
 
 /// The output types of `prim` on `inputs` (whose values must fill their shapes), checked
@@ -354,4 +395,48 @@ fn run(
         }
     };
     Ok(vec![one])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f32s(t: &Tensor) -> &[f32] {
+        match &t.data {
+            Data::F32(v) => v,
+            other => panic!("expected f32 data, got {}", other.dtype()),
+        }
+    }
+
+    #[test]
+    fn a_reshape_takes_its_input_buffer_only_when_no_one_else_holds_it() {
+        let values: Vec<f32> = (0..6).map(|v| v as f32).collect();
+        let x = Arc::new(Tensor::from_vec(vec![2, 3], values.clone()).expect("a tensor"));
+        let at = f32s(&x).as_ptr();
+        let view = |shape: Vec<usize>, strides: Vec<isize>| Prim::View {
+            shape,
+            strides,
+            offset: 0,
+        };
+        let reshape = view(vec![3, 2], vec![2, 1]);
+        // Held elsewhere too: copied.
+        let held = x.clone();
+        let out = eval_owned(&reshape, vec![x], &[], None).expect("the reshape runs");
+        assert_eq!(
+            (out[0].shape.as_slice(), f32s(&out[0])),
+            (&[3, 2][..], &values[..])
+        );
+        assert_ne!(f32s(&out[0]).as_ptr(), at);
+        // A transpose of an input held by no one else is still a copy.
+        let transpose = view(vec![3, 2], vec![1, 3]);
+        let out = eval_owned(&transpose, vec![held.clone()], &[], None).expect("runs");
+        assert_eq!(f32s(&out[0]), &[0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+        // Alone, the reshape is the input's buffer.
+        let out = eval_owned(&reshape, vec![held], &[], None).expect("the reshape runs");
+        assert_eq!(
+            (out[0].shape.as_slice(), f32s(&out[0])),
+            (&[3, 2][..], &values[..])
+        );
+        assert_eq!(f32s(&out[0]).as_ptr(), at);
+    }
 }

@@ -42,6 +42,11 @@ fn view_typed<T: Element>(v: &[T], dims: &[(usize, isize)], offset: isize, numel
         return v[o..o + last_n].to_vec();
     }
     let outer = &dims[..dims.len() - 1];
+    if let Some((&(rows, 1), planes)) = outer.split_last() {
+        if last_s.unsigned_abs() > 1 {
+            return transposed(v, planes, rows, (last_n, last_s), offset, numel);
+        }
+    }
     let rows_per_chunk = (par::MIN_PAR / last_n).max(1);
     let mut out = vec![T::default(); numel];
     par::for_chunks(
@@ -78,6 +83,63 @@ fn view_typed<T: Element>(v: &[T], dims: &[(usize, isize)], offset: isize, numel
                     base -= outer[d].1 * idx[d] as isize;
                     idx[d] = 0;
                 }
+            }
+        },
+    );
+    out
+}
+
+/// Columns of a tile of [`transposed`]: as many lines of the source, 4 KiB when the columns
+/// lie a line or more apart.
+const TILE: usize = 64;
+
+/// A view whose last axis is strided and whose next-to-last has unit stride: planes (indexed
+/// by `planes`) of `rows x cols` read as a transpose, element (i, c) of a plane at
+/// `i + c * col_step` from its start (the blocked layout `[.., H * W, 16]` read back as
+/// `[.., 16, H * W]`, NHWC read as NCHW). Row by row, each row would read one element from
+/// every line of the plane; a tile of columns at a time, the tile's lines stay in L1 while
+/// every row of the plane takes its elements from them. A 64-channel 55 x 55 map back from
+/// the blocked layout (one Zen 5 core): 0.094-0.110 ms row by row.
+fn transposed<T: Element>(
+    v: &[T],
+    planes: &[(usize, isize)],
+    rows: usize,
+    (cols, col_step): (usize, isize),
+    offset: isize,
+    numel: usize,
+) -> Vec<T> {
+    let rows_per_chunk = (par::MIN_PAR / cols).max(1);
+    let mut out = vec![T::default(); numel];
+    par::for_chunks(
+        &mut out,
+        rows_per_chunk * cols,
+        rows_per_chunk * cols,
+        |ci, chunk| {
+            let mut row = ci * rows_per_chunk;
+            let mut rest = chunk;
+            // The chunk's rows a plane at a time.
+            while !rest.is_empty() {
+                let (plane, i0) = (row / rows, row % rows);
+                let take = (rows - i0).min(rest.len() / cols);
+                let (block, next) = std::mem::take(&mut rest).split_at_mut(take * cols);
+                let mut start = offset + i0 as isize;
+                let mut p = plane;
+                for &(n, stride) in planes.iter().rev() {
+                    start += (p % n) as isize * stride;
+                    p /= n;
+                }
+                for c0 in (0..cols).step_by(TILE) {
+                    let c1 = (c0 + TILE).min(cols);
+                    for (i, out_row) in block.chunks_exact_mut(cols).enumerate() {
+                        let mut at = start + i as isize + c0 as isize * col_step;
+                        for o in &mut out_row[c0..c1] {
+                            *o = v[at as usize];
+                            at += col_step;
+                        }
+                    }
+                }
+                row += take;
+                rest = next;
             }
         },
     );

@@ -10,6 +10,55 @@ fn view(shape: &[usize], strides: &[isize], offset: usize) -> Prim {
     }
 }
 
+/// Every element of the view `shape` / `strides` / `offset` of `x`, by its definition.
+fn viewed(x: &[f32], shape: &[usize], strides: &[isize], offset: usize) -> Vec<f32> {
+    let n: usize = shape.iter().product();
+    (0..n)
+        .map(|mut e| {
+            let mut at = offset as isize;
+            for (&d, &s) in shape.iter().zip(strides).rev() {
+                at += (e % d) as isize * s;
+                e /= d;
+            }
+            x[at as usize]
+        })
+        .collect()
+}
+
+#[test]
+fn transposing_views_match_the_definition() {
+    // Views whose last axis is strided and whose next-to-last has unit stride: the blocked
+    // layout read back (two images of three blocks of 55 x 55, whose parallel chunks of rows
+    // cross planes), a reversed last axis from an offset, planes of their own stride, more
+    // columns than a tile.
+    let cases: [(Vec<usize>, Vec<isize>, usize); 4] = [
+        (
+            vec![2, 3, 16, 3025],
+            vec![3 * 3025 * 16, 3025 * 16, 1, 16],
+            0,
+        ),
+        (vec![5, 7], vec![1, -5], 30),
+        (vec![3, 4, 70], vec![600, 1, 8], 2),
+        (vec![2, 200], vec![1, 3], 1),
+    ];
+    for (shape, strides, offset) in cases {
+        let reach = shape
+            .iter()
+            .zip(&strides)
+            .map(|(&d, &s)| (d as isize - 1) * s.max(0))
+            .sum::<isize>() as usize;
+        let x: Vec<f32> = (0..offset + reach + 1).map(|i| i as f32).collect();
+        let want = viewed(&x, &shape, &strides, offset);
+        let y = run1(view(&shape, &strides, offset), &[&v1(x)]);
+        assert_eq!(y.shape, shape);
+        assert_eq!(
+            y.data,
+            Data::F32(want),
+            "{shape:?} / {strides:?} from {offset}"
+        );
+    }
+}
+
 #[test]
 fn view_transpose_reverse_expand_diagonal() {
     let x = t(&[2, 3], vec![1i32, 2, 3, 4, 5, 6]);
