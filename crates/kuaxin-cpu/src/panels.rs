@@ -5,7 +5,9 @@
 //! on one Zen 4 core.
 //!
 //! Loops: blocks of `KC` steps of k (a panel block stays in L2), blocks of `MC` rows of A
-//! (read in place, the block stays in L2 across panels), the panels of the block, its tiles.
+//! (read in place, or from a copy where a tile's rows would crowd one L1 set, see
+//! [`crate::spread_rows`]; the block stays in L2 across panels), the panels of the block, its
+//! tiles.
 use crate::gemm::{Mat, SendPtr, PAR_FLOPS};
 use crate::scratch::with_scratch;
 use crate::simd::{level, Level};
@@ -400,16 +402,22 @@ mod tests {
         c
     }
 
-    #[test]
-    fn panel_products_match_the_reference() {
+    /// A pool of two threads to run products on, or `None` (said on stderr) where this CPU
+    /// lacks AVX-512 and the panel product is never chosen.
+    fn two_threads_if_available() -> Option<rayon::ThreadPool> {
         if !available() {
             eprintln!("skipped: this CPU has no AVX-512 (the panel product needs it)");
-            return;
+            return None;
         }
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .expect("a pool of two threads");
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build();
+        Some(pool.expect("a pool of two threads"))
+    }
+
+    #[test]
+    fn panel_products_match_the_reference() {
+        let Some(pool) = two_threads_if_available() else {
+            return;
+        };
         // Edges in every direction, a k beyond one block, A transposed, both splits.
         for (m, n, k, transposed) in [
             (1, 1, 1, false),
@@ -470,14 +478,9 @@ mod tests {
 
     #[test]
     fn rows_of_a_that_crowd_a_cache_set_give_the_same_product() {
-        if !available() {
-            eprintln!("skipped: this CPU has no AVX-512 (the panel product needs it)");
+        let Some(pool) = two_threads_if_available() else {
             return;
-        }
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .expect("a pool of two threads");
+        };
         // (m, n, k, row step, offset): rows 4 or 8 KiB apart, read from a copy; a block of k
         // past the first; a window of a wider matrix; a product large enough to be parallel.
         for (m, n, k, rs, offset) in [
