@@ -624,9 +624,18 @@ fn conv_blocked_into(
             let tiles = rows.len() * (end - start).div_ceil(width);
             let ahead_per_tap = ahead_lines.div_ceil(tiles * taps);
             let mut tile = 0;
+            // A first layer (a plain input, the network's, from memory) reads input rows
+            // for its next output row that this one does not: its tiles fetch them into L2,
+            // a share each. Blocked inputs were just written by the layer before.
             for row in rows.clone() {
+                let mut coming = match lane == BLOCK {
+                    true => NextRows::default(),
+                    false => NextRows::of(&r, row, (start, end), cis),
+                };
+                let per_tile = coming.lines().div_ceil((end - start).div_ceil(width));
                 let mut o = start;
                 while o < end {
+                    coming.fetch(x[img * x_img..].as_ptr(), per_tile);
                     let rw = tile_width(end - o, width, (end - start) % width);
                     let at = img * out_img + GROUP * group * out_block + (row * r.ow + o) * BLOCK;
                     let x_at = ((first * r.h + row * r.strides[0]) * r.w + o * r.strides[1]) * lane;
@@ -689,10 +698,148 @@ fn conv_blocked_into(
     Ok(())
 }
 
+/// The lines of a plain (NCHW) input that output row `row + 1` of a chunk reads and row `row`
+/// does not (the rows its windows reach past this row's, in each of `planes` channel planes),
+/// fetched into L2 a few at a time while row `row` runs.
+#[derive(Default)]
+struct NextRows {
+    /// Offset of the first line's first element from the image's start.
+    start: usize,
+    planes: usize,
+    plane_len: usize,
+    rows: usize,
+    row_len: usize,
+    per_row: usize,
+    done: usize,
+}
+
+impl NextRows {
+    fn of(r: &BlockedGeom, row: usize, (start, end): (usize, usize), planes: usize) -> NextRows {
+        let (s, reach) = (r.strides[0], (r.kh - 1) * r.dilations[0]);
+        // Undilated windows cover whole runs of rows, so the next row's new ones follow this
+        // row's last; dilated ones interleave, and all of the next row's are fetched.
+        let lo = match r.dilations[0] {
+            1 => (row * s + reach + 1).max((row + 1) * s),
+            _ => (row + 1) * s,
+        };
+        let hi = ((row + 1) * s + reach + 1).min(r.h);
+        if row + 1 >= r.oh || lo >= hi || end <= start {
+            return NextRows::default();
+        }
+        let c0 = start * r.strides[1];
+        let c1 = ((end - 1) * r.strides[1] + (r.kw - 1) * r.dilations[1] + 1).min(r.w);
+        NextRows {
+            start: lo * r.w + c0,
+            planes,
+            plane_len: r.h * r.w,
+            rows: hi - lo,
+            row_len: r.w,
+            // One more than the span's length in lines: the span need not start a line.
+            per_row: c1.saturating_sub(c0).div_ceil(BLOCK) + 1,
+            done: 0,
+        }
+    }
+
+    fn lines(&self) -> usize {
+        self.planes * self.rows * self.per_row
+    }
+
+    /// Offset from the image's start of an element of line `i` (`i < lines()`): each new
+    /// row's span from its first element in steps of a line, one step past its last.
+    fn line(&self, i: usize) -> usize {
+        let (plane, rest) = (
+            i / (self.rows * self.per_row),
+            i % (self.rows * self.per_row),
+        );
+        let (row, line) = (rest / self.per_row, rest % self.per_row);
+        self.start + plane * self.plane_len + row * self.row_len + line * BLOCK
+    }
+
+    /// Asks for the next `n` lines (from the image at `x`) in L2. A hint: no fault, whatever
+    /// the address.
+    fn fetch(&mut self, x: *const f32, n: usize) {
+        let end = (self.done + n).min(self.lines());
+        for i in self.done..end {
+            let at = self.line(i);
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: a prefetch never faults.
+            unsafe {
+                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+                _mm_prefetch::<_MM_HINT_T1>(x.wrapping_add(at) as *const i8);
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = (x, at);
+        }
+        self.done = end;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::conv_cases::values;
+
+    #[test]
+    fn a_plain_input_row_fetches_the_lines_only_its_next_row_reads() {
+        // (channels, size, kernel, stride, dilation, chunk): a stem, a stride-1 layer, a
+        // dilated one, a chunk of positions within a row.
+        for (c, hw, k, s, d, chunk) in [
+            (3, 224, 3, 2, 1, (0, 111)),
+            (3, 30, 3, 1, 1, (0, 28)),
+            (2, 40, 3, 1, 2, (0, 36)),
+            (3, 64, 7, 2, 1, (8, 20)),
+        ] {
+            let o = (hw - (k - 1) * d - 1) / s + 1;
+            let g = BlockedGeom::new(
+                &[1, c, hw, hw],
+                &[16, c, k, k],
+                &[s, s],
+                &[d, d],
+                &[(0, 0); 2],
+            )
+            .expect("a geometry");
+            assert_eq!((g.oh, g.lane), (o, 1));
+            let reads = |row: usize| {
+                let mut at = std::collections::HashSet::new();
+                for ch in 0..c {
+                    for ox in chunk.0..chunk.1 {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                at.insert(ch * hw * hw + (row * s + ky * d) * hw + ox * s + kx * d);
+                            }
+                        }
+                    }
+                }
+                at
+            };
+            for row in [0, 1, o - 2, o - 1] {
+                let next = NextRows::of(&g, row, chunk, c);
+                let spans: Vec<usize> = (0..next.lines()).map(|i| next.line(i)).collect();
+                let (now, then) = (
+                    reads(row),
+                    if row + 1 < o {
+                        reads(row + 1)
+                    } else {
+                        Default::default()
+                    },
+                );
+                for e in then.difference(&now) {
+                    assert!(
+                        spans.iter().any(|&l| (l..l + BLOCK).contains(e)),
+                        "{c} x {hw}^2, k {k} s {s} d {d}, row {row}: element {e} not fetched"
+                    );
+                }
+                // Nothing for the last row; no more lines than the new rows' spans (undilated:
+                // `s` rows a channel; dilated: the window's whole reach).
+                let width = (chunk.1 - 1 - chunk.0) * s + (k - 1) * d + 1;
+                let rows = if d == 1 { s.min(k) } else { (k - 1) * d + 1 };
+                assert!(spans.len() <= c * rows * (width.div_ceil(BLOCK) + 1));
+                if row + 1 == o {
+                    assert!(spans.is_empty());
+                }
+            }
+        }
+    }
 
     /// NCHW `[n, c, h, w]` as blocked `[n, c/16, h, w, 16]`.
     fn blocked(x: &[f32], n: usize, c: usize, hw: usize) -> Vec<f32> {
