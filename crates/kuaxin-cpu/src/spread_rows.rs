@@ -27,7 +27,7 @@ pub fn crowded(row_step: isize, rows: usize) -> bool {
     let step = step % (SET_PERIOD / 4) * 4;
     let mut per_set = [0usize; SET_PERIOD / LINE];
     (0..rows).any(|r| {
-        let set = r * step % SET_PERIOD / LINE;
+        let set = (r % SET_PERIOD) * step % SET_PERIOD / LINE;
         per_set[set] += 1;
         per_set[set] > SHARED_SET_ROWS
     })
