@@ -47,46 +47,38 @@ fn view_typed<T: Element>(v: &[T], dims: &[(usize, isize)], offset: isize, numel
             return transposed(v, planes, rows, (last_n, last_s), offset, numel);
         }
     }
-    let rows_per_chunk = (par::MIN_PAR / last_n).max(1);
-    let mut out = vec![T::default(); numel];
-    par::for_chunks(
-        &mut out,
-        rows_per_chunk * last_n,
-        rows_per_chunk * last_n,
-        |ci, chunk| {
-            // Position of the chunk's first row.
-            let mut idx = vec![0usize; outer.len()];
-            let mut r = ci * rows_per_chunk;
-            let mut base = offset;
+    by_rows(numel, last_n, |first_row, chunk| {
+        // Position of the chunk's first row.
+        let mut idx = vec![0usize; outer.len()];
+        let mut r = first_row;
+        let mut base = offset;
+        for d in (0..outer.len()).rev() {
+            idx[d] = r % outer[d].0;
+            r /= outer[d].0;
+            base += idx[d] as isize * outer[d].1;
+        }
+        for row in chunk.chunks_mut(last_n) {
+            if last_s == 1 {
+                let b = base as usize;
+                row.copy_from_slice(&v[b..b + last_n]);
+            } else {
+                let mut p = base;
+                for o in row.iter_mut() {
+                    *o = v[p as usize];
+                    p += last_s;
+                }
+            }
             for d in (0..outer.len()).rev() {
-                idx[d] = r % outer[d].0;
-                r /= outer[d].0;
-                base += idx[d] as isize * outer[d].1;
-            }
-            for row in chunk.chunks_mut(last_n) {
-                if last_s == 1 {
-                    let b = base as usize;
-                    row.copy_from_slice(&v[b..b + last_n]);
-                } else {
-                    let mut p = base;
-                    for o in row.iter_mut() {
-                        *o = v[p as usize];
-                        p += last_s;
-                    }
+                idx[d] += 1;
+                base += outer[d].1;
+                if idx[d] < outer[d].0 {
+                    break;
                 }
-                for d in (0..outer.len()).rev() {
-                    idx[d] += 1;
-                    base += outer[d].1;
-                    if idx[d] < outer[d].0 {
-                        break;
-                    }
-                    base -= outer[d].1 * idx[d] as isize;
-                    idx[d] = 0;
-                }
+                base -= outer[d].1 * idx[d] as isize;
+                idx[d] = 0;
             }
-        },
-    );
-    out
+        }
+    })
 }
 
 /// Columns of a tile of [`transposed`]: as many lines of the source, 4 KiB when the columns
@@ -108,40 +100,48 @@ fn transposed<T: Element>(
     offset: isize,
     numel: usize,
 ) -> Vec<T> {
-    let rows_per_chunk = (par::MIN_PAR / cols).max(1);
-    let mut out = vec![T::default(); numel];
-    par::for_chunks(
-        &mut out,
-        rows_per_chunk * cols,
-        rows_per_chunk * cols,
-        |ci, chunk| {
-            let mut row = ci * rows_per_chunk;
-            let mut rest = chunk;
-            // The chunk's rows a plane at a time.
-            while !rest.is_empty() {
-                let (plane, i0) = (row / rows, row % rows);
-                let take = (rows - i0).min(rest.len() / cols);
-                let (block, next) = std::mem::take(&mut rest).split_at_mut(take * cols);
-                let mut start = offset + i0 as isize;
-                let mut p = plane;
-                for &(n, stride) in planes.iter().rev() {
-                    start += (p % n) as isize * stride;
-                    p /= n;
-                }
-                for c0 in (0..cols).step_by(TILE) {
-                    let c1 = (c0 + TILE).min(cols);
-                    for (i, out_row) in block.chunks_exact_mut(cols).enumerate() {
-                        let mut at = start + i as isize + c0 as isize * col_step;
-                        for o in &mut out_row[c0..c1] {
-                            *o = v[at as usize];
-                            at += col_step;
-                        }
+    by_rows(numel, cols, |first_row, chunk| {
+        let mut row = first_row;
+        let mut rest = chunk;
+        // The chunk's rows a plane at a time.
+        while !rest.is_empty() {
+            let (plane, i0) = (row / rows, row % rows);
+            let take = (rows - i0).min(rest.len() / cols);
+            let (block, next) = std::mem::take(&mut rest).split_at_mut(take * cols);
+            let mut start = offset + i0 as isize;
+            let mut p = plane;
+            for &(n, stride) in planes.iter().rev() {
+                start += (p % n) as isize * stride;
+                p /= n;
+            }
+            for c0 in (0..cols).step_by(TILE) {
+                let c1 = (c0 + TILE).min(cols);
+                for (i, out_row) in block.chunks_exact_mut(cols).enumerate() {
+                    let mut at = start + i as isize + c0 as isize * col_step;
+                    for o in &mut out_row[c0..c1] {
+                        *o = v[at as usize];
+                        at += col_step;
                     }
                 }
-                row += take;
-                rest = next;
             }
-        },
-    );
+            row += take;
+            rest = next;
+        }
+    })
+}
+
+/// A contiguous output of `numel` elements in rows of `cols`, filled by `fill(first row, rows)`
+/// over chunks of rows, in parallel when large enough.
+fn by_rows<T: Element>(
+    numel: usize,
+    cols: usize,
+    fill: impl Fn(usize, &mut [T]) + Sync + Send,
+) -> Vec<T> {
+    let rows_per_chunk = (par::MIN_PAR / cols).max(1);
+    let mut out = vec![T::default(); numel];
+    let chunk = rows_per_chunk * cols;
+    par::for_chunks(&mut out, chunk, chunk, |ci, rows| {
+        fill(ci * rows_per_chunk, rows)
+    });
     out
 }
