@@ -122,6 +122,7 @@ impl Backend for CpuBackend {
             .map(|t| host_tensor(t))
             .collect::<Result<Vec<_>>>()?;
         let refs: Vec<&Tensor> = held.iter().map(|t| t.as_ref()).collect();
+        crate::warm::rearm();
         let out = self
             .pool
             .install(|| eval_with(prim, &refs, outputs, Some(&self.weights)))?;
@@ -140,6 +141,7 @@ impl Backend for CpuBackend {
             .into_iter()
             .map(into_host)
             .collect::<Result<Vec<_>>>()?;
+        crate::warm::rearm();
         let out = self
             .pool
             .install(|| eval_owned(prim, held, outputs, Some(&self.weights)))?;

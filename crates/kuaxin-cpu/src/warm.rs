@@ -5,12 +5,27 @@
 //! the next kernel splits, which costs tens of microseconds on a virtual machine: on MiniLM-L3
 //! at 2 threads the fused kernels ran only 1.2x faster than at 1. For the length of a run every
 //! other worker instead spins on `rayon::yield_now`, taking each kernel's tasks as soon as they
-//! are split (what onnxruntime's spinning thread pool does).
+//! are split (what onnxruntime's spinning thread pool does). A spinner that left for lack of
+//! work is spawned again before the next kernel ([`rearm`]).
 use rayon::Yield;
-use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// One run's spinners: whether the run is over, and how many spinner jobs are out (spawned
+/// and not yet returned).
+struct Run {
+    done: AtomicBool,
+    out: AtomicUsize,
+    /// The caller's worker index, whose own copy of each broadcast returns at once.
+    caller: usize,
+}
+
+thread_local! {
+    /// The run the caller on this thread is inside of, for [`rearm`].
+    static CURRENT: RefCell<Option<Arc<Run>>> = const { RefCell::new(None) };
+}
 
 /// Runs `f` on the current pool (the caller must be inside it) while its other workers spin.
 pub fn run_warm<R>(f: impl FnOnce() -> R) -> R {
@@ -21,25 +36,56 @@ pub fn run_warm<R>(f: impl FnOnce() -> R) -> R {
     if threads < 2 {
         return f();
     }
-    let done = Arc::new(AtomicBool::new(false));
-    let flag = done.clone();
-    // One job per worker; the caller's own copy returns at once (it must never spin: a
-    // worker that runs it while waiting inside `f` would wait on itself).
-    rayon::spawn_broadcast(move |ctx| {
-        if ctx.index() == me {
-            return;
-        }
-        spin(&flag);
+    let run = Arc::new(Run {
+        done: AtomicBool::new(false),
+        out: AtomicUsize::new(0),
+        caller: me,
     });
-    struct Release(Arc<AtomicBool>);
+    spawn_spinners(&run);
+    // Ended and forgotten on return and on unwinding alike (a run inside `f`, which no
+    // program makes, puts back the one it was inside of).
+    struct Release(Option<Arc<Run>>);
     impl Drop for Release {
         fn drop(&mut self) {
-            self.0.store(true, Ordering::Release);
+            let outer = self.0.take();
+            if let Some(run) = CURRENT.with(|c| c.replace(outer)) {
+                run.done.store(true, Ordering::Release);
+            }
         }
     }
-    // Released on return and on unwinding alike.
-    let _release = Release(done);
+    let _release = Release(CURRENT.with(|c| c.replace(Some(run))));
     f()
+}
+
+/// Spinners again for the run this thread is inside of, when every one it had left for lack
+/// of work (see [`IDLE`]). The back end calls it before each kernel: a virtual CPU the host
+/// holds up for longer than `IDLE` (the caller's, between two kernels) otherwise let the
+/// other workers fall asleep for the rest of the run, and each later kernel waited for a
+/// wake-up (~40 us on a KVM guest: ResNet-50 at 2 threads lost ~1.7 ms a run in a busy spell).
+pub fn rearm() {
+    CURRENT.with(|c| {
+        if let Some(run) = c.borrow().as_ref() {
+            if run.out.load(Ordering::Acquire) == 0 {
+                spawn_spinners(run);
+            }
+        }
+    });
+}
+
+/// One spinner job per worker of the current pool but the caller's.
+fn spawn_spinners(run: &Arc<Run>) {
+    let others = rayon::current_num_threads().saturating_sub(1);
+    run.out.fetch_add(others, Ordering::AcqRel);
+    let run = run.clone();
+    // The caller's own copy returns at once (it must never spin: a worker that runs it while
+    // waiting inside the run would wait on itself).
+    rayon::spawn_broadcast(move |ctx| {
+        if ctx.index() == run.caller {
+            return;
+        }
+        spin(&run.done);
+        run.out.fetch_sub(1, Ordering::AcqRel);
+    });
 }
 
 /// How long a spinner goes on with nothing to run before it lets its worker sleep: longer
@@ -98,6 +144,60 @@ mod tests {
         // The spinners left: a blocking job on every thread still completes.
         let n = pool.install(|| rayon::broadcast(|ctx| ctx.index()).len());
         assert_eq!(n, 3);
+    }
+
+    /// Spinner jobs out for the run this thread is inside of.
+    fn spinners_out() -> usize {
+        CURRENT.with(|c| {
+            c.borrow()
+                .as_ref()
+                .map_or(0, |r| r.out.load(Ordering::Acquire))
+        })
+    }
+
+    /// Polls `cond` until it holds; false if it does not within a minute (a liveness check,
+    /// not a speed limit: each wait here is for a few hundred microseconds).
+    fn eventually(cond: impl Fn() -> bool) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(60) {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        false
+    }
+
+    #[test]
+    fn spinners_that_left_for_lack_of_work_come_back_for_the_next_kernel() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .expect("a pool of 2 threads");
+        let (outer, after) = pool.install(|| {
+            let outer = run_warm(|| {
+                assert_eq!(spinners_out(), 1, "one spinner, the other worker's");
+                // The caller held up past IDLE (a preempted virtual CPU): the spinner leaves.
+                assert!(eventually(|| spinners_out() == 0), "the idle spinner left");
+                rearm();
+                assert_eq!(spinners_out(), 1, "rearm spawned a spinner again");
+                // A second rearm while it is out spawns no other.
+                rearm();
+                assert_eq!(spinners_out(), 1);
+                let sum: u64 = (0..100_000u64).into_par_iter().sum();
+                assert_eq!(sum, 100_000 * 99_999 / 2);
+                CURRENT.with(|c| c.borrow().clone()).expect("inside a run")
+            });
+            // Outside a run, rearm spawns nothing.
+            rearm();
+            (outer, spinners_out())
+        });
+        assert_eq!(after, 0);
+        assert!(outer.done.load(Ordering::Acquire), "the run ended");
+        assert!(
+            eventually(|| outer.out.load(Ordering::Acquire) == 0),
+            "the spinners stopped with the run"
+        );
     }
 
     /// Runs back to back, each of nested parallel work (joins inside stolen tasks, as a
