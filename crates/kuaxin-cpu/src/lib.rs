@@ -63,6 +63,7 @@ mod tile_blocked_avx512;
 mod tile_direct;
 mod tile_direct_avx512;
 mod tile_rows_avx512;
+mod transpose_avx512;
 mod typed;
 mod unary;
 mod view;

@@ -11,7 +11,7 @@ fn view(shape: &[usize], strides: &[isize], offset: usize) -> Prim {
 }
 
 /// Every element of the view `shape` / `strides` / `offset` of `x`, by its definition.
-fn viewed(x: &[f32], shape: &[usize], strides: &[isize], offset: usize) -> Vec<f32> {
+fn viewed<T: Copy>(x: &[T], shape: &[usize], strides: &[isize], offset: usize) -> Vec<T> {
     let n: usize = shape.iter().product();
     (0..n)
         .map(|mut e| {
@@ -30,8 +30,10 @@ fn transposing_views_match_the_definition() {
     // Views whose last axis is strided and whose next-to-last has unit stride: the blocked
     // layout read back (two images of three blocks of 55 x 55, whose parallel chunks of rows
     // cross planes), a reversed last axis from an offset, planes of their own stride, more
-    // columns than a tile.
-    let cases: [(Vec<usize>, Vec<isize>, usize); 4] = [
+    // columns than a tile; groups of sixteen rows and columns (32-bit elements go through
+    // registers sixteen by sixteen) with rows and columns left over, columns reversed, and
+    // rows per plane not a multiple of sixteen, whose chunks start inside a plane.
+    let cases: [(Vec<usize>, Vec<isize>, usize); 7] = [
         (
             vec![2, 3, 16, 3025],
             vec![3 * 3025 * 16, 3025 * 16, 1, 16],
@@ -40,6 +42,9 @@ fn transposing_views_match_the_definition() {
         (vec![5, 7], vec![1, -5], 30),
         (vec![3, 4, 70], vec![600, 1, 8], 2),
         (vec![2, 200], vec![1, 3], 1),
+        (vec![40, 37], vec![1, -41], 41 * 36 + 3),
+        (vec![3, 24, 1500], vec![24 * 1500, 1, 24], 0),
+        (vec![33, 20], vec![1, 40], 5),
     ];
     for (shape, strides, offset) in cases {
         let reach = shape
@@ -56,6 +61,16 @@ fn transposing_views_match_the_definition() {
             Data::F32(want),
             "{shape:?} / {strides:?} from {offset}"
         );
+        // Other widths of element: 32-bit integers (the registers' path too), 64-bit.
+        let n = offset + reach + 1;
+        let xi: Vec<i32> = (0..n as i32).map(|i| i.wrapping_mul(-7919)).collect();
+        let want = Data::I32(viewed(&xi, &shape, &strides, offset));
+        let y = run1(view(&shape, &strides, offset), &[&t(&[n], xi)]);
+        assert_eq!(y.data, want, "i32 {shape:?} / {strides:?} from {offset}");
+        let xl: Vec<i64> = (0..n as i64).map(|i| i << 33).collect();
+        let want = Data::I64(viewed(&xl, &shape, &strides, offset));
+        let y = run1(view(&shape, &strides, offset), &[&t(&[n], xl)]);
+        assert_eq!(y.data, want, "i64 {shape:?} / {strides:?} from {offset}");
     }
 }
 
