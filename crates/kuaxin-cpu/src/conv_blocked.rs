@@ -628,9 +628,10 @@ fn conv_blocked_into(
             // for its next output row that this one does not: its tiles fetch them into L2,
             // a share each. Blocked inputs were just written by the layer before.
             for row in rows.clone() {
-                let mut coming = match lane == BLOCK {
-                    true => NextRows::default(),
-                    false => NextRows::of(&r, row, (start, end), cis),
+                let mut coming = if lane == BLOCK {
+                    NextRows::default()
+                } else {
+                    NextRows::of(&r, row, (start, end), cis)
                 };
                 let per_tile = coming.lines().div_ceil((end - start).div_ceil(width));
                 let mut o = start;

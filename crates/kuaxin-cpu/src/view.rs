@@ -120,11 +120,7 @@ fn transposed<T: Element>(
                 start += (p % n) as isize * stride;
                 p /= n;
             }
-            let tiled = if tiles {
-                tile_rows(v, start, (take, cols, col_step), block)
-            } else {
-                0
-            };
+            let tiled = tile_rows(v, start, (take, cols, col_step), block);
             for c0 in (0..cols).step_by(TILE) {
                 let c1 = (c0 + TILE).min(cols);
                 for (i, out_row) in block.chunks_exact_mut(cols).enumerate().skip(tiled) {
@@ -143,8 +139,8 @@ fn transposed<T: Element>(
 
 /// The first rows of `block` (`take` rows of `cols`, element (i, c) at `v[start + i + c *
 /// col_step]`) in whole groups of sixteen, through [`crate::transpose_avx512::tile16`] (the
-/// columns past the last whole sixteen one by one); returns how many rows it wrote. `T` is a
-/// 32-bit type.
+/// columns past the last whole sixteen one by one); returns how many rows it wrote (none for
+/// other element widths, or without AVX-512).
 fn tile_rows<T: Element>(
     v: &[T],
     start: isize,
@@ -163,9 +159,9 @@ fn tile_rows<T: Element>(
     if !inside || std::mem::size_of::<T>() != 4 {
         return 0;
     }
+    let full = cols / 16 * 16;
     #[cfg(target_arch = "x86_64")]
     for r0 in (0..groups).step_by(16) {
-        let full = cols / 16 * 16;
         for c0 in (0..full).step_by(16) {
             let at = start + r0 as isize + c0 as isize * col_step;
             // SAFETY: AVX-512 is there (`available` above); the tile reads rows
